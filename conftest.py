@@ -1,0 +1,1 @@
+"""Root conftest: the tmuxagent plugin is loaded through its pytest11 entry point."""

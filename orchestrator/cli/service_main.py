@@ -1,0 +1,62 @@
+"""`tmux-agent-orchestrator`: the supervisor service."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+from ..audit import AuditLog
+from ..metrics import OrchestratorMetrics, serve
+from ..store import StateStore
+from ..supervisor import Supervisor
+from ..tmux import TmuxAdapter
+from .common import add_config_flags, config_from_args, run_cli, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tmux-agent-orchestrator", description=__doc__)
+    add_config_flags(parser)
+    parser.add_argument("--metrics-port", type=int, default=None, help="override metrics_port (0 = any free port)")
+    parser.add_argument("--dry-run", action="store_true", help="record what would be dispatched, send nothing")
+    parser.add_argument("--once", action="store_true", help="drain the queues, then exit")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def _serve(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    setup_logging(config.log_dir / "orchestrator.log", args.verbose)
+    metrics = OrchestratorMetrics()
+    store = StateStore(config.state_db)
+    audit = AuditLog(config.audit_log, on_write_error=lambda exc: metrics.audit_write_errors.inc())
+    supervisor = Supervisor(config, store=store, tmux=TmuxAdapter(config.tmux), audit=audit, metrics=metrics,
+                            dry_run=args.dry_run)
+    port = config.settings.metrics_port if args.metrics_port is None else args.metrics_port
+    source = "--metrics-port" if args.metrics_port is not None else f"{config.orchestrator_path}: metrics_port"
+    server = serve(metrics, config.settings.metrics_host, port, source=source)
+    runtime = config.log_dir / "orchestrator-runtime.json"
+    runtime.write_text(json.dumps({
+        "pid": os.getpid(),
+        "metrics_url": f"http://{config.settings.metrics_host}:{server.server_port}/metrics",
+    }))
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
+    signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
+    try:
+        supervisor.start()
+        supervisor.run(once=args.once)
+    finally:
+        supervisor.close()
+        server.shutdown()
+        store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("tmux-agent-orchestrator", lambda: _serve(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

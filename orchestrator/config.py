@@ -1,0 +1,250 @@
+"""The one config loader: `agent-config.yaml` plus `.tmuxagent/orchestrator.toml`.
+
+Both files are validated against JSON Schemas shipped in the package, and every
+problem is raised as a ConfigError naming the file, the key and the fix, so the
+CLIs can print one line and exit 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_CONFIG_NAME = "agent-config.yaml"
+ORCHESTRATOR_RELATIVE = Path(".tmuxagent") / "orchestrator.toml"
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    name: str
+    target: str
+    workdir: Path
+    requirements_doc: str | None = None
+    interrupt_keys: tuple[str, ...] = ("C-c",)
+    blocker_patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TmuxConfig:
+    socket_name: str | None = None
+    socket_path: str | None = None
+
+    def cli_args(self) -> list[str]:
+        if self.socket_path:
+            return ["-S", self.socket_path]
+        if self.socket_name:
+            return ["-L", self.socket_name]
+        return []
+
+
+@dataclass(frozen=True)
+class CodexConfig:
+    bin: str = "codex"
+    extra_args: tuple[str, ...] = ()
+    timeout_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    dedupe_seconds: float = 300.0
+    retry_backoff_seconds: float = 2.0
+    rate_limit_per_minute: int = 20
+    request_timeout_seconds: float = 5.0
+    env_reload_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings:
+    stall_timeout_seconds: float = 120.0
+    stall_retries_before_notify: int = 2
+    failure_alert_threshold: int = 3
+    cooldown_seconds: float = 60.0
+    poll_interval_seconds: float = 0.1
+    output_tail_lines: int = 20
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108
+    env_file: Path = Path("~/.env").expanduser()
+    runtime_dir: Path | None = None
+    codex: CodexConfig = field(default_factory=CodexConfig)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+
+
+@dataclass(frozen=True)
+class Config:
+    config_path: Path
+    orchestrator_path: Path
+    tmux: TmuxConfig
+    state_db: Path
+    log_dir: Path
+    sessions: tuple[SessionConfig, ...]
+    settings: OrchestratorSettings
+
+    @property
+    def audit_log(self) -> Path:
+        return self.log_dir / "orchestrator-actions.jsonl"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Where per-command wrapper, exit-code and output files live."""
+        return self.settings.runtime_dir or (self.state_db.parent / "run")
+
+    def session(self, name: str) -> SessionConfig:
+        for session in self.sessions:
+            if session.name == name:
+                return session
+        known = ", ".join(s.name for s in self.sessions) or "none"
+        raise ConfigError(
+            f"unknown session '{name}'",
+            file=str(self.config_path),
+            key="sessions",
+            fix=f"use one of: {known}, or add it under sessions",
+        )
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    text = resources.files("orchestrator").joinpath("schemas", name).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(error: jsonschema.ValidationError, file: Path) -> ConfigError:
+    """Turn one schema violation into a sentence with the key and the fix."""
+    where = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        key = ".".join(p for p in [where, extra[0] if extra else ""] if p)
+        return ConfigError("unknown key", file=str(file), key=key,
+                           fix=f"remove it or use one of: {', '.join(allowed)}")
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        key = ".".join(p for p in [where, missing] if p)
+        return ConfigError("missing required key", file=str(file), key=key, fix="add it")
+    if error.validator == "type":
+        wanted = error.validator_value
+        got = type(error.instance).__name__
+        return ConfigError(f"expected {wanted}, got {got} ({error.instance!r})", file=str(file),
+                           key=where or "(top level)", fix=f"write a {wanted}")
+    return ConfigError(error.message, file=str(file), key=where or "(top level)",
+                       fix="see the schema in orchestrator/schemas")
+
+
+def validate(document: Any, schema_name: str, file: Path) -> None:
+    validator = jsonschema.Draft202012Validator(load_schema(schema_name))
+    errors = sorted(validator.iter_errors(document), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise _explain(errors[0], file)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path), fix="run `tmux-agent init` or pass --config PATH") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read ({exc.strerror})", file=str(path), fix="check permissions") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "unknown line"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"YAML syntax error at {where}: {problem}", file=str(path), fix="fix the YAML syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be a mapping", file=str(path), fix="start with keys like `sessions:`")
+    return data
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read ({exc.strerror})", file=str(path), fix="check permissions") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"TOML syntax error: {exc}", file=str(path), fix="fix the TOML syntax") from None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def settings_from_mapping(data: dict[str, Any], base: Path) -> OrchestratorSettings:
+    codex = data.get("codex", {})
+    notes = data.get("notifications", {})
+    scalars = {k: v for k, v in data.items() if k not in {"codex", "notifications", "env_file", "runtime_dir"}}
+    return OrchestratorSettings(
+        **scalars,
+        env_file=_resolve(base, data.get("env_file", "~/.env")),
+        runtime_dir=_resolve(base, data["runtime_dir"]) if "runtime_dir" in data else None,
+        codex=CodexConfig(bin=codex.get("bin", "codex"), extra_args=tuple(codex.get("extra_args", [])),
+                          timeout_seconds=float(codex.get("timeout_seconds", 120.0))),
+        notifications=NotificationSettings(**notes),
+    )
+
+
+def load_config(config_path: str | Path | None = None, orchestrator_path: str | Path | None = None) -> Config:
+    config_file = Path(config_path or DEFAULT_CONFIG_NAME).expanduser().absolute()
+    base = config_file.parent
+    orch_file = Path(orchestrator_path).expanduser().absolute() if orchestrator_path else base / ORCHESTRATOR_RELATIVE
+    if orchestrator_path and not orch_file.exists():
+        raise ConfigError("file not found", file=str(orch_file), fix="check --orchestrator-config or run `tmux-agent init`")
+
+    data = _read_yaml(config_file)
+    validate(data, "agent_config.schema.json", config_file)
+    toml_data = _read_toml(orch_file)
+    validate(toml_data, "orchestrator_config.schema.json", orch_file)
+
+    tmux = TmuxConfig(**data.get("tmux", {}))
+    if tmux.socket_name and tmux.socket_path:
+        raise ConfigError("socket_name and socket_path both set", file=str(config_file), key="tmux",
+                          fix="keep one: socket_name (tmux -L) or socket_path (tmux -S)")
+    sessions: list[SessionConfig] = []
+    seen: set[str] = set()
+    for index, item in enumerate(data.get("sessions", [])):
+        if item["name"] in seen:
+            raise ConfigError(f"duplicate session name '{item['name']}'", file=str(config_file),
+                              key=f"sessions[{index}].name", fix="give each session a unique name")
+        seen.add(item["name"])
+        sessions.append(SessionConfig(
+            name=item["name"],
+            target=item["target"],
+            workdir=_resolve(base, item.get("workdir", ".")),
+            requirements_doc=item.get("requirements_doc"),
+            interrupt_keys=tuple(item.get("interrupt_keys", ["C-c"])),
+            blocker_patterns=tuple(item.get("blocker_patterns", [])),
+        ))
+    return Config(
+        config_path=config_file,
+        orchestrator_path=orch_file,
+        tmux=tmux,
+        state_db=_resolve(base, data.get("state_db", "~/.tmux_agent/state.db")),
+        log_dir=_resolve(base, data.get("log_dir", ".tmuxagent/logs")),
+        sessions=tuple(sessions),
+        settings=settings_from_mapping(toml_data, orch_file.parent),
+    )

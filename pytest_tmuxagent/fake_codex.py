@@ -1,0 +1,196 @@
+"""A scriptable stand-in for the ``codex`` CLI, installed as a real executable.
+
+The orchestrator shells out to ``codex`` (found on PATH or via ``[codex] bin``), so the fake
+must be a real program, not a monkeypatch: that exercises argv building, stdin piping, timeouts,
+kill-on-hang and parsing of messy output exactly as in production. Behaviour is driven by a JSON
+script file next to the executable, so a test can change the next answer without reinstalling,
+and every invocation is logged (without secrets) so tests can assert what was asked.
+
+Files in ``bin_dir``: ``codex`` (the program), ``codex.script.json`` (replies),
+``codex.state`` (index of the next reply), ``codex.calls.jsonl`` (one line per call) and
+``codex.lock`` (serialises concurrent calls so replies are consumed exactly once each).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from .waiting import wait_until
+
+__all__ = ["REPLY_KINDS", "DEFAULT_REPLY", "VERSION_TEXT", "FakeCodex"]
+
+REPLY_KINDS = frozenset({"json", "fenced", "garbage", "hang", "exit", "slow"})
+VERSION_TEXT = "codex-cli 0.0.0-fake"
+DEFAULT_REPLY: dict[str, Any] = {
+    "kind": "json",
+    "payload": {"summary": "fake codex default reply", "next_actions": [], "blockers": []},
+}
+
+# The program is plain stdlib Python so it runs under the interpreter that runs the tests.
+_PROGRAM = r'''
+import fcntl, json, os, sys, threading, time
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+VERSION_TEXT = %(version)r
+DEFAULT_REPLY = %(default)r
+
+
+def path(suffix):
+    return os.path.join(HERE, "codex." + suffix)
+
+
+def read_stdin():
+    """Read piped stdin, but never block forever on a pipe the caller leaves open."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return ""
+    chunks, done = [], threading.Event()
+
+    def pump():
+        try:
+            for chunk in iter(lambda: os.read(0, 65536), b""):
+                chunks.append(chunk)
+        except OSError:
+            pass
+        done.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    done.wait(float(os.environ.get("FAKE_CODEX_STDIN_GRACE", "1.0")))
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def load(name, default):
+    try:
+        with open(path(name), encoding="utf-8") as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return default
+
+
+def record(entry, consume):
+    """Append the call to the log and, if asked, take the next reply; one lock for both."""
+    with open(path("lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reply = None
+        if consume:
+            replies, index = load("script.json", []), load("state", 0)
+            with open(path("state"), "w") as f:
+                f.write(str(index + 1))
+            reply = replies[min(index, len(replies) - 1)] if replies else DEFAULT_REPLY
+            entry.update(reply_index=index, reply_kind=reply.get("kind", "json"))
+        with open(path("calls.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        return reply
+
+
+def output_path(argv):
+    for i, arg in enumerate(argv):
+        if arg in ("-o", "--output-last-message") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--output-last-message="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def render(kind, payload):
+    as_json = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    if kind in ("json", "slow"):
+        return as_json
+    if kind == "fenced":
+        body = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, indent=2)
+        return "I looked at the pane output. Here is my decision:\n\n```json\n%%s\n```\n\nHope this helps!" %% body
+    if kind == "garbage":
+        return payload if isinstance(payload, str) else "Hmm, I am not sure what to do here (no JSON, sorry)."
+    raise SystemExit("fake codex: unknown reply kind %%r" %% kind)
+
+
+def main(argv):
+    entry = {
+        "argv": argv, "cwd": os.getcwd(), "pid": os.getpid(), "time": time.time(), "stdin": "",
+        "env": {"CODEX_TIMEOUT_SECONDS": os.environ.get("CODEX_TIMEOUT_SECONDS"),
+                "OPENAI_API_KEY": bool(os.environ.get("OPENAI_API_KEY"))},
+    }
+    if "--version" in argv:
+        record(entry, consume=False)
+        print(VERSION_TEXT)
+        return 0
+    entry["stdin"] = read_stdin()
+    reply = record(entry, consume=True)
+    kind, payload = reply.get("kind", "json"), reply.get("payload")
+    time.sleep(float(reply.get("delay", 2.0 if kind == "slow" else 0.0)))
+    if kind == "hang":
+        while True:
+            time.sleep(3600)
+    if kind == "exit":
+        sys.stderr.write((payload if isinstance(payload, str) else json.dumps(payload)) + "\n")
+        return int(reply.get("exit_code", 1))
+    message = render(kind, payload)
+    sys.stdout.write(message + "\n")
+    target = output_path(argv)
+    if target:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(message)
+    return int(reply.get("exit_code", 0))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+
+class FakeCodex:
+    """Installs and drives a fake ``codex`` executable in ``bin_dir``."""
+
+    def __init__(self, bin_dir: os.PathLike[str] | str) -> None:
+        self.bin_dir = Path(bin_dir)
+        self.path = self.bin_dir / "codex"
+
+    def _file(self, suffix: str) -> Path:
+        return self.bin_dir / f"codex.{suffix}"
+
+    def install(self) -> Path:
+        """Write the executable (shebang: this interpreter) and return its path."""
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        source = _PROGRAM % {"version": VERSION_TEXT, "default": DEFAULT_REPLY}
+        self._atomic_write(self.path, f"#!{sys.executable}\n# fake codex written by pytest_tmuxagent\n{source}")
+        self.path.chmod(self.path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        return self.path
+
+    def script(self, replies: list[dict[str, Any]]) -> None:
+        """Set the replies for the following calls, starting again from the first one."""
+        for i, reply in enumerate(replies):
+            if not isinstance(reply, dict) or reply.get("kind", "json") not in REPLY_KINDS:
+                raise ValueError(f"reply {i} must be a dict with kind in {sorted(REPLY_KINDS)}: {reply!r}")
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._file("lock"), "a") as lock:  # same lock as the program: no torn reads
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._atomic_write(self._file("script.json"), json.dumps(replies, ensure_ascii=False, indent=1))
+            self._atomic_write(self._file("state"), "0")
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every logged invocation, oldest first (``--version`` calls included)."""
+        try:
+            text = self._file("calls.jsonl").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        # A line without its newline is still being written by a running call: skip it.
+        return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+
+    def wait_for_calls(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least ``n`` calls were logged and return them all."""
+        def enough() -> Optional[list[dict[str, Any]]]:
+            seen = self.calls()
+            return seen if len(seen) >= n else None
+
+        return wait_until(enough, timeout=timeout, message=f"{n} fake codex call(s) in {self.bin_dir}")
+
+    @staticmethod
+    def _atomic_write(target: Path, text: str) -> None:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)

@@ -1,0 +1,202 @@
+"""A running orchestrator for tests: the real `tmux-agent-orchestrator` CLI as a
+subprocess, with temp config, temp state/log paths and compressed timeouts.
+
+Tests talk to it the way a user would: `tmux-agent send` / `meta set` /
+`unblock` subprocesses, the SQLite file, the JSONL audit log and /metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from orchestrator.audit import read_events
+from orchestrator.store import TERMINAL_STATUSES, CommandRow, StateStore
+
+from .metrics_scraper import MetricsScraper
+from .tmux_server import AgentPane, TmuxTestServer
+from .waiting import wait_until
+
+COMPRESSED_SETTINGS: dict[str, Any] = {
+    "stall_timeout_seconds": 2,
+    "stall_retries_before_notify": 1,
+    "failure_alert_threshold": 3,
+    "cooldown_seconds": 1,
+    "poll_interval_seconds": 0.05,
+    "output_tail_lines": 20,
+    "metrics_host": "127.0.0.1",
+    "metrics_port": 0,
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def to_toml(settings: dict[str, Any]) -> str:
+    """Just enough TOML for our flat settings and their one-level tables."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)]
+    for table, values in settings.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{table}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def cli_path(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class OrchestratorService:
+    root: Path
+    tmux: TmuxTestServer
+    panes: list[AgentPane]
+    settings: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    metrics: MetricsScraper | None = None
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.root / "agent-config.yaml"
+        self.orchestrator_path = self.root / ".tmuxagent" / "orchestrator.toml"
+        self.state_db = self.root / ".tmuxagent" / "state.db"
+        self.log_dir = self.root / ".tmuxagent" / "logs"
+        self.env_file = self.root / "dot.env"
+        self.env_file.touch()
+        self.write_config()
+
+    # files ---------------------------------------------------------------------
+    def write_config(self) -> None:
+        document = {
+            "tmux": self.tmux.tmux_config(),
+            "state_db": str(self.state_db),
+            "log_dir": str(self.log_dir),
+            "sessions": [p.session_config() for p in self.panes],
+        }
+        self.config_path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False))
+        merged = {**COMPRESSED_SETTINGS, "env_file": str(self.env_file), **self.settings}
+        self.orchestrator_path.parent.mkdir(parents=True, exist_ok=True)
+        self.orchestrator_path.write_text(to_toml(merged))
+
+    @property
+    def audit_log(self) -> Path:
+        return self.log_dir / "orchestrator-actions.jsonl"
+
+    @property
+    def service_log(self) -> Path:
+        return self.root / "orchestrator.stderr.log"
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "OPENAI_"))}
+        env.update(self.env)
+        return env
+
+    # the process ------------------------------------------------------------------
+    def start(self, *args: str, wait: bool = True) -> "OrchestratorService":
+        runtime = self.log_dir / "orchestrator-runtime.json"
+        runtime.unlink(missing_ok=True)
+        argv = [cli_path("tmux-agent-orchestrator"), "--config", str(self.config_path), *self.extra_args, *args]
+        with self.service_log.open("ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=log, env=self._env(), cwd=str(self.root))
+        if wait:
+            info = wait_until(lambda: self._runtime_info(runtime), timeout=15,
+                              message=f"orchestrator did not start; log: {self.log_text()[-2000:]}")
+            self.metrics = MetricsScraper(info["metrics_url"])
+            wait_until(lambda: self.metrics.scrape() is not None, timeout=10, message="metrics endpoint not up")
+        return self
+
+    def _runtime_info(self, runtime: Path) -> dict[str, Any] | None:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"orchestrator exited {self.process.returncode}: {self.log_text()[-2000:]}")
+        try:
+            info = json.loads(runtime.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return info if info.get("pid") == self.process.pid else None
+
+    def log_text(self) -> str:
+        try:
+            return self.service_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout=5)
+
+    def kill(self) -> int | None:
+        return self.stop(signal.SIGKILL)
+
+    # the user's command line ----------------------------------------------------------
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [cli_path("tmux-agent"), *args[:1], "--config", str(self.config_path), *args[1:]]
+        result = subprocess.run(argv, capture_output=True, text=True, env=self._env(), cwd=str(self.root), timeout=30)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def send(self, session: str, command: str) -> int:
+        return int(self.cli("send", session, "--", command).stdout.strip())
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    # reading what happened ------------------------------------------------------------
+    def store(self) -> StateStore:
+        return StateStore(self.state_db)
+
+    def command(self, command_id: int) -> CommandRow | None:
+        store = self.store()
+        try:
+            return store.command(command_id)
+        finally:
+            store.close()
+
+    def metadata(self, session: str) -> dict[str, Any]:
+        store = self.store()
+        try:
+            return store.metadata(session)
+        finally:
+            store.close()
+
+    def wait_result(self, command_id: int, timeout: float = 15) -> CommandRow:
+        def finished() -> CommandRow | None:
+            row = self.command(command_id)
+            return row if row and row.status in TERMINAL_STATUSES else None
+
+        return wait_until(finished, timeout=timeout,
+                          message=f"command {command_id} did not finish; log: {self.log_text()[-1500:]}")
+
+    def audit_events(self, *, event: str | None = None, session: str | None = None,
+                     validate: bool = True) -> list[dict[str, Any]]:
+        result = read_events(self.audit_log, validate=validate)
+        assert not [p for p in result.problems if "schema" in p], result.problems
+        return [e for e in result.events
+                if (event is None or e["event"] == event) and (session is None or e.get("session") == session)]
+
+
+def make_service(root: Path, tmux: TmuxTestServer, panes: Iterable[AgentPane], **kwargs: Any) -> OrchestratorService:
+    return OrchestratorService(root=root, tmux=tmux, panes=list(panes), **kwargs)

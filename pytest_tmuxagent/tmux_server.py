@@ -1,0 +1,88 @@
+"""Real, isolated tmux servers for tests.
+
+Each server has its own socket name (unique per xdist worker and test), starts
+with no user config (`-f /dev/null`), and is killed on teardown. Agent panes
+run a plain `bash --norc --noprofile` so a user's shell setup can't leak in.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libtmux
+
+PANE_SHELL = "env PS1='$ ' HISTFILE=/dev/null TERM=xterm-256color bash --norc --noprofile"
+
+
+@dataclass
+class AgentPane:
+    """A tmux pane standing in for one supervised agent session."""
+
+    name: str
+    target: str
+    pane_id: str
+    workdir: Path
+    server: "TmuxTestServer"
+
+    def capture(self, lines: int = 50) -> list[str]:
+        return self.server.server.cmd("capture-pane", "-p", "-J", "-t", self.pane_id, "-S", f"-{lines}").stdout
+
+    def type(self, text: str, enter: bool = True) -> None:
+        self.server.server.cmd("send-keys", "-t", self.pane_id, "-l", "--", text)
+        if enter:
+            self.server.server.cmd("send-keys", "-t", self.pane_id, "Enter")
+
+    def kill(self) -> None:
+        self.server.server.cmd("kill-pane", "-t", self.pane_id)
+
+    def session_config(self, **extra: object) -> dict[str, object]:
+        entry: dict[str, object] = {"name": self.name, "target": self.target, "workdir": str(self.workdir)}
+        entry.update(extra)
+        return entry
+
+
+@dataclass
+class TmuxTestServer:
+    socket_name: str
+    root: Path
+    server: libtmux.Server = field(init=False)
+
+    def __post_init__(self) -> None:
+        if shutil.which("tmux") is None:
+            raise RuntimeError("tmux is not installed; .ci/run installs it with apt")
+        self.server = libtmux.Server(socket_name=self.socket_name, config_file="/dev/null")
+
+    @classmethod
+    def unique(cls, root: Path) -> "TmuxTestServer":
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        return cls(socket_name=f"tmuxagent-{worker}-{uuid.uuid4().hex[:10]}", root=root)
+
+    def tmux_config(self) -> dict[str, str]:
+        return {"socket_name": self.socket_name}
+
+    def agent_pane(self, name: str, workdir: Path | None = None) -> AgentPane:
+        """Create the pane for `name` ('weather/bot' → tmux session 'weather', window 'bot')."""
+        session_name, _, window_name = name.partition("/")
+        window_name = window_name.replace("/", "-") or "main"
+        workdir = workdir or (self.root / name.replace("/", "_"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        has = self.server.cmd("has-session", "-t", f"={session_name}").returncode == 0
+        if has:
+            out = self.server.cmd("new-window", "-d", "-P", "-F", "#{pane_id}", "-t", f"={session_name}:",
+                                  "-n", window_name, "-c", str(workdir), PANE_SHELL)
+        else:
+            out = self.server.cmd("new-session", "-d", "-P", "-F", "#{pane_id}", "-s", session_name,
+                                  "-n", window_name, "-x", "200", "-y", "50", "-c", str(workdir), PANE_SHELL)
+        if out.returncode != 0 or not out.stdout:
+            raise RuntimeError(f"could not create pane for {name}: {out.stderr}")
+        return AgentPane(name=name, target=f"{session_name}:{window_name}", pane_id=out.stdout[0].strip(),
+                         workdir=workdir, server=self)
+
+    def kill(self) -> None:
+        try:
+            self.server.cmd("kill-server")
+        except Exception:  # already gone is fine at teardown
+            pass
