@@ -156,7 +156,9 @@ class WeComMock:
         self._close(keep_port=False)
         self._server = _Server(self._port, self)
         self._port = self._server.server_port
-        threading.Thread(target=self._server.serve_forever, name=f"wecom-mock-{self._port}", daemon=True).start()
+        # A short poll interval keeps stop()/set_mode("refuse") fast: shutdown() waits for it.
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                         name=f"wecom-mock-{self._port}", daemon=True).start()
 
     def _close(self, keep_port: bool) -> None:
         """Stop listening; with ``keep_port`` keep the port bound but not listening, so

@@ -1,0 +1,331 @@
+"""Feedback latency: how long after a command exits in a pane does its result exist?
+
+Why this benchmark exists
+-------------------------
+The seed system learned that a command had finished by polling: every 1.5 s it
+ran ``tmux capture-pane -p`` on each pane and looked for a marker line the
+command printed when it exited. Its feedback latency is therefore bounded below
+by nothing and above by the poll interval (plus the capture cost of every pane).
+The orchestrator replaces that with an event: the pane's own shell writes the
+exit record and signals ``tmux wait-for -S``; a blocked ``tmux wait-for`` child
+of the orchestrator wakes and the result is committed to SQLite.
+
+This script measures both, on real isolated tmux servers, in one run:
+
+* **orchestrator** - the real ``tmux-agent-orchestrator`` service (a subprocess
+  with poll interval 0.05 s). Commands are queued straight into its SQLite state
+  DB (CLI start-up is not what is measured). Latency per command is
+  ``recorded_at - finished_at``: the moment the orchestrator committed the result
+  minus the moment the pane's shell saw the command exit (the shell's own clock).
+* **baseline** - the seed approach: type ``sleep ...; echo "__DONE_<k>__ $(date
+  +%s.%N)"`` into each pane (one command at a time per pane), poll every pane
+  with ``tmux capture-pane -p`` every ``--baseline-interval`` seconds, and take
+  latency = detection time - the timestamp the command printed.
+
+It prints a table (or ``--json``) with p50/p95/max per pane count and method,
+the baseline/orchestrator ratios, and whether the targets are met:
+p95 <= 100 ms at 1 pane, p95 <= 300 ms at 20 panes, and >= 10x better than the
+baseline. It is a benchmark, not a test: nothing here asserts on timing.
+
+Usage::
+
+    .venv/bin/python bench/feedback_latency.py [--panes 1 20] [--commands N]
+        [--baseline-interval 1.5] [--baseline-commands N] [--json]
+
+Every tmux server gets its own socket name (``bench-fl-...``); the service,
+the tmux servers and the temp directories are cleaned up even on error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from orchestrator.clock import parse_iso_utc
+from orchestrator.store import TERMINAL_STATUSES, CommandRow, StateStore
+from pytest_tmuxagent.service import OrchestratorService, make_service
+from pytest_tmuxagent.tmux_server import AgentPane, TmuxTestServer
+from pytest_tmuxagent.waiting import wait_until
+
+SOCKET_PREFIX = "bench-fl-"
+TARGET_P95_MS = {1: 100.0, 20: 300.0}
+TARGET_RATIO = 10.0
+ORCH_COMMAND = "sleep 0.05"
+BASELINE_SLEEP = "0.05"
+
+
+# statistics ---------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass
+class Summary:
+    panes: int
+    method: str
+    n: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+    min_ms: float
+    mean_ms: float
+    expected: int
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, panes: int, method: str, samples_ms: list[float], expected: int) -> "Summary":
+        return cls(panes=panes, method=method, n=len(samples_ms),
+                   p50_ms=percentile(samples_ms, 50), p95_ms=percentile(samples_ms, 95),
+                   max_ms=max(samples_ms) if samples_ms else math.nan,
+                   min_ms=min(samples_ms) if samples_ms else math.nan,
+                   mean_ms=sum(samples_ms) / len(samples_ms) if samples_ms else math.nan,
+                   expected=expected)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# the orchestrator ------------------------------------------------------------------------------
+def measure_orchestrator(root: Path, tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int,
+                         stack: ExitStack) -> Summary:
+    service: OrchestratorService = make_service(root, tmux, panes)
+    stack.callback(service.stop)
+    service.start()
+    expected = per_pane * len(panes)
+    store = StateStore(service.state_db)
+    stack.callback(store.close)
+    ids: list[int] = []
+    for _ in range(per_pane):  # round-robin, so every pane has work queued from the start
+        for pane in panes:
+            ids.append(store.enqueue(pane.name, ORCH_COMMAND, source="bench"))
+    wanted = set(ids)
+
+    def all_done() -> list[CommandRow] | None:
+        rows = [r for r in store.commands(limit=expected * 2) if r.id in wanted]
+        done = [r for r in rows if r.status in TERMINAL_STATUSES]
+        return done if len(done) == expected else None
+
+    budget = 30.0 + expected * 1.0
+    rows = wait_until(all_done, timeout=budget, interval=0.05,
+                      message=f"{expected} orchestrator commands to finish; log: {service.log_text()[-1500:]}")
+
+    samples: list[float] = []
+    notes: list[str] = []
+    statuses: dict[str, int] = {}
+    for row in rows:
+        statuses[row.status] = statuses.get(row.status, 0) + 1
+        if row.finished_at is None or row.recorded_at is None:
+            notes.append(f"command {row.id}: finished_at={row.finished_at} recorded_at={row.recorded_at}")
+            continue
+        latency = (row.recorded_at - parse_iso_utc(row.finished_at)) * 1000.0
+        if latency < 0:
+            notes.append(f"command {row.id}: negative latency {latency:.2f} ms")
+        samples.append(latency)
+    if set(statuses) != {"succeeded"}:
+        notes.append(f"statuses: {statuses}")
+
+    summary = Summary.of(len(panes), "orchestrator", samples, expected)
+    summary.extra["statuses"] = statuses
+    # The service's own view of the same quantity, from /metrics, as a cross-check.
+    if service.metrics is not None:
+        try:
+            snap = service.metrics.scrape()
+            count = snap.value("orchestrator_feedback_latency_seconds_count") or 0.0
+            total = snap.value("orchestrator_feedback_latency_seconds_sum") or 0.0
+            summary.extra["metrics_count"] = count
+            summary.extra["metrics_mean_ms"] = (total / count * 1000.0) if count else None
+        except Exception as exc:  # noqa: BLE001 - a cross-check, not the measurement
+            notes.append(f"metrics scrape failed: {exc}")
+
+    code = service.stop()
+    if code not in (0, None):
+        notes.append(f"service exited {code}")
+    runtime_dir = service.state_db.parent / "run"
+    leftovers = sorted(p.name for p in runtime_dir.iterdir()) if runtime_dir.is_dir() else []
+    if leftovers:
+        notes.append(f"{len(leftovers)} files left in runtime dir, e.g. {leftovers[:4]}")
+    suspicious = [line for line in service.log_text().splitlines()
+                  if any(word in line for word in ("WARNING", "ERROR", "Traceback"))]
+    if suspicious:
+        notes.append(f"{len(suspicious)} warning/error lines in service log, first: {suspicious[0][:200]}")
+    summary.notes = notes
+    return summary
+
+
+# the seed system's approach --------------------------------------------------------------------
+@dataclass
+class BaselinePane:
+    pane: AgentPane
+    remaining: int
+    k: int = -1
+    pattern: re.Pattern[str] | None = None
+    typed_at: float = 0.0
+
+
+def measure_baseline(tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, interval: float) -> Summary:
+    nonce = uuid.uuid4().hex[:6]
+    tmux_bin = shutil.which("tmux") or "tmux"
+    states = [BaselinePane(p, per_pane) for p in panes]
+    counter = 0
+    samples: list[float] = []
+    notes: list[str] = []
+    timeout = max(10.0, 6 * interval)
+
+    def type_next(state: BaselinePane) -> None:
+        nonlocal counter
+        state.k, counter = counter, counter + 1
+        state.remaining -= 1
+        marker = f"__DONE_{nonce}_{state.k}__"
+        # The typed line echoes `"__DONE_..__ $(date ...)"`, so anchor on the printed form only.
+        state.pattern = re.compile(rf"^{marker} (\d+\.\d+)\s*$")
+        state.typed_at = time.monotonic()
+        state.pane.type(f'sleep {BASELINE_SLEEP}; echo "{marker} $(date +%s.%N)"')
+
+    for state in states:
+        type_next(state)
+    while any(s.pattern is not None for s in states):
+        tick = time.monotonic()
+        for state in states:
+            if state.pattern is None:
+                continue
+            out = subprocess.run([tmux_bin, "-L", tmux.socket_name, "capture-pane", "-p", "-J",
+                                  "-t", state.pane.pane_id], capture_output=True, text=True)
+            detected = time.time()
+            match = next((m for m in map(state.pattern.match, out.stdout.splitlines()) if m), None)
+            if match:
+                samples.append((detected - float(match.group(1))) * 1000.0)
+                state.pattern = None
+            elif time.monotonic() - state.typed_at > timeout:
+                notes.append(f"{state.pane.name}: marker {state.k} not seen in {timeout:.0f}s")
+                state.pattern = None
+            if state.pattern is None and state.remaining > 0:
+                type_next(state)
+        time.sleep(max(0.0, tick + interval - time.monotonic()))
+    summary = Summary.of(len(panes), f"baseline capture-pane every {interval:g}s", samples, per_pane * len(panes))
+    summary.notes = notes
+    return summary
+
+
+# one pane count -----------------------------------------------------------------------------
+def run_pane_count(n_panes: int, per_pane: int, baseline_per_pane: int, interval: float) -> list[Summary]:
+    with ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-fl-"))
+        stack.callback(shutil.rmtree, tmp, True)
+        tmux = TmuxTestServer(socket_name=f"{SOCKET_PREFIX}{uuid.uuid4().hex[:10]}", root=tmp)
+        stack.callback(tmux.kill)
+        panes = [tmux.agent_pane(f"bench/p{i}") for i in range(n_panes)]
+        log(f"{n_panes} pane(s): orchestrator, {per_pane} command(s) per pane")
+        ours = measure_orchestrator(tmp / "orch", tmux, panes, per_pane, stack)
+        base_panes = [tmux.agent_pane(f"base/p{i}") for i in range(n_panes)]
+        log(f"{n_panes} pane(s): baseline, {baseline_per_pane} command(s) per pane, every {interval:g}s")
+        base = measure_baseline(tmux, base_panes, baseline_per_pane, interval)
+        return [ours, base]
+
+
+# reporting ----------------------------------------------------------------------------------
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def evaluate(results: dict[int, list[Summary]]) -> list[dict[str, Any]]:
+    verdicts: list[dict[str, Any]] = []
+    for n_panes, (ours, base) in results.items():
+        limit = TARGET_P95_MS.get(n_panes)
+        if limit is not None:
+            verdicts.append({"panes": n_panes, "target": f"orchestrator p95 <= {limit:g} ms",
+                             "value": round(ours.p95_ms, 2),
+                             "met": ours.p95_ms <= limit and ours.n == ours.expected})
+        for label, value in (("p50", ratio(base.p50_ms, ours.p50_ms)), ("p95", ratio(base.p95_ms, ours.p95_ms))):
+            verdicts.append({"panes": n_panes, "target": f"baseline_{label} / orchestrator_{label} >= {TARGET_RATIO:g}x",
+                             "value": round(value, 1), "met": value >= TARGET_RATIO})
+    return verdicts
+
+
+def print_table(results: dict[int, list[Summary]], verdicts: list[dict[str, Any]]) -> None:
+    header = f"{'panes':>5}  {'method':<34} {'n':>4}  {'p50 ms':>8}  {'p95 ms':>8}  {'max ms':>8}"
+    print(header)
+    print("-" * len(header))
+    for n_panes, (ours, base) in results.items():
+        for s in (ours, base):
+            n = f"{s.n}" if s.n == s.expected else f"{s.n}/{s.expected}"
+            print(f"{s.panes:>5}  {s.method:<34} {n:>4}  {s.p50_ms:>8.1f}  {s.p95_ms:>8.1f}  {s.max_ms:>8.1f}")
+        print(f"{'':>5}  ratio baseline/orchestrator: p50 {ratio(base.p50_ms, ours.p50_ms):.1f}x, "
+              f"p95 {ratio(base.p95_ms, ours.p95_ms):.1f}x")
+        mean = ours.extra.get("metrics_mean_ms")
+        if mean is not None:
+            print(f"{'':>5}  (service /metrics feedback_latency: n={ours.extra.get('metrics_count'):.0f}, "
+                  f"mean {mean:.1f} ms; bench mean {ours.mean_ms:.1f} ms)")
+    print()
+    print("targets:")
+    for v in verdicts:
+        print(f"  {v['panes']:>3} pane(s): {v['target']:<48} {v['value']:>8}  {'met' if v['met'] else 'NOT MET'}")
+    notes = [(s.panes, s.method, note) for summaries in results.values() for s in summaries for note in s.notes]
+    if notes:
+        print()
+        print("notes:")
+        for panes, method, note in notes:
+            print(f"  [{panes} pane(s), {method}] {note}")
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every ExitStack, so cleanup runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--panes", type=int, nargs="+", default=[1, 20], help="pane counts (default: 1 20)")
+    parser.add_argument("--commands", type=int, default=None,
+                        help="orchestrator commands per pane (default: 10 at 1 pane, else 5)")
+    parser.add_argument("--baseline-commands", type=int, default=None,
+                        help="baseline commands per pane (default: 10 at 1 pane, else 3)")
+    parser.add_argument("--baseline-interval", type=float, default=1.5, help="baseline poll interval, s")
+    parser.add_argument("--json", action="store_true", help="print machine-readable results instead")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+
+    started = time.monotonic()
+    results: dict[int, list[Summary]] = {}
+    for n_panes in args.panes:
+        per_pane = args.commands or (10 if n_panes == 1 else 5)
+        base_per_pane = args.baseline_commands or (10 if n_panes == 1 else 3)
+        results[n_panes] = run_pane_count(n_panes, per_pane, base_per_pane, args.baseline_interval)
+    verdicts = evaluate(results)
+    elapsed = time.monotonic() - started
+    if args.json:
+        print(json.dumps({
+            "elapsed_s": round(elapsed, 1),
+            "baseline_interval_s": args.baseline_interval,
+            "results": [asdict(s) for summaries in results.values() for s in summaries],
+            "ratios": {str(n): {"p50": ratio(b.p50_ms, o.p50_ms), "p95": ratio(b.p95_ms, o.p95_ms)}
+                       for n, (o, b) in results.items()},
+            "targets": verdicts,
+        }, indent=2))
+    else:
+        print_table(results, verdicts)
+        print(f"\n(elapsed {elapsed:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
