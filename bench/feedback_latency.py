@@ -20,7 +20,9 @@ This script measures both, on real isolated tmux servers, in one run:
 * **baseline** - the seed approach: type ``sleep ...; echo "__DONE_<k>__ $(date
   +%s.%N)"`` into each pane (one command at a time per pane), poll every pane
   with ``tmux capture-pane -p`` every ``--baseline-interval`` seconds, and take
-  latency = detection time - the timestamp the command printed.
+  latency = detection time - the timestamp the command printed. Each next
+  command is typed at a random phase of the poll tick, so exits are not
+  phase-locked to the poller (which would inflate the baseline to ~interval).
 
 It prints a table (or ``--json``) with p50/p95/max per pane count and method,
 the baseline/orchestrator ratios, and whether the targets are met:
@@ -30,7 +32,7 @@ baseline. It is a benchmark, not a test: nothing here asserts on timing.
 Usage::
 
     .venv/bin/python bench/feedback_latency.py [--panes 1 20] [--commands N]
-        [--baseline-interval 1.5] [--baseline-commands N] [--json]
+        [--baseline-interval 1.5] [--baseline-commands N] [--sleep 0.05] [--seed S] [--json]
 
 Every tmux server gets its own socket name (``bench-fl-...``); the service,
 the tmux servers and the temp directories are cleaned up even on error.
@@ -40,6 +42,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import random
 import re
 import shutil
 import signal
@@ -63,8 +67,7 @@ from pytest_tmuxagent.waiting import wait_until
 SOCKET_PREFIX = "bench-fl-"
 TARGET_P95_MS = {1: 100.0, 20: 300.0}
 TARGET_RATIO = 10.0
-ORCH_COMMAND = "sleep 0.05"
-BASELINE_SLEEP = "0.05"
+DEFAULT_SLEEP = "0.05"
 
 
 # statistics ---------------------------------------------------------------------------------
@@ -108,7 +111,7 @@ def log(message: str) -> None:
 
 # the orchestrator ------------------------------------------------------------------------------
 def measure_orchestrator(root: Path, tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int,
-                         stack: ExitStack) -> Summary:
+                         sleep_s: str, stack: ExitStack) -> Summary:
     service: OrchestratorService = make_service(root, tmux, panes)
     stack.callback(service.stop)
     service.start()
@@ -118,7 +121,7 @@ def measure_orchestrator(root: Path, tmux: TmuxTestServer, panes: list[AgentPane
     ids: list[int] = []
     for _ in range(per_pane):  # round-robin, so every pane has work queued from the start
         for pane in panes:
-            ids.append(store.enqueue(pane.name, ORCH_COMMAND, source="bench"))
+            ids.append(store.enqueue(pane.name, f"sleep {sleep_s}", source="bench"))
     wanted = set(ids)
 
     def all_done() -> list[CommandRow] | None:
@@ -127,8 +130,9 @@ def measure_orchestrator(root: Path, tmux: TmuxTestServer, panes: list[AgentPane
         return done if len(done) == expected else None
 
     budget = 30.0 + expected * 1.0
-    rows = wait_until(all_done, timeout=budget, interval=0.05,
+    done = wait_until(all_done, timeout=budget, interval=0.05,
                       message=f"{expected} orchestrator commands to finish; log: {service.log_text()[-1500:]}")
+    rows: list[CommandRow] = done or []
 
     samples: list[float] = []
     notes: list[str] = []
@@ -181,12 +185,22 @@ class BaselinePane:
     k: int = -1
     pattern: re.Pattern[str] | None = None
     typed_at: float = 0.0
+    type_at: float | None = None
 
 
-def measure_baseline(tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, interval: float) -> Summary:
+def measure_baseline(tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, interval: float,
+                     sleep_s: str, rng: random.Random) -> Summary:
+    """Poll every pane with capture-pane on a fixed tick; type each next command at a random phase.
+
+    Typing the next command right at the tick that saw the previous one finish would phase-lock
+    every exit to just before the following tick (latency ~ interval - run time). Real commands
+    end at arbitrary moments, so each command is typed at a uniformly random offset within one
+    interval: the exit phase is uniform and the expected latency is ~interval/2 (plus capture cost).
+    """
     nonce = uuid.uuid4().hex[:6]
     tmux_bin = shutil.which("tmux") or "tmux"
-    states = [BaselinePane(p, per_pane) for p in panes]
+    start = time.monotonic()
+    states = [BaselinePane(p, per_pane, type_at=start + rng.uniform(0, interval)) for p in panes]
     counter = 0
     samples: list[float] = []
     notes: list[str] = []
@@ -196,50 +210,74 @@ def measure_baseline(tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int
         nonlocal counter
         state.k, counter = counter, counter + 1
         state.remaining -= 1
+        state.type_at = None
         marker = f"__DONE_{nonce}_{state.k}__"
         # The typed line echoes `"__DONE_..__ $(date ...)"`, so anchor on the printed form only.
         state.pattern = re.compile(rf"^{marker} (\d+\.\d+)\s*$")
         state.typed_at = time.monotonic()
-        state.pane.type(f'sleep {BASELINE_SLEEP}; echo "{marker} $(date +%s.%N)"')
+        state.pane.type(f'sleep {sleep_s}; echo "{marker} $(date +%s.%N)"')
 
-    for state in states:
-        type_next(state)
-    while any(s.pattern is not None for s in states):
-        tick = time.monotonic()
+    next_poll = start + interval
+    while any(s.pattern is not None or s.type_at is not None for s in states):
+        now = time.monotonic()
         for state in states:
-            if state.pattern is None:
-                continue
-            out = subprocess.run([tmux_bin, "-L", tmux.socket_name, "capture-pane", "-p", "-J",
-                                  "-t", state.pane.pane_id], capture_output=True, text=True)
-            detected = time.time()
-            match = next((m for m in map(state.pattern.match, out.stdout.splitlines()) if m), None)
-            if match:
-                samples.append((detected - float(match.group(1))) * 1000.0)
-                state.pattern = None
-            elif time.monotonic() - state.typed_at > timeout:
-                notes.append(f"{state.pane.name}: marker {state.k} not seen in {timeout:.0f}s")
-                state.pattern = None
-            if state.pattern is None and state.remaining > 0:
+            if state.type_at is not None and state.type_at <= now:
                 type_next(state)
-        time.sleep(max(0.0, tick + interval - time.monotonic()))
+        if now >= next_poll:
+            next_poll += interval
+            for state in states:
+                if state.pattern is None:
+                    continue
+                out = subprocess.run([tmux_bin, "-L", tmux.socket_name, "capture-pane", "-p", "-J",
+                                      "-t", state.pane.pane_id], capture_output=True, text=True)
+                detected = time.time()
+                match = next((m for m in map(state.pattern.match, out.stdout.splitlines()) if m), None)
+                if match:
+                    samples.append((detected - float(match.group(1))) * 1000.0)
+                    state.pattern = None
+                elif time.monotonic() - state.typed_at > timeout:
+                    notes.append(f"{state.pane.name}: marker {state.k} not seen in {timeout:.0f}s")
+                    state.pattern = None
+                if state.pattern is None and state.remaining > 0:
+                    state.type_at = time.monotonic() + rng.uniform(0, interval)
+        wake = min([next_poll, *(s.type_at for s in states if s.type_at is not None)])
+        time.sleep(max(0.0, min(wake - time.monotonic(), interval)))
     summary = Summary.of(len(panes), f"baseline capture-pane every {interval:g}s", samples, per_pane * len(panes))
     summary.notes = notes
     return summary
 
 
 # one pane count -----------------------------------------------------------------------------
-def run_pane_count(n_panes: int, per_pane: int, baseline_per_pane: int, interval: float) -> list[Summary]:
+def _socket_file(tmux: TmuxTestServer) -> Path:
+    """Where the server's socket lives; `kill-server` leaves the file behind."""
+    out = tmux.server.cmd("display-message", "-p", "#{socket_path}")
+    if out.returncode == 0 and out.stdout:
+        return Path(out.stdout[0].strip())
+    base = os.environ.get("TMUX_TMPDIR") or "/tmp"
+    return Path(base) / f"tmux-{os.getuid()}" / tmux.socket_name
+
+
+def run_pane_count(n_panes: int, per_pane: int, baseline_per_pane: int, interval: float, sleep_s: str,
+                   rng: random.Random) -> list[Summary]:
     with ExitStack() as stack:
-        tmp = Path(tempfile.mkdtemp(prefix="bench-fl-"))
+        tmp = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX))
         stack.callback(shutil.rmtree, tmp, True)
+        sockets: list[Path] = []
+
+        def remove_sockets() -> None:  # registered before kill-server, so it runs after it
+            for path in sockets:
+                path.unlink(missing_ok=True)
+
+        stack.callback(remove_sockets)
         tmux = TmuxTestServer(socket_name=f"{SOCKET_PREFIX}{uuid.uuid4().hex[:10]}", root=tmp)
         stack.callback(tmux.kill)
         panes = [tmux.agent_pane(f"bench/p{i}") for i in range(n_panes)]
+        sockets.append(_socket_file(tmux))
         log(f"{n_panes} pane(s): orchestrator, {per_pane} command(s) per pane")
-        ours = measure_orchestrator(tmp / "orch", tmux, panes, per_pane, stack)
+        ours = measure_orchestrator(tmp / "orch", tmux, panes, per_pane, sleep_s, stack)
         base_panes = [tmux.agent_pane(f"base/p{i}") for i in range(n_panes)]
         log(f"{n_panes} pane(s): baseline, {baseline_per_pane} command(s) per pane, every {interval:g}s")
-        base = measure_baseline(tmux, base_panes, baseline_per_pane, interval)
+        base = measure_baseline(tmux, base_panes, baseline_per_pane, interval, sleep_s, rng)
         return [ours, base]
 
 
@@ -288,6 +326,17 @@ def print_table(results: dict[int, list[Summary]], verdicts: list[dict[str, Any]
             print(f"  [{panes} pane(s), {method}] {note}")
 
 
+def _finite(value: Any) -> Any:
+    """NaN/inf (an empty sample set) become null, so the output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through every ExitStack, so cleanup runs
 
@@ -300,27 +349,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-commands", type=int, default=None,
                         help="baseline commands per pane (default: 10 at 1 pane, else 3)")
     parser.add_argument("--baseline-interval", type=float, default=1.5, help="baseline poll interval, s")
+    parser.add_argument("--sleep", default=DEFAULT_SLEEP, help="each command is `sleep SECONDS` (default 0.05)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for the baseline's random typing phase")
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead")
     args = parser.parse_args(argv)
+    float(args.sleep)  # reject anything that is not a number before it reaches a shell
     signal.signal(signal.SIGTERM, _terminate)
+    rng = random.Random(args.seed)
 
     started = time.monotonic()
     results: dict[int, list[Summary]] = {}
     for n_panes in args.panes:
         per_pane = args.commands or (10 if n_panes == 1 else 5)
         base_per_pane = args.baseline_commands or (10 if n_panes == 1 else 3)
-        results[n_panes] = run_pane_count(n_panes, per_pane, base_per_pane, args.baseline_interval)
+        results[n_panes] = run_pane_count(n_panes, per_pane, base_per_pane, args.baseline_interval, args.sleep, rng)
     verdicts = evaluate(results)
     elapsed = time.monotonic() - started
     if args.json:
-        print(json.dumps({
+        print(json.dumps(_finite({
             "elapsed_s": round(elapsed, 1),
             "baseline_interval_s": args.baseline_interval,
             "results": [asdict(s) for summaries in results.values() for s in summaries],
             "ratios": {str(n): {"p50": ratio(b.p50_ms, o.p50_ms), "p95": ratio(b.p95_ms, o.p95_ms)}
                        for n, (o, b) in results.items()},
             "targets": verdicts,
-        }, indent=2))
+            "sleep_s": float(args.sleep),
+        }), indent=2))
     else:
         print_table(results, verdicts)
         print(f"\n(elapsed {elapsed:.1f}s)")

@@ -62,6 +62,7 @@ class NotificationSettings:
     dedupe_seconds: float = 300.0
     retry_backoff_seconds: float = 2.0
     rate_limit_per_minute: int = 20
+    rate_limit_backoff_seconds: float = 60.0
     request_timeout_seconds: float = 5.0
     env_reload_seconds: float = 2.0
 
@@ -74,6 +75,7 @@ class OrchestratorSettings:
     cooldown_seconds: float = 60.0
     poll_interval_seconds: float = 0.1
     output_tail_lines: int = 20
+    interrupt_grace_seconds: float = 2.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     env_file: Path = Path("~/.env").expanduser()

@@ -47,6 +47,15 @@ class OrchestratorMetrics:
         self.blocked = Gauge("orchestrator_session_blocked", "1 when a session is blocked by a failure streak.",
                              ["session"], registry=r)
 
+        self.notifications = Counter("orchestrator_notifications", "Notification send attempts by channel and result.",
+                                     ["channel", "result"], registry=r)
+        self.notifications_pending = Gauge("orchestrator_notifications_pending",
+                                           "Notifications waiting in the outbox.", registry=r)
+        self.notifications_degraded = Gauge("orchestrator_notifications_degraded",
+                                            "1 while no notification channel works.", registry=r)
+        self.notifications_degraded_episodes = Counter("orchestrator_notifications_degraded_episodes",
+                                                       "Times notifications became degraded.", registry=r)
+
     def register_session(self, session: str) -> None:
         """Create each per-session series at zero so dashboards see them before any event."""
         for result in ("succeeded", "failed", "stalled", "cancelled"):

@@ -141,6 +141,13 @@ class StateStore:
         with self.transaction() as db:
             return self._update_metadata(db, name, changes)
 
+    def increment_metadata(self, name: str, key: str, by: int = 1) -> int:
+        with self.transaction() as db:
+            row = db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
+            value = int((json.loads(row["metadata"]) if row else {}).get(key) or 0) + by
+            self._update_metadata(db, name, {key: value})
+            return value
+
     # the command queue ------------------------------------------------------
     def enqueue(self, session: str, command: str, source: str = "cli") -> int:
         with self.transaction() as db:
@@ -148,9 +155,13 @@ class StateStore:
                              (session, command, source, self._now()))
             return int(cur.lastrowid)
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[CommandRow]:
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Read-only rows as dicts, for modules that keep their own tables here."""
         with self._lock:
-            return [CommandRow(**dict(r)) for r in self._db.execute(sql, params)]
+            return [dict(r) for r in self._db.execute(sql, params)]
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[CommandRow]:
+        return [CommandRow(**r) for r in self.query(sql, params)]
 
     def command(self, command_id: int) -> CommandRow | None:
         rows = self._rows("SELECT * FROM commands WHERE id=?", (command_id,))

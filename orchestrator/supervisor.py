@@ -10,7 +10,8 @@ import hashlib
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .audit import AuditLog
 from .clock import Clock, SystemClock, iso_utc
@@ -21,7 +22,12 @@ from .metrics import OrchestratorMetrics
 from .redact import redact
 from .store import CommandResult, CommandRow, StateStore
 from .tmux import TmuxAdapter, TmuxUnavailable
+from .stall import StallGuard
+from .streak import FailureStreak
 from .waiters import CompletionWaiters
+
+if TYPE_CHECKING:
+    from .notifier import Notifier
 
 log = logging.getLogger("orchestrator")
 
@@ -40,6 +46,8 @@ class Running:
     sent_at: float
     last_output_size: int = 0
     last_activity: float = 0.0
+    interrupt_sent_at: float | None = None
+    stalled_for: float = 0.0
 
 
 @dataclass
@@ -47,7 +55,8 @@ class SessionState:
     config: SessionConfig
     running: Running | None = None
     dispatch_error: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    cooldown_until: float | None = None
+    pane_id: str | None = None
 
 
 def channel_token(config: Config, command_id: int) -> str:
@@ -58,7 +67,8 @@ def channel_token(config: Config, command_id: int) -> str:
 
 class Supervisor:
     def __init__(self, config: Config, *, store: StateStore, tmux: TmuxAdapter, audit: AuditLog,
-                 metrics: OrchestratorMetrics, clock: Clock | None = None, dry_run: bool = False) -> None:
+                 metrics: OrchestratorMetrics, clock: Clock | None = None, dry_run: bool = False,
+                 notifier: "Notifier | None" = None) -> None:
         self.config = config
         self.store = store
         self.tmux = tmux
@@ -66,6 +76,9 @@ class Supervisor:
         self.metrics = metrics
         self.clock = clock or SystemClock()
         self.dry_run = dry_run
+        self.notifier = notifier
+        self.stall = StallGuard(self)
+        self.streak = FailureStreak(self)
         self.sessions = {s.name: SessionState(s) for s in config.sessions}
         self.waiters = CompletionWaiters(tmux.wait_for_argv)
         self.stop_event = threading.Event()
@@ -79,8 +92,10 @@ class Supervisor:
         """Check every pane exists, then resume whatever the DB says was running."""
         for name, state in self.sessions.items():
             pane = self.tmux.resolve(state.config.target)  # PaneNotFound → exit 2 before we start
+            state.pane_id = pane.pane_id
             self.store.ensure_session(name, state.config.target)
             self.metrics.register_session(name)
+            self.stall.load(state, self.store.metadata(name))
             log.info("session %s → pane %s", name, pane.pane_id)
         self._socket_path = self.tmux.socket_path()
         self.audit.record("orchestrator_started", None, dry_run=self.dry_run,
@@ -144,19 +159,17 @@ class Supervisor:
     def step(self) -> None:
         now = self.clock.now()
         self.metrics.heartbeat.set(now)
-        while True:
-            try:
-                self._on_signal(self.waiters.events.get_nowait())
-            except queue.Empty:
-                break
+        self._drain_signals()
         check_liveness = self.clock.monotonic() - self._last_liveness >= LIVENESS_CHECK_SECONDS
         if check_liveness:
             self._last_liveness = self.clock.monotonic()
         for state in self.sessions.values():
             if state.running:
                 self._check_running(state, check_liveness)
-            if state.running is None and self.may_dispatch(state):
+        for state in self.sessions.values():
+            if state.running is None and self.store.next_queued(state.config.name) and self.may_dispatch(state):
                 self._dispatch_next(state)
+                self._drain_signals()  # a result never waits behind a round of sends
         for name, depth in self.store.queue_depths().items():
             if name in self.sessions:
                 self.metrics.queue_depth.labels(session=name).set(depth)
@@ -164,6 +177,13 @@ class Supervisor:
             self._last_heartbeat_write = now
             for name in self.sessions:
                 self.store.update_metadata(name, {"orchestrator_heartbeat": iso_utc(now)})
+
+    def _drain_signals(self) -> None:
+        while True:
+            try:
+                self._on_signal(self.waiters.events.get_nowait())
+            except queue.Empty:
+                return
 
     def idle(self) -> bool:
         if any(s.running for s in self.sessions.values()):
@@ -173,8 +193,8 @@ class Supervisor:
         return not any(self.may_dispatch(s) and self.store.next_queued(name) for name, s in self.sessions.items())
 
     def may_dispatch(self, state: SessionState) -> bool:
-        """Hook for gates (blocks, cool-downs) layered on by later policies."""
-        return True
+        """Gates: a stall's cooldown, a failure streak's block."""
+        return self.stall.may_dispatch(state) and self.streak.may_dispatch(state)
 
     # dispatch ----------------------------------------------------------------
     def _dispatch_next(self, state: SessionState) -> None:
@@ -187,10 +207,8 @@ class Supervisor:
                 self._dry_run_seen.add(row.id)
                 self.audit.record("dry_run_dispatch", name, command_id=row.id, command=row.command, dry_run=True)
             return
-        try:
-            pane_id = self.tmux.resolve(state.config.target).pane_id
-        except PaneNotFound as exc:
-            self._dispatch_failed(state, "pane_not_found", exc.detail)
+        pane_id = self._pane_for(state)
+        if pane_id is None:
             return
         files = CommandFiles(self.config.runtime_dir, channel_token(self.config, row.id))
         line = files.write_scripts(row.command, self._socket_path)
@@ -198,20 +216,46 @@ class Supervisor:
         if not self.store.mark_running(row.id, started_at):
             return
         self.waiters.watch(row.id, files.channel)
-        try:
-            self.tmux.send_text(pane_id, line)
-        except TmuxUnavailable as exc:
+        sent = self._send_line(state, pane_id, line)
+        if sent is None:
             self.waiters.forget(row.id)
             self.store.revert_to_queued(row.id)
             files.remove()
-            self._dispatch_failed(state, "tmux_unavailable", str(exc))
             return
+        pane_id = sent
         state.dispatch_error = None
         mono = self.clock.monotonic()
         state.running = Running(self.store.command(row.id) or row, files, pane_id, mono, 0, mono)
         self.metrics.dispatched.labels(session=name).inc()
         self.audit.record("command_dispatched", name, command_id=row.id, command=row.command,
                           queue_depth=max(0, self.store.queue_depths().get(name, 1)))
+
+    def _send_line(self, state: SessionState, pane_id: str, line: str) -> str | None:
+        """Type the line; if the cached pane is gone, look the target up once more."""
+        try:
+            self.tmux.send_text(pane_id, line)
+            return pane_id
+        except TmuxUnavailable:
+            state.pane_id = None
+        fresh = self._pane_for(state)
+        if fresh is None:
+            return None
+        try:
+            self.tmux.send_text(fresh, line)
+            return fresh
+        except TmuxUnavailable as exc:
+            self._dispatch_failed(state, "tmux_unavailable", str(exc))
+            return None
+
+    def _pane_for(self, state: SessionState) -> str | None:
+        """The session's pane id, looked up once and kept until a send to it fails."""
+        if state.pane_id is None:
+            try:
+                state.pane_id = self.tmux.resolve(state.config.target).pane_id
+            except PaneNotFound as exc:
+                self._dispatch_failed(state, "pane_not_found", exc.detail)
+                return None
+        return state.pane_id
 
     def _dispatch_failed(self, state: SessionState, reason: str, detail: str) -> None:
         """Keep the command queued; say so once per distinct problem, not every poll."""
@@ -231,7 +275,8 @@ class Supervisor:
             running.last_activity = self.clock.monotonic()
         if self._complete_if_exited(state):
             return
-        if not check_liveness:
+        self.stall.check(state)
+        if state.running is None or not check_liveness:
             return
         if not self.waiters.watching(running.row.id) and running.files.read_exit() is None:
             self.waiters.watch(running.row.id, running.files.channel)
@@ -241,10 +286,6 @@ class Supervisor:
             return
         if running.pane_id and not self.tmux.pane_alive(running.pane_id):
             self._finish_without_exit(state, "pane closed or tmux server gone")
-        self.on_running(state)
-
-    def on_running(self, state: SessionState) -> None:
-        """Hook for policies watching a running command (stall detection)."""
 
     def _complete_if_exited(self, state: SessionState) -> bool:
         running = state.running
@@ -253,7 +294,10 @@ class Supervisor:
         record = running.files.read_exit()
         if record is None:
             return False
-        tail = redact(running.files.read_tail(self.config.settings.output_tail_lines))
+        if running.interrupt_sent_at is not None:
+            self.stall.resolve(state, record)
+            return True
+        tail = self.output_tail(running)
         result = CommandResult(
             exit_code=record.exit_code,
             status="succeeded" if record.exit_code == 0 else "failed",
@@ -262,7 +306,7 @@ class Supervisor:
             duration_s=round(max(0.0, record.finished - record.started), 6),
             output_tail=tail,
         )
-        self._record(state, result)
+        self.record(state, result)
         self.metrics.duration.labels(session=state.config.name).observe(result.duration_s)
         self.metrics.feedback_latency.observe(max(0.0, self.clock.now() - record.finished))
         return True
@@ -272,14 +316,31 @@ class Supervisor:
         assert running is not None
         now = self.clock.now()
         started = running.row.started_at or iso_utc(now)
-        tail = redact(running.files.read_tail(self.config.settings.output_tail_lines, tee_grace_seconds=0))
+        tail = self.output_tail(running, tee_grace_seconds=0)
         result = CommandResult(exit_code=None, status=status, started_at=started, finished_at=iso_utc(now),
                                duration_s=round(max(0.0, self.clock.monotonic() - running.sent_at), 6),
                                output_tail=tail)
         log.warning("command %s in %s ended %s: %s", running.row.id, state.config.name, status, why)
-        self._record(state, result, detail=why)
+        self.record(state, result, detail=why)
 
-    def _record(self, state: SessionState, result: CommandResult, detail: str | None = None) -> None:
+    def output_tail(self, running: Running, tee_grace_seconds: float = 0.5) -> str:
+        return redact(running.files.read_tail(self.config.settings.output_tail_lines, tee_grace_seconds))
+
+    def release(self, state: SessionState) -> None:
+        """Stop tracking the running command without recording a result."""
+        running = state.running
+        if running is not None:
+            self.waiters.forget(running.row.id)
+            running.files.remove()
+        state.running = None
+
+    def notify(self, *, kind: str, session: str, title: str, body: str, dedupe_key: str) -> None:
+        if self.notifier is None:
+            log.warning("%s (no notifier): %s", title, body)
+            return
+        self.notifier.notify(kind=kind, session=session, title=title, body=body, dedupe_key=dedupe_key)
+
+    def record(self, state: SessionState, result: CommandResult, detail: str | None = None) -> None:
         running = state.running
         assert running is not None
         name = state.config.name
@@ -291,8 +352,5 @@ class Supervisor:
             self.audit.record("command_result", name, command_id=running.row.id, command=running.row.command,
                               status=result.status, exit_code=result.exit_code, duration_s=result.duration_s,
                               output_tail=result.output_tail, detail=detail)
-            self.on_result(state, running.row, result)
+            self.streak.on_result(state, running.row, result)
         running.files.remove()
-
-    def on_result(self, state: SessionState, row: CommandRow, result: CommandResult) -> None:
-        """Hook for policies reacting to results (failure streaks)."""

@@ -61,9 +61,10 @@ class TmuxAdapter:
         return any(line == f"{pane_id} 0" for line in out)
 
     def send_text(self, pane_id: str, text: str, *, enter: bool = True) -> None:
-        self._run("send-keys", "-t", pane_id, "-l", "--", text)
-        if enter:
-            self._run("send-keys", "-t", pane_id, "Enter")
+        if enter:  # one tmux call: the text, then Enter (a lone ';' argument separates commands)
+            self._run("send-keys", "-t", pane_id, "-l", "--", text, ";", "send-keys", "-t", pane_id, "Enter")
+        else:
+            self._run("send-keys", "-t", pane_id, "-l", "--", text)
 
     def send_keys(self, pane_id: str, *keys: str) -> None:
         """Named keys such as C-c or Escape, not literal text."""

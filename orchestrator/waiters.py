@@ -31,20 +31,30 @@ class CompletionWaiters:
         self._argv_for = argv_for
         self.events: queue.Queue[int] = queue.Queue()
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._starting: set[int] = set()
+        self._cancelled: set[int] = set()
         self._lock = threading.Lock()
 
     def watch(self, command_id: int, channel: str) -> None:
+        """Spawning happens on the waiter's own thread so a send round never waits on fork/exec."""
         with self._lock:
-            if command_id in self._procs:
+            if command_id in self._procs or command_id in self._starting:
                 return
-            proc = subprocess.Popen(list(self._argv_for(channel)), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    preexec_fn=_die_with_parent)
-            self._procs[command_id] = proc
-        threading.Thread(target=self._wait, args=(command_id, proc), daemon=True,
+            self._starting.add(command_id)
+        threading.Thread(target=self._wait, args=(command_id, channel), daemon=True,
                          name=f"wait-for-{command_id}").start()
 
-    def _wait(self, command_id: int, proc: subprocess.Popen[bytes]) -> None:
+    def _wait(self, command_id: int, channel: str) -> None:
+        proc = subprocess.Popen(list(self._argv_for(channel)), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
+        with self._lock:
+            self._starting.discard(command_id)
+            cancelled = command_id in self._cancelled
+            self._cancelled.discard(command_id)
+            self._procs[command_id] = proc
+        if cancelled:
+            proc.terminate()
         proc.wait()
         with self._lock:
             if self._procs.get(command_id) is proc:
@@ -54,12 +64,14 @@ class CompletionWaiters:
     def forget(self, command_id: int) -> None:
         with self._lock:
             proc = self._procs.pop(command_id, None)
+            if command_id in self._starting:
+                self._cancelled.add(command_id)
         if proc and proc.poll() is None:
             proc.terminate()
 
     def watching(self, command_id: int) -> bool:
         with self._lock:
-            return command_id in self._procs
+            return command_id in self._procs or command_id in self._starting
 
     def close(self) -> None:
         with self._lock:

@@ -42,11 +42,8 @@ Reply = tuple[int, dict[str, Any]]
 
 @dataclass
 class RecordedRequest:
-    """One request as the mock saw it, plus how the mock answered it.
-
-    The outcome fields are filled in once the reply is decided; ``message`` is set only when the
-    text counts as delivered (HTTP 200 and errcode 0 on a send endpoint).
-    """
+    """One request as the mock saw it, plus the outcome once decided; ``message`` is set only
+    when the text counts as delivered (HTTP 200 and errcode 0 on a send endpoint)."""
 
     method: str
     path: str
@@ -73,17 +70,8 @@ def _new_token() -> str:
     return f"mock-token-{secrets.token_hex(8)}"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # never block stop() on a handler stuck in a "slow" reply
-    allow_reuse_address = True  # re-listen on the same port after "refuse"
-
-    def __init__(self, port: int, mock: WeComMock) -> None:
-        self.mock = mock
-        super().__init__(("127.0.0.1", port), _Handler)
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    mock: WeComMock  # set on a per-mock subclass in WeComMock._listen
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming; POST shares it below
@@ -98,7 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
             query={k: v[0] for k, v in parse_qs(split.query).items()},
             headers=dict(self.headers.items()), body=body, json=parsed, time=time.time(),
         )
-        status, reply = self.server.mock._respond(rec)
+        status, reply = self.mock._respond(rec)
         data = json.dumps(reply).encode()
         try:
             self.send_response(status)
@@ -127,7 +115,7 @@ class WeComMock:
         self._expected: list[str] = []
         self._token = _new_token()
         self._port = 0
-        self._server: Optional[_Server] = None
+        self._server: Optional[ThreadingHTTPServer] = None
         self._placeholder: Optional[socket.socket] = None  # holds the port while refusing
         self._stopping = threading.Event()
 
@@ -153,8 +141,11 @@ class WeComMock:
     def _listen(self) -> None:
         # The placeholder is closed only right before re-binding, so no other process (e.g.
         # another xdist worker binding port 0) can take our port while we were "refusing".
+        # ThreadingHTTPServer uses daemon threads (stop() never waits on a "slow" handler) and
+        # SO_REUSEADDR (re-listening on our port after "refuse" works despite TIME_WAIT).
         self._close(keep_port=False)
-        self._server = _Server(self._port, self)
+        handler = type("WeComMockHandler", (_Handler,), {"mock": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
         self._port = self._server.server_port
         # A short poll interval keeps stop()/set_mode("refuse") fast: shutdown() waits for it.
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..audit import AuditLog
 from ..config import ORCHESTRATOR_RELATIVE
 from ..errors import UserError
+from ..outbox import Outbox
 from ..starter import AGENT_CONFIG, ORCHESTRATOR_TOML
 from ..store import StateStore
 from ..tmux import TmuxAdapter
@@ -66,9 +67,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             "queued": [{"id": r.id, "command": r.command} for r in store.queued(name)],
             "recent": [r.as_dict() for r in store.commands(name, limit=args.limit)],
         })
+    notifications = Outbox(store).health()
+    notifications["pending"] = len(Outbox(store).pending())
     if args.json:
-        print(json.dumps({"sessions": report}, ensure_ascii=False, indent=2))
+        print(json.dumps({"sessions": report, "notifications": notifications}, ensure_ascii=False, indent=2))
         return 0
+    if notifications.get("state") == "degraded":
+        print(f"notifications DEGRADED: {notifications.get('reason')} ({notifications['pending']} queued)")
     for item in report:
         last = item["metadata"].get("last_command_result") or {}
         blocked = " BLOCKED" if item["metadata"].get("blocked") else ""

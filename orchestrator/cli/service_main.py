@@ -8,7 +8,10 @@ import signal
 import sys
 
 from ..audit import AuditLog
+from ..envfile import EnvSource
 from ..metrics import OrchestratorMetrics, serve
+from ..notifier import Notifier
+from ..outbox import Outbox
 from ..store import StateStore
 from ..supervisor import Supervisor
 from ..tmux import TmuxAdapter
@@ -32,8 +35,10 @@ def _serve(argv: list[str] | None) -> int:
     metrics = OrchestratorMetrics()
     store = StateStore(config.state_db)
     audit = AuditLog(config.audit_log, on_write_error=lambda exc: metrics.audit_write_errors.inc())
+    notifier = Notifier(outbox=Outbox(store), env=EnvSource(config.settings.env_file),
+                        settings=config.settings.notifications, metrics=metrics, audit=audit)
     supervisor = Supervisor(config, store=store, tmux=TmuxAdapter(config.tmux), audit=audit, metrics=metrics,
-                            dry_run=args.dry_run)
+                            dry_run=args.dry_run, notifier=notifier)
     port = config.settings.metrics_port if args.metrics_port is None else args.metrics_port
     source = "--metrics-port" if args.metrics_port is not None else f"{config.orchestrator_path}: metrics_port"
     server = serve(metrics, config.settings.metrics_host, port, source=source)
@@ -46,8 +51,10 @@ def _serve(argv: list[str] | None) -> int:
     signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
     try:
         supervisor.start()
+        notifier.start()
         supervisor.run(once=args.once)
     finally:
+        notifier.stop()
         supervisor.close()
         server.shutdown()
         store.close()
