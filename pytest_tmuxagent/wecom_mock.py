@@ -185,6 +185,16 @@ class WeComMock:
     def webhook_url(self, key: str = "test-key") -> str:
         return f"{self.url}{WEBHOOK_PATH}?key={key}"
 
+    def env(self, mode: str = "webhook", key: str = "test-webhook-key-0001",
+            secret: str = "test-app-secret-0001") -> dict[str, str]:
+        """The environment that points the orchestrator's notifier at this mock."""
+        if mode == "webhook":
+            return {"WECOM_WEBHOOK": f"https://qyapi.weixin.qq.com{WEBHOOK_PATH}?key={key}", "WECOM_API_BASE": self.url}
+        if mode == "app":
+            return {"WECOM_CORP_ID": "ww-test-corp", "WECOM_AGENT_ID": "1000002", "WECOM_APP_SECRET": secret,
+                    "WECOM_API_BASE": self.url}
+        raise ValueError(f"unknown WeCom mode {mode!r}: use 'webhook' or 'app'")
+
     @property
     def access_token(self) -> str:
         with self._lock:
