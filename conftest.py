@@ -1,1 +1,3 @@
-"""Root conftest: the tmuxagent plugin is loaded through its pytest11 entry point."""
+"""Root conftest: the tmuxagent plugin is loaded through its pytest11 entry point;
+pytester runs nested pytest sessions for the plugin's own tests."""
+pytest_plugins = ["pytester"]

@@ -1,17 +1,24 @@
-"""`tmux-agent validate`: run the playbook's scenarios through pytest with the plugin.
+"""`tmux-agent validate`: run the playbook's scenarios A–G through pytest with the
+plugin, write the real-world report, and exit non-zero when an acceptance
+criterion is not met — usable as a CI gate.
 
 The scenarios live in the source checkout's `scenarios/` folder (the package is
-installed editable from it); the exit code is pytest's, so it works as a CI gate.
+installed editable from it).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 from .errors import UserError
+
+SCENARIO_LETTERS = "abcdefg"
 
 
 def scenarios_dir() -> Path:
@@ -22,25 +29,57 @@ def scenarios_dir() -> Path:
     return here
 
 
+def _scenario_expr(letters: list[str]) -> str:
+    bad = [x for x in letters if x.strip().lower() not in SCENARIO_LETTERS or len(x.strip()) != 1]
+    if bad:
+        raise UserError(f"unknown scenario '{bad[0]}'", key="--scenario", fix="use a letter from a to g")
+    return " or ".join(f"scenario_{x.strip().lower()}" for x in letters)
+
+
 def pytest_argv(args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", str(scenarios_dir()), "-p", "no:cacheprovider", "-q", "-rA"]
+    argv = [sys.executable, "-m", "pytest", str(scenarios_dir()), "-p", "no:cacheprovider", "-q",
+            "--tmuxagent-progress"]
     exprs = [args.markexpr] if args.markexpr else []
     if args.scenario:
-        exprs.append(" or ".join(f"scenario_{s.strip().lower()}" for s in args.scenario))
+        exprs.append(_scenario_expr(args.scenario))
     if exprs:
         argv += ["-m", " and ".join(f"({e})" for e in exprs)]
-    if args.workers:
-        argv += ["-n", str(args.workers)]
+    else:
+        argv.append("--tmuxagent-gate")  # the whole playbook: every acceptance criterion must be met
+    workers = args.workers or ("2" if importlib.util.find_spec("xdist") else None)
+    if workers and workers != "0":
+        argv += ["-n", str(workers)]
     if args.live:
         argv.append("--tmuxagent-live")
     if args.report:
-        argv += ["--tmuxagent-report", args.report]
+        argv += ["--tmuxagent-report", str(Path(args.report).absolute())]
     if args.allure:
-        argv += ["--alluredir", args.allure]
+        argv += ["--alluredir", str(Path(args.allure).absolute())]
     return argv
+
+
+def generate_allure_html(results: Path) -> Path | None:
+    """With the `allure` command (npm package, Allure Report 3) installed, render the HTML too."""
+    allure = shutil.which("allure")
+    if allure is None:
+        print("tmux-agent validate: `allure` not installed (npm install -g allure); "
+              f"allure-results are in {results}", flush=True)
+        return None
+    output = results.with_name(results.name + "-html")
+    config = resources.files("pytest_tmuxagent").joinpath("allurerc.json")  # groups the tree by scenario
+    done = subprocess.run([allure, "generate", str(results), "--output", str(output), "--config", str(config)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"tmux-agent validate: allure generate failed: {done.stderr.strip()[-500:]}", flush=True)
+        return None
+    print(f"tmux-agent validate: Allure HTML report in {output}", flush=True)
+    return output
 
 
 def run_validation(args: argparse.Namespace) -> int:
     argv = pytest_argv(args)
     print("tmux-agent validate:", " ".join(argv[2:]), flush=True)
-    return subprocess.call(argv, cwd=str(scenarios_dir().parent), env=os.environ.copy())
+    code = subprocess.call(argv, cwd=str(scenarios_dir().parent), env=os.environ.copy())
+    if args.allure:
+        generate_allure_html(Path(args.allure).absolute())
+    return code

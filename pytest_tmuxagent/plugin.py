@@ -12,12 +12,15 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from .collector import ReportCollector
+from .evidence import Evidence, allure
 from .fake_codex import FakeCodex
 from .metrics_scraper import MetricsScraper
 from .service import OrchestratorService, make_service
 from .tmux_server import AgentPane, TmuxTestServer
 from .wecom_mock import WeComMock
 
+EPIC = "Orchestrator real-world validation playbook"
 SCENARIOS = {
     "a": "command execution feedback (命令执行反馈)",
     "b": "stall detection and self-healing (卡顿检测与自愈)",
@@ -35,12 +38,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run scenarios against the real panes, codex and WeCom of your config")
     group.addoption("--tmuxagent-report", default=None,
                     help="where to write the real-world test report (Markdown)")
+    group.addoption("--tmuxagent-gate", action="store_true", default=False,
+                    help="fail the run when any playbook acceptance criterion is not met")
+    group.addoption("--tmuxagent-progress", action="store_true", default=False,
+                    help="print a line per finished scenario test")
     parser.addini("tmuxagent_report", "path of the real-world test report", default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for letter, title in SCENARIOS.items():
         config.addinivalue_line("markers", f"scenario_{letter}: playbook scenario {letter.upper()} — {title}")
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) writes the report
+        config.pluginmanager.register(ReportCollector(config), "tmuxagent-report")
+
+
+@pytest.fixture
+def tmuxagent_evidence(request: pytest.FixtureRequest) -> Evidence:
+    """Record evidence (metric values, notification texts, audit excerpts) for the report and Allure."""
+    return Evidence(request.node)
+
+
+@pytest.fixture(autouse=True)
+def _tmuxagent_allure_labels(request: pytest.FixtureRequest) -> None:
+    """Allure: epic = the playbook, feature = the scenario, story = the parametrized case."""
+    letters = [m.name.removeprefix("scenario_") for m in request.node.iter_markers() if m.name.startswith("scenario_")]
+    if allure is None or not letters:
+        return
+    allure.dynamic.epic(EPIC)
+    for letter in letters:
+        allure.dynamic.feature(f"Scenario {letter.upper()} — {SCENARIOS[letter]}")
+    callspec = getattr(request.node, "callspec", None)
+    story = callspec.id if callspec else request.node.originalname
+    allure.dynamic.story(story)
+    # suites drive Allure 3's default tree: one top-level row per scenario
+    allure.dynamic.suite(f"Scenario {letters[0].upper()} — {SCENARIOS[letters[0]]}")
+    allure.dynamic.sub_suite(story)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,10 +86,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def tmux_server(tmp_path: Path) -> Iterator[TmuxTestServer]:
+def tmux_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TmuxTestServer]:
     """An isolated real tmux server (unique socket, no user config), killed after the test."""
     server = TmuxTestServer.unique(tmp_path / "panes")
     yield server
+    evidence = Evidence(request.node)
+    for pane in server.panes:
+        try:
+            evidence.lines("pane", f"{pane.name} ({pane.target}) screen tail", pane.capture(15)[-12:])
+        except Exception:  # a pane the test closed has nothing to show
+            continue
     server.kill()
 
 
@@ -77,11 +115,14 @@ def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCodex:
 
 
 @pytest.fixture
-def wecom_mock() -> Iterator[WeComMock]:
+def wecom_mock(request: pytest.FixtureRequest) -> Iterator[WeComMock]:
     """A real HTTP server on 127.0.0.1 standing in for WeCom, recording every request."""
     mock = WeComMock()
     mock.start()
     yield mock
+    messages = mock.messages()
+    Evidence(request.node).add("notifications", f"{len(messages)} message(s) delivered to the WeCom mock "
+                               f"({len(mock.requests)} request(s))", "\n---\n".join(messages) or "(none)")
     mock.stop()
 
 
@@ -92,7 +133,8 @@ def metrics_scraper() -> Callable[[str], MetricsScraper]:
 
 
 @pytest.fixture
-def orchestrator_service(tmp_path: Path, tmux_server: TmuxTestServer) -> Iterator[Callable[..., OrchestratorService]]:
+def orchestrator_service(tmp_path: Path, tmux_server: TmuxTestServer,
+                         request: pytest.FixtureRequest) -> Iterator[Callable[..., OrchestratorService]]:
     """Factory: `orchestrator_service(panes, settings={...}, env={...})` starts the real service."""
     started: list[OrchestratorService] = []
 
@@ -105,5 +147,8 @@ def orchestrator_service(tmp_path: Path, tmux_server: TmuxTestServer) -> Iterato
         return service
 
     yield factory
+    evidence = Evidence(request.node)
     for service in started:
+        for kind, title, text in service.evidence():
+            evidence.add(kind, title, text)
         service.stop()

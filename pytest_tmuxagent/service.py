@@ -20,6 +20,7 @@ import yaml
 from orchestrator.audit import read_events
 from orchestrator.store import TERMINAL_STATUSES, CommandRow, StateStore
 
+from .evidence import step
 from .metrics_scraper import MetricsScraper
 from .tmux_server import AgentPane, TmuxTestServer
 from .waiting import wait_until
@@ -159,7 +160,8 @@ class OrchestratorService:
         return result
 
     def send(self, session: str, command: str) -> int:
-        return int(self.cli("send", session, "--", command).stdout.strip())
+        with step(f"tmux-agent send {session} -- {command}"):
+            return int(self.cli("send", session, "--", command).stdout.strip())
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "--json").stdout)
@@ -182,13 +184,34 @@ class OrchestratorService:
         finally:
             store.close()
 
+    def evidence(self) -> list[tuple[str, str, str]]:
+        """Metric values, an audit excerpt and notable log lines, for the report and Allure."""
+        out: list[tuple[str, str, str]] = []
+        if self.metrics is not None and self.process is not None and self.process.poll() is None:
+            try:
+                snapshot = self.metrics.scrape()
+                lines = [f"{smp.name}{{{','.join(f'{k}={v}' for k, v in sorted(smp.labels.items()))}}} {smp.value:g}"
+                         for name in EVIDENCE_METRICS for smp in snapshot.samples(name) if smp.value]
+                out.append(("metrics", "non-zero orchestrator metrics scraped from /metrics", "\n".join(lines) or "(all zero)"))
+            except Exception as exc:  # evidence must never fail a test
+                out.append(("metrics", "scrape failed", repr(exc)))
+        if self.audit_log.exists():
+            events = read_events(self.audit_log).events
+            out.append(("audit", f"last {min(12, len(events))} of {len(events)} audit events",
+                        "\n".join(_audit_line(e) for e in events[-12:])))
+        notable = [line for line in self.log_text().splitlines() if " WARNING " in line or "recovered" in line]
+        if notable:
+            out.append(("log", "orchestrator warnings and recoveries", "\n".join(notable[-10:])))
+        return out
+
     def wait_result(self, command_id: int, timeout: float = 15) -> CommandRow:
         def finished() -> CommandRow | None:
             row = self.command(command_id)
             return row if row and row.status in TERMINAL_STATUSES else None
 
-        return wait_until(finished, timeout=timeout,
-                          message=f"command {command_id} did not finish; log: {self.log_text()[-1500:]}")
+        with step(f"wait for the result of command {command_id}"):
+            return wait_until(finished, timeout=timeout,
+                              message=f"command {command_id} did not finish; log: {self.log_text()[-1500:]}")
 
     def audit_events(self, *, event: str | None = None, session: str | None = None,
                      validate: bool = True) -> list[dict[str, Any]]:
@@ -196,6 +219,23 @@ class OrchestratorService:
         assert not [p for p in result.problems if "schema" in p], result.problems
         return [e for e in result.events
                 if (event is None or e["event"] == event) and (session is None or e.get("session") == session)]
+
+
+EVIDENCE_METRICS = ("orchestrator_commands_total", "orchestrator_command_duration_seconds_count",
+                    "orchestrator_queue_depth", "orchestrator_stall_count_total", "orchestrator_failure_streak",
+                    "orchestrator_session_blocked", "orchestrator_notifications_total",
+                    "orchestrator_notifications_pending", "orchestrator_notifications_degraded")
+
+
+def _audit_line(event: dict[str, Any]) -> str:
+    parts = [event["ts"][11:23], event["event"], event.get("session") or "-"]
+    if "command_id" in event:
+        parts.append(f"#{event['command_id']} {event.get('command', '')!r}")
+    if "status" in event:
+        parts.append(f"{event['status']} exit={event.get('exit_code')}")
+    if event.get("detail"):
+        parts.append(str(event["detail"]))
+    return " ".join(parts)
 
 
 def make_service(root: Path, tmux: TmuxTestServer, panes: Iterable[AgentPane], **kwargs: Any) -> OrchestratorService:

@@ -49,6 +49,7 @@ class TmuxTestServer:
     socket_name: str
     root: Path
     server: libtmux.Server = field(init=False)
+    panes: list[AgentPane] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if shutil.which("tmux") is None:
@@ -78,8 +79,10 @@ class TmuxTestServer:
                                   "-n", window_name, "-x", "200", "-y", "50", "-c", str(workdir), PANE_SHELL)
         if out.returncode != 0 or not out.stdout:
             raise RuntimeError(f"could not create pane for {name}: {out.stderr}")
-        return AgentPane(name=name, target=f"{session_name}:{window_name}", pane_id=out.stdout[0].strip(),
+        pane = AgentPane(name=name, target=f"{session_name}:{window_name}", pane_id=out.stdout[0].strip(),
                          workdir=workdir, server=self)
+        self.panes.append(pane)
+        return pane
 
     def kill(self) -> None:
         try:

@@ -1,0 +1,78 @@
+"""Evidence: what decided a scenario (metric values, notification texts, audit
+excerpts, pane output), recorded per test.
+
+Evidence rides on `item.user_properties`, which pytest-xdist ships from each
+worker to the controller with the test report — so the controller can write one
+report for the whole run. Every text is redacted before it is stored, and the
+same text is attached to Allure when allure-pytest is active.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import pytest
+
+from orchestrator.redact import redact
+
+EVIDENCE_KEY = "tmuxagent_evidence"
+MAX_TEXT = 4000
+
+try:  # allure-pytest is a dev extra; evidence works without it
+    import allure
+except ImportError:  # pragma: no cover
+    allure = None
+
+
+@dataclass(frozen=True)
+class EvidenceItem:
+    kind: str   # metrics | notifications | audit | pane | log | note
+    title: str
+    text: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EvidenceItem":
+        return cls(**json.loads(text))
+
+
+class Evidence:
+    """Per-test recorder; the `tmuxagent_evidence` fixture and the other fixtures use it."""
+
+    def __init__(self, node: pytest.Item) -> None:
+        self.node = node
+
+    def add(self, kind: str, title: str, text: str) -> None:
+        text = redact(text)
+        if len(text) > MAX_TEXT:
+            text = "…" + text[-MAX_TEXT:]
+        item = EvidenceItem(kind=kind, title=redact(title), text=text)
+        self.node.user_properties.append((EVIDENCE_KEY, item.to_json()))
+        if allure is not None:
+            allure.attach(text, name=f"{kind}: {item.title}", attachment_type=allure.attachment_type.TEXT)
+
+    def lines(self, kind: str, title: str, lines: Iterable[str]) -> None:
+        self.add(kind, title, "\n".join(lines))
+
+
+def evidence_from_properties(properties: Iterable[tuple[str, Any]]) -> list[EvidenceItem]:
+    items = []
+    for key, value in properties:
+        if key == EVIDENCE_KEY:
+            try:
+                items.append(EvidenceItem.from_json(value))
+            except (TypeError, ValueError):
+                continue
+    return items
+
+
+def step(title: str):
+    """An Allure step when allure is active, a no-op context otherwise."""
+    if allure is not None:
+        return allure.step(title)
+    import contextlib
+
+    return contextlib.nullcontext()
