@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import doctor
 from ..audit import AuditLog
 from ..config import ORCHESTRATOR_RELATIVE
 from ..errors import UserError
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None)
     p.add_argument("--allure", default=None)
     p.set_defaults(func=cmd_validate)
+
+    doctor.register(sub, add_config_flags)
     return parser
 
 
