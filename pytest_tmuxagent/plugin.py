@@ -7,6 +7,7 @@ make as many panes or services as it needs; everything is torn down after it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -15,6 +16,7 @@ import pytest
 from .collector import ReportCollector
 from .evidence import Evidence, allure
 from .fake_codex import FakeCodex
+from .live import LiveCodex, LiveContext, LiveTmuxServer, WeComRecordingProxy
 from .metrics_scraper import MetricsScraper
 from .service import OrchestratorService, make_service
 from .tmux_server import AgentPane, TmuxTestServer
@@ -36,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tmuxagent", "tmuxagent playbook scenarios")
     group.addoption("--tmuxagent-live", action="store_true", default=False,
                     help="run scenarios against the real panes, codex and WeCom of your config")
+    group.addoption("--tmuxagent-config", default="agent-config.yaml",
+                    help="live mode: your agent-config.yaml (its orchestrator.toml and env file are used too)")
     group.addoption("--tmuxagent-report", default=None,
                     help="where to write the real-world test report (Markdown)")
     group.addoption("--tmuxagent-gate", action="store_true", default=False,
@@ -75,20 +79,30 @@ def _tmuxagent_allure_labels(request: pytest.FixtureRequest) -> None:
     allure.dynamic.sub_suite(story)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("--tmuxagent-live"):
-        return
-    skip = pytest.mark.skip(reason="--tmuxagent-live: live mode is not implemented yet (it comes with the "
-                                   "validation-harness work); run without it for the embedded default")
-    for item in items:
-        if any(m.name.startswith("scenario_") for m in item.iter_markers()):
-            item.add_marker(skip)
+@pytest.fixture(scope="session")
+def tmuxagent_live(pytestconfig: pytest.Config) -> LiveContext | None:
+    """The user's config and env in live mode; None on the embedded default."""
+    if not pytestconfig.getoption("--tmuxagent-live"):
+        return None
+    return LiveContext.load(pytestconfig.getoption("--tmuxagent-config"))
+
+
+def announce(request: pytest.FixtureRequest, text: str) -> None:
+    """Say, before it happens, what a live scenario will send where (terminal and report)."""
+    Evidence(request.node).add("note", "live plan", text)
+    sys.__stderr__.write(f"\n[tmuxagent live] {request.node.nodeid}: {text}\n")
 
 
 @pytest.fixture
-def tmux_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TmuxTestServer]:
-    """An isolated real tmux server (unique socket, no user config), killed after the test."""
-    server = TmuxTestServer.unique(tmp_path / "panes")
+def tmux_server(tmp_path: Path, request: pytest.FixtureRequest,
+                tmuxagent_live: LiveContext | None) -> Iterator[TmuxTestServer]:
+    """An isolated real tmux server (unique socket, no user config), killed after the test.
+    In live mode: the user's server, with a scratch session that is killed instead."""
+    if tmuxagent_live is not None:
+        server: TmuxTestServer = LiveTmuxServer(tmuxagent_live, tmp_path / "panes")
+        announce(request, f"{tmuxagent_live.describe()}; scratch session {server.scratch!r}")
+    else:
+        server = TmuxTestServer.unique(tmp_path / "panes")
     yield server
     evidence = Evidence(request.node)
     for pane in server.panes:
@@ -106,8 +120,12 @@ def agent_pane(tmux_server: TmuxTestServer) -> Callable[..., AgentPane]:
 
 
 @pytest.fixture
-def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCodex:
-    """A real `codex` executable, first on PATH, replying from a script and recording its calls."""
+def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               tmuxagent_live: LiveContext | None) -> FakeCodex | LiveCodex:
+    """A real `codex` executable, first on PATH, replying from a script and recording its calls.
+    In live mode: the user's real codex (scripted failure kinds skip)."""
+    if tmuxagent_live is not None:
+        return LiveCodex(tmuxagent_live)
     codex = FakeCodex(tmp_path / "fake-bin")
     codex.install()
     monkeypatch.setenv("PATH", f"{codex.path.parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -115,9 +133,15 @@ def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCodex:
 
 
 @pytest.fixture
-def wecom_mock(request: pytest.FixtureRequest) -> Iterator[WeComMock]:
-    """A real HTTP server on 127.0.0.1 standing in for WeCom, recording every request."""
-    mock = WeComMock()
+def wecom_mock(request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None) -> Iterator[WeComMock]:
+    """A real HTTP server on 127.0.0.1 standing in for WeCom, recording every request.
+    In live mode: a recording proxy in front of the user's real WeCom."""
+    if tmuxagent_live is not None:
+        if not any(k.startswith("WECOM_") and k != "WECOM_API_BASE" for k in tmuxagent_live.env):
+            pytest.skip(f"live: no WeCom configured in {tmuxagent_live.config.settings.env_file}")
+        mock: WeComMock = WeComRecordingProxy(tmuxagent_live.env)
+    else:
+        mock = WeComMock()
     mock.start()
     yield mock
     messages = mock.messages()
@@ -133,13 +157,17 @@ def metrics_scraper() -> Callable[[str], MetricsScraper]:
 
 
 @pytest.fixture
-def orchestrator_service(tmp_path: Path, tmux_server: TmuxTestServer,
-                         request: pytest.FixtureRequest) -> Iterator[Callable[..., OrchestratorService]]:
+def orchestrator_service(tmp_path: Path, tmux_server: TmuxTestServer, request: pytest.FixtureRequest,
+                         tmuxagent_live: LiveContext | None) -> Iterator[Callable[..., OrchestratorService]]:
     """Factory: `orchestrator_service(panes, settings={...}, env={...})` starts the real service."""
     started: list[OrchestratorService] = []
 
     def factory(panes: list[AgentPane], *, start: bool = True, start_args: tuple[str, ...] = (),
                 **kwargs: Any) -> OrchestratorService:
+        if tmuxagent_live is not None:
+            kwargs["settings"] = {"codex": tmuxagent_live.codex_settings(), **kwargs.get("settings", {})}
+            kwargs["env"] = {**tmuxagent_live.service_env(), **kwargs.get("env", {})}
+            kwargs["announce"] = lambda text: announce(request, text)
         service = make_service(tmp_path / f"service{len(started)}", tmux_server, panes, **kwargs)
         started.append(service)
         if start:

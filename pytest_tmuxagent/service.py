@@ -13,7 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -70,6 +70,7 @@ class OrchestratorService:
     settings: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    announce: Callable[[str], None] | None = None  # live mode says what it sends where
     process: subprocess.Popen[bytes] | None = None
     metrics: MetricsScraper | None = None
 
@@ -160,6 +161,9 @@ class OrchestratorService:
         return result
 
     def send(self, session: str, command: str) -> int:
+        if self.announce is not None:
+            target = next((p.target for p in self.panes if p.name == session), "?")
+            self.announce(f"sending `{command}` to session {session} (pane {target})")
         with step(f"tmux-agent send {session} -- {command}"):
             return int(self.cli("send", session, "--", command).stdout.strip())
 

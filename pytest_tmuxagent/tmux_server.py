@@ -54,7 +54,15 @@ class TmuxTestServer:
     def __post_init__(self) -> None:
         if shutil.which("tmux") is None:
             raise RuntimeError("tmux is not installed; .ci/run installs it with apt")
-        self.server = libtmux.Server(socket_name=self.socket_name, config_file="/dev/null")
+        self.server = libtmux.Server(config_file="/dev/null", **self._libtmux_kwargs())
+
+    def _libtmux_kwargs(self) -> dict[str, object]:
+        return {"socket_name": self.socket_name}
+
+    def session_for(self, name: str) -> tuple[str, str]:
+        """'weather/bot' → tmux session 'weather', window 'bot'."""
+        session_name, _, window_name = name.partition("/")
+        return session_name, window_name.replace("/", "-") or "main"
 
     @classmethod
     def unique(cls, root: Path) -> "TmuxTestServer":
@@ -65,9 +73,8 @@ class TmuxTestServer:
         return {"socket_name": self.socket_name}
 
     def agent_pane(self, name: str, workdir: Path | None = None) -> AgentPane:
-        """Create the pane for `name` ('weather/bot' → tmux session 'weather', window 'bot')."""
-        session_name, _, window_name = name.partition("/")
-        window_name = window_name.replace("/", "-") or "main"
+        """Create the pane for `name` in the session and window `session_for` names."""
+        session_name, window_name = self.session_for(name)
         workdir = workdir or (self.root / name.replace("/", "_"))
         workdir.mkdir(parents=True, exist_ok=True)
         has = self.server.cmd("has-session", "-t", f"={session_name}").returncode == 0
