@@ -33,6 +33,12 @@ MAX_BACKOFF_SECONDS = 60.0
 ChannelFactory = Callable[..., Sequence[Channel]]
 
 
+def alert_markdown(session: str, facts: Sequence[tuple[str, str]], output_tail: str) -> str:
+    """The one layout of an alert body: session, labelled facts, then the last output lines."""
+    lines = [f"> 会话 session: **{session}**", *(f"> {label}: {value}" for label, value in facts)]
+    return "\n".join(lines) + f"\n最后输出 last output:\n```\n{output_tail or '(none)'}\n```"
+
+
 @dataclass
 class Notifier:
     outbox: Outbox

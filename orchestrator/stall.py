@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .clock import iso_utc, parse_iso_utc
 from .feedback import ExitRecord
+from .notifier import alert_markdown
 from .store import CommandResult
 from .tmux import TmuxUnavailable
 
@@ -107,10 +108,10 @@ class StallGuard:
         self.sup.audit.record("cooldown_started", name, detail=f"{self.settings.cooldown_seconds}s")
 
     def _alert(self, session: str, command_id: int, command: str, waited: float, tail: str) -> None:
-        body = (f"> 会话 session: **{session}**\n"
-                f"> 命令 command: `{command}`\n"
-                f"> 已等待 waited: {waited:.1f}s (stall timeout {self.settings.stall_timeout_seconds}s, "
-                f"{self.settings.stall_retries_before_notify} retries)\n"
-                f"最后输出 last output:\n```\n{tail or '(none)'}\n```")
+        body = alert_markdown(session, [
+            ("命令 command", f"`{command}`"),
+            ("已等待 waited", f"{waited:.1f}s (stall timeout {self.settings.stall_timeout_seconds}s, "
+                           f"{self.settings.stall_retries_before_notify} retries)"),
+        ], tail)
         self.sup.notify(kind="stall", session=session, title=f"{STALL_TITLE} · {session}", body=body,
                         dedupe_key=f"stall:{session}:{command_id}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .notifier import alert_markdown
 from .store import CommandResult, CommandRow
 
 if TYPE_CHECKING:
@@ -48,10 +49,10 @@ class FailureStreak:
         self.sup.audit.record("failure_streak", name, command_id=row.id, command=row.command,
                               detail=f"{streak} consecutive failures (threshold {self.threshold})")
         self.sup.audit.record("session_blocked", name, detail="queued commands wait for `tmux-agent unblock`")
-        body = (f"> 会话 session: **{name}**\n"
-                f"> 连续失败 consecutive failures: {streak} (threshold {self.threshold})\n"
-                f"> 最后命令 last command: `{row.command}` → exit {result.exit_code}\n"
-                f"> 已阻断 blocked: run `tmux-agent unblock {name}` to resume\n"
-                f"最后输出 last output:\n```\n{result.output_tail or '(none)'}\n```")
+        body = alert_markdown(name, [
+            ("连续失败 consecutive failures", f"{streak} (threshold {self.threshold})"),
+            ("最后命令 last command", f"`{row.command}` → exit {result.exit_code}"),
+            ("已阻断 blocked", f"run `tmux-agent unblock {name}` to resume"),
+        ], result.output_tail)
         self.sup.notify(kind="failure_streak", session=name, title=f"{STREAK_TITLE} · {name}", body=body,
                         dedupe_key=f"streak:{name}:{row.id}")

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import doctor
+from .. import doctor, run_stack
 from ..audit import AuditLog
 from ..config import ORCHESTRATOR_RELATIVE
 from ..errors import UserError
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     doctor.register(sub, add_config_flags)
+    run_stack.register(sub, add_config_flags)
     return parser
 
 
