@@ -10,6 +10,7 @@ import re
 import threading
 
 MASK = "***"
+MIN_SECRET_LENGTH = 4
 
 _PATTERNS = [
     re.compile(r"(?i)((?:[?&]|\b)(?:key|access_token|corpsecret|secret|token|api_key)=)[^&\s\"']+"),
@@ -26,12 +27,13 @@ _known: set[str] = set()
 
 def register_secret(value: str | None) -> None:
     """Remember a secret value so it is masked wherever it shows up verbatim."""
-    if value and len(value) >= 4:
-        with _lock:
-            _known.add(value)
-            match = re.search(r"[?&]key=([^&\s]+)", value)
-            if match:
-                _known.add(match.group(1))
+    if not value or len(value) < MIN_SECRET_LENGTH:
+        return  # masking a 1–3 character "secret" would shred ordinary text
+    match = re.search(r"[?&]key=([^&\s]+)", value)
+    with _lock:
+        _known.add(value)
+        if match and len(match.group(1)) >= MIN_SECRET_LENGTH:
+            _known.add(match.group(1))
 
 
 def register_from_env(env: dict[str, str]) -> None:

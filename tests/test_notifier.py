@@ -1,0 +1,131 @@
+"""The notifier in-process: outbox first, dedupe, rate limit, backoff, degradation
+said once, and the environment re-read without a restart. Channels here are
+small recording doubles of WeCom (the HTTP clients have their own tests)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from orchestrator.audit import AuditLog, read_events
+from orchestrator.clock import ManualClock
+from orchestrator.config import NotificationSettings
+from orchestrator.envfile import EnvSource, parse_env_text
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.notifier import NO_CHANNEL, Notifier
+from orchestrator.outbox import Outbox
+from orchestrator.store import StateStore
+from orchestrator.wecom import ChannelError
+
+
+@dataclass
+class RecordingChannel:
+    name: str = "webhook"
+    fail_with: ChannelError | None = None
+    sent: list[str] = field(default_factory=list)
+
+    def send(self, title: str, markdown: str) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append(title)
+
+
+@dataclass
+class Rig:
+    notifier: Notifier
+    channel: RecordingChannel
+    clock: ManualClock
+    env_file: Path
+    audit_path: Path
+
+    def events(self) -> list[str]:
+        return [e["event"] for e in read_events(self.audit_path).events]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    clock = ManualClock()
+    channel = RecordingChannel()
+    env_file = tmp_path / ".env"
+    env_file.write_text("WECOM_WEBHOOK=https://example.invalid/send?key=key-one-1234\n")
+    store = StateStore(tmp_path / "state.db", clock=clock)
+    audit = AuditLog(tmp_path / "audit.jsonl", clock=clock)
+
+    def channels(env, timeout, previous):
+        return [channel] if env.get("WECOM_WEBHOOK") else []
+
+    settings = NotificationSettings(dedupe_seconds=60, retry_backoff_seconds=2, rate_limit_per_minute=3,
+                                    rate_limit_backoff_seconds=5)
+    notifier = Notifier(outbox=Outbox(store), env=EnvSource(env_file, base={}), settings=settings,
+                        metrics=OrchestratorMetrics(), audit=audit, clock=clock, channel_factory=channels)
+    return Rig(notifier, channel, clock, env_file, tmp_path / "audit.jsonl")
+
+
+def alert(rig: Rig, key: str) -> int | None:
+    return rig.notifier.notify(kind="stall", session="weather/bot", title=f"命令卡顿 · {key}", body="b", dedupe_key=key)
+
+
+def test_sends_what_the_outbox_holds(rig: Rig) -> None:
+    alert(rig, "one")
+    rig.notifier.flush_once()
+    assert rig.channel.sent == ["命令卡顿 · one"]
+    assert rig.notifier.outbox.pending() == []
+
+
+def test_the_same_alert_within_its_window_is_suppressed(rig: Rig) -> None:
+    assert alert(rig, "same") is not None
+    assert alert(rig, "same") is None
+    rig.clock.advance(61)
+    assert alert(rig, "same") is not None
+
+
+def test_rate_limit_holds_messages_without_counting_a_failure(rig: Rig) -> None:
+    for i in range(5):
+        alert(rig, f"k{i}")
+    rig.notifier.flush_once()
+    assert len(rig.channel.sent) == 3 and len(rig.notifier.outbox.pending()) == 2
+    assert rig.notifier.degraded_reason is None
+    rig.clock.advance(60)
+    rig.notifier.flush_once()
+    assert len(rig.channel.sent) == 5
+
+
+def test_failure_backs_off_degrades_once_and_recovers(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.channel.fail_with = ChannelError("webhook", "http", "HTTP 500")
+    alert(rig, "a")
+    alert(rig, "b")
+    with caplog.at_level(logging.WARNING):
+        rig.notifier.flush_once()
+        rig.notifier.flush_once()  # inside the backoff: not retried, not said again
+    assert sum("notifications degraded" in r.message for r in caplog.records) == 1
+    assert [m.attempts for m in rig.notifier.outbox.pending()] == [1, 1]
+    rig.channel.fail_with = None
+    rig.clock.advance(2.5)
+    rig.notifier.flush_once()
+    assert rig.channel.sent == ["命令卡顿 · a", "命令卡顿 · b"]
+    assert rig.events().count("notifications_degraded") == 1 and "notifications_recovered" in rig.events()
+
+
+def test_rate_limited_errcode_waits_the_configured_backoff(rig: Rig) -> None:
+    rig.channel.fail_with = ChannelError("webhook", "rate_limited", "45009", errcode=45009, retry_after=60)
+    alert(rig, "x")
+    rig.notifier.flush_once()
+    [message] = rig.notifier.outbox.pending()
+    assert message.next_attempt_at == pytest.approx(rig.clock.now() + 5)
+
+
+def test_removing_and_restoring_the_variable_takes_effect_without_restart(rig: Rig) -> None:
+    rig.env_file.write_text("# WECOM_WEBHOOK removed\n")
+    alert(rig, "kept")
+    rig.notifier.flush_once()
+    assert rig.notifier.degraded_reason == NO_CHANNEL and rig.channel.sent == []
+    rig.env_file.write_text("WECOM_WEBHOOK=https://example.invalid/send?key=key-two-5678\n")
+    rig.notifier.flush_once()
+    assert rig.channel.sent == ["命令卡顿 · kept"] and rig.notifier.degraded_reason is None
+
+
+def test_env_text_is_read_like_a_shell_would() -> None:
+    text = "# comment\nexport A=1\nB='two words'\nC=\"x=y\"  # trailing\nbad line\nD=\n"
+    assert parse_env_text(text) == {"A": "1", "B": "two words", "C": "x=y", "D": ""}
