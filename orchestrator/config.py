@@ -7,6 +7,7 @@ CLIs can print one line and exit 2 instead of a traceback.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -55,6 +56,36 @@ class CodexConfig:
     bin: str = "codex"
     extra_args: tuple[str, ...] = ()
     timeout_seconds: float = 120.0
+    output_schema: bool = True   # pass --output-schema FILE to `codex exec`
+    json_events: bool = False    # pass --json and read the final message from the event stream
+
+
+@dataclass(frozen=True)
+class AISettings:
+    """Which AI answers decision and decomposition questions: codex, openai, or off (rules only)."""
+
+    backend: str = "codex"
+    openai_model: str = "gpt-4o-mini"
+    openai_base_url: str | None = None
+    max_concurrency: int = 2
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    enabled: bool = True
+    blocker_patterns: tuple[str, ...] = ()
+    pane_scan_seconds: float = 2.0
+    notify_min_priority: str = "medium"
+    auto_run: bool = False
+    allowlist: tuple[str, ...] = ()
+    denylist: tuple[str, ...] = ()
+    approval_risk: str = "high"
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    enabled: bool = True
+    auto_execute: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +113,9 @@ class OrchestratorSettings:
     runtime_dir: Path | None = None
     codex: CodexConfig = field(default_factory=CodexConfig)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    ai: AISettings = field(default_factory=AISettings)
+    decision: DecisionSettings = field(default_factory=DecisionSettings)
+    plan: PlanSettings = field(default_factory=PlanSettings)
 
 
 @dataclass(frozen=True)
@@ -196,18 +230,39 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
+def _table(cls: Any, values: dict[str, Any]) -> Any:
+    """A settings dataclass from a TOML table; lists become tuples (the dataclasses are frozen)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 def settings_from_mapping(data: dict[str, Any], base: Path) -> OrchestratorSettings:
     codex = data.get("codex", {})
     notes = data.get("notifications", {})
-    scalars = {k: v for k, v in data.items() if k not in {"codex", "notifications", "env_file", "runtime_dir"}}
+    tables = {"codex", "notifications", "env_file", "runtime_dir", "ai", "decision", "plan"}
+    scalars = {k: v for k, v in data.items() if k not in tables}
     return OrchestratorSettings(
         **scalars,
         env_file=_resolve(base, data.get("env_file", "~/.env")),
         runtime_dir=_resolve(base, data["runtime_dir"]) if "runtime_dir" in data else None,
         codex=CodexConfig(bin=codex.get("bin", "codex"), extra_args=tuple(codex.get("extra_args", [])),
-                          timeout_seconds=float(codex.get("timeout_seconds", 120.0))),
+                          timeout_seconds=float(codex.get("timeout_seconds", 120.0)),
+                          output_schema=codex.get("output_schema", True), json_events=codex.get("json_events", False)),
         notifications=NotificationSettings(**notes),
+        ai=_table(AISettings, data.get("ai", {})),
+        decision=_table(DecisionSettings, data.get("decision", {})),
+        plan=_table(PlanSettings, data.get("plan", {})),
     )
+
+
+def _check_patterns(patterns: dict[str, tuple[str, ...]], file: Path) -> None:
+    """Regular expressions in the config compile, or the key is named."""
+    for key, values in patterns.items():
+        for value in values:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ConfigError(f"not a regular expression ({exc}): {value!r}", file=str(file), key=key,
+                                  fix="write a Python regular expression, e.g. 'missing .*API key'") from None
 
 
 def load_config(config_path: str | Path | None = None, orchestrator_path: str | Path | None = None) -> Config:
@@ -241,6 +296,10 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
             interrupt_keys=tuple(item.get("interrupt_keys", ["C-c"])),
             blocker_patterns=tuple(item.get("blocker_patterns", [])),
         ))
+        _check_patterns({f"sessions[{index}].blocker_patterns": sessions[-1].blocker_patterns}, config_file)
+    settings = settings_from_mapping(toml_data, orch_file.parent)
+    _check_patterns({f"decision.{k}": getattr(settings.decision, k) for k in ("blocker_patterns", "allowlist", "denylist")},
+                    orch_file)
     return Config(
         config_path=config_file,
         orchestrator_path=orch_file,
@@ -248,5 +307,5 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
         state_db=_resolve(base, data.get("state_db", "~/.tmux_agent/state.db")),
         log_dir=_resolve(base, data.get("log_dir", ".tmuxagent/logs")),
         sessions=tuple(sessions),
-        settings=settings_from_mapping(toml_data, orch_file.parent),
+        settings=settings,
     )

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from .errors import UserError
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+AI_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
 @dataclass
@@ -46,6 +47,9 @@ class OrchestratorMetrics:
                                     ["session"], registry=r)
         self.blocked = Gauge("orchestrator_session_blocked", "1 when a session is blocked by a failure streak.",
                              ["session"], registry=r)
+        self.failure_alert_threshold = Gauge("orchestrator_failure_alert_threshold",
+                                             "Configured failure_alert_threshold (alert rules compare streaks with it).",
+                                             registry=r)
 
         self.notifications = Counter("orchestrator_notifications", "Notification send attempts by channel and result.",
                                      ["channel", "result"], registry=r)
@@ -55,6 +59,24 @@ class OrchestratorMetrics:
                                             "1 while no notification channel works.", registry=r)
         self.notifications_degraded_episodes = Counter("orchestrator_notifications_degraded_episodes",
                                                        "Times notifications became degraded.", registry=r)
+
+        # decision assist and requirements plans
+        self.ai_calls = Counter("orchestrator_decision_assist_calls", "AI calls by session, backend and task.",
+                                ["session", "backend", "task"], registry=r)
+        self.ai_errors = Counter("orchestrator_decision_assist_errors",
+                                 "AI calls that failed by error kind (each fell back to rules).",
+                                 ["session", "backend", "kind"], registry=r)
+        self.ai_latency = Histogram("orchestrator_decision_assist_latency_seconds", "Time one AI call took.",
+                                    ["session", "backend"], buckets=AI_BUCKETS, registry=r)
+        self.decision_duration = Histogram("orchestrator_decision_duration_seconds",
+                                           "From a blocker change seen to next_actions written.", ["session"],
+                                           buckets=AI_BUCKETS, registry=r)
+        self.decisions = Counter("orchestrator_decisions", "next_actions written, by source (codex|openai|rules).",
+                                 ["session", "source"], registry=r)
+        self.suggestions = Counter("orchestrator_suggestions", "Suggested commands by safety-policy verdict.",
+                                   ["session", "policy"], registry=r)
+        self.plan_steps = Counter("orchestrator_plan_steps", "Plan steps that ended, by status.",
+                                  ["session", "status"], registry=r)
 
     def register_session(self, session: str) -> None:
         """Create each per-session series at zero so dashboards see them before any event."""

@@ -30,5 +30,25 @@ env_file = "~/.env"                # WECOM_*, OPENAI_API_KEY, CODEX_TIMEOUT_SECO
 [codex]
 bin = "codex"                      # may be a shell string, e.g. ". ~/.proxy-on.sh && proxychains4 -q codex"
 extra_args = []
-timeout_seconds = 120              # CODEX_TIMEOUT_SECONDS wins
+timeout_seconds = 120              # CODEX_TIMEOUT_SECONDS wins (also the openai backend's timeout)
+# output_schema = true             # pass --output-schema FILE (the JSON Schema of the answer)
+# json_events = false              # pass --json and read the answer from the event stream
+
+[ai]
+backend = "codex"                  # codex | openai | off (rule-based advice, Markdown decomposition)
+# openai_model = "gpt-4o-mini"
+# openai_base_url = ""             # default: OPENAI_BASE_URL, else the official API
+
+[decision]                         # decision assist: blockers → next_actions and "下一步建议"
+enabled = true
+# blocker_patterns = []            # regexes that make a pane line a blocker (besides missing-API-key ones)
+# notify_min_priority = "medium"
+# auto_run = false                 # run allowlisted, non-high-risk suggestions without approval
+# allowlist = []                   # regexes, e.g. ["^make test$"]
+# denylist = []                    # regexes denied on top of the built-in destructive ones
+# approval_risk = "high"           # this risk and above waits for `tmux-agent approve SESSION ID`
+
+[plan]                             # requirements_doc → task_decomposition → commands
+enabled = true
+auto_execute = true
 """

@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .clock import Clock, SystemClock, iso_utc
 
@@ -140,6 +140,14 @@ class StateStore:
     def update_metadata(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
         with self.transaction() as db:
             return self._update_metadata(db, name, changes)
+
+    def modify_metadata(self, name: str, key: str, change: Callable[[Any], Any]) -> Any:
+        """Read-modify-write one key in one transaction, safe against the CLI writing at once."""
+        with self.transaction() as db:
+            row = db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
+            value = change((json.loads(row["metadata"]) if row else {}).get(key))
+            self._update_metadata(db, name, {key: value})
+            return value
 
     def increment_metadata(self, name: str, key: str, by: int = 1) -> int:
         with self.transaction() as db:

@@ -24,6 +24,7 @@ from .store import CommandResult, CommandRow, StateStore
 from .tmux import TmuxAdapter, TmuxUnavailable
 from .stall import StallGuard
 from .streak import FailureStreak
+from .assist import Assist
 from .waiters import CompletionWaiters
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Supervisor:
         self.notifier = notifier
         self.stall = StallGuard(self)
         self.streak = FailureStreak(self)
+        self.assist = Assist(self)  # decision assist and requirements plans; AI calls off this thread
         self.sessions = {s.name: SessionState(s) for s in config.sessions}
         self.waiters = CompletionWaiters(tmux.wait_for_argv)
         self.stop_event = threading.Event()
@@ -132,6 +134,7 @@ class Supervisor:
         self.stop_event.set()
 
     def close(self) -> None:
+        self.assist.close()
         self.waiters.close()
         self.audit.record("orchestrator_stopped", None)
         self.audit.flush()
@@ -166,6 +169,7 @@ class Supervisor:
         for state in self.sessions.values():
             if state.running:
                 self._check_running(state, check_liveness)
+        self.assist.tick()
         for state in self.sessions.values():
             if state.running is None and self.store.next_queued(state.config.name) and self.may_dispatch(state):
                 self._dispatch_next(state)
@@ -190,6 +194,8 @@ class Supervisor:
             return False
         if self.dry_run:
             return True
+        if self.assist.busy():
+            return False
         return not any(self.may_dispatch(s) and self.store.next_queued(name) for name, s in self.sessions.items())
 
     def may_dispatch(self, state: SessionState) -> bool:
@@ -353,4 +359,5 @@ class Supervisor:
                               status=result.status, exit_code=result.exit_code, duration_s=result.duration_s,
                               output_tail=result.output_tail, detail=detail)
             self.streak.on_result(state, running.row, result)
+            self.assist.on_result(state, running.row, result)
         running.files.remove()

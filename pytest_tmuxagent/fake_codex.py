@@ -6,6 +6,10 @@ kill-on-hang and parsing of messy output exactly as in production. Behaviour is 
 script file next to the executable, so a test can change the next answer without reinstalling,
 and every invocation is logged (without secrets) so tests can assert what was asked.
 
+With ``--json`` the answer comes as a ``codex exec --json`` event stream (the final
+``item.completed`` agent message); ``-o/--output-last-message FILE`` gets the bare message either
+way, and the JSON Schema passed with ``--output-schema FILE`` is recorded with the call.
+
 Files in ``bin_dir``: ``codex`` (the program), ``codex.script.json`` (replies),
 ``codex.state`` (index of the next reply), ``codex.calls.jsonl`` (one line per call) and
 ``codex.lock`` (serialises concurrent calls so replies are consumed exactly once each).
@@ -64,12 +68,16 @@ def read_stdin():
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def load(name, default):
+def load_path(file, default=None):
     try:
-        with open(path(name), encoding="utf-8") as f:
+        with open(file, encoding="utf-8") as f:
             return json.load(f)
     except (FileNotFoundError, ValueError):
         return default
+
+
+def load(name, default):
+    return load_path(path(name), default)
 
 
 def record(entry, consume):
@@ -88,13 +96,27 @@ def record(entry, consume):
         return reply
 
 
-def output_path(argv):
+def flag_value(argv, *names):
     for i, arg in enumerate(argv):
-        if arg in ("-o", "--output-last-message") and i + 1 < len(argv):
+        if arg in names and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--output-last-message="):
-            return arg.split("=", 1)[1]
+        for name in names:
+            if name.startswith("--") and arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
     return None
+
+
+def output_path(argv):
+    return flag_value(argv, "-o", "--output-last-message")
+
+
+def events(message):
+    """What `codex exec --json` prints: JSONL thread/turn/item events, the answer last."""
+    item = {"id": "item_0", "type": "agent_message", "text": message}
+    for event in ({"type": "thread.started", "thread_id": "fake-thread"}, {"type": "turn.started"},
+                  {"type": "item.completed", "item": item},
+                  {"type": "turn.completed", "usage": {"input_tokens": 1, "output_tokens": 1}}):
+        yield json.dumps(event, ensure_ascii=False)
 
 
 def render(kind, payload):
@@ -120,6 +142,9 @@ def main(argv):
         print(VERSION_TEXT)
         return 0
     entry["stdin"] = read_stdin()
+    schema_file = flag_value(argv, "--output-schema")
+    if schema_file:
+        entry["output_schema"] = load_path(schema_file)
     reply = record(entry, consume=True)
     kind, payload = reply.get("kind", "json"), reply.get("payload")
     time.sleep(float(reply.get("delay", 2.0 if kind == "slow" else 0.0)))
@@ -130,7 +155,7 @@ def main(argv):
         sys.stderr.write((payload if isinstance(payload, str) else json.dumps(payload)) + "\n")
         return int(reply.get("exit_code", 1))
     message = render(kind, payload)
-    sys.stdout.write(message + "\n")
+    sys.stdout.write("\n".join(events(message)) + "\n" if "--json" in argv else message + "\n")
     target = output_path(argv)
     if target:
         with open(target, "w", encoding="utf-8") as f:

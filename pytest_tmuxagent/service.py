@@ -34,6 +34,10 @@ COMPRESSED_SETTINGS: dict[str, Any] = {
     "output_tail_lines": 20,
     "metrics_host": "127.0.0.1",
     "metrics_port": 0,
+    # Scenarios that want decision assist or an AI (C, D) turn them on; the others stay quiet and
+    # never reach a real codex or API by accident.
+    "ai": {"backend": "off"},
+    "decision": {"enabled": False},
 }
 
 
@@ -154,7 +158,8 @@ class OrchestratorService:
 
     # the user's command line ----------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [cli_path("tmux-agent"), *args[:1], "--config", str(self.config_path), *args[1:]]
+        split = 2 if args[:1] == ("meta",) else 1  # `meta set` takes its flags after `set`
+        argv = [cli_path("tmux-agent"), *args[:split], "--config", str(self.config_path), *args[split:]]
         result = subprocess.run(argv, capture_output=True, text=True, env=self._env(), cwd=str(self.root), timeout=30)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr}")
@@ -166,6 +171,9 @@ class OrchestratorService:
             self.announce(f"sending `{command}` to session {session} (pane {target})")
         with step(f"tmux-agent send {session} -- {command}"):
             return int(self.cli("send", session, "--", command).stdout.strip())
+
+    def meta_set(self, session: str, key: str, value: Any) -> None:
+        self.cli("meta", "set", session, key, json.dumps(value, ensure_ascii=False))
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "--json").stdout)

@@ -71,6 +71,8 @@ def test_pane_closed_mid_command_is_recorded_and_survived(agent_pane, orchestrat
 def test_tmux_server_gone_keeps_commands_queued(agent_pane, orchestrator_service, tmux_server) -> None:
     pane = agent_pane(SESSION)
     service = orchestrator_service([pane])
+    # the metrics endpoint is up before the supervisor has looked at its panes: let it look first
+    wait_until(lambda: service.audit_events(event="orchestrator_started"), timeout=10)
     tmux_server.kill()
     command_id = _enqueue_direct(service)
     wait_until(lambda: service.audit_events(event="dispatch_failed"), timeout=10)

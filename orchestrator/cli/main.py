@@ -1,5 +1,5 @@
 """`tmux-agent`: the user's command line (init, send, status, meta set, unblock,
-doctor, validate)."""
+approve, doctor, validate)."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 from .. import doctor, run_stack
+from ..assist import status_lines
 from ..audit import AuditLog
+from ..dashboard import cli as dashboard_cli
 from ..config import ORCHESTRATOR_RELATIVE
 from ..errors import UserError
 from ..outbox import Outbox
+from ..plan_executor import plan_progress
 from ..starter import AGENT_CONFIG, ORCHESTRATOR_TOML
 from ..store import StateStore
 from ..tmux import TmuxAdapter
@@ -67,6 +70,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "queue_depth": depths.get(name, 0),
             "queued": [{"id": r.id, "command": r.command} for r in store.queued(name)],
             "recent": [r.as_dict() for r in store.commands(name, limit=args.limit)],
+            "plan_progress": plan_progress(store.metadata(name).get("task_decomposition")),
         })
     notifications = Outbox(store).health()
     notifications["pending"] = len(Outbox(store).pending())
@@ -82,6 +86,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if last:
             print(f"  last: #{last['command_id']} {last['status']} exit={last['exit_code']} "
                   f"{last['duration_s']}s  {last['command']}")
+        for line in status_lines(item["name"], item["metadata"]):
+            print(line)
     return 0
 
 
@@ -105,6 +111,16 @@ def cmd_unblock(args: argparse.Namespace) -> int:
     store.update_metadata(session.name, {"blocked": False, "failure_streak": 0})
     audit.record("session_unblocked", session.name)
     print(f"{session.name} unblocked")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from ..decision import approve
+
+    config, store, audit = _open(args)
+    session = config.session(args.session)
+    command_id, command = approve(config, store, audit, session.name, args.id)
+    print(f"{command_id}\t{command}")
     return 0
 
 
@@ -150,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session")
     p.set_defaults(func=cmd_unblock)
 
+    p = sub.add_parser("approve", help="queue a suggested command from next_actions (never a denied one)")
+    add_config_flags(p)
+    p.add_argument("session")
+    p.add_argument("id", help="the suggestion's id, as `tmux-agent status` shows it")
+    p.set_defaults(func=cmd_approve)
+
     p = sub.add_parser("validate", help="run the A–G playbook through pytest and write the report")
     p.add_argument("--live", action="store_true")
     p.add_argument("-m", dest="markexpr", default=None)
@@ -161,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor.register(sub, add_config_flags)
     run_stack.register(sub, add_config_flags)
+    dashboard_cli.register(sub)
     return parser
 
 

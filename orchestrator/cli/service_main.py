@@ -33,6 +33,7 @@ def _serve(argv: list[str] | None) -> int:
     config = config_from_args(args)
     setup_logging(config.log_dir / "orchestrator.log", args.verbose)
     metrics = OrchestratorMetrics()
+    metrics.failure_alert_threshold.set(config.settings.failure_alert_threshold)
     store = StateStore(config.state_db)
     audit = AuditLog(config.audit_log, on_write_error=lambda exc: metrics.audit_write_errors.inc())
     notifier = Notifier(outbox=Outbox(store), env=EnvSource(config.settings.env_file),

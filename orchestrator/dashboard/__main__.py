@@ -1,0 +1,6 @@
+"""`python -m orchestrator.dashboard`"""
+import sys
+
+from .cli import main
+
+sys.exit(main())

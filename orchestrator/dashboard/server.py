@@ -1,0 +1,324 @@
+"""The dashboard's HTTP server (stdlib only).
+
+Routes:
+  /                 the page (static HTML + JS; every value is rendered as text)
+  /api/state        everything the page shows, as JSON
+  /api/sessions     the sessions; /api/sessions/<name> one of them (name URL-quoted)
+  /api/events       recent audit events (?limit=N&session=S)
+  /api/notifications  notification health and outbox size
+  /api/stream       Server-Sent Events: a `state` event whenever the state changes
+  /metrics          the dashboard's own Prometheus metrics
+  /healthz          liveness: 200 when the state DB is readable, else 503 (never needs the token)
+
+A background thread rebuilds the state every `interval` seconds and wakes the
+SSE streams when it changed. With a token, every route but /healthz needs
+`Authorization: Bearer <token>`, the `tmuxagent_token` cookie, or `?token=` once
+(which sets the cookie and redirects to the same page without it).
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from ..clock import parse_iso_utc
+from ..snapshot import StateSnapshot
+from .state import build_state, tail_events
+
+log = logging.getLogger("orchestrator.dashboard")
+
+COOKIE = "tmuxagent_token"
+KEEPALIVE_SECONDS = 15.0
+STATIC = {"/static/app.js": "application/javascript; charset=utf-8", "/static/app.css": "text/css; charset=utf-8"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                                "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+ROUTES = ("/", "/static", "/api/state", "/api/sessions", "/api/events", "/api/notifications", "/api/stream",
+          "/metrics", "/healthz")
+
+
+def _static(name: str) -> bytes:
+    return resources.files("orchestrator.dashboard").joinpath("static", name).read_bytes()
+
+
+def _state_key(state: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in state.items() if k != "generated_at"}, sort_keys=True, default=str)
+
+
+class StateHub:
+    """The latest state, rebuilt on a timer; SSE streams wait here for a newer version."""
+
+    def __init__(self, build: Callable[[], dict[str, Any]], interval: float) -> None:
+        self.build = build
+        self.interval = interval
+        self.version = 0
+        self.state: dict[str, Any] = {}
+        self.payload = "{}"
+        self._key = ""
+        self._cond = threading.Condition()
+        self.stopping = threading.Event()
+
+    def refresh(self) -> tuple[int, dict[str, Any]]:
+        state = self.build()
+        key = _state_key(state)
+        with self._cond:
+            if key != self._key or not self.version:
+                self._key, self.state, self.payload = key, state, json.dumps(state, ensure_ascii=False)
+                self.version += 1
+                self._cond.notify_all()
+            return self.version, state
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.refresh()
+            except Exception:  # a bad read must not stop live updates
+                log.exception("dashboard state refresh failed")
+
+    def wait_newer(self, version: int, timeout: float) -> tuple[int, str]:
+        with self._cond:
+            self._cond.wait_for(lambda: self.version > version or self.stopping.is_set(), timeout=timeout)
+            return self.version, self.payload
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+
+
+class DashboardMetrics:
+    """The dashboard's own requests and streams, plus a few gauges read from the state."""
+
+    def __init__(self, hub: StateHub) -> None:
+        self.hub = hub
+        self.registry = CollectorRegistry()
+        self.requests = Counter("tmuxagent_dashboard_http_requests", "Dashboard HTTP requests by route and code.",
+                                ["route", "code"], registry=self.registry)
+        self.sse_clients = Gauge("tmuxagent_dashboard_sse_clients", "Open live-update streams.",
+                                 registry=self.registry)
+        self.registry.register(_StateCollector(hub))
+
+
+class _StateCollector:
+    def __init__(self, hub: StateHub) -> None:
+        self.hub = hub
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self.hub.state
+        sessions = state.get("sessions", [])
+        yield GaugeMetricFamily("tmuxagent_dashboard_state_ok", "1 when the last read of the state DB worked.",
+                                value=0 if state.get("error") or not state else 1)
+        yield GaugeMetricFamily("tmuxagent_dashboard_sessions", "Sessions in the state DB.", value=len(sessions))
+        age = GaugeMetricFamily("tmuxagent_dashboard_heartbeat_age_seconds",
+                                "Seconds since the orchestrator last wrote the session's heartbeat.",
+                                labels=["session"])
+        now = parse_iso_utc(state["generated_at"]) if state.get("generated_at") else 0.0
+        for s in sessions:
+            try:
+                age.add_metric([s["name"]], max(0.0, now - parse_iso_utc(s["heartbeat"] or "")))
+            except ValueError:
+                continue
+        yield age
+
+
+@dataclass
+class DashboardApp:
+    db: Path
+    audit_log: Path
+    token: str | None = None
+    interval: float = 1.0
+    event_limit: int = 40
+
+    def __post_init__(self) -> None:
+        self.snapshot = StateSnapshot(Path(self.db))
+        self.hub = StateHub(lambda: build_state(self.snapshot, Path(self.audit_log), self.event_limit), self.interval)
+        self.metrics = DashboardMetrics(self.hub)
+        self.pages = {"/": _static("index.html"), **{path: _static(path.rsplit("/", 1)[1]) for path in STATIC}}
+
+    def authorized(self, handler: "Handler", query: dict[str, list[str]]) -> bool:
+        if not self.token:
+            return True
+        offered = [handler.headers.get("Authorization", "").removeprefix("Bearer ").strip(),
+                   query.get("token", [""])[0]]
+        try:
+            cookie = SimpleCookie(handler.headers.get("Cookie", ""))
+        except CookieError:
+            cookie = SimpleCookie()
+        if COOKIE in cookie:
+            offered.append(cookie[COOKIE].value)
+        return any(o and hmac.compare_digest(o.encode(), self.token.encode()) for o in offered)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "tmuxagent-dashboard"
+    app: DashboardApp
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # responses -------------------------------------------------------------------------
+    def _send(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for key, value in {**SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.app.metrics.requests.labels(route=self._route(), code=str(code)).inc()
+
+    def _json(self, data: Any, code: int = 200) -> None:
+        self._send(code, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
+
+    def _route(self) -> str:
+        path = urlsplit(self.path).path
+        return next((r for r in ROUTES if path == r or (r != "/" and path.startswith(r + "/"))), "other")
+
+    # requests --------------------------------------------------------------------------
+    def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's name
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        parts = urlsplit(self.path)
+        path, query = parts.path, parse_qs(parts.query)
+        if path == "/healthz":
+            return self._healthz()
+        if path == "/favicon.ico":
+            return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        if not self.app.authorized(self, query):
+            return self._json({"error": "unauthorized: pass the dashboard token (Authorization: Bearer, or ?token=)"},
+                              HTTPStatus.UNAUTHORIZED)
+        if "token" in query and path in self.app.pages:
+            rest = urlencode({k: v for k, v in query.items() if k != "token"}, doseq=True)
+            cookie = f"{COOKIE}={query['token'][0]}; Path=/; HttpOnly; SameSite=Strict"
+            return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain",
+                              {"Location": path + (f"?{rest}" if rest else ""), "Set-Cookie": cookie})
+        if path in self.app.pages:
+            kind = STATIC.get(path, "text/html; charset=utf-8")
+            return self._send(200, self.app.pages[path], kind)
+        if path == "/api/stream":
+            return self._stream()
+        if path == "/metrics":
+            return self._send(200, generate_latest(self.app.metrics.registry), CONTENT_TYPE_LATEST)
+        return self._api(path, query)
+
+    def _api(self, path: str, query: dict[str, list[str]]) -> None:
+        _, state = self.app.hub.refresh()
+        if path == "/api/state":
+            return self._json(state)
+        if path == "/api/sessions":
+            return self._json(state["sessions"])
+        if path.startswith("/api/sessions/"):
+            name = unquote(path[len("/api/sessions/"):])
+            found = [s for s in state["sessions"] if s["name"] == name]
+            return self._json(found[0]) if found else self._json({"error": f"no session {name!r}"}, 404)
+        if path == "/api/notifications":
+            return self._json(state["notifications"])
+        if path == "/api/events":
+            return self._events(query)
+        return self._json({"error": "not found", "routes": list(ROUTES)}, HTTPStatus.NOT_FOUND)
+
+    def _events(self, query: dict[str, list[str]]) -> None:
+        try:
+            limit = max(1, min(1000, int(query.get("limit", ["50"])[0])))
+        except ValueError:
+            return self._json({"error": "limit must be a number"}, HTTPStatus.BAD_REQUEST)
+        session = query.get("session", [None])[0]
+        events = tail_events(Path(self.app.audit_log), limit if session is None else 1000)
+        if session is not None:
+            events = [e for e in events if e.get("session") == session][:limit]
+        return self._json(events)
+
+    def _healthz(self) -> None:
+        _, state = self.app.hub.refresh()
+        ok = not state.get("error")
+        self._json({"status": "ok" if ok else "unavailable", "db": state["db"], "error": state.get("error"),
+                    "sessions": len(state["sessions"])}, 200 if ok else HTTPStatus.SERVICE_UNAVAILABLE)
+
+    def _stream(self) -> None:
+        hub = self.app.hub
+        version, _ = hub.refresh()
+        self.send_response(200)
+        for key, value in {**SECURITY_HEADERS, "Content-Type": "text/event-stream; charset=utf-8",
+                           "X-Accel-Buffering": "no"}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.app.metrics.requests.labels(route="/api/stream", code="200").inc()
+        self.app.metrics.sse_clients.inc()
+        try:
+            self._write_event(hub.payload, version, retry=True)
+            while not hub.stopping.is_set():
+                newer, payload = hub.wait_newer(version, KEEPALIVE_SECONDS)
+                if newer > version:
+                    version = newer
+                    self._write_event(payload, version)
+                else:
+                    self.wfile.write(b": keepalive\n\n")
+                    self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+        finally:
+            self.app.metrics.sse_clients.dec()
+            self.close_connection = True
+
+    def _write_event(self, payload: str, version: int, retry: bool = False) -> None:
+        head = "retry: 2000\n" if retry else ""
+        self.wfile.write(f"{head}id: {version}\nevent: state\ndata: {payload}\n\n".encode("utf-8"))
+        self.wfile.flush()
+
+
+class DashboardServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, app: DashboardApp, host: str, port: int) -> None:
+        handler = type("BoundHandler", (Handler,), {"app": app})
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), handler)
+        self.app = app
+        self._hub_thread = threading.Thread(target=app.hub.run, name="dashboard-hub", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}/"
+
+    def serve(self) -> None:
+        self.app.hub.refresh()
+        self._hub_thread.start()
+        self.serve_forever(poll_interval=0.2)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that went away mid-response is normal; anything else is logged once."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        log.exception("dashboard request from %s failed", client_address[0])
+
+    def stop(self) -> None:
+        self.app.hub.stop()
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,337 @@
+"""Decision assist, blockers and plans in-process: the policy objects against a real state
+store and audit log, with a scripted AI backend and a stand-in for the supervisor."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.ai_client import AIClient, AIError, AIRequest
+from orchestrator.assist import Assist
+from orchestrator.audit import AuditLog, read_events
+from orchestrator.clock import SystemClock
+from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
+from orchestrator.decision import approve
+from orchestrator.errors import UserError
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.store import CommandResult, StateStore
+from orchestrator.supervisor import SessionState
+
+SESSION = "weather/bot"
+ADVICE = {"summary": "s", "recommendations": [
+    {"title": "Check the key", "detail": "", "command": "echo check", "priority": "high", "risk": "low"},
+    {"title": "Wipe", "detail": "", "command": "rm -rf /", "priority": "low", "risk": "low"},
+    {"title": "Rotate", "detail": "", "command": "echo rotate", "priority": "medium", "risk": "high"},
+]}
+
+
+class ScriptedBackend:
+    name = "codex"
+
+    def __init__(self, *replies: Any, delay: float = 0.0) -> None:
+        self.replies = list(replies)
+        self.delay = delay
+        self.requests: list[AIRequest] = []
+        self.release = threading.Event()
+
+    def complete(self, request: AIRequest, timeout: float) -> str:
+        self.requests.append(request)
+        if self.delay:
+            self.release.wait(self.delay)
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, AIError):
+            raise reply
+        return reply if isinstance(reply, str) else json.dumps(reply)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+class FakeTmux:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def capture(self, pane_id: str, lines: int = 50) -> list[str]:
+        return self.lines[-lines:]
+
+
+class Harness:
+    """What the policy objects use of a Supervisor, with real store, audit and metrics."""
+
+    def __init__(self, tmp_path: Path, backend: ScriptedBackend | None, toml: dict[str, Any]) -> None:
+        settings = settings_from_mapping(toml, tmp_path)
+        workdir = tmp_path / "work"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = Config(tmp_path / "agent-config.yaml", tmp_path / "orchestrator.toml", TmuxConfig(),
+                             tmp_path / "state.db", tmp_path / "logs",
+                             (SessionConfig(SESSION, "weather:bot", workdir),), settings)
+        self.store = StateStore(self.config.state_db)
+        self.store.ensure_session(SESSION, "weather:bot")
+        self.audit = AuditLog(self.config.audit_log)
+        self.metrics = OrchestratorMetrics()
+        self.clock = SystemClock()
+        self.tmux = FakeTmux()
+        self.sessions = {SESSION: SessionState(self.config.sessions[0], pane_id="%1")}
+        self.notes: list[dict[str, Any]] = []
+        ai = AIClient(settings, lambda: {}, self.metrics, backend=backend) if backend else None
+        self.assist = Assist(self, ai=ai)  # type: ignore[arg-type]
+        self.workdir = workdir
+
+    def notify(self, **note: Any) -> None:
+        self.notes.append(note)
+
+    def settle(self) -> dict[str, Any]:
+        """Checks until every job has finished and been handed back (and acted on), then the metadata."""
+        for _ in range(2):
+            self.assist.check(self.sessions[SESSION])
+            self.assist.jobs.wait(10)
+        return self.store.metadata(SESSION)
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        result = read_events(self.config.audit_log, validate=True)
+        assert result.problems == []
+        return [e for e in result.events if e["event"] == event]
+
+    def finish(self, command_id: int, exit_code: int) -> None:
+        assert self.store.mark_running(command_id, "2026-01-01T00:00:00.000000Z")
+        self.store.finish(command_id, CommandResult(exit_code, "succeeded" if exit_code == 0 else "failed",
+                                                    "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:01.000000Z",
+                                                    1.0, ""))
+
+
+DECIDE = {"decision": {"auto_run": True, "allowlist": ["^echo "]}}
+
+
+@pytest.fixture
+def make(tmp_path: Path):
+    made: list[Harness] = []
+
+    def factory(*replies: Any, toml: dict[str, Any] | None = None, delay: float = 0.0) -> Harness:
+        harness = Harness(tmp_path / f"h{len(made)}", ScriptedBackend(*replies, delay=delay) if replies else None,
+                          DECIDE if toml is None else toml)
+        made.append(harness)
+        return harness
+
+    yield factory
+    for harness in made:
+        harness.assist.close()
+        harness.store.close()
+
+
+# decisions ---------------------------------------------------------------------------------
+def test_blockers_get_ai_next_actions_with_safety_verdicts(make) -> None:
+    h = make(ADVICE)
+    h.store.update_metadata(SESSION, {"blockers": ["missing OPENAI_API_KEY"]})
+    actions = h.settle()["next_actions"]
+    assert actions["source"] == "codex" and actions["blockers"] == ["missing OPENAI_API_KEY"]
+    policies = {r["title"]: (r["policy"], r.get("command_id")) for r in actions["recommendations"]}
+    [queued] = [r.id for r in h.store.queued(SESSION)]
+    assert policies == {"Check the key": ("auto_run", queued), "Rotate": ("needs_approval", None),
+                        "Wipe": ("denied", None)}
+    assert [r.source for r in h.store.queued(SESSION)] == ["decision"]
+    [note] = h.notes
+    assert note["title"] == f"下一步建议 · {SESSION}" and "Check the key" in note["body"]
+    assert "tmux-agent approve weather/bot" in note["body"] and "queued as #" in note["body"]
+    [made] = h.events("decision_made")
+    assert made["source"] == "codex" and "error_kind" not in made
+    assert sorted(e["policy"] for e in h.events("safety_decision")) == ["auto_run", "denied", "needs_approval"]
+
+
+def test_answered_blockers_are_not_asked_again_and_same_advice_is_not_renotified(make) -> None:
+    h = make(ADVICE)
+    h.store.update_metadata(SESSION, {"blockers": ["missing OPENAI_API_KEY"]})
+    h.settle()
+    h.settle()
+    assert len(h.assist.ai.backend.requests) == 1
+    h.store.update_metadata(SESSION, {"blockers": ["missing OPENAI_API_KEY", "tests fail"]})
+    h.settle()
+    assert len(h.assist.ai.backend.requests) == 2
+    assert len(h.notes) == 1  # the recommendations did not change
+    assert len(h.store.queued(SESSION)) == 1  # an auto-run suggestion is queued once, not per decision
+
+
+@pytest.mark.parametrize("error", ["timeout", "missing_binary", "exit_nonzero", "empty_output", "not_json",
+                                   "schema_mismatch"])
+def test_every_ai_error_falls_back_to_rules(make, error: str) -> None:
+    reply = AIError(error, "injected") if error not in ("not_json", "schema_mismatch", "empty_output") else \
+        {"not_json": "no json", "schema_mismatch": {"summary": "x"}, "empty_output": ""}[error]
+    h = make(reply)
+    h.store.update_metadata(SESSION, {"blockers": ["OPENAI_API_KEY is not set"]})
+    actions = h.settle()["next_actions"]
+    assert actions["source"] == "rules" and actions["ai_error"]["kind"] == error
+    assert actions["recommendations"][0]["title"] == "Provide OPENAI_API_KEY"
+    assert h.events("decision_made")[0]["error_kind"] == error
+    assert h.metrics.registry.get_sample_value("orchestrator_decision_assist_errors_total",
+                                               {"session": SESSION, "backend": "codex", "kind": error}) == 1
+
+
+def test_ai_off_and_the_notification_threshold(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}, "decision": {"notify_min_priority": "critical"}})
+    h.store.update_metadata(SESSION, {"blockers": "something odd happened"})  # a bare string is accepted
+    actions = h.settle()["next_actions"]
+    assert actions["source"] == "rules" and "ai_error" not in actions
+    assert actions["recommendations"][0]["title"].startswith("Investigate")
+    assert h.notes == []  # top priority medium < critical
+
+
+def test_a_hanging_ai_never_holds_up_the_loop(make) -> None:
+    h = make(ADVICE, delay=30)
+    h.store.update_metadata(SESSION, {"blockers": ["missing OPENAI_API_KEY"]})
+    started = time.monotonic()
+    for _ in range(20):
+        h.assist.check(h.sessions[SESSION])
+        h.assist.jobs.drain()
+    assert time.monotonic() - started < 1.0
+    assert h.assist.busy() and len(h.assist.ai.backend.requests) == 1  # one call in flight, not twenty
+    h.assist.ai.backend.release.set()
+    assert h.settle()["next_actions"]["source"] == "codex"
+
+
+# approve --------------------------------------------------------------------------------------
+def test_approve_queues_allowed_suggestions_and_refuses_denied_ones(make) -> None:
+    h = make(ADVICE)
+    h.store.update_metadata(SESSION, {"blockers": ["missing OPENAI_API_KEY"]})
+    recs = {r["title"]: r for r in h.settle()["next_actions"]["recommendations"]}
+    with pytest.raises(UserError, match="no suggestion 'nope'"):
+        approve(h.config, h.store, h.audit, SESSION, "nope")
+    with pytest.raises(UserError, match="refused"):
+        approve(h.config, h.store, h.audit, SESSION, recs["Wipe"]["id"])
+    command_id, command = approve(h.config, h.store, h.audit, SESSION, recs["Rotate"]["id"])
+    assert command == "echo rotate" and h.store.command(command_id).source == "approved"
+    assert approve(h.config, h.store, h.audit, SESSION, recs["Rotate"]["id"])[0] == command_id  # not twice
+    marked = {r["id"]: r for r in h.store.metadata(SESSION)["next_actions"]["recommendations"]}
+    assert marked[recs["Rotate"]["id"]]["command_id"] == command_id
+    assert [e["recommendation_id"] for e in h.events("suggestion_refused")] == [recs["Wipe"]["id"]]
+    assert [e["command_id"] for e in h.events("suggestion_approved")] == [command_id]
+    assert "rm -rf /" not in [r.command for r in h.store.commands(SESSION, limit=50)]
+
+
+# blockers ---------------------------------------------------------------------------------------
+def test_failure_streak_blocker_follows_the_block(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    h.store.update_metadata(SESSION, {"blocked": True, "failure_streak": 3, "blockers": ["mine"],
+                                      "last_command_result": {"command": "make", "exit_code": 2}})
+    blockers = h.settle()["blockers"]
+    assert blockers == ["mine", "failure streak: 3 consecutive failures; last `make` exit 2"]
+    h.store.update_metadata(SESSION, {"blocked": False})
+    assert h.settle()["blockers"] == ["mine"]
+
+
+def test_pane_scan_sees_only_new_settled_lines(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}, "decision": {"pane_scan_seconds": 0.001}})
+    watch, state = h.assist.blockers, h.sessions[SESSION]
+    h.tmux.lines = ["Error: OPENAI_API_KEY is not set", "$ "]  # before the first look: old news
+    assert watch.scan_pane(state) == []
+    h.tmux.lines += ["$ ./run", "fatal: missing API key for weather servi"]  # still being written
+    time.sleep(0.01)
+    assert watch.scan_pane(state) == []
+    h.tmux.lines[-1] = "fatal: missing API key for weather service"
+    time.sleep(0.01)
+    assert watch.scan_pane(state) == []  # the cursor line has to stay the same for one look
+    time.sleep(0.01)
+    assert watch.scan_pane(state) == ["fatal: missing API key for weather service"]
+    assert watch.from_output(SESSION, "ok\nfatal: missing API key for weather service") == []  # known already
+
+
+# plans --------------------------------------------------------------------------------------------
+PLAN = """\
+# Plan
+## Step 1: Build
+```bash
+make build
+make check
+```
+## Step 2: Ship
+Depends on: 3
+```bash
+make ship
+```
+## Step 3: Test
+```bash
+make test
+```
+"""
+
+
+def write_doc(h: Harness, text: str) -> None:
+    (h.workdir / "plan.md").write_text(text)
+    h.store.update_metadata(SESSION, {"requirements_doc": "plan.md"})
+
+
+def drive(h: Harness, exit_codes: dict[str, int]) -> list[str]:
+    """Run the plan: every queued command 'exits' with its code from exit_codes (default 0)."""
+    ran: list[str] = []
+    for _ in range(20):
+        h.settle()
+        queued = h.store.queued(SESSION)
+        if not queued:
+            break
+        for row in queued:
+            ran.append(row.command)
+            h.finish(row.id, exit_codes.get(row.command, 0))
+    return ran
+
+
+def test_plan_runs_in_dependency_order_one_command_at_a_time(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    write_doc(h, PLAN)
+    assert drive(h, {}) == ["make build", "make check", "make test", "make ship"]
+    plan = h.store.metadata(SESSION)["task_decomposition"]
+    assert plan["state"] == "completed" and plan["progress"] == {"done": 3, "total": 3}
+    assert plan["generated_by"] == "markdown" and [s["status"] for s in plan["steps"]] == ["succeeded"] * 3
+    assert [e["status"] for e in h.events("plan_finished")] == ["succeeded"]
+
+
+def test_a_failed_step_stops_the_plan_and_an_edit_resumes_it(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    write_doc(h, PLAN)
+    assert drive(h, {"make test": 1}) == ["make build", "make check", "make test"]
+    meta = h.store.metadata(SESSION)
+    plan = meta["task_decomposition"]
+    assert plan["state"] == "stopped" and [s["status"] for s in plan["steps"]] == ["succeeded", "pending", "failed"]
+    assert meta["blockers"] == ["plan step s3 “Test” failed: `make test` failed (exit 1) (plan.md)"]
+    assert meta["next_actions"]["recommendations"][0]["title"] == "Fix the failed plan step"
+
+    write_doc(h, PLAN.replace("make test", "make test-fixed"))
+    assert drive(h, {}) == ["make test-fixed", "make ship"]  # Build is kept, not run again
+    meta = h.store.metadata(SESSION)
+    assert meta["task_decomposition"]["state"] == "completed" and meta["blockers"] == []
+
+
+def test_a_denied_plan_command_is_never_queued(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    write_doc(h, "## Clean\n```bash\nrm -rf ~\n```\n## Next\n```bash\ntrue\n```\n")
+    assert drive(h, {}) == []
+    plan = h.store.metadata(SESSION)["task_decomposition"]
+    assert [s["status"] for s in plan["steps"]] == ["denied", "pending"] and plan["state"] == "stopped"
+    assert "denied by the safety policy" in plan["stopped_reason"]
+
+
+def test_ai_decomposition_is_checked_and_not_repeated_for_the_same_content(make) -> None:
+    cyclic = {"steps": [{"id": "a", "title": "A", "commands": ["true"], "depends_on": ["b"], "acceptance": []},
+                        {"id": "b", "title": "B", "commands": ["true"], "depends_on": ["a"], "acceptance": []}]}
+    good = {"steps": [{"id": "only", "title": "Only", "commands": ["make all"], "depends_on": [], "acceptance": []}]}
+    h = make(cyclic, good, toml={"plan": {"auto_execute": False}})
+    write_doc(h, PLAN)
+    plan = h.settle()["task_decomposition"]
+    assert plan["generated_by"] == "markdown" and plan["ai_error"]["kind"] == "schema_mismatch"
+    assert "cycle" in plan["ai_error"]["detail"] and h.store.queued(SESSION) == []  # auto_execute off
+    h.settle()
+    assert len(h.assist.ai.backend.requests) == 1  # same content: not asked again
+    write_doc(h, PLAN + "\n")
+    plan = h.settle()["task_decomposition"]
+    assert plan["generated_by"] == "codex" and [s["id"] for s in plan["steps"]] == ["only"]
+    assert "<<<DOCUMENT" in h.assist.ai.backend.requests[-1].prompt
+
+
+def test_an_unreadable_doc_is_reported_once(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    h.store.update_metadata(SESSION, {"requirements_doc": "missing.md"})
+    h.settle()
+    h.settle()
+    assert len(h.events("decomposition_failed")) == 1
+    assert "task_decomposition" not in h.store.metadata(SESSION)

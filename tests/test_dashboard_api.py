@@ -1,0 +1,212 @@
+"""The dashboard over HTTP (no browser): the JSON API, normalised metadata, live
+updates on the SSE stream, /healthz, /metrics, the token, and its CLI's errors."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from orchestrator.audit import AuditLog
+from orchestrator.dashboard.server import DashboardApp, DashboardServer
+from orchestrator.store import CommandResult, StateStore
+from pytest_tmuxagent.dashboard import http_get
+from tests.test_metrics_promtool import promtool_check
+
+BOT = "weather/bot"
+NEXT_ACTIONS = {"generated_at": "2026-11-01T08:00:00Z", "source": "codex", "blockers": ["OPENAI_API_KEY missing"],
+                "recommendations": [{"title": "Set the key", "detail": "export it in ~/.env",
+                                     "command": "echo OPENAI_API_KEY=... >> ~/.env", "priority": "high", "risk": "low"}]}
+PLAN = {"source": "docs/plan.md", "steps": [{"id": "s1", "title": "scaffold", "status": "done"},
+                                            {"id": "s2", "title": "fetch weather", "status": "running"},
+                                            {"id": "s3", "title": "reply", "status": "pending"}]}
+
+
+def finish(store: StateStore, session: str, command: str, exit_code: int, tail: str = "") -> int:
+    command_id = store.enqueue(session, command)
+    store.mark_running(command_id, "2026-11-01T08:00:00.000000Z")
+    store.finish(command_id, CommandResult(exit_code, "succeeded" if exit_code == 0 else "failed",
+                                           "2026-11-01T08:00:00.000000Z", "2026-11-01T08:00:01.000000Z", 1.0, tail))
+    return command_id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    store = StateStore(tmp_path / "state.db")
+    store.ensure_session(BOT, "weather:bot")
+    yield store
+    store.close()
+
+
+class Running:
+    def __init__(self, server: DashboardServer) -> None:
+        self.server = server
+        self.url = server.url
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        return http_get(self.url + path.lstrip("/"), headers)
+
+    def json(self, path: str, **headers: str) -> Any:
+        code, _, body = self.get(path, headers)
+        assert code == 200, (code, body)
+        return json.loads(body)
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path, store: StateStore) -> Iterator[Any]:
+    started: list[DashboardServer] = []
+
+    def start(token: str | None = None, db: Path | None = None) -> Running:
+        app = DashboardApp(db=db or store.path, audit_log=tmp_path / "logs" / "a.jsonl", token=token, interval=0.05)
+        server = DashboardServer(app, "127.0.0.1", 0)
+        threading.Thread(target=server.serve, daemon=True).start()
+        started.append(server)
+        return Running(server)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_state_api_carries_results_cards_plan_and_events(dashboard, store: StateStore, tmp_path: Path) -> None:
+    finish(store, BOT, "make test", 2, "2 failed")
+    store.update_metadata(BOT, {"next_actions": NEXT_ACTIONS, "task_decomposition": PLAN, "failure_streak": 1,
+                                "blockers": ["waiting for API key"]})
+    store.enqueue(BOT, "echo next")
+    AuditLog(tmp_path / "logs" / "a.jsonl").record("metadata_set", BOT, detail="next_actions")
+    state = dashboard().json("api/state")
+    [session] = state["sessions"]
+    assert session["last_command_result"]["command"] == "make test"
+    assert (session["last_command_result"]["exit_code"], session["last_command_result"]["status"]) == (2, "failed")
+    assert (session["failure_streak"], session["queue_depth"], session["blockers"]) == (1, 1, ["waiting for API key"])
+    assert session["next_actions"] == NEXT_ACTIONS
+    assert (session["task_decomposition"]["done"], session["task_decomposition"]["total"]) == (1, 3)
+    assert state["events"][0]["event"] == "metadata_set"
+    assert state["totals"]["failure_rate"] == 1.0
+
+
+def test_other_apis_and_quoted_session_names(dashboard, store: StateStore) -> None:
+    finish(store, BOT, "true", 0)
+    running = dashboard()
+    assert running.json("api/sessions/weather%2Fbot")["name"] == BOT
+    assert running.json("api/sessions")[0]["name"] == BOT
+    assert running.get("api/sessions/nobody")[0] == 404
+    assert running.get("api/nothing")[0] == 404
+    assert running.json("api/notifications") == {"pending": 0}
+    assert running.json("api/events?limit=5&session=weather/bot") == []
+    assert running.get("api/events?limit=x")[0] == 400
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("just a string", None),
+    ([{"title": "a list of cards"}], [{"title": "a list of cards", "detail": None, "command": None, "priority": None,
+                                       "risk": None}]),
+    ({"recommendations": [{"title": {"nested": 1}, "priority": 3}, "plain text card"]},
+     [{"title": '{"nested": 1}', "detail": None, "command": None, "priority": "3", "risk": None},
+      {"title": "plain text card", "detail": None, "command": None, "priority": None, "risk": None}]),
+])
+def test_odd_next_actions_shapes_become_text(value: Any, expected: Any, dashboard, store: StateStore) -> None:
+    store.update_metadata(BOT, {"next_actions": value, "task_decomposition": "not a plan"})
+    session = dashboard().json("api/state")["sessions"][0]
+    assert (session["next_actions"] or {}).get("recommendations") == expected
+    assert session["task_decomposition"] is None
+
+
+def test_stream_pushes_a_new_state_when_the_db_changes(dashboard, store: StateStore) -> None:
+    running = dashboard()
+    host, port = running.server.server_address[:2]
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = sock.makefile("rb")
+        assert b"text/event-stream" in b"".join(iter(reader.readline, b"\r\n"))
+        first = read_event(reader)
+        assert first["sessions"][0]["last_command_result"] is None
+        finish(store, BOT, "echo changed", 0)
+        while True:  # the next state event carries the change
+            state = read_event(reader)
+            if state["sessions"][0]["last_command_result"]:
+                break
+        assert state["sessions"][0]["last_command_result"]["command"] == "echo changed"
+
+
+def read_event(reader: Any) -> dict[str, Any]:
+    data = None
+    for line in iter(reader.readline, b""):
+        if line.startswith(b"data: "):
+            data = json.loads(line[6:])
+        elif line == b"\n" and data is not None:
+            return data
+    raise AssertionError("stream closed")
+
+
+def test_page_has_a_strict_content_security_policy(dashboard) -> None:
+    code, headers, body = dashboard().get("")
+    assert code == 200 and b"static/app.js" in body
+    assert "script-src 'self'" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
+    assert dashboard().get("static/app.js")[1]["Content-Type"].startswith("application/javascript")
+
+
+def test_healthz_and_a_missing_db(dashboard, tmp_path: Path) -> None:
+    assert dashboard().json("healthz")["status"] == "ok"
+    missing = dashboard(db=tmp_path / "nope" / "state.db")
+    code, _, body = missing.get("healthz")
+    assert code == 503 and "state DB not found" in json.loads(body)["error"]
+    assert missing.json("api/state")["sessions"] == []
+
+
+def test_metrics_are_clean_under_promtool(dashboard, store: StateStore) -> None:
+    store.update_metadata(BOT, {"orchestrator_heartbeat": "2026-11-01T08:00:00.000000Z"})
+    running = dashboard()
+    running.json("api/state")
+    code, _, body = running.get("metrics")
+    assert code == 200 and b"tmuxagent_dashboard_sessions 1.0" in body
+    assert b'tmuxagent_dashboard_heartbeat_age_seconds{session="weather/bot"}' in body
+    result = promtool_check(body)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_token_guards_everything_but_healthz(dashboard) -> None:
+    running = dashboard(token="s3cret-token-1")
+    assert running.get("api/state")[0] == 401
+    assert running.get("metrics")[0] == 401
+    assert running.get("")[0] == 401
+    assert running.get("healthz")[0] == 200
+    assert running.get("api/state", {"Authorization": "Bearer wrong-token"})[0] == 401
+    assert running.get("api/state", {"Authorization": "Bearer s3cret-token-1"})[0] == 200
+    code, headers, _ = running.get("?token=s3cret-token-1")
+    assert code == 303 and headers["Location"] == "/"
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert "HttpOnly" in headers["Set-Cookie"]
+    assert running.get("api/state", {"Cookie": cookie})[0] == 200
+
+
+def dashboard_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.dashboard", *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_cli_refuses_a_public_bind_without_token(tmp_path: Path) -> None:
+    result = dashboard_cli("--db", str(tmp_path / "state.db"), "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 2 and "key '--host'" in result.stderr and "--token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_port_in_use_is_one_line_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = dashboard_cli("--db", str(tmp_path / "state.db"), "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "key '--port'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tmux_agent_has_the_dashboard_subcommand() -> None:
+    from orchestrator.cli.main import build_parser
+
+    args = build_parser().parse_args(["dashboard", "--db", "x.db", "--port", "9"])
+    assert (args.db, args.port, args.host) == ("x.db", 9, "127.0.0.1")
