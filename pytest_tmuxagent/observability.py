@@ -1,5 +1,5 @@
 """Fixtures for the observability side: a real Prometheus server, the real
-dashboard process, and a headless Chromium page. Loaded by the root conftest.
+dashboard process, and a headless Chromium page. Loaded by the tmuxagent plugin.
 """
 from __future__ import annotations
 

@@ -22,6 +22,9 @@ from .service import OrchestratorService, make_service
 from .tmux_server import AgentPane, TmuxTestServer
 from .wecom_mock import WeComMock
 
+# Prometheus server, dashboard process and Chromium fixtures live in their own module.
+pytest_plugins = ["pytest_tmuxagent.observability"]
+
 EPIC = "Orchestrator real-world validation playbook"
 SCENARIOS = {
     "a": "command execution feedback (命令执行反馈)",
