@@ -126,7 +126,8 @@ def render(records: list[TestRecord], *, live: bool, workers: int, failures: int
     for letter, summary in summaries.items():
         why = next((t.reason for t in summary.tests if t.outcome == "failed"), "")
         if not why:
-            firsts = [e for t in summary.tests for e in t.evidence if e.kind in ("notifications", "metrics")][:1]
+            firsts = [e for t in summary.tests for e in t.evidence
+                      if e.kind in ("notifications", "metrics", "note") and e.text not in ("(none)", "(all zero)")][:1]
             why = f"{firsts[0].title}: {firsts[0].text}" if firsts else (summary.tests[0].reason if summary.tests else "")
         out.append(f"| {letter.upper()} {SCENARIO_TITLES[letter]} | {summary.result} | {len(summary.tests)} | "
                    f"{summary.duration:.1f} s | {_cell(why)} |")
