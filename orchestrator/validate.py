@@ -21,11 +21,12 @@ from .errors import UserError
 SCENARIO_LETTERS = "abcdefg"
 
 
-def scenarios_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent / "scenarios"
+def scenarios_dir(given: str | None = None) -> Path:
+    here = Path(given).absolute() if given else Path(__file__).resolve().parent.parent / "scenarios"
     if not here.is_dir():
-        raise UserError("scenarios/ not found beside the installed package", key="validate",
-                        fix="install from a source checkout with `pip install -e '.[dev]'`")
+        raise UserError(f"scenario folder {here} not found", key="--scenarios-dir" if given else "validate",
+                        fix="pass an existing folder" if given else
+                        "install from a source checkout with `pip install -e '.[dev]'`")
     return here
 
 
@@ -37,7 +38,7 @@ def _scenario_expr(letters: list[str]) -> str:
 
 
 def pytest_argv(args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", str(scenarios_dir()), "-p", "no:cacheprovider", "-q",
+    argv = [sys.executable, "-m", "pytest", str(scenarios_dir(args.scenarios_dir)), "-p", "no:cacheprovider", "-q",
             "--tmuxagent-progress"]
     exprs = [args.markexpr] if args.markexpr else []
     if args.scenario:
@@ -79,7 +80,7 @@ def generate_allure_html(results: Path) -> Path | None:
 def run_validation(args: argparse.Namespace) -> int:
     argv = pytest_argv(args)
     print("tmux-agent validate:", " ".join(argv[2:]), flush=True)
-    code = subprocess.call(argv, cwd=str(scenarios_dir().parent), env=os.environ.copy())
+    code = subprocess.call(argv, cwd=str(scenarios_dir(args.scenarios_dir).parent), env=os.environ.copy())
     if args.allure:
         generate_allure_html(Path(args.allure).absolute())
     return code

@@ -179,7 +179,10 @@ def orchestrator_service(tmp_path: Path, tmux_server: TmuxTestServer, request: p
 
     yield factory
     evidence = Evidence(request.node)
+    leaks: list[str] = []
     for service in started:
         for kind, title, text in service.evidence():
             evidence.add(kind, title, text)
         service.stop()
+        leaks += service.leaked_secrets()
+    assert not leaks, f"secrets reached a log or the audit file: {leaks}"

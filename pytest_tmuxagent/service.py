@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterable
 import yaml
 
 from orchestrator.audit import read_events
+from orchestrator.redact import SECRET_ENV_VARS
 from orchestrator.store import TERMINAL_STATUSES, CommandRow, StateStore
 
 from .evidence import step
@@ -75,6 +77,7 @@ class OrchestratorService:
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     announce: Callable[[str], None] | None = None  # live mode says what it sends where
+    session_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra keys per session
     process: subprocess.Popen[bytes] | None = None
     metrics: MetricsScraper | None = None
 
@@ -94,7 +97,7 @@ class OrchestratorService:
             "tmux": self.tmux.tmux_config(),
             "state_db": str(self.state_db),
             "log_dir": str(self.log_dir),
-            "sessions": [p.session_config() for p in self.panes],
+            "sessions": [p.session_config(**self.session_overrides.get(p.name, {})) for p in self.panes],
         }
         self.config_path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False))
         merged = {**COMPRESSED_SETTINGS, "env_file": str(self.env_file), **self.settings}
@@ -142,6 +145,20 @@ class OrchestratorService:
             return self.service_log.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def leaked_secrets(self) -> list[str]:
+        """Secret values given to the service that show up in its logs or audit file (should be none)."""
+        secrets: set[str] = set()
+        for name in SECRET_ENV_VARS:
+            value = self.env.get(name) or ""
+            if value:
+                secrets.add(value)
+                secrets.update(re.findall(r"[?&]key=([^&\s]+)", value))
+        leaks = []
+        for path in (self.service_log, self.audit_log, self.log_dir / "orchestrator.log"):
+            text = path.read_text(errors="replace") if path.exists() else ""
+            leaks += [f"{secret[:3]}… in {path.name}" for secret in secrets if len(secret) >= 8 and secret in text]
+        return leaks
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.process is None or self.process.poll() is not None:

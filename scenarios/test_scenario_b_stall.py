@@ -63,3 +63,20 @@ def test_a_long_command_that_keeps_printing_is_not_a_stall(command, agent_pane, 
     assert row.status == "succeeded" and row.duration_s > STALL["stall_timeout_seconds"] * 2
     assert service.metrics.value("orchestrator_stall_count_total", session=SESSION) == 0.0
     assert not service.audit_events(event="stall_detected")
+
+
+def test_interrupt_keys_are_configurable_per_session(agent_pane, orchestrator_service, wecom_mock) -> None:
+    """An agent TUI that ignores Ctrl-C but leaves on Escape: the session's keys are what is sent."""
+    pane = agent_pane(SESSION)
+    service = orchestrator_service([pane], settings={**STALL, "stall_retries_before_notify": 0},
+                                   env=wecom_mock.env("webhook"),
+                                   session_overrides={SESSION: {"interrupt_keys": ["Escape"]}})
+    tui = ("python3 -c \"import signal,sys,termios,tty; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+           "print('agent tui ready', flush=True); tty.setcbreak(0); key = sys.stdin.read(1); "
+           "print('agent got', 'ESC' if key == chr(27) else repr(key))\"")
+    row = service.wait_result(service.send(SESSION, tui), timeout=20)
+    assert row.status == "stalled" and row.exit_code == 0  # it left by itself when Escape arrived
+    assert row.output_tail.endswith("agent got ESC")
+    [interrupt] = service.audit_events(event="stall_interrupt")
+    assert interrupt["detail"] == "sent Escape"
+    assert "命令卡顿" in wecom_mock.wait_for_messages(1)[0]

@@ -97,3 +97,20 @@ def test_live_metrics_pass_promtool(agent_pane, orchestrator_service) -> None:
     assert "orchestrator_heartbeat_timestamp_seconds" in text
     result = promtool_check(text.encode())
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_secret_typed_into_a_command_is_masked_everywhere(agent_pane, orchestrator_service) -> None:
+    secret = "app-secret-value-123456"
+    service = orchestrator_service([agent_pane(SESSION)], env={"WECOM_APP_SECRET": secret})
+    row = service.wait_result(service.send(SESSION, f"echo token={secret} plain {secret}"))
+    assert secret not in row.output_tail and "***" in row.output_tail
+    assert secret not in service.audit_log.read_text()
+    assert service.leaked_secrets() == []
+
+
+def test_the_leak_detector_itself_finds_a_leak(agent_pane, orchestrator_service) -> None:
+    service = orchestrator_service([agent_pane(SESSION)], env={"OPENAI_API_KEY": "sk-leaky-0123456789"})
+    with service.service_log.open("a") as log:
+        log.write("oops sk-leaky-0123456789\n")
+    assert service.leaked_secrets() == ["sk-… in orchestrator.stderr.log"]
+    service.service_log.write_text("")  # keep the fixture's own teardown check green

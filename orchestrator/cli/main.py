@@ -12,6 +12,7 @@ from ..assist import status_lines
 from ..audit import AuditLog
 from ..dashboard import cli as dashboard_cli
 from ..config import ORCHESTRATOR_RELATIVE
+from ..envfile import EnvSource
 from ..errors import UserError
 from ..outbox import Outbox
 from ..plan_executor import plan_progress
@@ -37,6 +38,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def _open(args: argparse.Namespace):
     config = config_from_args(args)
+    EnvSource(config.settings.env_file).current()  # learn the secrets, so the audit lines we write mask them
     return config, StateStore(config.state_db), AuditLog(config.audit_log)
 
 
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", dest="workers", default=None)
     p.add_argument("--report", default=None)
     p.add_argument("--allure", default=None)
+    p.add_argument("--scenarios-dir", default=None, help="run scenario tests from another folder")
     p.set_defaults(func=cmd_validate)
 
     doctor.register(sub, add_config_flags)
