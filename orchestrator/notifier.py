@@ -94,8 +94,11 @@ class Notifier:
                                                   previous=self.channels))
 
     def flush_once(self) -> None:
+        before = describe(self.channels)
         self._refresh_channels(self.env.current())
         pending = len(self.outbox.pending())
+        if self.channels and describe(self.channels) != before and self.degraded_reason is None:
+            self._set_health("ok", f"channels: {describe(self.channels)}", pending)
         self.metrics.notifications_pending.set(pending)
         if not self.channels:
             self._degrade(NO_CHANNEL, pending)

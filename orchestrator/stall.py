@@ -105,7 +105,8 @@ class StallGuard:
         self._alert(name, row.id, row.command, waited, tail)
         state.cooldown_until = now + self.settings.cooldown_seconds
         self.sup.store.update_metadata(name, {"cooldown_until": iso_utc(state.cooldown_until)})
-        self.sup.audit.record("cooldown_started", name, detail=f"{self.settings.cooldown_seconds}s")
+        self.sup.audit.record("cooldown_started", name,
+                              detail=f"{self.settings.cooldown_seconds}s until {iso_utc(state.cooldown_until)}")
 
     def _alert(self, session: str, command_id: int, command: str, waited: float, tail: str) -> None:
         body = alert_markdown(session, [

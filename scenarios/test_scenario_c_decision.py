@@ -82,10 +82,8 @@ def test_missing_api_key_blocker_gets_next_actions(kind, agent_pane, orchestrato
         assert actions["ai_error"]["kind"] == FALLBACK_KIND[kind] and actions["ai_error"]["backend"] == "codex"
         assert (recs[0]["title"], recs[0]["priority"]) == ("Provide OPENAI_API_KEY", "high")
         assert {r["policy"] for r in recs if r.get("command")} == {"suggested"}  # not allowlisted: nothing ran
-    if kind == "hang":
+    if kind == "hang":  # the fallback came once the timeout cut the hung codex off, not later
         assert CODEX_TIMEOUT <= elapsed < CODEX_TIMEOUT + 5
-    elif fake:
-        assert elapsed < CODEX_TIMEOUT
     [message] = wecom_mock.wait_for_messages(1)
     assert "下一步建议" in message and SESSION in message and recs[0]["title"] in message
     if not fake:
