@@ -47,12 +47,19 @@ class ReportCollector:
             record.reason = _reason(report)
         evidence = evidence_from_properties(report.user_properties)
         if evidence:
+            self._say_live_plans(report.nodeid, evidence[len(record.evidence):])
             record.evidence = evidence
         if self.progress and report.when == "teardown" and record.scenarios:
             tag = ",".join(s.upper() for s in record.scenarios)
             self.config.get_terminal_writer().line(
                 f"[scenario {tag}] {record.outcome:<7} {record.name} ({record.duration:.1f}s)"
                 + (f" — {record.reason}" if record.outcome == "failed" else ""))
+
+    def _say_live_plans(self, nodeid: str, new: list) -> None:
+        """Live mode: print what a scenario will send where, as soon as its setup (or a send) is reported."""
+        for item in new:
+            if item.kind == "note" and item.title == "live plan":
+                self.config.get_terminal_writer().line(f"[live] {nodeid}: {item.text}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -7,7 +7,6 @@ make as many panes or services as it needs; everything is torn down after it.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -92,8 +91,7 @@ def tmuxagent_live(pytestconfig: pytest.Config) -> LiveContext | None:
 
 def announce(request: pytest.FixtureRequest, text: str) -> None:
     """Say, before it happens, what a live scenario will send where (terminal and report)."""
-    Evidence(request.node).add("note", "live plan", text)
-    sys.__stderr__.write(f"\n[tmuxagent live] {request.node.nodeid}: {text}\n")
+    Evidence(request.node).add("note", "live plan", text)  # the controller prints it as the report arrives
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.ai_client import AIClient, AIError, AIRequest
 from orchestrator.assist import Assist
 from orchestrator.audit import AuditLog, read_events
-from orchestrator.clock import SystemClock
+from orchestrator.clock import ManualClock
 from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
 from orchestrator.decision import approve
 from orchestrator.errors import UserError
@@ -73,7 +73,7 @@ class Harness:
         self.store.ensure_session(SESSION, "weather:bot")
         self.audit = AuditLog(self.config.audit_log)
         self.metrics = OrchestratorMetrics()
-        self.clock = SystemClock()
+        self.clock = ManualClock(start=time.time())  # moved by hand where a test needs time to pass
         self.tmux = FakeTmux()
         self.sessions = {SESSION: SessionState(self.config.sessions[0], pane_id="%1")}
         self.notes: list[dict[str, Any]] = []
@@ -227,12 +227,12 @@ def test_pane_scan_sees_only_new_settled_lines(make) -> None:
     h.tmux.lines = ["Error: OPENAI_API_KEY is not set", "$ "]  # before the first look: old news
     assert watch.scan_pane(state) == []
     h.tmux.lines += ["$ ./run", "fatal: missing API key for weather servi"]  # still being written
-    time.sleep(0.01)
+    h.clock.advance(0.01)
     assert watch.scan_pane(state) == []
     h.tmux.lines[-1] = "fatal: missing API key for weather service"
-    time.sleep(0.01)
+    h.clock.advance(0.01)
     assert watch.scan_pane(state) == []  # the cursor line has to stay the same for one look
-    time.sleep(0.01)
+    h.clock.advance(0.01)
     assert watch.scan_pane(state) == ["fatal: missing API key for weather service"]
     assert watch.from_output(SESSION, "ok\nfatal: missing API key for weather service") == []  # known already
 

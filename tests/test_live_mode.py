@@ -37,6 +37,8 @@ def test_live_mode_uses_the_users_server_codex_and_wecom(pytester: pytest.Pytest
                                            "-k", SELECTION, "--tmuxagent-report", str(tmp_path / "report.md"))
     assert result.ret == 0, result.stdout.str()[-3000:]
     result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*[[]live[]] *test_failure_streak*: live: tmux server*scratch session*",
+                                 "*[[]live[]] *: sending `*` to session weather/bot (pane tmuxagent-live-*"])
 
     delivered = [r for r in wecom_mock.requests if r.message]
     assert len(delivered) == 2 and all("命令连续失败" in r.message for r in delivered)
