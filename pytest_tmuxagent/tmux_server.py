@@ -91,8 +91,14 @@ class TmuxTestServer:
         self.panes.append(pane)
         return pane
 
+    @property
+    def socket_file(self) -> Path:
+        """Where tmux puts a `-L` socket (tmux does not remove it when the server exits)."""
+        return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / self.socket_name
+
     def kill(self) -> None:
         try:
             self.server.cmd("kill-server")
         except Exception:  # already gone is fine at teardown
             pass
+        self.socket_file.unlink(missing_ok=True)
