@@ -1,3 +1,4 @@
 """Root conftest: the tmuxagent plugin (and its observability fixtures) load through the
 pytest11 entry point; pytester runs nested pytest sessions for the plugin's own tests."""
+
 pytest_plugins = ["pytester"]

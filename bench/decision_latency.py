@@ -17,6 +17,7 @@ Usage::
 
     .venv/bin/python bench/decision_latency.py [--rounds 20] [--kinds json garbage hang] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from feedback_latency import percentile  # this folder is on sys.path when run as a script
-from orchestrator.store import StateStore
+
+from orchestrator.state.store import StateStore
 from pytest_tmuxagent.fake_codex import FakeCodex
 from pytest_tmuxagent.service import make_service
 from pytest_tmuxagent.tmux_server import TmuxTestServer
 
 SESSION = "weather/bot"
-ADVICE = {"summary": "set the key", "recommendations": [
-    {"title": "Provide OPENAI_API_KEY", "detail": "in ~/.env", "command": None, "priority": "high", "risk": "low"}]}
+ADVICE = {
+    "summary": "set the key",
+    "recommendations": [
+        {"title": "Provide OPENAI_API_KEY", "detail": "in ~/.env", "command": None, "priority": "high", "risk": "low"}
+    ],
+}
 REPLIES = {"json": {"kind": "json", "payload": ADVICE}, "garbage": {"kind": "garbage"}, "hang": {"kind": "hang"}}
 
 
@@ -46,10 +52,17 @@ def measure(kind: str, rounds: int, root: Path, tmux: TmuxTestServer) -> dict[st
     codex.install()
     codex.script([REPLIES[kind]])
     pane = tmux.agent_pane(SESSION)
-    service = make_service(root / "service", tmux, [pane],
-                           settings={"ai": {"backend": "codex"}, "codex": {"bin": str(codex.path)},
-                                     "decision": {"enabled": True, "pane_scan_seconds": 0}},
-                           env={"CODEX_TIMEOUT_SECONDS": "1"})
+    service = make_service(
+        root / "service",
+        tmux,
+        [pane],
+        settings={
+            "ai": {"backend": "codex"},
+            "codex": {"bin": str(codex.path)},
+            "decision": {"enabled": True, "pane_scan_seconds": 0},
+        },
+        env={"CODEX_TIMEOUT_SECONDS": "1"},
+    )
     service.start()
     store = StateStore(service.state_db)
     samples: list[float] = []
@@ -75,10 +88,15 @@ def measure(kind: str, rounds: int, root: Path, tmux: TmuxTestServer) -> dict[st
     finally:
         store.close()
         service.stop()
-    return {"kind": kind, "rounds": rounds, "source": sorted(sources),
-            "end_to_end_p50_ms": round(percentile(samples, 50), 1), "end_to_end_p95_ms": round(percentile(samples, 95), 1),
-            "end_to_end_max_ms": round(max(samples), 1),
-            "codex_call_mean_ms": round(1000 * total / count, 1) if count else None}
+    return {
+        "kind": kind,
+        "rounds": rounds,
+        "source": sorted(sources),
+        "end_to_end_p50_ms": round(percentile(samples, 50), 1),
+        "end_to_end_p95_ms": round(percentile(samples, 95), 1),
+        "end_to_end_max_ms": round(max(samples), 1),
+        "codex_call_mean_ms": round(1000 * total / count, 1) if count else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,10 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{'reply':8} {'rounds':>6} {'source':8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'codex call mean ms':>19}")
+    print(
+        f"{'reply':8} {'rounds':>6} {'source':8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'codex call mean ms':>19}"
+    )
     for r in results:
-        print(f"{r['kind']:8} {r['rounds']:>6} {','.join(r['source']):8} {r['end_to_end_p50_ms']:>8} "
-              f"{r['end_to_end_p95_ms']:>8} {r['end_to_end_max_ms']:>8} {str(r['codex_call_mean_ms']):>19}")
+        print(
+            f"{r['kind']:8} {r['rounds']:>6} {','.join(r['source']):8} {r['end_to_end_p50_ms']:>8} "
+            f"{r['end_to_end_p95_ms']:>8} {r['end_to_end_max_ms']:>8} {str(r['codex_call_mean_ms']):>19}"
+        )
     return 0
 
 

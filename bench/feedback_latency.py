@@ -37,6 +37,7 @@ Usage::
 Every tmux server gets its own socket name (``bench-fl-...``); the service,
 the tmux servers and the temp directories are cleaned up even on error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ from types import FrameType
 from typing import Any
 
 from orchestrator.clock import parse_iso_utc
-from orchestrator.store import TERMINAL_STATUSES, CommandRow, StateStore
+from orchestrator.state.store import TERMINAL_STATUSES, CommandRow, StateStore
 from pytest_tmuxagent.service import OrchestratorService, make_service
 from pytest_tmuxagent.tmux_server import AgentPane, TmuxTestServer
 from pytest_tmuxagent.waiting import wait_until
@@ -96,13 +97,18 @@ class Summary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, panes: int, method: str, samples_ms: list[float], expected: int) -> "Summary":
-        return cls(panes=panes, method=method, n=len(samples_ms),
-                   p50_ms=percentile(samples_ms, 50), p95_ms=percentile(samples_ms, 95),
-                   max_ms=max(samples_ms) if samples_ms else math.nan,
-                   min_ms=min(samples_ms) if samples_ms else math.nan,
-                   mean_ms=sum(samples_ms) / len(samples_ms) if samples_ms else math.nan,
-                   expected=expected)
+    def of(cls, panes: int, method: str, samples_ms: list[float], expected: int) -> Summary:
+        return cls(
+            panes=panes,
+            method=method,
+            n=len(samples_ms),
+            p50_ms=percentile(samples_ms, 50),
+            p95_ms=percentile(samples_ms, 95),
+            max_ms=max(samples_ms) if samples_ms else math.nan,
+            min_ms=min(samples_ms) if samples_ms else math.nan,
+            mean_ms=sum(samples_ms) / len(samples_ms) if samples_ms else math.nan,
+            expected=expected,
+        )
 
 
 def log(message: str) -> None:
@@ -110,8 +116,9 @@ def log(message: str) -> None:
 
 
 # the orchestrator ------------------------------------------------------------------------------
-def measure_orchestrator(root: Path, tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int,
-                         sleep_s: str, stack: ExitStack) -> Summary:
+def measure_orchestrator(
+    root: Path, tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, sleep_s: str, stack: ExitStack
+) -> Summary:
     service: OrchestratorService = make_service(root, tmux, panes)
     stack.callback(service.stop)
     service.start()
@@ -130,8 +137,12 @@ def measure_orchestrator(root: Path, tmux: TmuxTestServer, panes: list[AgentPane
         return done if len(done) == expected else None
 
     budget = 30.0 + expected * 1.0
-    done = wait_until(all_done, timeout=budget, interval=0.05,
-                      message=f"{expected} orchestrator commands to finish; log: {service.log_text()[-1500:]}")
+    done = wait_until(
+        all_done,
+        timeout=budget,
+        interval=0.05,
+        message=f"{expected} orchestrator commands to finish; log: {service.log_text()[-1500:]}",
+    )
     rows: list[CommandRow] = done or []
 
     samples: list[float] = []
@@ -159,7 +170,7 @@ def measure_orchestrator(root: Path, tmux: TmuxTestServer, panes: list[AgentPane
             total = snap.value("orchestrator_feedback_latency_seconds_sum") or 0.0
             summary.extra["metrics_count"] = count
             summary.extra["metrics_mean_ms"] = (total / count * 1000.0) if count else None
-        except Exception as exc:  # noqa: BLE001 - a cross-check, not the measurement
+        except Exception as exc:
             notes.append(f"metrics scrape failed: {exc}")
 
     code = service.stop()
@@ -169,8 +180,11 @@ def measure_orchestrator(root: Path, tmux: TmuxTestServer, panes: list[AgentPane
     leftovers = sorted(p.name for p in runtime_dir.iterdir()) if runtime_dir.is_dir() else []
     if leftovers:
         notes.append(f"{len(leftovers)} files left in runtime dir, e.g. {leftovers[:4]}")
-    suspicious = [line for line in service.log_text().splitlines()
-                  if any(word in line for word in ("WARNING", "ERROR", "Traceback"))]
+    suspicious = [
+        line
+        for line in service.log_text().splitlines()
+        if any(word in line for word in ("WARNING", "ERROR", "Traceback"))
+    ]
     if suspicious:
         notes.append(f"{len(suspicious)} warning/error lines in service log, first: {suspicious[0][:200]}")
     summary.notes = notes
@@ -188,8 +202,9 @@ class BaselinePane:
     type_at: float | None = None
 
 
-def measure_baseline(tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, interval: float,
-                     sleep_s: str, rng: random.Random) -> Summary:
+def measure_baseline(
+    tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, interval: float, sleep_s: str, rng: random.Random
+) -> Summary:
     """Poll every pane with capture-pane on a fixed tick; type each next command at a random phase.
 
     Typing the next command right at the tick that saw the previous one finish would phase-lock
@@ -228,8 +243,11 @@ def measure_baseline(tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int
             for state in states:
                 if state.pattern is None:
                     continue
-                out = subprocess.run([tmux_bin, "-L", tmux.socket_name, "capture-pane", "-p", "-J",
-                                      "-t", state.pane.pane_id], capture_output=True, text=True)
+                out = subprocess.run(
+                    [tmux_bin, "-L", tmux.socket_name, "capture-pane", "-p", "-J", "-t", state.pane.pane_id],
+                    capture_output=True,
+                    text=True,
+                )
                 detected = time.time()
                 match = next((m for m in map(state.pattern.match, out.stdout.splitlines()) if m), None)
                 if match:
@@ -257,8 +275,9 @@ def _socket_file(tmux: TmuxTestServer) -> Path:
     return Path(base) / f"tmux-{os.getuid()}" / tmux.socket_name
 
 
-def run_pane_count(n_panes: int, per_pane: int, baseline_per_pane: int, interval: float, sleep_s: str,
-                   rng: random.Random) -> list[Summary]:
+def run_pane_count(
+    n_panes: int, per_pane: int, baseline_per_pane: int, interval: float, sleep_s: str, rng: random.Random
+) -> list[Summary]:
     with ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX))
         stack.callback(shutil.rmtree, tmp, True)
@@ -291,12 +310,23 @@ def evaluate(results: dict[int, list[Summary]]) -> list[dict[str, Any]]:
     for n_panes, (ours, base) in results.items():
         limit = TARGET_P95_MS.get(n_panes)
         if limit is not None:
-            verdicts.append({"panes": n_panes, "target": f"orchestrator p95 <= {limit:g} ms",
-                             "value": round(ours.p95_ms, 2),
-                             "met": ours.p95_ms <= limit and ours.n == ours.expected})
+            verdicts.append(
+                {
+                    "panes": n_panes,
+                    "target": f"orchestrator p95 <= {limit:g} ms",
+                    "value": round(ours.p95_ms, 2),
+                    "met": ours.p95_ms <= limit and ours.n == ours.expected,
+                }
+            )
         for label, value in (("p50", ratio(base.p50_ms, ours.p50_ms)), ("p95", ratio(base.p95_ms, ours.p95_ms))):
-            verdicts.append({"panes": n_panes, "target": f"baseline_{label} / orchestrator_{label} >= {TARGET_RATIO:g}x",
-                             "value": round(value, 1), "met": value >= TARGET_RATIO})
+            verdicts.append(
+                {
+                    "panes": n_panes,
+                    "target": f"baseline_{label} / orchestrator_{label} >= {TARGET_RATIO:g}x",
+                    "value": round(value, 1),
+                    "met": value >= TARGET_RATIO,
+                }
+            )
     return verdicts
 
 
@@ -304,16 +334,20 @@ def print_table(results: dict[int, list[Summary]], verdicts: list[dict[str, Any]
     header = f"{'panes':>5}  {'method':<34} {'n':>4}  {'p50 ms':>8}  {'p95 ms':>8}  {'max ms':>8}"
     print(header)
     print("-" * len(header))
-    for n_panes, (ours, base) in results.items():
+    for _n_panes, (ours, base) in results.items():
         for s in (ours, base):
             n = f"{s.n}" if s.n == s.expected else f"{s.n}/{s.expected}"
             print(f"{s.panes:>5}  {s.method:<34} {n:>4}  {s.p50_ms:>8.1f}  {s.p95_ms:>8.1f}  {s.max_ms:>8.1f}")
-        print(f"{'':>5}  ratio baseline/orchestrator: p50 {ratio(base.p50_ms, ours.p50_ms):.1f}x, "
-              f"p95 {ratio(base.p95_ms, ours.p95_ms):.1f}x")
+        print(
+            f"{'':>5}  ratio baseline/orchestrator: p50 {ratio(base.p50_ms, ours.p50_ms):.1f}x, "
+            f"p95 {ratio(base.p95_ms, ours.p95_ms):.1f}x"
+        )
         mean = ours.extra.get("metrics_mean_ms")
         if mean is not None:
-            print(f"{'':>5}  (service /metrics feedback_latency: n={ours.extra.get('metrics_count'):.0f}, "
-                  f"mean {mean:.1f} ms; bench mean {ours.mean_ms:.1f} ms)")
+            print(
+                f"{'':>5}  (service /metrics feedback_latency: n={ours.extra.get('metrics_count'):.0f}, "
+                f"mean {mean:.1f} ms; bench mean {ours.mean_ms:.1f} ms)"
+            )
     print()
     print("targets:")
     for v in verdicts:
@@ -344,10 +378,12 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--panes", type=int, nargs="+", default=[1, 20], help="pane counts (default: 1 20)")
-    parser.add_argument("--commands", type=int, default=None,
-                        help="orchestrator commands per pane (default: 10 at 1 pane, else 5)")
-    parser.add_argument("--baseline-commands", type=int, default=None,
-                        help="baseline commands per pane (default: 10 at 1 pane, else 3)")
+    parser.add_argument(
+        "--commands", type=int, default=None, help="orchestrator commands per pane (default: 10 at 1 pane, else 5)"
+    )
+    parser.add_argument(
+        "--baseline-commands", type=int, default=None, help="baseline commands per pane (default: 10 at 1 pane, else 3)"
+    )
     parser.add_argument("--baseline-interval", type=float, default=1.5, help="baseline poll interval, s")
     parser.add_argument("--sleep", default=DEFAULT_SLEEP, help="each command is `sleep SECONDS` (default 0.05)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the baseline's random typing phase")
@@ -366,15 +402,24 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = evaluate(results)
     elapsed = time.monotonic() - started
     if args.json:
-        print(json.dumps(_finite({
-            "elapsed_s": round(elapsed, 1),
-            "baseline_interval_s": args.baseline_interval,
-            "results": [asdict(s) for summaries in results.values() for s in summaries],
-            "ratios": {str(n): {"p50": ratio(b.p50_ms, o.p50_ms), "p95": ratio(b.p95_ms, o.p95_ms)}
-                       for n, (o, b) in results.items()},
-            "targets": verdicts,
-            "sleep_s": float(args.sleep),
-        }), indent=2))
+        print(
+            json.dumps(
+                _finite(
+                    {
+                        "elapsed_s": round(elapsed, 1),
+                        "baseline_interval_s": args.baseline_interval,
+                        "results": [asdict(s) for summaries in results.values() for s in summaries],
+                        "ratios": {
+                            str(n): {"p50": ratio(b.p50_ms, o.p50_ms), "p95": ratio(b.p95_ms, o.p95_ms)}
+                            for n, (o, b) in results.items()
+                        },
+                        "targets": verdicts,
+                        "sleep_s": float(args.sleep),
+                    }
+                ),
+                indent=2,
+            )
+        )
     else:
         print_table(results, verdicts)
         print(f"\n(elapsed {elapsed:.1f}s)")

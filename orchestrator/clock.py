@@ -2,6 +2,7 @@
 
 Injected everywhere time matters so tests can control it instead of sleeping.
 """
+
 from __future__ import annotations
 
 import datetime as _dt

@@ -4,6 +4,7 @@ Both files are validated against JSON Schemas shipped in the package, and every
 problem is raised as a ConfigError naming the file, the key and the fix, so the
 CLIs can print one line and exit 2 instead of a traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ConfigError
+from orchestrator.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,8 +57,8 @@ class CodexConfig:
     bin: str = "codex"
     extra_args: tuple[str, ...] = ()
     timeout_seconds: float = 120.0
-    output_schema: bool = True   # pass --output-schema FILE to `codex exec`
-    json_events: bool = False    # pass --json and read the final message from the event stream
+    output_schema: bool = True  # pass --output-schema FILE to `codex exec`
+    json_events: bool = False  # pass --json and read the final message from the event stream
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,7 @@ def _explain(error: jsonschema.ValidationError, file: Path) -> ConfigError:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         key = ".".join(p for p in [where, extra[0] if extra else ""] if p)
-        return ConfigError("unknown key", file=str(file), key=key,
-                           fix=f"remove it or use one of: {', '.join(allowed)}")
+        return ConfigError("unknown key", file=str(file), key=key, fix=f"remove it or use one of: {', '.join(allowed)}")
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         key = ".".join(p for p in [where, missing] if p)
@@ -178,15 +178,22 @@ def _explain(error: jsonschema.ValidationError, file: Path) -> ConfigError:
     if error.validator == "type":
         wanted = error.validator_value
         got = type(error.instance).__name__
-        return ConfigError(f"expected {wanted}, got {got} ({error.instance!r})", file=str(file),
-                           key=where or "(top level)", fix=f"write a {wanted}")
-    return ConfigError(error.message, file=str(file), key=where or "(top level)",
-                       fix="see the schema in orchestrator/schemas")
+        return ConfigError(
+            f"expected {wanted}, got {got} ({error.instance!r})",
+            file=str(file),
+            key=where or "(top level)",
+            fix=f"write a {wanted}",
+        )
+    return ConfigError(
+        error.message, file=str(file), key=where or "(top level)", fix="see the schema in orchestrator/schemas"
+    )
 
 
 def validate(document: Any, schema_name: str, file: Path) -> None:
     validator = jsonschema.Draft202012Validator(load_schema(schema_name))
-    errors = sorted(validator.iter_errors(document), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(document), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         raise _explain(errors[0], file)
 
@@ -204,7 +211,9 @@ def _read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "unknown line"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"YAML syntax error at {where}: {problem}", file=str(path), fix="fix the YAML syntax") from None
+        raise ConfigError(
+            f"YAML syntax error at {where}: {problem}", file=str(path), fix="fix the YAML syntax"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -244,9 +253,13 @@ def settings_from_mapping(data: dict[str, Any], base: Path) -> OrchestratorSetti
         **scalars,
         env_file=_resolve(base, data.get("env_file", "~/.env")),
         runtime_dir=_resolve(base, data["runtime_dir"]) if "runtime_dir" in data else None,
-        codex=CodexConfig(bin=codex.get("bin", "codex"), extra_args=tuple(codex.get("extra_args", [])),
-                          timeout_seconds=float(codex.get("timeout_seconds", 120.0)),
-                          output_schema=codex.get("output_schema", True), json_events=codex.get("json_events", False)),
+        codex=CodexConfig(
+            bin=codex.get("bin", "codex"),
+            extra_args=tuple(codex.get("extra_args", [])),
+            timeout_seconds=float(codex.get("timeout_seconds", 120.0)),
+            output_schema=codex.get("output_schema", True),
+            json_events=codex.get("json_events", False),
+        ),
         notifications=NotificationSettings(**notes),
         ai=_table(AISettings, data.get("ai", {})),
         decision=_table(DecisionSettings, data.get("decision", {})),
@@ -261,8 +274,12 @@ def _check_patterns(patterns: dict[str, tuple[str, ...]], file: Path) -> None:
             try:
                 re.compile(value)
             except re.error as exc:
-                raise ConfigError(f"not a regular expression ({exc}): {value!r}", file=str(file), key=key,
-                                  fix="write a Python regular expression, e.g. 'missing .*API key'") from None
+                raise ConfigError(
+                    f"not a regular expression ({exc}): {value!r}",
+                    file=str(file),
+                    key=key,
+                    fix="write a Python regular expression, e.g. 'missing .*API key'",
+                ) from None
 
 
 def load_config(config_path: str | Path | None = None, orchestrator_path: str | Path | None = None) -> Config:
@@ -270,7 +287,9 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
     base = config_file.parent
     orch_file = Path(orchestrator_path).expanduser().absolute() if orchestrator_path else base / ORCHESTRATOR_RELATIVE
     if orchestrator_path and not orch_file.exists():
-        raise ConfigError("file not found", file=str(orch_file), fix="check --orchestrator-config or run `tmux-agent init`")
+        raise ConfigError(
+            "file not found", file=str(orch_file), fix="check --orchestrator-config or run `tmux-agent init`"
+        )
 
     data = _read_yaml(config_file)
     validate(data, "agent_config.schema.json", config_file)
@@ -279,27 +298,39 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
 
     tmux = TmuxConfig(**data.get("tmux", {}))
     if tmux.socket_name and tmux.socket_path:
-        raise ConfigError("socket_name and socket_path both set", file=str(config_file), key="tmux",
-                          fix="keep one: socket_name (tmux -L) or socket_path (tmux -S)")
+        raise ConfigError(
+            "socket_name and socket_path both set",
+            file=str(config_file),
+            key="tmux",
+            fix="keep one: socket_name (tmux -L) or socket_path (tmux -S)",
+        )
     sessions: list[SessionConfig] = []
     seen: set[str] = set()
     for index, item in enumerate(data.get("sessions", [])):
         if item["name"] in seen:
-            raise ConfigError(f"duplicate session name '{item['name']}'", file=str(config_file),
-                              key=f"sessions[{index}].name", fix="give each session a unique name")
+            raise ConfigError(
+                f"duplicate session name '{item['name']}'",
+                file=str(config_file),
+                key=f"sessions[{index}].name",
+                fix="give each session a unique name",
+            )
         seen.add(item["name"])
-        sessions.append(SessionConfig(
-            name=item["name"],
-            target=item["target"],
-            workdir=_resolve(base, item.get("workdir", ".")),
-            requirements_doc=item.get("requirements_doc"),
-            interrupt_keys=tuple(item.get("interrupt_keys", ["C-c"])),
-            blocker_patterns=tuple(item.get("blocker_patterns", [])),
-        ))
+        sessions.append(
+            SessionConfig(
+                name=item["name"],
+                target=item["target"],
+                workdir=_resolve(base, item.get("workdir", ".")),
+                requirements_doc=item.get("requirements_doc"),
+                interrupt_keys=tuple(item.get("interrupt_keys", ["C-c"])),
+                blocker_patterns=tuple(item.get("blocker_patterns", [])),
+            )
+        )
         _check_patterns({f"sessions[{index}].blocker_patterns": sessions[-1].blocker_patterns}, config_file)
     settings = settings_from_mapping(toml_data, orch_file.parent)
-    _check_patterns({f"decision.{k}": getattr(settings.decision, k) for k in ("blocker_patterns", "allowlist", "denylist")},
-                    orch_file)
+    _check_patterns(
+        {f"decision.{k}": getattr(settings.decision, k) for k in ("blocker_patterns", "allowlist", "denylist")},
+        orch_file,
+    )
     return Config(
         config_path=config_file,
         orchestrator_path=orch_file,

@@ -2,15 +2,16 @@
 with `~/.env` (path configurable), re-read while running so that removing or
 restoring a variable takes effect without a restart.
 """
+
 from __future__ import annotations
 
 import os
 import shlex
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
-from .redact import register_from_env
+from orchestrator.redact import register_from_env
 
 
 def parse_env_text(text: str) -> dict[str, str]:
@@ -21,7 +22,7 @@ def parse_env_text(text: str) -> dict[str, str]:
         if not line or line.startswith("#") or "=" not in line:
             continue
         if line.startswith("export "):
-            line = line[len("export "):].lstrip()
+            line = line[len("export ") :].lstrip()
         key, _, value = line.partition("=")
         key = key.strip()
         if not key.replace("_", "").isalnum():

@@ -1,4 +1,5 @@
 """Errors a user can fix. The CLIs turn them into one line and exit code 2."""
+
 from __future__ import annotations
 
 
@@ -7,7 +8,9 @@ class UserError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, file: str | None = None, key: str | None = None, fix: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str | None = None, key: str | None = None, fix: str | None = None
+    ) -> None:
         self.file = file
         self.key = key
         self.fix = fix

@@ -4,6 +4,7 @@ report passes through `redact` first.
 Two nets: known secret values (registered from the environment as they are
 read) and patterns for secret-shaped strings (webhook keys, tokens, API keys).
 """
+
 from __future__ import annotations
 
 import re

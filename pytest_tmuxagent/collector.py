@@ -1,4 +1,5 @@
 """Collects test reports on the controller and writes the real-world report at the end."""
+
 from __future__ import annotations
 
 import time
@@ -35,8 +36,11 @@ class ReportCollector:
         return path if path.is_absolute() else Path(self.config.rootpath) / path
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        letters = [k.removeprefix("scenario_") for k in report.keywords if k.startswith("scenario_")
-                   and k.removeprefix("scenario_") in SCENARIO_TITLES]
+        letters = [
+            k.removeprefix("scenario_")
+            for k in report.keywords
+            if k.startswith("scenario_") and k.removeprefix("scenario_") in SCENARIO_TITLES
+        ]
         record = self.records.setdefault(report.nodeid, TestRecord(report.nodeid, sorted(letters)))
         record.duration += report.duration
         if report.failed:
@@ -47,13 +51,14 @@ class ReportCollector:
             record.reason = _reason(report)
         evidence = evidence_from_properties(report.user_properties)
         if evidence:
-            self._say_live_plans(report.nodeid, evidence[len(record.evidence):])
+            self._say_live_plans(report.nodeid, evidence[len(record.evidence) :])
             record.evidence = evidence
         if self.progress and report.when == "teardown" and record.scenarios:
             tag = ",".join(s.upper() for s in record.scenarios)
             self.config.get_terminal_writer().line(
                 f"[scenario {tag}] {record.outcome:<7} {record.name} ({record.duration:.1f}s)"
-                + (f" — {record.reason}" if record.outcome == "failed" else ""))
+                + (f" — {record.reason}" if record.outcome == "failed" else "")
+            )
 
     def _say_live_plans(self, nodeid: str, new: list) -> None:
         """Live mode: print what a scenario will send where, as soon as its setup (or a send) is reported."""
@@ -69,8 +74,13 @@ class ReportCollector:
         failures = sum(r.outcome == "failed" for r in records)
         workers = getattr(self.config.option, "numprocesses", None) or 0
         scenario_records = [r for r in records if r.scenarios]
-        text = render(scenario_records, live=bool(self.config.getoption("--tmuxagent-live")),
-                      workers=int(workers) if str(workers).isdigit() else 0, failures=failures, started=self.started)
+        text = render(
+            scenario_records,
+            live=bool(self.config.getoption("--tmuxagent-live")),
+            workers=int(workers) if str(workers).isdigit() else 0,
+            failures=failures,
+            started=self.started,
+        )
         self.written = write_report(self.report_path(), text)
         unmet = [c.text for c in criteria(summarize(scenario_records), failures) if not c.met]
         if self.config.getoption("--tmuxagent-gate") and unmet and session.exitstatus == 0:
@@ -83,6 +93,8 @@ class ReportCollector:
             return
         terminalreporter.section("tmuxagent playbook")
         for letter, summary in summarize([r for r in records if r.scenarios]).items():
-            terminalreporter.line(f"scenario {letter.upper()}: {summary.result:<8} {len(summary.tests):>3} test(s) "
-                                  f"{summary.duration:6.1f}s  {SCENARIO_TITLES[letter]}")
+            terminalreporter.line(
+                f"scenario {letter.upper()}: {summary.result:<8} {len(summary.tests):>3} test(s) "
+                f"{summary.duration:6.1f}s  {SCENARIO_TITLES[letter]}"
+            )
         terminalreporter.line(f"report: {self.report_path()}")

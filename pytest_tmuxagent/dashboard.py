@@ -4,6 +4,7 @@ port, over a state DB and audit log; and a headless Debian Chromium to look at i
 Playwright drives the system Chromium (`/usr/bin/chromium`, Debian's `chromium`
 package) through `executable_path`; no browser is downloaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ from .service import cli_path
 from .waiting import wait_until
 
 CHROMIUM = os.environ.get("TMUXAGENT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 URL_LINE = re.compile(r"serving (http://\S+/)")
 
 
@@ -37,9 +45,20 @@ class DashboardProcess(LoggedProcess):
     url: str = ""
     log_name: str = "dashboard.log"
 
-    def start(self) -> "DashboardProcess":
-        argv = [cli_path("tmux-agent"), "dashboard", "--db", str(self.db), "--audit-log", str(self.audit_log),
-                "--port", "0", "--interval", "0.2", *self.extra_args]
+    def start(self) -> DashboardProcess:
+        argv = [
+            cli_path("tmux-agent"),
+            "dashboard",
+            "--db",
+            str(self.db),
+            "--audit-log",
+            str(self.audit_log),
+            "--port",
+            "0",
+            "--interval",
+            "0.2",
+            *self.extra_args,
+        ]
         if self.token:
             argv += ["--token", self.token]
         self.spawn(argv)

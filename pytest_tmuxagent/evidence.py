@@ -6,11 +6,13 @@ worker to the controller with the test report — so the controller can write on
 report for the whole run. Every text is redacted before it is stored, and the
 same text is attached to Allure when allure-pytest is active.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 
@@ -27,7 +29,7 @@ except ImportError:  # pragma: no cover
 
 @dataclass(frozen=True)
 class EvidenceItem:
-    kind: str   # metrics | notifications | audit | pane | log | note
+    kind: str  # metrics | notifications | audit | pane | log | note
     title: str
     text: str
 
@@ -35,7 +37,7 @@ class EvidenceItem:
         return json.dumps(asdict(self), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "EvidenceItem":
+    def from_json(cls, text: str) -> EvidenceItem:
         return cls(**json.loads(text))
 
 

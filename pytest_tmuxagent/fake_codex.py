@@ -208,6 +208,7 @@ class FakeCodex:
 
     def wait_for_calls(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least ``n`` calls were logged and return them all."""
+
         def enough() -> Optional[list[dict[str, Any]]]:
             seen = self.calls()
             return seen if len(seen) >= n else None

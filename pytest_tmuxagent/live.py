@@ -6,6 +6,7 @@ is killed afterwards, the orchestrator under test keeps its own temp state, and
 WeCom traffic passes through a local recording proxy so the scenarios can still
 see (and, for degradation checks, interrupt) what was delivered.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ class LiveContext:
     env: dict[str, str]
 
     @classmethod
-    def load(cls, path: str) -> "LiveContext":
+    def load(cls, path: str) -> LiveContext:
         try:
             config = load_config(path)
         except UserError as exc:
@@ -46,9 +47,15 @@ class LiveContext:
 
     def describe(self) -> str:
         tmux = self.config.tmux.socket_path or self.config.tmux.socket_name or "default"
-        wecom = "webhook" if self.env.get("WECOM_WEBHOOK") else ("app" if all(self.env.get(v) for v in APP_VARS) else "none")
-        return (f"live: tmux server {tmux!r} (scratch session per test), codex {self.config.settings.codex.bin!r}, "
-                f"WeCom {wecom} via a local recording proxy, env file {self.config.settings.env_file}")
+        wecom = (
+            "webhook"
+            if self.env.get("WECOM_WEBHOOK")
+            else ("app" if all(self.env.get(v) for v in APP_VARS) else "none")
+        )
+        return (
+            f"live: tmux server {tmux!r} (scratch session per test), codex {self.config.settings.codex.bin!r}, "
+            f"WeCom {wecom} via a local recording proxy, env file {self.config.settings.env_file}"
+        )
 
     def service_env(self) -> dict[str, str]:
         """The user's env file for the orchestrator under test, minus WeCom (tests add it back)."""
@@ -101,8 +108,12 @@ class WeComRecordingProxy(WeComMock):
 
     def _answer(self, rec: RecordedRequest, endpoint: Optional[str]) -> tuple[int, dict[str, Any]]:
         url = f"{self.upstream}{rec.path}?{urlencode(rec.query)}"
-        request = urllib.request.Request(url, data=rec.body if rec.method == "POST" else None, method=rec.method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url,
+            data=rec.body if rec.method == "POST" else None,
+            method=rec.method,
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 status, raw = response.status, response.read()
@@ -139,8 +150,10 @@ class LiveCodex:
 
     def script(self, replies: list[dict[str, Any]]) -> None:
         if any(r.get("kind", "json") != "json" for r in replies):
-            pytest.skip("live: the real codex can't be made to hang or print garbage; this case runs only "
-                        "with the bundled fake codex")
+            pytest.skip(
+                "live: the real codex can't be made to hang or print garbage; this case runs only "
+                "with the bundled fake codex"
+            )
 
     def calls(self) -> list[dict[str, Any]]:
         pytest.skip("live: the real codex keeps no call log for the test to read")

@@ -9,8 +9,9 @@ own parser so what passes here is what a Prometheus server would ingest.
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -82,7 +83,7 @@ class MetricsScraper:
     def scrape(self) -> MetricsSnapshot:
         """GET the endpoint and parse it. HTTP and connection errors propagate (URLError)."""
         request = urllib.request.Request(self.url, headers={"Accept": "text/plain"})
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
             text = response.read().decode("utf-8")
         return MetricsSnapshot.parse(text)
 

@@ -1,10 +1,12 @@
 """Fixtures for the observability side: a real Prometheus server, the real
 dashboard process, and a headless Chromium page. Loaded by the tmuxagent plugin.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -20,8 +22,9 @@ def prometheus_server(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer
     started: list[PrometheusServer] = []
 
     def factory(base_config: Path, targets: dict[str, list[str]], **kwargs: Any) -> PrometheusServer:
-        server = PrometheusServer(root=tmp_path / f"prometheus{len(started)}", base_config=Path(base_config),
-                                  targets=targets, **kwargs)
+        server = PrometheusServer(
+            root=tmp_path / f"prometheus{len(started)}", base_config=Path(base_config), targets=targets, **kwargs
+        )
         started.append(server)
         try:
             return server.start()
@@ -39,8 +42,9 @@ def dashboard_server(tmp_path: Path) -> Iterator[Callable[..., DashboardProcess]
     started: list[DashboardProcess] = []
 
     def factory(db: Path, audit_log: Path, **kwargs: Any) -> DashboardProcess:
-        process = DashboardProcess(root=tmp_path / f"dashboard{len(started)}", db=Path(db), audit_log=Path(audit_log),
-                                   **kwargs)
+        process = DashboardProcess(
+            root=tmp_path / f"dashboard{len(started)}", db=Path(db), audit_log=Path(audit_log), **kwargs
+        )
         started.append(process)
         return process.start()
 
@@ -79,6 +83,7 @@ def browser_page(chromium_browser: Any) -> Iterator[Any]:
 def dashboard_page(dashboard_server: Callable[..., DashboardProcess], browser_page: Any) -> Callable[[Any], Any]:
     """Factory: `dashboard_page(service)` serves an orchestrator service's DB and audit log and
     opens the page once it is live; `window.__sameDocument` is true until the page reloads."""
+
     def open_page(service: Any) -> Any:
         browser_page.goto(dashboard_server(service.state_db, service.audit_log).url)
         browser_page.locator("#live.ok").wait_for()
@@ -91,6 +96,7 @@ def dashboard_page(dashboard_server: Callable[..., DashboardProcess], browser_pa
 @pytest.fixture
 def save_screenshot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
     """`save_screenshot(page, "name")` writes reports/dashboard/<name>.png and prints its path."""
+
     def save(page: Any, name: str) -> Path:
         path = (request.config.rootpath / SCREENSHOT_DIR / f"{name}.png").resolve()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,13 @@ mock, a metrics scraper and a running orchestrator, as fixtures.
 Factories follow libtmux's plugin: a fixture returns a callable so one test can
 make as many panes or services as it needs; everything is torn down after it.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -38,16 +40,27 @@ SCENARIOS = {
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tmuxagent", "tmuxagent playbook scenarios")
-    group.addoption("--tmuxagent-live", action="store_true", default=False,
-                    help="run scenarios against the real panes, codex and WeCom of your config")
-    group.addoption("--tmuxagent-config", default="agent-config.yaml",
-                    help="live mode: your agent-config.yaml (its orchestrator.toml and env file are used too)")
-    group.addoption("--tmuxagent-report", default=None,
-                    help="where to write the real-world test report (Markdown)")
-    group.addoption("--tmuxagent-gate", action="store_true", default=False,
-                    help="fail the run when any playbook acceptance criterion is not met")
-    group.addoption("--tmuxagent-progress", action="store_true", default=False,
-                    help="print a line per finished scenario test")
+    group.addoption(
+        "--tmuxagent-live",
+        action="store_true",
+        default=False,
+        help="run scenarios against the real panes, codex and WeCom of your config",
+    )
+    group.addoption(
+        "--tmuxagent-config",
+        default="agent-config.yaml",
+        help="live mode: your agent-config.yaml (its orchestrator.toml and env file are used too)",
+    )
+    group.addoption("--tmuxagent-report", default=None, help="where to write the real-world test report (Markdown)")
+    group.addoption(
+        "--tmuxagent-gate",
+        action="store_true",
+        default=False,
+        help="fail the run when any playbook acceptance criterion is not met",
+    )
+    group.addoption(
+        "--tmuxagent-progress", action="store_true", default=False, help="print a line per finished scenario test"
+    )
     parser.addini("tmuxagent_report", "path of the real-world test report", default="")
 
 
@@ -95,8 +108,9 @@ def announce(request: pytest.FixtureRequest, text: str) -> None:
 
 
 @pytest.fixture
-def tmux_server(tmp_path: Path, request: pytest.FixtureRequest,
-                tmuxagent_live: LiveContext | None) -> Iterator[TmuxTestServer]:
+def tmux_server(
+    tmp_path: Path, request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None
+) -> Iterator[TmuxTestServer]:
     """An isolated real tmux server (unique socket, no user config), killed after the test.
     In live mode: the user's server, with a scratch session that is killed instead."""
     if tmuxagent_live is not None:
@@ -121,8 +135,9 @@ def agent_pane(tmux_server: TmuxTestServer) -> Callable[..., AgentPane]:
 
 
 @pytest.fixture
-def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-               tmuxagent_live: LiveContext | None) -> FakeCodex | LiveCodex:
+def fake_codex(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmuxagent_live: LiveContext | None
+) -> FakeCodex | LiveCodex:
     """A real `codex` executable, first on PATH, replying from a script and recording its calls.
     In live mode: the user's real codex (scripted failure kinds skip)."""
     if tmuxagent_live is not None:
@@ -146,8 +161,11 @@ def wecom_mock(request: pytest.FixtureRequest, tmuxagent_live: LiveContext | Non
     mock.start()
     yield mock
     messages = mock.messages()
-    Evidence(request.node).add("notifications", f"{len(messages)} message(s) delivered to the WeCom mock "
-                               f"({len(mock.requests)} request(s))", "\n---\n".join(messages) or "(none)")
+    Evidence(request.node).add(
+        "notifications",
+        f"{len(messages)} message(s) delivered to the WeCom mock ({len(mock.requests)} request(s))",
+        "\n---\n".join(messages) or "(none)",
+    )
     mock.stop()
 
 
@@ -158,13 +176,15 @@ def metrics_scraper() -> Callable[[str], MetricsScraper]:
 
 
 @pytest.fixture
-def orchestrator_service(tmp_path: Path, tmux_server: TmuxTestServer, request: pytest.FixtureRequest,
-                         tmuxagent_live: LiveContext | None) -> Iterator[Callable[..., OrchestratorService]]:
+def orchestrator_service(
+    tmp_path: Path, tmux_server: TmuxTestServer, request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None
+) -> Iterator[Callable[..., OrchestratorService]]:
     """Factory: `orchestrator_service(panes, settings={...}, env={...})` starts the real service."""
     started: list[OrchestratorService] = []
 
-    def factory(panes: list[AgentPane], *, start: bool = True, start_args: tuple[str, ...] = (),
-                **kwargs: Any) -> OrchestratorService:
+    def factory(
+        panes: list[AgentPane], *, start: bool = True, start_args: tuple[str, ...] = (), **kwargs: Any
+    ) -> OrchestratorService:
         if tmuxagent_live is not None:
             kwargs["settings"] = {"codex": tmuxagent_live.codex_settings(), **kwargs.get("settings", {})}
             kwargs["env"] = {**tmuxagent_live.service_env(), **kwargs.get("env", {})}

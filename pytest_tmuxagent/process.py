@@ -1,4 +1,5 @@
 """A test-managed subprocess whose output goes to a log file under its root."""
+
 from __future__ import annotations
 
 import signal

@@ -8,6 +8,7 @@ the file a user deploys works. Jobs a test gives no target are dropped.
 
 Prometheus discovers targets about 5 s after it starts; start it early.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -19,9 +20,10 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -60,8 +62,11 @@ class PrometheusServer(LoggedProcess):
     # config ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         doc = yaml.safe_load(self.base_config.read_text(encoding="utf-8"))
-        doc.setdefault("global", {}).update(scrape_interval=self.scrape_interval, scrape_timeout=self.scrape_interval,
-                                            evaluation_interval=self.evaluation_interval)
+        doc.setdefault("global", {}).update(
+            scrape_interval=self.scrape_interval,
+            scrape_timeout=self.scrape_interval,
+            evaluation_interval=self.evaluation_interval,
+        )
         doc["rule_files"] = [str((self.base_config.parent / f).resolve()) for f in doc.get("rule_files", [])]
         jobs = []
         for job in doc.get("scrape_configs", []):
@@ -75,7 +80,7 @@ class PrometheusServer(LoggedProcess):
         return doc
 
     # the process -----------------------------------------------------------------------------
-    def start(self) -> "PrometheusServer":
+    def start(self) -> PrometheusServer:
         if not self.binary:
             raise RuntimeError("prometheus is not installed: install Debian's `prometheus` package (.ci/run does)")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -83,8 +88,13 @@ class PrometheusServer(LoggedProcess):
         config_file.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         for _attempt in range(START_ATTEMPTS):  # another process may take the free port first
             self.port = free_port()
-            argv = [self.binary, f"--config.file={config_file}", f"--storage.tsdb.path={self.root / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+            argv = [
+                self.binary,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ]
             self.spawn(argv)
             try:
                 wait_until(self._ready, timeout=20, interval=0.05, message="prometheus ready")
@@ -97,13 +107,13 @@ class PrometheusServer(LoggedProcess):
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise _Exited()
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
             return response.status == 200
 
     # the HTTP API ---------------------------------------------------------------------------------
     def api(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=5) as response:
             body = json.loads(response.read())
         if body.get("status") != "success":
             raise PrometheusAPIError(f"{path} {params}: {body}")
@@ -131,8 +141,12 @@ class PrometheusServer(LoggedProcess):
             current = self.value(expr)
             return (current,) if current is not None and predicate(current) else None
 
-        return wait_until(attempt, timeout=timeout, interval=0.1,
-                          message=f"PromQL {expr!r} to satisfy {getattr(check, '__name__', check)}")[0]
+        return wait_until(
+            attempt,
+            timeout=timeout,
+            interval=0.1,
+            message=f"PromQL {expr!r} to satisfy {getattr(check, '__name__', check)}",
+        )[0]
 
     def alerts(self, state: str | None = None) -> list[dict[str, Any]]:
         """Active alerts (pending and firing) from /api/v1/alerts, optionally one state only."""
@@ -143,6 +157,7 @@ class PrometheusServer(LoggedProcess):
 
     def wait_rules_evaluated_after(self, moment: float, timeout: float = 10) -> None:
         """Wait until every rule group has been evaluated after `moment` (Unix seconds)."""
+
         def evaluated() -> bool:
             groups = self.rule_groups()
             return bool(groups) and all(_rfc3339(g["lastEvaluation"]) > moment for g in groups)

@@ -3,6 +3,7 @@
 Built on the controller from test reports (xdist workers send their evidence
 along with each report), so it is correct under `-n 2`.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -86,7 +87,9 @@ def tmux_version() -> str:
 
 
 def summarize(records: list[TestRecord]) -> dict[str, ScenarioSummary]:
-    return {letter: ScenarioSummary(letter, [r for r in records if letter in r.scenarios]) for letter in SCENARIO_TITLES}
+    return {
+        letter: ScenarioSummary(letter, [r for r in records if letter in r.scenarios]) for letter in SCENARIO_TITLES
+    }
 
 
 def criteria(summaries: dict[str, ScenarioSummary], failures: int) -> list[Criterion]:
@@ -98,10 +101,19 @@ def criteria(summaries: dict[str, ScenarioSummary], failures: int) -> list[Crite
 
     return [
         Criterion("七大场景全部通过 — all seven scenarios pass", passed(*SCENARIO_TITLES), said(*SCENARIO_TITLES)),
-        Criterion("指标无红色告警 — no alert firing on a healthy run", passed("f"), said("f") + " (Prometheus alert checks)"),
-        Criterion("通知链路稳定，降级策略正确 — notification chain stable, degradation correct", passed("b", "e", "g"),
-                  said("b", "e", "g")),
-        Criterion("Replay 审计完整 — audit replay complete", passed("a", "f"), said("a", "f") + " (schema-valid audit, replay --verify-db)"),
+        Criterion(
+            "指标无红色告警 — no alert firing on a healthy run", passed("f"), said("f") + " (Prometheus alert checks)"
+        ),
+        Criterion(
+            "通知链路稳定，降级策略正确 — notification chain stable, degradation correct",
+            passed("b", "e", "g"),
+            said("b", "e", "g"),
+        ),
+        Criterion(
+            "Replay 审计完整 — audit replay complete",
+            passed("a", "f"),
+            said("a", "f") + " (schema-valid audit, replay --verify-db)",
+        ),
         Criterion("全量 pytest 0 失败 — pytest 0 failures", failures == 0, f"{failures} failed test(s) in this run"),
     ]
 
@@ -113,24 +125,45 @@ def _cell(text: str) -> str:
 def render(records: list[TestRecord], *, live: bool, workers: int, failures: int, started: float) -> str:
     summaries = summarize(records)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    out = ["# Orchestrator real-world test report", "",
-           f"Generated {now} by the `tmuxagent` pytest plugin.", "", "## Environment", "",
-           "| item | value |", "| --- | --- |",
-           f"| mode | {'LIVE (your tmux, codex and WeCom)' if live else 'embedded default (private tmux socket, fake codex, local WeCom mock, temp SQLite)'} |",
-           f"| tmux | {tmux_version()} |",
-           f"| Python | {platform.python_version()} ({platform.system()} {platform.machine()}) |",
-           f"| xdist workers | {workers or 'none'} |",
-           f"| run time | {_dt.datetime.now().timestamp() - started:.1f} s |"]
+    out = [
+        "# Orchestrator real-world test report",
+        "",
+        f"Generated {now} by the `tmuxagent` pytest plugin.",
+        "",
+        "## Environment",
+        "",
+        "| item | value |",
+        "| --- | --- |",
+        f"| mode | {'LIVE (your tmux, codex and WeCom)' if live else 'embedded default (private tmux socket, fake codex, local WeCom mock, temp SQLite)'} |",
+        f"| tmux | {tmux_version()} |",
+        f"| Python | {platform.python_version()} ({platform.system()} {platform.machine()}) |",
+        f"| xdist workers | {workers or 'none'} |",
+        f"| run time | {_dt.datetime.now().timestamp() - started:.1f} s |",
+    ]
     out += [f"| {name} | {_version(name)} |" for name in PACKAGES]
-    out += ["", "## Scenarios", "", "| scenario | result | tests | duration | evidence / why |", "| --- | --- | --- | --- | --- |"]
+    out += [
+        "",
+        "## Scenarios",
+        "",
+        "| scenario | result | tests | duration | evidence / why |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for letter, summary in summaries.items():
         why = next((t.reason for t in summary.tests if t.outcome == "failed"), "")
         if not why:
-            firsts = [e for t in summary.tests for e in t.evidence
-                      if e.kind in ("notifications", "metrics", "note") and e.text not in ("(none)", "(all zero)")][:1]
-            why = f"{firsts[0].title}: {firsts[0].text}" if firsts else (summary.tests[0].reason if summary.tests else "")
-        out.append(f"| {letter.upper()} {SCENARIO_TITLES[letter]} | {summary.result} | {len(summary.tests)} | "
-                   f"{summary.duration:.1f} s | {_cell(why)} |")
+            firsts = [
+                e
+                for t in summary.tests
+                for e in t.evidence
+                if e.kind in ("notifications", "metrics", "note") and e.text not in ("(none)", "(all zero)")
+            ][:1]
+            why = (
+                f"{firsts[0].title}: {firsts[0].text}" if firsts else (summary.tests[0].reason if summary.tests else "")
+            )
+        out.append(
+            f"| {letter.upper()} {SCENARIO_TITLES[letter]} | {summary.result} | {len(summary.tests)} | "
+            f"{summary.duration:.1f} s | {_cell(why)} |"
+        )
     out += ["", "## Acceptance criteria (验收标准)", "", "| criterion | met | decided by |", "| --- | --- | --- |"]
     for c in criteria(summaries, failures):
         out.append(f"| {c.text} | {'✅ met' if c.met else '❌ not met'} | {_cell(c.decided_by)} |")
@@ -138,11 +171,20 @@ def render(records: list[TestRecord], *, live: bool, workers: int, failures: int
     for letter, summary in summaries.items():
         out += [f"### {letter.upper()} — {SCENARIO_TITLES[letter]}: {summary.result}", ""]
         for test in summary.tests:
-            out.append(f"- `{test.name}` — **{test.outcome}** in {test.duration:.2f} s"
-                       + (f": {_cell(test.reason)}" if test.reason else ""))
+            out.append(
+                f"- `{test.name}` — **{test.outcome}** in {test.duration:.2f} s"
+                + (f": {_cell(test.reason)}" if test.reason else "")
+            )
             for item in test.evidence:
                 body = redact(item.text).strip() or "(empty)"
-                out += [f"  - {item.kind} — {redact(item.title)}", "", "    ```", *[f"    {line}" for line in body.splitlines()[-15:]], "    ```", ""]
+                out += [
+                    f"  - {item.kind} — {redact(item.title)}",
+                    "",
+                    "    ```",
+                    *[f"    {line}" for line in body.splitlines()[-15:]],
+                    "    ```",
+                    "",
+                ]
         out.append("")
     return "\n".join(out) + "\n"
 

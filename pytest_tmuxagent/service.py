@@ -4,6 +4,7 @@ subprocess, with temp config, temp state/log paths and compressed timeouts.
 Tests talk to it the way a user would: `tmux-agent send` / `meta set` /
 `unblock` subprocesses, the SQLite file, the JSONL audit log and /metrics.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,16 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
-from orchestrator.audit import read_events
 from orchestrator.redact import SECRET_ENV_VARS
-from orchestrator.store import TERMINAL_STATUSES, CommandRow, StateStore
+from orchestrator.state.audit import read_events
+from orchestrator.state.store import TERMINAL_STATUSES, CommandRow, StateStore
 
 from .evidence import step
 from .metrics_scraper import MetricsScraper
@@ -118,15 +120,18 @@ class OrchestratorService:
         return env
 
     # the process ------------------------------------------------------------------
-    def start(self, *args: str, wait: bool = True) -> "OrchestratorService":
+    def start(self, *args: str, wait: bool = True) -> OrchestratorService:
         runtime = self.log_dir / "orchestrator-runtime.json"
         runtime.unlink(missing_ok=True)
         argv = [cli_path("tmux-agent-orchestrator"), "--config", str(self.config_path), *self.extra_args, *args]
         with self.service_log.open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=log, env=self._env(), cwd=str(self.root))
         if wait:
-            info = wait_until(lambda: self._runtime_info(runtime), timeout=15,
-                              message=f"orchestrator did not start; log: {self.log_text()[-2000:]}")
+            info = wait_until(
+                lambda: self._runtime_info(runtime),
+                timeout=15,
+                message=f"orchestrator did not start; log: {self.log_text()[-2000:]}",
+            )
             self.metrics = MetricsScraper(info["metrics_url"])
             wait_until(lambda: self.metrics.scrape() is not None, timeout=10, message="metrics endpoint not up")
         return self
@@ -219,15 +224,26 @@ class OrchestratorService:
         if self.metrics is not None and self.process is not None and self.process.poll() is None:
             try:
                 snapshot = self.metrics.scrape()
-                lines = [f"{smp.name}{{{','.join(f'{k}={v}' for k, v in sorted(smp.labels.items()))}}} {smp.value:g}"
-                         for name in EVIDENCE_METRICS for smp in snapshot.samples(name) if smp.value]
-                out.append(("metrics", "non-zero orchestrator metrics scraped from /metrics", "\n".join(lines) or "(all zero)"))
+                lines = [
+                    f"{smp.name}{{{','.join(f'{k}={v}' for k, v in sorted(smp.labels.items()))}}} {smp.value:g}"
+                    for name in EVIDENCE_METRICS
+                    for smp in snapshot.samples(name)
+                    if smp.value
+                ]
+                out.append(
+                    ("metrics", "non-zero orchestrator metrics scraped from /metrics", "\n".join(lines) or "(all zero)")
+                )
             except Exception as exc:  # evidence must never fail a test
                 out.append(("metrics", "scrape failed", repr(exc)))
         if self.audit_log.exists():
             events = read_events(self.audit_log).events
-            out.append(("audit", f"last {min(12, len(events))} of {len(events)} audit events",
-                        "\n".join(_audit_line(e) for e in events[-12:])))
+            out.append(
+                (
+                    "audit",
+                    f"last {min(12, len(events))} of {len(events)} audit events",
+                    "\n".join(_audit_line(e) for e in events[-12:]),
+                )
+            )
         notable = [line for line in self.log_text().splitlines() if " WARNING " in line or "recovered" in line]
         if notable:
             out.append(("log", "orchestrator warnings and recoveries", "\n".join(notable[-10:])))
@@ -239,21 +255,35 @@ class OrchestratorService:
             return row if row and row.status in TERMINAL_STATUSES else None
 
         with step(f"wait for the result of command {command_id}"):
-            return wait_until(finished, timeout=timeout,
-                              message=f"command {command_id} did not finish; log: {self.log_text()[-1500:]}")
+            return wait_until(
+                finished,
+                timeout=timeout,
+                message=f"command {command_id} did not finish; log: {self.log_text()[-1500:]}",
+            )
 
-    def audit_events(self, *, event: str | None = None, session: str | None = None,
-                     validate: bool = True) -> list[dict[str, Any]]:
+    def audit_events(
+        self, *, event: str | None = None, session: str | None = None, validate: bool = True
+    ) -> list[dict[str, Any]]:
         result = read_events(self.audit_log, validate=validate)
         assert not [p for p in result.problems if "schema" in p], result.problems
-        return [e for e in result.events
-                if (event is None or e["event"] == event) and (session is None or e.get("session") == session)]
+        return [
+            e
+            for e in result.events
+            if (event is None or e["event"] == event) and (session is None or e.get("session") == session)
+        ]
 
 
-EVIDENCE_METRICS = ("orchestrator_commands_total", "orchestrator_command_duration_seconds_count",
-                    "orchestrator_queue_depth", "orchestrator_stall_count_total", "orchestrator_failure_streak",
-                    "orchestrator_session_blocked", "orchestrator_notifications_total",
-                    "orchestrator_notifications_pending", "orchestrator_notifications_degraded")
+EVIDENCE_METRICS = (
+    "orchestrator_commands_total",
+    "orchestrator_command_duration_seconds_count",
+    "orchestrator_queue_depth",
+    "orchestrator_stall_count_total",
+    "orchestrator_failure_streak",
+    "orchestrator_session_blocked",
+    "orchestrator_notifications_total",
+    "orchestrator_notifications_pending",
+    "orchestrator_notifications_degraded",
+)
 
 
 def _audit_line(event: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ Each server has its own socket name (unique per xdist worker and test), starts
 with no user config (`-f /dev/null`), and is killed on teardown. Agent panes
 run a plain `bash --norc --noprofile` so a user's shell setup can't leak in.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ class AgentPane:
     target: str
     pane_id: str
     workdir: Path
-    server: "TmuxTestServer"
+    server: TmuxTestServer
 
     def capture(self, lines: int = 50) -> list[str]:
         return self.server.server.cmd("capture-pane", "-p", "-J", "-t", self.pane_id, "-S", f"-{lines}").stdout
@@ -65,7 +66,7 @@ class TmuxTestServer:
         return session_name, window_name.replace("/", "-") or "main"
 
     @classmethod
-    def unique(cls, root: Path) -> "TmuxTestServer":
+    def unique(cls, root: Path) -> TmuxTestServer:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         return cls(socket_name=f"tmuxagent-{worker}-{uuid.uuid4().hex[:10]}", root=root)
 
@@ -79,15 +80,48 @@ class TmuxTestServer:
         workdir.mkdir(parents=True, exist_ok=True)
         has = self.server.cmd("has-session", "-t", f"={session_name}").returncode == 0
         if has:
-            out = self.server.cmd("new-window", "-d", "-P", "-F", "#{pane_id}", "-t", f"={session_name}:",
-                                  "-n", window_name, "-c", str(workdir), PANE_SHELL)
+            out = self.server.cmd(
+                "new-window",
+                "-d",
+                "-P",
+                "-F",
+                "#{pane_id}",
+                "-t",
+                f"={session_name}:",
+                "-n",
+                window_name,
+                "-c",
+                str(workdir),
+                PANE_SHELL,
+            )
         else:
-            out = self.server.cmd("new-session", "-d", "-P", "-F", "#{pane_id}", "-s", session_name,
-                                  "-n", window_name, "-x", "200", "-y", "50", "-c", str(workdir), PANE_SHELL)
+            out = self.server.cmd(
+                "new-session",
+                "-d",
+                "-P",
+                "-F",
+                "#{pane_id}",
+                "-s",
+                session_name,
+                "-n",
+                window_name,
+                "-x",
+                "200",
+                "-y",
+                "50",
+                "-c",
+                str(workdir),
+                PANE_SHELL,
+            )
         if out.returncode != 0 or not out.stdout:
             raise RuntimeError(f"could not create pane for {name}: {out.stderr}")
-        pane = AgentPane(name=name, target=f"{session_name}:{window_name}", pane_id=out.stdout[0].strip(),
-                         workdir=workdir, server=self)
+        pane = AgentPane(
+            name=name,
+            target=f"{session_name}:{window_name}",
+            pane_id=out.stdout[0].strip(),
+            workdir=workdir,
+            server=self,
+        )
         self.panes.append(pane)
         return pane
 

@@ -10,7 +10,8 @@ pytest report alone.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
 __all__ = ["WaitTimeout", "wait_until"]
 
@@ -79,7 +80,7 @@ def wait_until(
         attempts += 1
         try:
             value = predicate()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception as exc:
             last_error, last_value = exc, None
         else:
             if value:

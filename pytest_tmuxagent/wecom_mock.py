@@ -74,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
     mock: WeComMock  # set on a per-mock subclass in WeComMock._listen
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming; POST shares it below
+    def do_GET(self) -> None:
         split = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
@@ -82,9 +82,13 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = None
         rec = RecordedRequest(
-            method=self.command, path=split.path,
+            method=self.command,
+            path=split.path,
             query={k: v[0] for k, v in parse_qs(split.query).items()},
-            headers=dict(self.headers.items()), body=body, json=parsed, time=time.time(),
+            headers=dict(self.headers.items()),
+            body=body,
+            json=parsed,
+            time=time.time(),
         )
         status, reply = self.mock._respond(rec)
         data = json.dumps(reply).encode()
@@ -97,9 +101,9 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client gave up (e.g. timed out on a "slow" reply); nothing to tell it
 
-    do_POST = do_GET  # noqa: N815
+    do_POST = do_GET
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request stderr noise; the recorded requests are the log."""
 
 
@@ -148,8 +152,12 @@ class WeComMock:
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
         self._port = self._server.server_port
         # A short poll interval keeps stop()/set_mode("refuse") fast: shutdown() waits for it.
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                         name=f"wecom-mock-{self._port}", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"wecom-mock-{self._port}",
+            daemon=True,
+        ).start()
 
     def _close(self, keep_port: bool) -> None:
         """Stop listening; with ``keep_port`` keep the port bound but not listening, so
@@ -185,14 +193,19 @@ class WeComMock:
     def webhook_url(self, key: str = "test-key") -> str:
         return f"{self.url}{WEBHOOK_PATH}?key={key}"
 
-    def env(self, mode: str = "webhook", key: str = "test-webhook-key-0001",
-            secret: str = "test-app-secret-0001") -> dict[str, str]:
+    def env(
+        self, mode: str = "webhook", key: str = "test-webhook-key-0001", secret: str = "test-app-secret-0001"
+    ) -> dict[str, str]:
         """The environment that points the orchestrator's notifier at this mock."""
         if mode == "webhook":
             return {"WECOM_WEBHOOK": f"https://qyapi.weixin.qq.com{WEBHOOK_PATH}?key={key}", "WECOM_API_BASE": self.url}
         if mode == "app":
-            return {"WECOM_CORP_ID": "ww-test-corp", "WECOM_AGENT_ID": "1000002", "WECOM_APP_SECRET": secret,
-                    "WECOM_API_BASE": self.url}
+            return {
+                "WECOM_CORP_ID": "ww-test-corp",
+                "WECOM_AGENT_ID": "1000002",
+                "WECOM_APP_SECRET": secret,
+                "WECOM_API_BASE": self.url,
+            }
         raise ValueError(f"unknown WeCom mode {mode!r}: use 'webhook' or 'app'")
 
     @property
@@ -292,6 +305,7 @@ class WeComMock:
 
     def wait_for_messages(self, n: int, timeout: float = 10.0) -> list[str]:
         """Wait until at least ``n`` messages were delivered and return them all."""
+
         def enough() -> Optional[list[str]]:
             delivered = self.messages()
             return delivered if len(delivered) >= n else None
@@ -313,9 +327,11 @@ class WeComMock:
         """Raise AssertionError listing unmet expectations and requests to unknown endpoints."""
         with self._lock:
             delivered = self.messages()
-            problems = [f"no delivered message contains {s!r}" for s in self._expected
-                        if not any(s in m for m in delivered)]
+            problems = [
+                f"no delivered message contains {s!r}" for s in self._expected if not any(s in m for m in delivered)
+            ]
             problems += [f"unexpected request {r.method} {r.path}" for r in self._requests if r.status == 404]
         if problems:
-            raise AssertionError("WeComMock expectations not met:\n  " + "\n  ".join(problems)
-                                 + f"\ndelivered messages: {delivered!r}")
+            raise AssertionError(
+                "WeComMock expectations not met:\n  " + "\n  ".join(problems) + f"\ndelivered messages: {delivered!r}"
+            )

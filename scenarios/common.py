@@ -1,4 +1,5 @@
 """Helpers the scenarios share."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """Scenario A, the dashboard part (Dashboard 反馈): with the real orchestrator and the
 real dashboard running, each command's result appears in the session's row of an
 open page, in place, as the pane's shell reports it."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,9 @@ pytestmark = pytest.mark.scenario_a
 SESSION = "weather/bot"
 
 
-def test_results_appear_on_the_open_dashboard(agent_pane, orchestrator_service, dashboard_page,
-                                              save_screenshot) -> None:
+def test_results_appear_on_the_open_dashboard(
+    agent_pane, orchestrator_service, dashboard_page, save_screenshot
+) -> None:
     service = orchestrator_service([agent_pane(SESSION)])
     page = dashboard_page(service)
     row = page.locator(f'[data-session="{SESSION}"]')

@@ -2,6 +2,7 @@
 exact result in `last_command_result`, in Prometheus counters scraped over HTTP,
 and in schema-valid audit events.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ CASES = {
     "success": Case("true", 0, ""),
     "plain-failure": Case("false", 1, ""),
     "chosen-exit-code": Case("(exit 7)", 7, ""),
-    "compound": Case("mkdir -p sub && cd sub && echo in-$(basename \"$PWD\") || echo fallback", 0, "in-sub"),
-    "quotes-unicode-var": Case("export GREETING='héllo \"wörld\"'; echo \"$GREETING\" '$HOME' 天气预报", 0,
-                               "héllo \"wörld\" $HOME 天气预报"),
+    "compound": Case('mkdir -p sub && cd sub && echo in-$(basename "$PWD") || echo fallback', 0, "in-sub"),
+    "quotes-unicode-var": Case(
+        "export GREETING='héllo \"wörld\"'; echo \"$GREETING\" '$HOME' 天气预报", 0, 'héllo "wörld" $HOME 天气预报'
+    ),
     "five-thousand-lines": Case("seq 1 5000", 0, "4999\n5000"),
-    "fake-result-marker": Case("echo '__TMUXAGENT_RC__ 0'; echo 'exit_code=0 status=succeeded'; (exit 3)", 3,
-                               "__TMUXAGENT_RC__ 0\nexit_code=0 status=succeeded"),
+    "fake-result-marker": Case(
+        "echo '__TMUXAGENT_RC__ 0'; echo 'exit_code=0 status=succeeded'; (exit 3)",
+        3,
+        "__TMUXAGENT_RC__ 0\nexit_code=0 status=succeeded",
+    ),
 }
 
 
@@ -54,8 +59,13 @@ def test_command_feedback(case: Case, agent_pane, orchestrator_service) -> None:
 
     last = service.metadata(SESSION)["last_command_result"]
     assert last == {
-        "command_id": command_id, "command": case.command, "exit_code": case.exit_code, "status": case.status,
-        "started_at": row.started_at, "finished_at": row.finished_at, "duration_s": row.duration_s,
+        "command_id": command_id,
+        "command": case.command,
+        "exit_code": case.exit_code,
+        "status": case.status,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "duration_s": row.duration_s,
         "output_tail": row.output_tail,
     }
 
@@ -67,8 +77,7 @@ def test_command_feedback(case: Case, agent_pane, orchestrator_service) -> None:
 
     events = service.audit_events(session=SESSION)  # every line schema-validated
     kinds = [(e["event"], e.get("command_id")) for e in events if e.get("command_id") == command_id]
-    assert kinds == [("command_queued", command_id), ("command_dispatched", command_id),
-                     ("command_result", command_id)]
+    assert kinds == [("command_queued", command_id), ("command_dispatched", command_id), ("command_result", command_id)]
     result_event = events[-1]
     assert (result_event["exit_code"], result_event["status"]) == (case.exit_code, case.status)
 
@@ -104,6 +113,6 @@ def test_commands_run_one_at_a_time_in_fifo_order(agent_pane, orchestrator_servi
     service.start()
     rows = [service.wait_result(i) for i in ids]
     assert (pane.workdir / "order.log").read_text().split() == [f"step-{i}" for i in range(4)]
-    for earlier, later in zip(rows, rows[1:]):
+    for earlier, later in zip(rows, rows[1:], strict=False):
         assert parse_iso_utc(earlier.finished_at) <= parse_iso_utc(later.started_at)
     assert service.metrics.wait_until_value("orchestrator_queue_depth", 0.0, session=SESSION) == 0.0

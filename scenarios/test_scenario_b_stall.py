@@ -2,6 +2,7 @@
 retries it, then ends it `stalled`, sends "命令卡顿", cools the session down, and
 runs the next command after the cooldown. A chatty long command is not a stall.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,12 @@ from orchestrator.clock import parse_iso_utc
 pytestmark = pytest.mark.scenario_b
 
 SESSION = "weather/bot"
-STALL = {"stall_timeout_seconds": 1, "stall_retries_before_notify": 1, "cooldown_seconds": 2,
-         "interrupt_grace_seconds": 0.5}
+STALL = {
+    "stall_timeout_seconds": 1,
+    "stall_retries_before_notify": 1,
+    "cooldown_seconds": 2,
+    "interrupt_grace_seconds": 0.5,
+}
 
 
 def test_stalled_command_is_healed_alerted_and_cooled_down(agent_pane, orchestrator_service, wecom_mock) -> None:
@@ -45,8 +50,11 @@ def test_stalled_command_is_healed_alerted_and_cooled_down(agent_pane, orchestra
     assert "cooldown_ended" in kinds
     # nothing was dispatched inside the cooldown
     assert parse_iso_utc(nxt.started_at) >= until
-    dispatched_during = [e for e in events if e["event"] == "command_dispatched"
-                         and parse_iso_utc(cooldown["ts"]) <= parse_iso_utc(e["ts"]) < until]
+    dispatched_during = [
+        e
+        for e in events
+        if e["event"] == "command_dispatched" and parse_iso_utc(cooldown["ts"]) <= parse_iso_utc(e["ts"]) < until
+    ]
     assert dispatched_during == []
 
 
@@ -69,12 +77,17 @@ def test_a_long_command_that_keeps_printing_is_not_a_stall(command, agent_pane, 
 def test_interrupt_keys_are_configurable_per_session(agent_pane, orchestrator_service, wecom_mock) -> None:
     """An agent TUI that ignores Ctrl-C but leaves on Escape: the session's keys are what is sent."""
     pane = agent_pane(SESSION)
-    service = orchestrator_service([pane], settings={**STALL, "stall_retries_before_notify": 0},
-                                   env=wecom_mock.env("webhook"),
-                                   session_overrides={SESSION: {"interrupt_keys": ["Escape"]}})
-    tui = ("python3 -c \"import signal,sys,termios,tty; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-           "print('agent tui ready', flush=True); tty.setcbreak(0); key = sys.stdin.read(1); "
-           "print('agent got', 'ESC' if key == chr(27) else repr(key))\"")
+    service = orchestrator_service(
+        [pane],
+        settings={**STALL, "stall_retries_before_notify": 0},
+        env=wecom_mock.env("webhook"),
+        session_overrides={SESSION: {"interrupt_keys": ["Escape"]}},
+    )
+    tui = (
+        'python3 -c "import signal,sys,termios,tty; signal.signal(signal.SIGINT, signal.SIG_IGN); '
+        "print('agent tui ready', flush=True); tty.setcbreak(0); key = sys.stdin.read(1); "
+        "print('agent got', 'ESC' if key == chr(27) else repr(key))\""
+    )
     row = service.wait_result(service.send(SESSION, tui), timeout=20)
     assert row.status == "stalled" and row.exit_code == 0  # it left by itself when Escape arrived
     assert row.output_tail.endswith("agent got ESC")

@@ -1,6 +1,7 @@
 """Scenario C, the dashboard part (Dashboard 推荐卡片需更新): when a session's
 `next_actions` changes in the state DB (here written with `tmux-agent meta set`, as any
 producer may), its recommendation cards update on the open page without a reload."""
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,20 @@ BLOCKER = "weather API calls fail with 401 Unauthorized: OPENAI_API_KEY is missi
 
 
 def advice(*titles: str) -> dict:
-    return {"generated_at": "2026-11-01T08:00:00Z", "source": "rules", "blockers": [BLOCKER],
-            "recommendations": [{"title": t, "detail": f"why: {t}", "command": f"echo {i}", "priority": "high",
-                                 "risk": "low"} for i, t in enumerate(titles)]}
+    return {
+        "generated_at": "2026-11-01T08:00:00Z",
+        "source": "rules",
+        "blockers": [BLOCKER],
+        "recommendations": [
+            {"title": t, "detail": f"why: {t}", "command": f"echo {i}", "priority": "high", "risk": "low"}
+            for i, t in enumerate(titles)
+        ],
+    }
 
 
-def test_recommendation_cards_follow_next_actions(agent_pane, orchestrator_service, dashboard_page,
-                                                  save_screenshot) -> None:
+def test_recommendation_cards_follow_next_actions(
+    agent_pane, orchestrator_service, dashboard_page, save_screenshot
+) -> None:
     service = orchestrator_service([agent_pane(SESSION)])
     page = dashboard_page(service)
     cards = page.locator(f'[data-session="{SESSION}"] .rec-card')
@@ -32,8 +40,13 @@ def test_recommendation_cards_follow_next_actions(agent_pane, orchestrator_servi
     expect(cards.locator(".rec-title")).to_have_text(["Add OPENAI_API_KEY to ~/.env"])
     expect(page.locator(".rec-blockers li")).to_have_text([BLOCKER])
 
-    service.cli("meta", "set", SESSION, "next_actions",
-                json.dumps(advice("Confirm the key is visible to the bot", "Restart the bot")))
+    service.cli(
+        "meta",
+        "set",
+        SESSION,
+        "next_actions",
+        json.dumps(advice("Confirm the key is visible to the bot", "Restart the bot")),
+    )
     expect(cards.locator(".rec-title")).to_have_text(["Confirm the key is visible to the bot", "Restart the bot"])
     expect(cards.first.locator(".rec-command")).to_have_text("echo 0")
     assert page.evaluate("window.__sameDocument") is True

@@ -3,6 +3,7 @@ notification — from codex when it answers properly, from the rule-based adviso
 garbage or hangs (within the timeout) — and suggested commands obey the safety policy: a denied
 destructive one never runs, a high-risk one waits for `tmux-agent approve`.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,14 +24,34 @@ CODEX_TIMEOUT = 1.5
 CODEX_ADVICE = {
     "summary": "The weather bot has no OpenAI key.",
     "recommendations": [
-        {"title": "Confirm the key is visible to the bot", "detail": "Check the pane's environment.",
-         "command": "echo key-check > assist.log", "priority": "high", "risk": "low"},
-        {"title": "Reinstall everything from scratch", "detail": "Wipe the machine.",
-         "command": "rm -rf / --no-preserve-root", "priority": "medium", "risk": "low"},
-        {"title": "Rotate the key on the server", "detail": "Needs a person.",
-         "command": "echo rotated > rotated.log", "priority": "low", "risk": "high"},
-        {"title": "Add OPENAI_API_KEY to ~/.env", "detail": "The orchestrator re-reads it.",
-         "command": None, "priority": "critical", "risk": "low"},
+        {
+            "title": "Confirm the key is visible to the bot",
+            "detail": "Check the pane's environment.",
+            "command": "echo key-check > assist.log",
+            "priority": "high",
+            "risk": "low",
+        },
+        {
+            "title": "Reinstall everything from scratch",
+            "detail": "Wipe the machine.",
+            "command": "rm -rf / --no-preserve-root",
+            "priority": "medium",
+            "risk": "low",
+        },
+        {
+            "title": "Rotate the key on the server",
+            "detail": "Needs a person.",
+            "command": "echo rotated > rotated.log",
+            "priority": "low",
+            "risk": "high",
+        },
+        {
+            "title": "Add OPENAI_API_KEY to ~/.env",
+            "detail": "The orchestrator re-reads it.",
+            "command": None,
+            "priority": "critical",
+            "risk": "low",
+        },
     ],
 }
 REPLIES = {"valid": {"kind": "json", "payload": CODEX_ADVICE}, "garbage": {"kind": "garbage"}, "hang": {"kind": "hang"}}
@@ -40,8 +61,11 @@ FALLBACK_KIND = {"garbage": "not_json", "hang": "timeout"}
 def assist_service(orchestrator_service, pane, wecom_mock, fake: bool = True, backend: str = "codex", **settings):
     decision = {"enabled": True, "auto_run": True, "allowlist": ["^echo "], "pane_scan_seconds": 0.2}
     timeout = {"CODEX_TIMEOUT_SECONDS": str(CODEX_TIMEOUT)} if fake else {}  # live: the user's own timeout
-    return orchestrator_service([pane], settings={"ai": {"backend": backend}, "decision": decision, **settings},
-                                env={**wecom_mock.env("webhook"), **timeout})
+    return orchestrator_service(
+        [pane],
+        settings={"ai": {"backend": backend}, "decision": decision, **settings},
+        env={**wecom_mock.env("webhook"), **timeout},
+    )
 
 
 def next_actions(service, timeout: float = 10.0, **match) -> dict:
@@ -61,7 +85,9 @@ def pid_alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["valid", "garbage", "hang"])
-def test_missing_api_key_blocker_gets_next_actions(kind, agent_pane, orchestrator_service, fake_codex, wecom_mock) -> None:
+def test_missing_api_key_blocker_gets_next_actions(
+    kind, agent_pane, orchestrator_service, fake_codex, wecom_mock
+) -> None:
     fake_codex.script([REPLIES[kind]])  # live: the real codex answers ("valid"); the other kinds skip
     fake = isinstance(fake_codex, FakeCodex)
     service = assist_service(orchestrator_service, agent_pane(SESSION), wecom_mock, fake=fake)
@@ -99,11 +125,17 @@ def test_missing_api_key_blocker_gets_next_actions(kind, agent_pane, orchestrato
 
     metrics = service.metrics
     assert metrics.wait_until_value("orchestrator_decisions_total", 1.0, session=SESSION, source=actions["source"]) == 1
-    assert metrics.value("orchestrator_decision_assist_calls_total", session=SESSION, backend="codex",
-                         task="decision") == 1
+    assert (
+        metrics.value("orchestrator_decision_assist_calls_total", session=SESSION, backend="codex", task="decision")
+        == 1
+    )
     if kind != "valid":
-        assert metrics.value("orchestrator_decision_assist_errors_total", session=SESSION, backend="codex",
-                             kind=FALLBACK_KIND[kind]) == 1
+        assert (
+            metrics.value(
+                "orchestrator_decision_assist_errors_total", session=SESSION, backend="codex", kind=FALLBACK_KIND[kind]
+            )
+            == 1
+        )
     [decision] = service.audit_events(event="decision_made", session=SESSION)
     assert decision["source"] == actions["source"] and decision.get("error_kind") == FALLBACK_KIND.get(kind)
     assert service.process.poll() is None
@@ -146,8 +178,11 @@ def test_suggested_commands_obey_the_safety_policy(agent_pane, orchestrator_serv
         store.close()
     assert sorted(ran) == sorted(["echo key-check > assist.log", "echo rotated > rotated.log"])
     verdicts = {e["command"]: e["policy"] for e in service.audit_events(event="safety_decision", session=SESSION)}
-    assert verdicts == {"echo key-check > assist.log": "auto_run", "rm -rf / --no-preserve-root": "denied",
-                        "echo rotated > rotated.log": "needs_approval"}
+    assert verdicts == {
+        "echo key-check > assist.log": "auto_run",
+        "rm -rf / --no-preserve-root": "denied",
+        "echo rotated > rotated.log": "needs_approval",
+    }
     assert [e["recommendation_id"] for e in service.audit_events(event="suggestion_refused")] == [destructive["id"]]
     assert [e["command_id"] for e in service.audit_events(event="suggestion_approved")] == [approved]
     assert service.metrics.value("orchestrator_suggestions_total", session=SESSION, policy="denied") == 1
@@ -167,18 +202,26 @@ def test_blockers_come_from_pane_output_and_failure_streaks(agent_pane, orchestr
     # a dispatched command's output, then a failure streak
     failing = "echo 'openai.AuthenticationError: OPENAI_API_KEY environment variable is missing'; false"
     assert [service.wait_result(service.send(SESSION, failing)).status for _ in range(2)] == ["failed", "failed"]
-    streak = wait_until(lambda: [b for b in service.metadata(SESSION).get("blockers", [])
-                                 if b.startswith("failure streak:")], timeout=10, message="failure-streak blocker")
+    streak = wait_until(
+        lambda: [b for b in service.metadata(SESSION).get("blockers", []) if b.startswith("failure streak:")],
+        timeout=10,
+        message="failure-streak blocker",
+    )
     assert "2 consecutive failures" in streak[0]
     blockers = service.metadata(SESSION)["blockers"]
-    assert blockers[:2] == ["ERROR: WEATHER_API_KEY is not set",
-                            "openai.AuthenticationError: OPENAI_API_KEY environment variable is missing"]
+    assert blockers[:2] == [
+        "ERROR: WEATHER_API_KEY is not set",
+        "openai.AuthenticationError: OPENAI_API_KEY environment variable is missing",
+    ]
     titles = [r["title"] for r in next_actions(service, blockers=blockers)["recommendations"]]
     assert {"Provide WEATHER_API_KEY", "Provide OPENAI_API_KEY", "Read the failing command's output"} <= set(titles)
 
     service.cli("unblock", SESSION)
-    wait_until(lambda: not [b for b in service.metadata(SESSION)["blockers"] if b.startswith("failure streak:")],
-               timeout=10, message="failure-streak blocker removed after unblock")
+    wait_until(
+        lambda: not [b for b in service.metadata(SESSION)["blockers"] if b.startswith("failure streak:")],
+        timeout=10,
+        message="failure-streak blocker removed after unblock",
+    )
     detected = [e["detail"] for e in service.audit_events(event="blocker_detected", session=SESSION)]
     assert [d.split(":")[0] for d in detected] == ["pane output", "command output", "failure streak"], detected
     titles = [m.split("\n")[0] for m in wecom_mock.wait_for_messages(3)]

@@ -3,6 +3,7 @@
 dependency order; a failed step stops the plan, sets a blocker and brings decision assist in,
 and fixing the document resumes the plan without re-running what already succeeded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,8 +62,12 @@ PLAN = textwrap.dedent("""\
     ```
     - [x] order.log lists every step
     """)
-STEPS = [("s1", "Scaffold the project", []), ("s2", "Write the forecast module", ["s3"]),
-         ("s3", "Write the configuration", []), ("s4", "Smoke test", [])]
+STEPS = [
+    ("s1", "Scaffold the project", []),
+    ("s2", "Write the forecast module", ["s3"]),
+    ("s3", "Write the configuration", []),
+    ("s4", "Smoke test", []),
+]
 ALL_DONE = ["scaffold", "config", "forecast", "smoke"]
 
 
@@ -99,8 +104,9 @@ def test_requirements_doc_drives_execution(variant, agent_pane, orchestrator_ser
     assert [(s["id"], s["title"], s["depends_on"]) for s in plan["steps"]] == STEPS
     assert plan["steps"][0]["commands"] == ["mkdir -p weather_bot", "echo scaffold >> order.log"]
     assert plan["steps"][1]["commands"][0].startswith("cat > weather_bot/forecast.py <<'PY'\n")
-    assert plan["steps"][3]["commands"] == ["test -f weather_bot/forecast.py && test -f weather_bot/config.toml "
-                                            "&& echo smoke >> order.log"]
+    assert plan["steps"][3]["commands"] == [
+        "test -f weather_bot/forecast.py && test -f weather_bot/config.toml && echo smoke >> order.log"
+    ]
     assert plan["steps"][0]["acceptance"] == ["`weather_bot/` exists"]
     queued = service.audit_events(event="command_queued", session=SESSION)
     assert all(e["detail"].startswith("plan step ") for e in queued)
@@ -121,8 +127,14 @@ def test_requirements_doc_drives_execution(variant, agent_pane, orchestrator_ser
     assert order(pane) == ["scaffold"] and not (pane.workdir / "weather_bot" / "forecast.py").exists()
     assert "plan: 1/4 done (stopped, failed s3)" in service.cli("status", SESSION).stdout
     blocker = next(b for b in service.metadata(SESSION)["blockers"] if b.startswith("plan step s3"))
-    actions = wait_until(lambda: (service.metadata(SESSION).get("next_actions") or {}).get("blockers") == [blocker]
-                         and service.metadata(SESSION)["next_actions"], timeout=10, message="decision for the blocker")
+    actions = wait_until(
+        lambda: (
+            (service.metadata(SESSION).get("next_actions") or {}).get("blockers") == [blocker]
+            and service.metadata(SESSION)["next_actions"]
+        ),
+        timeout=10,
+        message="decision for the blocker",
+    )
     assert actions["recommendations"][0]["title"] == "Fix the failed plan step"
     assert any("下一步建议" in m for m in wecom_mock.wait_for_messages(1))
 
@@ -136,11 +148,18 @@ def test_requirements_doc_drives_execution(variant, agent_pane, orchestrator_ser
     assert [e["detail"].split(", ")[-1] for e in created] == ["0 kept from before", "1 kept from before"]
 
 
-CODEX_PLAN = {"steps": [
-    {"id": "deploy", "title": "Deploy the bot", "commands": ["echo deploy >> order.log"], "depends_on": ["setup"],
-     "acceptance": ["order.log ends with deploy"]},
-    {"id": "setup", "title": "Set up", "commands": ["echo setup >> order.log"], "depends_on": [], "acceptance": []},
-]}
+CODEX_PLAN = {
+    "steps": [
+        {
+            "id": "deploy",
+            "title": "Deploy the bot",
+            "commands": ["echo deploy >> order.log"],
+            "depends_on": ["setup"],
+            "acceptance": ["order.log ends with deploy"],
+        },
+        {"id": "setup", "title": "Set up", "commands": ["echo setup >> order.log"], "depends_on": [], "acceptance": []},
+    ]
+}
 
 
 def test_codex_decomposes_and_unchanged_content_is_not_sent_again(agent_pane, orchestrator_service, fake_codex) -> None:
@@ -148,8 +167,7 @@ def test_codex_decomposes_and_unchanged_content_is_not_sent_again(agent_pane, or
     fake_codex.script([{"kind": "json", "payload": CODEX_PLAN}, {"kind": "garbage"}])
     pane = agent_pane(SESSION)
     sha = write_plan(pane, FIXED)
-    service = orchestrator_service([pane], settings={"ai": {"backend": "codex"}},
-                                   env={"CODEX_TIMEOUT_SECONDS": "5"})
+    service = orchestrator_service([pane], settings={"ai": {"backend": "codex"}}, env={"CODEX_TIMEOUT_SECONDS": "5"})
     service.meta_set(SESSION, "requirements_doc", DOC)
     plan = plan_settled(service, sha)
     assert plan["generated_by"] == "codex" and [s["id"] for s in plan["steps"]] == ["deploy", "setup"]

@@ -2,11 +2,10 @@
 `orchestrator_failure_streak` gauge, send exactly one "命令连续失败" alert, and
 block the session — queued commands stay queued until `tmux-agent unblock`.
 """
+
 from __future__ import annotations
 
 import pytest
-
-from pytest_tmuxagent.waiting import wait_until
 
 pytestmark = pytest.mark.scenario_e
 
@@ -16,15 +15,17 @@ SESSION = "weather/bot"
 def heartbeats_pass(service, count: int = 5) -> None:
     """Let the supervisor loop run several more rounds (seen on its heartbeat)."""
     start = service.metrics.value("orchestrator_heartbeat_timestamp_seconds")
-    service.metrics.wait_until_value("orchestrator_heartbeat_timestamp_seconds",
-                                     lambda v: v >= start + count * 0.05, timeout=10)
+    service.metrics.wait_until_value(
+        "orchestrator_heartbeat_timestamp_seconds", lambda v: v >= start + count * 0.05, timeout=10
+    )
 
 
 @pytest.mark.parametrize("threshold", [1, 3])
 def test_failure_streak_alerts_once_blocks_and_resumes(threshold, agent_pane, orchestrator_service, wecom_mock) -> None:
     pane = agent_pane(SESSION)
-    service = orchestrator_service([pane], settings={"failure_alert_threshold": threshold},
-                                   env=wecom_mock.env("webhook"), start=False)
+    service = orchestrator_service(
+        [pane], settings={"failure_alert_threshold": threshold}, env=wecom_mock.env("webhook"), start=False
+    )
     failures = [service.send(SESSION, f"echo attempt {i}; (exit {10 + i})") for i in range(threshold)]
     kept = [service.send(SESSION, f"echo kept-{i} >> kept.log") for i in range(2)]
     service.start()
@@ -54,8 +55,9 @@ def test_failure_streak_alerts_once_blocks_and_resumes(threshold, agent_pane, or
 
 def test_a_success_resets_the_streak(agent_pane, orchestrator_service, wecom_mock) -> None:
     pane = agent_pane(SESSION)
-    service = orchestrator_service([pane], settings={"failure_alert_threshold": 3},
-                                   env=wecom_mock.env("webhook"), start=False)
+    service = orchestrator_service(
+        [pane], settings={"failure_alert_threshold": 3}, env=wecom_mock.env("webhook"), start=False
+    )
     ids = [service.send(SESSION, c) for c in ("false", "false", "true", "false", "false")]
     service.start()
     assert [service.wait_result(i).status for i in ids] == ["failed", "failed", "succeeded", "failed", "failed"]

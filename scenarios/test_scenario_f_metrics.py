@@ -6,6 +6,7 @@ rates and queue depth that were dispatched, no alert at all on the healthy run
 every Grafana panel query evaluating. Finally `tmux-agent-orchestrator-replay
 --verify-db` replays the audit log and finds the state DB identical.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,14 @@ GRAFANA_JSON = REPO / "deploy" / "grafana" / "tmuxagent-orchestrator.json"
 BOT, OPS = "weather/bot", "ops/deploy"
 
 # The PromQL this scenario asserts on (also recorded as evidence for the report).
-SUCCESS_RATE = ('sum by (session) (increase(orchestrator_commands_total{result="succeeded"}[5m]))'
-                ' / sum by (session) (increase(orchestrator_commands_total[5m]))')
-FAILURE_RATE = ('sum by (session) (increase(orchestrator_commands_total{result="failed"}[5m]))'
-                ' / sum by (session) (increase(orchestrator_commands_total[5m]))')
+SUCCESS_RATE = (
+    'sum by (session) (increase(orchestrator_commands_total{result="succeeded"}[5m]))'
+    " / sum by (session) (increase(orchestrator_commands_total[5m]))"
+)
+FAILURE_RATE = (
+    'sum by (session) (increase(orchestrator_commands_total{result="failed"}[5m]))'
+    " / sum by (session) (increase(orchestrator_commands_total[5m]))"
+)
 RESULTS = "sum by (session, result) (orchestrator_commands_total)"
 DISPATCHED = "sum by (session) (orchestrator_commands_dispatched_total)"
 QUEUE_NOW = f'orchestrator_queue_depth{{session="{BOT}"}}'
@@ -66,19 +71,30 @@ def grafana_queries() -> list[tuple[str, str]]:
 
 
 def replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([cli_path("tmux-agent-orchestrator-replay"), *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [cli_path("tmux-agent-orchestrator-replay"), *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_verifies(
-        agent_pane, orchestrator_service, dashboard_server, prometheus_server, wecom_mock, tmuxagent_evidence,
-        browser_page, save_screenshot) -> None:
+    agent_pane,
+    orchestrator_service,
+    dashboard_server,
+    prometheus_server,
+    wecom_mock,
+    tmuxagent_evidence,
+    browser_page,
+    save_screenshot,
+) -> None:
     bot, ops = agent_pane(BOT), agent_pane(OPS)
-    service = orchestrator_service([bot, ops], settings={"stall_timeout_seconds": 30, "failure_alert_threshold": 3},
-                                   env=wecom_mock.env("webhook"))
+    service = orchestrator_service(
+        [bot, ops], settings={"stall_timeout_seconds": 30, "failure_alert_threshold": 3}, env=wecom_mock.env("webhook")
+    )
     dashboard = dashboard_server(service.state_db, service.audit_log)
-    prom = prometheus_server(PROMETHEUS_YML, {"tmux_orchestrator": [urlsplit(service.metrics.url).netloc],
-                                              "tmux_dashboard": [dashboard.hostport]})
+    prom = prometheus_server(
+        PROMETHEUS_YML,
+        {"tmux_orchestrator": [urlsplit(service.metrics.url).netloc], "tmux_dashboard": [dashboard.hostport]},
+    )
     evidence: list[str] = []
 
     def record(expr: str, value: object) -> None:
@@ -109,20 +125,28 @@ def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_veri
     assert by_session(prom, DISPATCHED) == {BOT: 8.0, OPS: 2.0}
     assert prom.value(QUEUE_MAX) == 7.0
     assert prom.value(DURATIONS) == 10.0
-    for expr, value in ((SUCCESS_RATE, success), (FAILURE_RATE, failure), (RESULTS, results),
-                        (DISPATCHED, by_session(prom, DISPATCHED)), (QUEUE_MAX, 7.0), (DURATIONS, 10.0)):
+    for expr, value in (
+        (SUCCESS_RATE, success),
+        (FAILURE_RATE, failure),
+        (RESULTS, results),
+        (DISPATCHED, by_session(prom, DISPATCHED)),
+        (QUEUE_MAX, 7.0),
+        (DURATIONS, 10.0),
+    ):
         record(expr, value)
 
     # the healthy run: rules evaluated cleanly after the data, and no alert pending or firing
     prom.wait_rules_evaluated_after(time.time())
     rules = [r for g in prom.rule_groups() for r in g["rules"]]
-    assert len(rules) >= 10 and all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+    assert len(rules) >= 10 and all(r["health"] == "ok" for r in rules), [
+        (r["name"], r.get("lastError")) for r in rules
+    ]
     assert prom.alerts() == [] and prom.query(ALL_ALERTS) == []
     record(ALL_ALERTS, "[] (healthy run: nothing pending or firing)")
 
     # every Grafana panel query evaluates against the real data; the success-rate stat is 8/10
     panels = grafana_queries()
-    for title, expr in panels:
+    for _title, expr in panels:
         prom.query(expr)  # raises with Prometheus's message on a bad expression
     assert prom.value(panels[0][1]) == pytest.approx(0.8)
     record(panels[0][1], 0.8)
@@ -135,7 +159,8 @@ def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_veri
     record(BLOCKED, prom.wait_value(BLOCKED, 1.0))
     firing = wait_until(lambda: prom.alerts("firing"), timeout=15, message="the failure-streak alert firing")
     assert [(a["labels"]["alertname"], a["labels"]["session"], a["labels"]["severity"]) for a in firing] == [
-        ("TmuxAgentFailureStreak", OPS, "critical")]
+        ("TmuxAgentFailureStreak", OPS, "critical")
+    ]
     assert firing[0]["annotations"]["summary"] == f"命令连续失败 · {OPS}: 3 consecutive failures"
     assert [r["metric"]["session"] for r in prom.query(FIRING_STREAK)] == [OPS]
     record(FIRING_STREAK, firing[0]["labels"])
@@ -171,9 +196,15 @@ def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_veri
         db.commit()
     verdict = replay_cli("--log", str(service.audit_log), "--verify-db", str(tampered))
     assert verdict.returncode == 1
-    assert f"{BOT}: results by status" in verdict.stdout and f"{BOT}: queued commands: log [], DB [{queued[0]}]" in verdict.stdout
+    assert (
+        f"{BOT}: results by status" in verdict.stdout
+        and f"{BOT}: queued commands: log [], DB [{queued[0]}]" in verdict.stdout
+    )
 
     tmuxagent_evidence.add("metrics", "PromQL queries against the real Prometheus server", "\n".join(evidence))
-    tmuxagent_evidence.add("audit", "tmux-agent-orchestrator-replay --verify-db", replay_cli(
-        "--log", str(service.audit_log), "--verify-db", str(service.state_db)).stdout)
+    tmuxagent_evidence.add(
+        "audit",
+        "tmux-agent-orchestrator-replay --verify-db",
+        replay_cli("--log", str(service.audit_log), "--verify-db", str(service.state_db)).stdout,
+    )
     tmuxagent_evidence.add("note", "dashboard screenshot", str(shot))

@@ -2,6 +2,7 @@
 running, says "notifications degraded" once, keeps every alert in the outbox, and
 delivers them when the channel works again — no restart, no secret in any log.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -10,9 +11,15 @@ from pytest_tmuxagent.waiting import wait_until
 
 pytestmark = pytest.mark.scenario_g
 
-FAST_NOTIFY = {"failure_alert_threshold": 1,
-               "notifications": {"retry_backoff_seconds": 0.2, "rate_limit_backoff_seconds": 0.5,
-                                 "request_timeout_seconds": 1, "env_reload_seconds": 0.2}}
+FAST_NOTIFY = {
+    "failure_alert_threshold": 1,
+    "notifications": {
+        "retry_backoff_seconds": 0.2,
+        "rate_limit_backoff_seconds": 0.5,
+        "request_timeout_seconds": 1,
+        "env_reload_seconds": 0.2,
+    },
+}
 SECRETS = ("test-webhook-key-0001", "test-app-secret-0001")
 
 
@@ -29,15 +36,17 @@ def write_env(service, values: dict[str, str]) -> None:
 
 
 def assert_no_secret_leaked(service, wecom_mock) -> None:
-    texts = [service.log_text(), service.audit_log.read_text(),
-             (service.log_dir / "orchestrator.log").read_text()]
+    texts = [service.log_text(), service.audit_log.read_text(), (service.log_dir / "orchestrator.log").read_text()]
     leaked = [s for s in (*SECRETS, wecom_mock.access_token) for t in texts if s in t]
     assert leaked == []
 
 
 def degraded_lines(service) -> list[str]:
-    return [line for line in (service.log_dir / "orchestrator.log").read_text().splitlines()
-            if "notifications degraded" in line]
+    return [
+        line
+        for line in (service.log_dir / "orchestrator.log").read_text().splitlines()
+        if "notifications degraded" in line
+    ]
 
 
 @pytest.mark.parametrize("mode", ["webhook", "app"])
@@ -67,13 +76,22 @@ def test_removed_channel_degrades_then_recovers_and_flushes(mode, agent_pane, or
     assert_no_secret_leaked(service, wecom_mock)
 
 
-FAILURES = [("webhook", "http_500"), ("webhook", "rate_limit"), ("webhook", "slow"), ("webhook", "refuse"),
-            ("app", "http_500"), ("app", "token_expired"), ("app", "rate_limit"), ("app", "refuse")]
+FAILURES = [
+    ("webhook", "http_500"),
+    ("webhook", "rate_limit"),
+    ("webhook", "slow"),
+    ("webhook", "refuse"),
+    ("app", "http_500"),
+    ("app", "token_expired"),
+    ("app", "rate_limit"),
+    ("app", "refuse"),
+]
 
 
 @pytest.mark.parametrize("mode,kind", FAILURES, ids=[f"{m}-{k}" for m, k in FAILURES])
-def test_failing_channel_keeps_the_alert_until_it_works(mode, kind, agent_pane, orchestrator_service,
-                                                        wecom_mock) -> None:
+def test_failing_channel_keeps_the_alert_until_it_works(
+    mode, kind, agent_pane, orchestrator_service, wecom_mock
+) -> None:
     wecom_mock.slow_seconds = 2.5
     service = orchestrator_service([agent_pane("weather/bot")], settings=FAST_NOTIFY, env=wecom_mock.env(mode))
     wecom_mock.set_mode(kind)
@@ -87,8 +105,10 @@ def test_failing_channel_keeps_the_alert_until_it_works(mode, kind, agent_pane, 
     wecom_mock.reset()
     [first, *_] = wecom_mock.wait_for_messages(1, timeout=15)
     assert first.startswith("## 命令连续失败 · weather/bot")
-    wait_until(lambda: service.status()["notifications"] == {**service.status()["notifications"],
-                                                             "state": "ok", "pending": 0}, timeout=15)
+    wait_until(
+        lambda: service.status()["notifications"] == {**service.status()["notifications"], "state": "ok", "pending": 0},
+        timeout=15,
+    )
     assert len(degraded_lines(service)) == 1
     assert service.metrics.value("orchestrator_notifications_total", channel=mode, result="failed") >= 1
     assert_no_secret_leaked(service, wecom_mock)

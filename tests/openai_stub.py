@@ -1,5 +1,6 @@
 """A local stand-in for the OpenAI Chat Completions endpoint, for the `openai` backend's tests:
 a real HTTP server on 127.0.0.1 that records requests and answers from a script."""
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,26 @@ class OpenAIStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                stub.requests.append({"path": self.path, "json": body,
-                                      "headers": {k.lower(): v for k, v in self.headers.items()}})
+                stub.requests.append(
+                    {"path": self.path, "json": body, "headers": {k.lower(): v for k, v in self.headers.items()}}
+                )
                 reply = stub.replies[min(len(stub.requests), len(stub.replies)) - 1] if stub.replies else Reply("{}")
                 time.sleep(reply.delay)
-                payload = {"id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": reply.content}}]}
+                payload = {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": reply.content},
+                        }
+                    ],
+                }
                 if reply.status != 200:
                     payload = {"error": {"message": "injected failure", "type": "server_error"}}
                 data = json.dumps(payload).encode()
@@ -47,7 +59,7 @@ class OpenAIStub:
                 except OSError:  # the client gave up (timeout test)
                     pass
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -1,5 +1,6 @@
 """The AI client: codex (a real fake executable) and openai (a local HTTP stub), every named
 error kind, reply parsing and validation, metrics and logging once."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,31 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ai_client import (AIClient, AIError, AIRequest, CodexBackend, OpenAIBackend, ask_backend,
-                                    extract_json, final_message_from_events, resolve_timeout, validate_reply)
-from orchestrator.advisor import DECISION_SCHEMA, check_reply
+from orchestrator.adapters.ai_client import (
+    AIClient,
+    AIError,
+    AIRequest,
+    CodexBackend,
+    OpenAIBackend,
+    ask_backend,
+    extract_json,
+    final_message_from_events,
+    resolve_timeout,
+    validate_reply,
+)
+from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.assist.advisor import DECISION_SCHEMA, check_reply
 from orchestrator.config import CodexConfig, OrchestratorSettings, settings_from_mapping
-from orchestrator.metrics import OrchestratorMetrics
 from pytest_tmuxagent.fake_codex import FakeCodex
 
 from .openai_stub import OpenAIStub, Reply
 
-ADVICE = {"summary": "set the key", "recommendations": [
-    {"title": "Provide OPENAI_API_KEY", "detail": "in ~/.env", "command": None, "priority": "high", "risk": "low"}]}
+ADVICE = {
+    "summary": "set the key",
+    "recommendations": [
+        {"title": "Provide OPENAI_API_KEY", "detail": "in ~/.env", "command": None, "priority": "high", "risk": "low"}
+    ],
+}
 
 
 def request(prompt: str = "blocked: missing OPENAI_API_KEY") -> AIRequest:
@@ -46,26 +61,34 @@ def kind_of(call) -> str:
 
 
 # parsing and validation -------------------------------------------------------------------
-@pytest.mark.parametrize("text", [
-    json.dumps(ADVICE),
-    f"Here you go:\n```json\n{json.dumps(ADVICE, indent=2)}\n```\nBye",
-    f"My answer is {json.dumps(ADVICE)} — hope it helps",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(ADVICE),
+        f"Here you go:\n```json\n{json.dumps(ADVICE, indent=2)}\n```\nBye",
+        f"My answer is {json.dumps(ADVICE)} — hope it helps",
+    ],
+)
 def test_json_is_found_bare_fenced_or_in_prose(text: str) -> None:
     assert extract_json(text) == ADVICE
 
 
-@pytest.mark.parametrize("text,kind", [("", "empty_output"), ("   \n", "empty_output"),
-                                       ("no json here", "not_json"), ("{broken", "not_json")])
+@pytest.mark.parametrize(
+    "text,kind",
+    [("", "empty_output"), ("   \n", "empty_output"), ("no json here", "not_json"), ("{broken", "not_json")],
+)
 def test_unusable_replies_have_named_kinds(text: str, kind: str) -> None:
     assert kind_of(lambda: extract_json(text)) == kind
 
 
-@pytest.mark.parametrize("data", [
-    {"summary": "x"},
-    {"summary": "x", "recommendations": [{**ADVICE["recommendations"][0], "priority": "urgent"}]},
-    {"summary": "x", "recommendations": []},  # valid per schema, rejected by the check
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"summary": "x"},
+        {"summary": "x", "recommendations": [{**ADVICE["recommendations"][0], "priority": "urgent"}]},
+        {"summary": "x", "recommendations": []},  # valid per schema, rejected by the check
+    ],
+)
 def test_schema_and_semantic_mismatches(data: dict) -> None:
     assert kind_of(lambda: validate_reply(data, request())) == "schema_mismatch"
 
@@ -84,7 +107,9 @@ def test_codex_answers_are_parsed_and_validated(codex: FakeCodex, kind: str) -> 
     assert ask_backend(backend(codex), request("the prompt"), timeout=10) == ADVICE
     [call] = codex.calls()
     assert call["stdin"] == "the prompt"
-    assert call["output_schema"] == {k: v for k, v in DECISION_SCHEMA.items() if k not in ("$schema", "title", "description")}
+    assert call["output_schema"] == {
+        k: v for k, v in DECISION_SCHEMA.items() if k not in ("$schema", "title", "description")
+    }
 
 
 def test_codex_argv_has_extra_args_after_exec(codex: FakeCodex) -> None:
@@ -95,12 +120,15 @@ def test_codex_argv_has_extra_args_after_exec(codex: FakeCodex) -> None:
     assert argv[3] == "--output-schema" and argv[5] == "--output-last-message" and argv[-1] == "-"
 
 
-@pytest.mark.parametrize("reply,kind", [
-    ({"kind": "garbage"}, "not_json"),
-    ({"kind": "json", "payload": ""}, "empty_output"),
-    ({"kind": "json", "payload": {"next_actions": []}}, "schema_mismatch"),
-    ({"kind": "exit", "payload": "error: 401 Unauthorized", "exit_code": 2}, "exit_nonzero"),
-])
+@pytest.mark.parametrize(
+    "reply,kind",
+    [
+        ({"kind": "garbage"}, "not_json"),
+        ({"kind": "json", "payload": ""}, "empty_output"),
+        ({"kind": "json", "payload": {"next_actions": []}}, "schema_mismatch"),
+        ({"kind": "exit", "payload": "error: 401 Unauthorized", "exit_code": 2}, "exit_nonzero"),
+    ],
+)
 def test_codex_failures_have_named_kinds(codex: FakeCodex, reply: dict, kind: str) -> None:
     codex.script([reply])
     assert kind_of(lambda: ask_backend(backend(codex), request(), timeout=10)) == kind
@@ -142,10 +170,16 @@ def test_json_event_stream(codex: FakeCodex) -> None:
     codex.script([{"kind": "fenced", "payload": ADVICE}])
     assert ask_backend(backend(codex, json_events=True), request(), timeout=10) == ADVICE
     assert "--json" in codex.calls()[0]["argv"]
-    stream = "\n".join(json.dumps(e) for e in [
-        {"type": "thread.started"}, {"type": "item.completed", "item": {"type": "reasoning", "text": "hmm"}},
-        {"type": "item.completed", "item": {"type": "agent_message", "text": "first"}},
-        {"type": "item.completed", "item": {"type": "agent_message", "text": "final"}}, {"type": "turn.completed"}])
+    stream = "\n".join(
+        json.dumps(e)
+        for e in [
+            {"type": "thread.started"},
+            {"type": "item.completed", "item": {"type": "reasoning", "text": "hmm"}},
+            {"type": "item.completed", "item": {"type": "agent_message", "text": "first"}},
+            {"type": "item.completed", "item": {"type": "agent_message", "text": "final"}},
+            {"type": "turn.completed"},
+        ]
+    )
     assert final_message_from_events(stream + "\nnot json\n") == "final"
 
 
@@ -176,9 +210,15 @@ def test_openai_structured_output(stub: OpenAIStub) -> None:
     assert body["response_format"]["json_schema"]["schema"]["required"] == ["summary", "recommendations"]
 
 
-@pytest.mark.parametrize("reply,kind", [(Reply("nonsense"), "not_json"), (Reply(None), "empty_output"),
-                                        (Reply("{}", status=500), "api_error"),
-                                        (Reply(json.dumps(ADVICE), delay=1.5), "timeout")])
+@pytest.mark.parametrize(
+    "reply,kind",
+    [
+        (Reply("nonsense"), "not_json"),
+        (Reply(None), "empty_output"),
+        (Reply("{}", status=500), "api_error"),
+        (Reply(json.dumps(ADVICE), delay=1.5), "timeout"),
+    ],
+)
 def test_openai_failures_have_named_kinds(stub: OpenAIStub, reply: Reply, kind: str) -> None:
     stub.replies = [reply]
     assert kind_of(lambda: ask_backend(openai_backend(stub), request(), timeout=0.5)) == kind
@@ -190,8 +230,9 @@ def test_openai_without_a_key(stub: OpenAIStub) -> None:
 
 
 def test_openai_backend_is_chosen_by_config(stub: OpenAIStub) -> None:
-    settings = settings_from_mapping({"ai": {"backend": "openai", "openai_base_url": stub.base_url,
-                                             "openai_model": "gpt-x"}}, Path("."))
+    settings = settings_from_mapping(
+        {"ai": {"backend": "openai", "openai_base_url": stub.base_url, "openai_model": "gpt-x"}}, Path(".")
+    )
     stub.replies = [Reply(json.dumps(ADVICE))]
     client = AIClient(settings, lambda: {"OPENAI_API_KEY": "sk-test-openai-0002"}, OrchestratorMetrics())
     answer = client.ask("weather/bot", request())
@@ -211,12 +252,26 @@ def test_errors_are_counted_and_logged_once_until_a_success(codex: FakeCodex, ca
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2  # once, then again after the success in between
     registry = metrics.registry
-    assert registry.get_sample_value("orchestrator_decision_assist_calls_total",
-                                     {"session": "weather/bot", "backend": "codex", "task": "decision"}) == 4
-    assert registry.get_sample_value("orchestrator_decision_assist_errors_total",
-                                     {"session": "weather/bot", "backend": "codex", "kind": "not_json"}) == 3
-    assert registry.get_sample_value("orchestrator_decision_assist_latency_seconds_count",
-                                     {"session": "weather/bot", "backend": "codex"}) == 4
+    assert (
+        registry.get_sample_value(
+            "orchestrator_decision_assist_calls_total",
+            {"session": "weather/bot", "backend": "codex", "task": "decision"},
+        )
+        == 4
+    )
+    assert (
+        registry.get_sample_value(
+            "orchestrator_decision_assist_errors_total",
+            {"session": "weather/bot", "backend": "codex", "kind": "not_json"},
+        )
+        == 3
+    )
+    assert (
+        registry.get_sample_value(
+            "orchestrator_decision_assist_latency_seconds_count", {"session": "weather/bot", "backend": "codex"}
+        )
+        == 4
+    )
 
 
 def test_backend_off_asks_nobody() -> None:

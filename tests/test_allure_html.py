@@ -1,5 +1,6 @@
 """`tmux-agent validate --allure DIR` renders Allure Report 3 HTML that lists the
 seven scenarios — checked in headless Chromium, as a person would see it."""
+
 from __future__ import annotations
 
 import functools
@@ -12,11 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.validate import generate_allure_html
+from orchestrator.cli.validate import generate_allure_html
 from pytest_tmuxagent.plugin import SCENARIOS
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def required(tool: str) -> str:
@@ -27,17 +36,30 @@ def required(tool: str) -> str:
 
 
 def visible_text(url: str, profile: Path) -> str:
-    dom = subprocess.run([required("chromium"), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                          "--virtual-time-budget=15000", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=90).stdout
+    dom = subprocess.run(
+        [
+            required("chromium"),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    ).stdout
     dom = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", dom, flags=re.S)
     return re.sub(r"<[^>]+>", "\n", dom)
 
 
 def test_allure_html_lists_the_seven_scenarios(pytester: pytest.Pytester, tmp_path: Path) -> None:
     required("allure")
-    pytester.makepyfile(test_playbook="\n".join(
-        ["import pytest"] + [f"@pytest.mark.scenario_{x}\ndef test_{x}():\n    pass\n" for x in SCENARIOS]))
+    pytester.makepyfile(
+        test_playbook="\n".join(
+            ["import pytest"] + [f"@pytest.mark.scenario_{x}\ndef test_{x}():\n    pass\n" for x in SCENARIOS]
+        )
+    )
     assert pytester.runpytest_subprocess("--alluredir", "allure-results").ret == 0
 
     html = generate_allure_html(pytester.path / "allure-results")

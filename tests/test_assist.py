@@ -1,5 +1,6 @@
 """Decision assist, blockers and plans in-process: the policy objects against a real state
 store and audit log, with a scripted AI backend and a stand-in for the supervisor."""
+
 from __future__ import annotations
 
 import json
@@ -10,23 +11,26 @@ from typing import Any
 
 import pytest
 
-from orchestrator.ai_client import AIClient, AIError, AIRequest
-from orchestrator.assist import Assist
-from orchestrator.audit import AuditLog, read_events
+from orchestrator.adapters.ai_client import AIClient, AIError, AIRequest
+from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.assist.coordinator import Assist
+from orchestrator.assist.decision import approve
 from orchestrator.clock import ManualClock
 from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
-from orchestrator.decision import approve
+from orchestrator.engine.supervisor import SessionState
 from orchestrator.errors import UserError
-from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.store import CommandResult, StateStore
-from orchestrator.supervisor import SessionState
+from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.store import CommandResult, StateStore
 
 SESSION = "weather/bot"
-ADVICE = {"summary": "s", "recommendations": [
-    {"title": "Check the key", "detail": "", "command": "echo check", "priority": "high", "risk": "low"},
-    {"title": "Wipe", "detail": "", "command": "rm -rf /", "priority": "low", "risk": "low"},
-    {"title": "Rotate", "detail": "", "command": "echo rotate", "priority": "medium", "risk": "high"},
-]}
+ADVICE = {
+    "summary": "s",
+    "recommendations": [
+        {"title": "Check the key", "detail": "", "command": "echo check", "priority": "high", "risk": "low"},
+        {"title": "Wipe", "detail": "", "command": "rm -rf /", "priority": "low", "risk": "low"},
+        {"title": "Rotate", "detail": "", "command": "echo rotate", "priority": "medium", "risk": "high"},
+    ],
+}
 
 
 class ScriptedBackend:
@@ -66,9 +70,15 @@ class Harness:
         settings = settings_from_mapping(toml, tmp_path)
         workdir = tmp_path / "work"
         workdir.mkdir(parents=True, exist_ok=True)
-        self.config = Config(tmp_path / "agent-config.yaml", tmp_path / "orchestrator.toml", TmuxConfig(),
-                             tmp_path / "state.db", tmp_path / "logs",
-                             (SessionConfig(SESSION, "weather:bot", workdir),), settings)
+        self.config = Config(
+            tmp_path / "agent-config.yaml",
+            tmp_path / "orchestrator.toml",
+            TmuxConfig(),
+            tmp_path / "state.db",
+            tmp_path / "logs",
+            (SessionConfig(SESSION, "weather:bot", workdir),),
+            settings,
+        )
         self.store = StateStore(self.config.state_db)
         self.store.ensure_session(SESSION, "weather:bot")
         self.audit = AuditLog(self.config.audit_log)
@@ -98,9 +108,17 @@ class Harness:
 
     def finish(self, command_id: int, exit_code: int) -> None:
         assert self.store.mark_running(command_id, "2026-01-01T00:00:00.000000Z")
-        self.store.finish(command_id, CommandResult(exit_code, "succeeded" if exit_code == 0 else "failed",
-                                                    "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:01.000000Z",
-                                                    1.0, ""))
+        self.store.finish(
+            command_id,
+            CommandResult(
+                exit_code,
+                "succeeded" if exit_code == 0 else "failed",
+                "2026-01-01T00:00:00.000000Z",
+                "2026-01-01T00:00:01.000000Z",
+                1.0,
+                "",
+            ),
+        )
 
 
 DECIDE = {"decision": {"auto_run": True, "allowlist": ["^echo "]}}
@@ -111,8 +129,11 @@ def make(tmp_path: Path):
     made: list[Harness] = []
 
     def factory(*replies: Any, toml: dict[str, Any] | None = None, delay: float = 0.0) -> Harness:
-        harness = Harness(tmp_path / f"h{len(made)}", ScriptedBackend(*replies, delay=delay) if replies else None,
-                          DECIDE if toml is None else toml)
+        harness = Harness(
+            tmp_path / f"h{len(made)}",
+            ScriptedBackend(*replies, delay=delay) if replies else None,
+            DECIDE if toml is None else toml,
+        )
         made.append(harness)
         return harness
 
@@ -130,8 +151,11 @@ def test_blockers_get_ai_next_actions_with_safety_verdicts(make) -> None:
     assert actions["source"] == "codex" and actions["blockers"] == ["missing OPENAI_API_KEY"]
     policies = {r["title"]: (r["policy"], r.get("command_id")) for r in actions["recommendations"]}
     [queued] = [r.id for r in h.store.queued(SESSION)]
-    assert policies == {"Check the key": ("auto_run", queued), "Rotate": ("needs_approval", None),
-                        "Wipe": ("denied", None)}
+    assert policies == {
+        "Check the key": ("auto_run", queued),
+        "Rotate": ("needs_approval", None),
+        "Wipe": ("denied", None),
+    }
     assert [r.source for r in h.store.queued(SESSION)] == ["decision"]
     [note] = h.notes
     assert note["title"] == f"下一步建议 · {SESSION}" and "Check the key" in note["body"]
@@ -154,19 +178,27 @@ def test_answered_blockers_are_not_asked_again_and_same_advice_is_not_renotified
     assert len(h.store.queued(SESSION)) == 1  # an auto-run suggestion is queued once, not per decision
 
 
-@pytest.mark.parametrize("error", ["timeout", "missing_binary", "exit_nonzero", "empty_output", "not_json",
-                                   "schema_mismatch"])
+@pytest.mark.parametrize(
+    "error", ["timeout", "missing_binary", "exit_nonzero", "empty_output", "not_json", "schema_mismatch"]
+)
 def test_every_ai_error_falls_back_to_rules(make, error: str) -> None:
-    reply = AIError(error, "injected") if error not in ("not_json", "schema_mismatch", "empty_output") else \
-        {"not_json": "no json", "schema_mismatch": {"summary": "x"}, "empty_output": ""}[error]
+    reply = (
+        AIError(error, "injected")
+        if error not in ("not_json", "schema_mismatch", "empty_output")
+        else {"not_json": "no json", "schema_mismatch": {"summary": "x"}, "empty_output": ""}[error]
+    )
     h = make(reply)
     h.store.update_metadata(SESSION, {"blockers": ["OPENAI_API_KEY is not set"]})
     actions = h.settle()["next_actions"]
     assert actions["source"] == "rules" and actions["ai_error"]["kind"] == error
     assert actions["recommendations"][0]["title"] == "Provide OPENAI_API_KEY"
     assert h.events("decision_made")[0]["error_kind"] == error
-    assert h.metrics.registry.get_sample_value("orchestrator_decision_assist_errors_total",
-                                               {"session": SESSION, "backend": "codex", "kind": error}) == 1
+    assert (
+        h.metrics.registry.get_sample_value(
+            "orchestrator_decision_assist_errors_total", {"session": SESSION, "backend": "codex", "kind": error}
+        )
+        == 1
+    )
 
 
 def test_ai_off_and_the_notification_threshold(make) -> None:
@@ -213,8 +245,15 @@ def test_approve_queues_allowed_suggestions_and_refuses_denied_ones(make) -> Non
 # blockers ---------------------------------------------------------------------------------------
 def test_failure_streak_blocker_follows_the_block(make) -> None:
     h = make(toml={"ai": {"backend": "off"}})
-    h.store.update_metadata(SESSION, {"blocked": True, "failure_streak": 3, "blockers": ["mine"],
-                                      "last_command_result": {"command": "make", "exit_code": 2}})
+    h.store.update_metadata(
+        SESSION,
+        {
+            "blocked": True,
+            "failure_streak": 3,
+            "blockers": ["mine"],
+            "last_command_result": {"command": "make", "exit_code": 2},
+        },
+    )
     blockers = h.settle()["blockers"]
     assert blockers == ["mine", "failure streak: 3 consecutive failures; last `make` exit 2"]
     h.store.update_metadata(SESSION, {"blocked": False})
@@ -312,8 +351,12 @@ def test_a_denied_plan_command_is_never_queued(make) -> None:
 
 
 def test_ai_decomposition_is_checked_and_not_repeated_for_the_same_content(make) -> None:
-    cyclic = {"steps": [{"id": "a", "title": "A", "commands": ["true"], "depends_on": ["b"], "acceptance": []},
-                        {"id": "b", "title": "B", "commands": ["true"], "depends_on": ["a"], "acceptance": []}]}
+    cyclic = {
+        "steps": [
+            {"id": "a", "title": "A", "commands": ["true"], "depends_on": ["b"], "acceptance": []},
+            {"id": "b", "title": "B", "commands": ["true"], "depends_on": ["a"], "acceptance": []},
+        ]
+    }
     good = {"steps": [{"id": "only", "title": "Only", "commands": ["make all"], "depends_on": [], "acceptance": []}]}
     h = make(cyclic, good, toml={"plan": {"auto_execute": False}})
     write_doc(h, PLAN)

@@ -1,13 +1,14 @@
 """The config keys of decision assist and plans: defaults, and bad values named clearly."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
+from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
-from orchestrator.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
 
 
 def write(tmp_path: Path, toml_text: str, session_extra: str = "") -> Path:
@@ -26,19 +27,24 @@ def test_the_starter_file_loads_with_the_documented_defaults(tmp_path: Path) -> 
 
 
 def test_tables_take_lists_as_tuples(tmp_path: Path) -> None:
-    text = '[ai]\nbackend = "openai"\nopenai_base_url = "http://127.0.0.1:1/v1"\n' \
-           '[decision]\nallowlist = ["^make test$"]\nauto_run = true\n'
+    text = (
+        '[ai]\nbackend = "openai"\nopenai_base_url = "http://127.0.0.1:1/v1"\n'
+        '[decision]\nallowlist = ["^make test$"]\nauto_run = true\n'
+    )
     settings = load_config(write(tmp_path, text)).settings
     assert settings.ai.openai_base_url == "http://127.0.0.1:1/v1"
     assert settings.decision.allowlist == ("^make test$",) and settings.decision.auto_run
 
 
-@pytest.mark.parametrize("text,key", [
-    ('[decision]\nallowlist = ["(unclosed"]\n', "decision.allowlist"),
-    ('[decision]\nauto_approve = true\n', "decision.auto_approve"),
-    ('[ai]\nbackend = "gpt"\n', "ai.backend"),
-    ('[plan]\nauto_execute = "yes"\n', "plan.auto_execute"),
-])
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ('[decision]\nallowlist = ["(unclosed"]\n', "decision.allowlist"),
+        ("[decision]\nauto_approve = true\n", "decision.auto_approve"),
+        ('[ai]\nbackend = "gpt"\n', "ai.backend"),
+        ('[plan]\nauto_execute = "yes"\n', "plan.auto_execute"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))

@@ -1,4 +1,5 @@
 """The audit log: schema-valid lines, a tolerant reader, nothing lost when the disk refuses."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,23 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from orchestrator.audit import AuditLog, audit_validator, read_events
 from orchestrator.clock import ManualClock
+from orchestrator.state.audit import AuditLog, audit_validator, read_events
 
 
 def test_every_line_is_valid_against_the_shipped_schema(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "a.jsonl", clock=ManualClock())
     log.record("command_queued", "weather/bot", command_id=1, command="true", queue_depth=1)
-    log.record("command_result", "weather/bot", command_id=1, command="true", status="succeeded", exit_code=0,
-               duration_s=0.01, output_tail="")
+    log.record(
+        "command_result",
+        "weather/bot",
+        command_id=1,
+        command="true",
+        status="succeeded",
+        exit_code=0,
+        duration_s=0.01,
+        output_tail="",
+    )
     validator = audit_validator()
     lines = (tmp_path / "a.jsonl").read_text().splitlines()
     assert len(lines) == 2
@@ -46,9 +55,11 @@ def test_reader_skips_a_truncated_last_line_and_reports_it(tmp_path: Path) -> No
 
 def test_reader_reports_a_malformed_middle_line_by_number(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    path.write_text('{"ts": "2026-01-01T00:00:00.0Z", "event": "orchestrator_started", "session": null}\n'
-                    "garbage\n"
-                    '{"ts": "2026-01-01T00:00:01.0Z", "event": "orchestrator_stopped", "session": null}\n')
+    path.write_text(
+        '{"ts": "2026-01-01T00:00:00.0Z", "event": "orchestrator_started", "session": null}\n'
+        "garbage\n"
+        '{"ts": "2026-01-01T00:00:01.0Z", "event": "orchestrator_stopped", "session": null}\n'
+    )
     result = read_events(path, validate=True)
     assert len(result.events) == 2
     assert result.problems == [f"{path}:2: malformed line skipped (JSONDecodeError)"]
@@ -64,14 +75,21 @@ def test_disk_full_keeps_events_in_memory_until_the_disk_accepts_them(tmp_path: 
     log.record("orchestrator_stopped", None)
     assert log.pending == 0
     assert [e["event"] for e in read_events(log.path).events] == [
-        "orchestrator_started", "dispatch_failed", "orchestrator_stopped"]
+        "orchestrator_started",
+        "dispatch_failed",
+        "orchestrator_stopped",
+    ]
 
 
 def test_secrets_are_redacted_in_audit_lines(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    AuditLog(path).record("command_queued", "weather/bot", command_id=2,
-                          command="curl 'https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc123secret' "
-                                  "-H 'Authorization: Bearer sk-live-0123456789'")
+    AuditLog(path).record(
+        "command_queued",
+        "weather/bot",
+        command_id=2,
+        command="curl 'https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc123secret' "
+        "-H 'Authorization: Bearer sk-live-0123456789'",
+    )
     text = path.read_text()
     assert "abc123secret" not in text and "sk-live-0123456789" not in text
     assert "key=***" in text

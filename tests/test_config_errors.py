@@ -1,8 +1,8 @@
 """Bad input gets one clear line naming file, key and fix, and exit code 2."""
+
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -48,8 +48,16 @@ def test_good_config_resolves_paths_against_its_folder(tmp_path: Path) -> None:
 BAD_INPUTS = {
     "unknown-yaml-key": (GOOD_YAML + "colour: blue\n", None, ["agent-config.yaml", "'colour'", "unknown key"]),
     "unknown-session-key": (GOOD_YAML + "    shell: zsh\n", None, ["agent-config.yaml", "sessions[0].shell"]),
-    "unknown-toml-key": (GOOD_YAML, "stall_timeout = 5\n", ["orchestrator.toml", "'stall_timeout'", "stall_timeout_seconds"]),
-    "wrong-type": (GOOD_YAML, "failure_alert_threshold = 'three'\n", ["orchestrator.toml", "failure_alert_threshold", "integer"]),
+    "unknown-toml-key": (
+        GOOD_YAML,
+        "stall_timeout = 5\n",
+        ["orchestrator.toml", "'stall_timeout'", "stall_timeout_seconds"],
+    ),
+    "wrong-type": (
+        GOOD_YAML,
+        "failure_alert_threshold = 'three'\n",
+        ["orchestrator.toml", "failure_alert_threshold", "integer"],
+    ),
     "yaml-syntax": ("sessions: [\n  - name: x\n", None, ["agent-config.yaml", "YAML syntax error", "line"]),
     "toml-syntax": (GOOD_YAML, "stall_timeout_seconds = = 1\n", ["orchestrator.toml", "TOML syntax error"]),
     "missing-target": (GOOD_YAML.replace('    target: "weather:bot"\n', ""), None, ["sessions[0].target", "missing"]),
@@ -57,7 +65,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("yaml_text,toml_text,needles", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_config_exits_2_with_one_line(tmp_path: Path, yaml_text: str, toml_text: str | None, needles: list[str]) -> None:
+def test_bad_config_exits_2_with_one_line(
+    tmp_path: Path, yaml_text: str, toml_text: str | None, needles: list[str]
+) -> None:
     write(tmp_path, yaml_text, toml_text)
     result = run("tmux-agent-orchestrator", "--config", "agent-config.yaml", "--once", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
@@ -75,16 +85,18 @@ def test_missing_config_file_names_the_fix(tmp_path: Path) -> None:
 
 def test_unknown_session_exits_2(tmp_path: Path) -> None:
     write(tmp_path)
-    result = run("tmux-agent", "send", "--config", "agent-config.yaml", "--no-check", "nobody/home", "--", "true",
-                 cwd=tmp_path)
+    result = run(
+        "tmux-agent", "send", "--config", "agent-config.yaml", "--no-check", "nobody/home", "--", "true", cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "unknown session 'nobody/home'" in result.stderr and "weather/bot" in result.stderr
 
 
 def test_pane_that_does_not_exist_exits_2(tmp_path: Path) -> None:
     write(tmp_path)
-    result = run("tmux-agent-orchestrator", "--config", "agent-config.yaml", "--once", "--metrics-port", "0",
-                 cwd=tmp_path)
+    result = run(
+        "tmux-agent-orchestrator", "--config", "agent-config.yaml", "--once", "--metrics-port", "0", cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "no tmux pane for target 'weather:bot'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -92,8 +104,9 @@ def test_pane_that_does_not_exist_exits_2(tmp_path: Path) -> None:
 
 def test_meta_set_rejects_non_json(tmp_path: Path) -> None:
     write(tmp_path)
-    result = run("tmux-agent", "meta", "set", "--config", "agent-config.yaml", "weather/bot", "blockers", "[oops",
-                 cwd=tmp_path)
+    result = run(
+        "tmux-agent", "meta", "set", "--config", "agent-config.yaml", "weather/bot", "blockers", "[oops", cwd=tmp_path
+    )
     assert result.returncode == 2 and "key 'blockers'" in result.stderr
 
 

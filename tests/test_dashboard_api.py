@@ -1,5 +1,6 @@
 """The dashboard over HTTP (no browser): the JSON API, normalised metadata, live
 updates on the SSE stream, /healthz, /metrics, the token, and its CLI's errors."""
+
 from __future__ import annotations
 
 import json
@@ -7,31 +8,57 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from orchestrator.audit import AuditLog
 from orchestrator.dashboard.server import DashboardApp, DashboardServer
-from orchestrator.store import CommandResult, StateStore
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.store import CommandResult, StateStore
 from pytest_tmuxagent.dashboard import http_get
 from tests.test_metrics_promtool import promtool_check
 
 BOT = "weather/bot"
-NEXT_ACTIONS = {"generated_at": "2026-11-01T08:00:00Z", "source": "codex", "blockers": ["OPENAI_API_KEY missing"],
-                "recommendations": [{"title": "Set the key", "detail": "export it in ~/.env",
-                                     "command": "echo OPENAI_API_KEY=... >> ~/.env", "priority": "high", "risk": "low"}]}
-PLAN = {"source": "docs/plan.md", "steps": [{"id": "s1", "title": "scaffold", "status": "done"},
-                                            {"id": "s2", "title": "fetch weather", "status": "running"},
-                                            {"id": "s3", "title": "reply", "status": "pending"}]}
+NEXT_ACTIONS = {
+    "generated_at": "2026-11-01T08:00:00Z",
+    "source": "codex",
+    "blockers": ["OPENAI_API_KEY missing"],
+    "recommendations": [
+        {
+            "title": "Set the key",
+            "detail": "export it in ~/.env",
+            "command": "echo OPENAI_API_KEY=... >> ~/.env",
+            "priority": "high",
+            "risk": "low",
+        }
+    ],
+}
+PLAN = {
+    "source": "docs/plan.md",
+    "steps": [
+        {"id": "s1", "title": "scaffold", "status": "done"},
+        {"id": "s2", "title": "fetch weather", "status": "running"},
+        {"id": "s3", "title": "reply", "status": "pending"},
+    ],
+}
 
 
 def finish(store: StateStore, session: str, command: str, exit_code: int, tail: str = "") -> int:
     command_id = store.enqueue(session, command)
     store.mark_running(command_id, "2026-11-01T08:00:00.000000Z")
-    store.finish(command_id, CommandResult(exit_code, "succeeded" if exit_code == 0 else "failed",
-                                           "2026-11-01T08:00:00.000000Z", "2026-11-01T08:00:01.000000Z", 1.0, tail))
+    store.finish(
+        command_id,
+        CommandResult(
+            exit_code,
+            "succeeded" if exit_code == 0 else "failed",
+            "2026-11-01T08:00:00.000000Z",
+            "2026-11-01T08:00:01.000000Z",
+            1.0,
+            tail,
+        ),
+    )
     return command_id
 
 
@@ -75,8 +102,15 @@ def dashboard(tmp_path: Path, store: StateStore) -> Iterator[Any]:
 
 def test_state_api_carries_results_cards_plan_and_events(dashboard, store: StateStore, tmp_path: Path) -> None:
     finish(store, BOT, "make test", 2, "2 failed")
-    store.update_metadata(BOT, {"next_actions": NEXT_ACTIONS, "task_decomposition": PLAN, "failure_streak": 1,
-                                "blockers": ["waiting for API key"]})
+    store.update_metadata(
+        BOT,
+        {
+            "next_actions": NEXT_ACTIONS,
+            "task_decomposition": PLAN,
+            "failure_streak": 1,
+            "blockers": ["waiting for API key"],
+        },
+    )
     store.enqueue(BOT, "echo next")
     AuditLog(tmp_path / "logs" / "a.jsonl").record("metadata_set", BOT, detail="next_actions")
     state = dashboard().json("api/state")
@@ -102,14 +136,23 @@ def test_other_apis_and_quoted_session_names(dashboard, store: StateStore) -> No
     assert running.get("api/events?limit=x")[0] == 400
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("just a string", None),
-    ([{"title": "a list of cards"}], [{"title": "a list of cards", "detail": None, "command": None, "priority": None,
-                                       "risk": None}]),
-    ({"recommendations": [{"title": {"nested": 1}, "priority": 3}, "plain text card"]},
-     [{"title": '{"nested": 1}', "detail": None, "command": None, "priority": "3", "risk": None},
-      {"title": "plain text card", "detail": None, "command": None, "priority": None, "risk": None}]),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("just a string", None),
+        (
+            [{"title": "a list of cards"}],
+            [{"title": "a list of cards", "detail": None, "command": None, "priority": None, "risk": None}],
+        ),
+        (
+            {"recommendations": [{"title": {"nested": 1}, "priority": 3}, "plain text card"]},
+            [
+                {"title": '{"nested": 1}', "detail": None, "command": None, "priority": "3", "risk": None},
+                {"title": "plain text card", "detail": None, "command": None, "priority": None, "risk": None},
+            ],
+        ),
+    ],
+)
 def test_odd_next_actions_shapes_become_text(value: Any, expected: Any, dashboard, store: StateStore) -> None:
     store.update_metadata(BOT, {"next_actions": value, "task_decomposition": "not a plan"})
     session = dashboard().json("api/state")["sessions"][0]
@@ -186,8 +229,9 @@ def test_token_guards_everything_but_healthz(dashboard) -> None:
 
 
 def dashboard_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.dashboard", *args], capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.dashboard", *args], capture_output=True, text=True, timeout=30
+    )
 
 
 def test_cli_refuses_a_public_bind_without_token(tmp_path: Path) -> None:

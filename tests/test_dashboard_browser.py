@@ -1,6 +1,7 @@
 """The dashboard in a real browser (headless Debian Chromium via Playwright): it
 updates live when the state DB changes, without a reload, and renders hostile
 values as text. Each test saves a screenshot under reports/dashboard/."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from orchestrator.audit import AuditLog
-from orchestrator.store import StateStore
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.store import StateStore
 from tests.test_dashboard_api import BOT, NEXT_ACTIONS, PLAN, finish
 
 PANEL = f'[data-session="{BOT}"]'
@@ -40,12 +41,38 @@ def test_row_and_card_update_live_without_reload(seeded, dashboard_server, brows
     updates = int(page.evaluate("document.body.dataset.updates"))
 
     command_id = finish(store, BOT, "make test", 3, "FAILED test_weather.py::test_reply")
-    store.update_metadata(BOT, {"failure_streak": 1, "next_actions": {
-        **NEXT_ACTIONS, "recommendations": [{"title": "Fix the failing test", "detail": "test_reply expects °C",
-                                             "command": "pytest -k test_reply", "priority": "high", "risk": "low"}]},
-        "task_decomposition": {**PLAN, "steps": [{**s, "status": "done"} for s in PLAN["steps"][:2]] + PLAN["steps"][2:]}})
-    audit.record("command_result", BOT, command_id=command_id, command="make test", status="failed", exit_code=3,
-                 duration_s=1.0, output_tail="FAILED")
+    store.update_metadata(
+        BOT,
+        {
+            "failure_streak": 1,
+            "next_actions": {
+                **NEXT_ACTIONS,
+                "recommendations": [
+                    {
+                        "title": "Fix the failing test",
+                        "detail": "test_reply expects °C",
+                        "command": "pytest -k test_reply",
+                        "priority": "high",
+                        "risk": "low",
+                    }
+                ],
+            },
+            "task_decomposition": {
+                **PLAN,
+                "steps": [{**s, "status": "done"} for s in PLAN["steps"][:2]] + PLAN["steps"][2:],
+            },
+        },
+    )
+    audit.record(
+        "command_result",
+        BOT,
+        command_id=command_id,
+        command="make test",
+        status="failed",
+        exit_code=3,
+        duration_s=1.0,
+        output_tail="FAILED",
+    )
 
     expect(panel.locator(".last-status")).to_have_text("failed")
     expect(panel.locator(".last-exit")).to_have_text("exit 3")
@@ -68,19 +95,36 @@ HOSTILE = {
     "title": "<img src=x onerror=window.__xss=3>",
     "detail": "</article><script>window.__xss = 4</script>",
     "step": "<b>step</b> & <i>more</i>",
-    "blocker": "\"><svg onload=window.__xss=5>",
+    "blocker": '"><svg onload=window.__xss=5>',
 }
 
 
 def test_hostile_values_render_as_text(seeded, dashboard_server, browser_page, save_screenshot) -> None:
     store, audit = seeded
     finish(store, BOT, HOSTILE["command"], 1, HOSTILE["tail"])
-    store.update_metadata(BOT, {
-        "blockers": [HOSTILE["blocker"]],
-        "next_actions": {"source": "<i>codex</i>", "blockers": [HOSTILE["blocker"]], "recommendations": [
-            {"title": HOSTILE["title"], "detail": HOSTILE["detail"], "command": HOSTILE["command"],
-             "priority": 'high" onmouseover="x', "risk": "<b>low</b>"}]},
-        "task_decomposition": {"source": "plan", "steps": [{"id": "1", "title": HOSTILE["step"], "status": "<s>done</s>"}]}})
+    store.update_metadata(
+        BOT,
+        {
+            "blockers": [HOSTILE["blocker"]],
+            "next_actions": {
+                "source": "<i>codex</i>",
+                "blockers": [HOSTILE["blocker"]],
+                "recommendations": [
+                    {
+                        "title": HOSTILE["title"],
+                        "detail": HOSTILE["detail"],
+                        "command": HOSTILE["command"],
+                        "priority": 'high" onmouseover="x',
+                        "risk": "<b>low</b>",
+                    }
+                ],
+            },
+            "task_decomposition": {
+                "source": "plan",
+                "steps": [{"id": "1", "title": HOSTILE["step"], "status": "<s>done</s>"}],
+            },
+        },
+    )
     audit.record("metadata_set", BOT, detail=HOSTILE["detail"])
     page = browser_page
     page.goto(dashboard_server(store.path, audit.path).url)

@@ -1,5 +1,6 @@
 """The openai backend end to end: the real service, pointed at a local Chat Completions stub
 by `[ai] openai_base_url`, with OPENAI_API_KEY from the env file."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,18 @@ from pytest_tmuxagent.waiting import wait_until
 from .openai_stub import OpenAIStub, Reply
 
 SESSION = "weather/bot"
-ADVICE = {"summary": "s", "recommendations": [
-    {"title": "Export OPENAI_API_KEY in the bot's shell", "detail": "", "command": None, "priority": "high",
-     "risk": "low"}]}
+ADVICE = {
+    "summary": "s",
+    "recommendations": [
+        {
+            "title": "Export OPENAI_API_KEY in the bot's shell",
+            "detail": "",
+            "command": None,
+            "priority": "high",
+            "risk": "low",
+        }
+    ],
+}
 
 
 def test_openai_backend_answers_blockers(agent_pane, orchestrator_service, monkeypatch) -> None:
@@ -19,17 +29,24 @@ def test_openai_backend_answers_blockers(agent_pane, orchestrator_service, monke
         monkeypatch.delenv(name, raising=False)
     stub = OpenAIStub([Reply(json.dumps(ADVICE))])
     try:
-        service = orchestrator_service([agent_pane(SESSION)], start=False,
-                                       settings={"ai": {"backend": "openai", "openai_base_url": stub.base_url,
-                                                        "openai_model": "gpt-stub"},
-                                                 "decision": {"enabled": True}})
+        service = orchestrator_service(
+            [agent_pane(SESSION)],
+            start=False,
+            settings={
+                "ai": {"backend": "openai", "openai_base_url": stub.base_url, "openai_model": "gpt-stub"},
+                "decision": {"enabled": True},
+            },
+        )
         service.env_file.write_text("OPENAI_API_KEY=sk-test-from-env-file-0001\n")
         service.start()
         service.meta_set(SESSION, "blockers", ["OPENAI_API_KEY is missing in the bot's shell"])
         actions = wait_until(lambda: service.metadata(SESSION).get("next_actions"), timeout=15)
     finally:
         stub.close()
-    assert actions["source"] == "openai" and actions["recommendations"][0]["title"] == ADVICE["recommendations"][0]["title"]
+    assert (
+        actions["source"] == "openai"
+        and actions["recommendations"][0]["title"] == ADVICE["recommendations"][0]["title"]
+    )
     [sent] = stub.requests
     assert sent["headers"]["authorization"] == "Bearer sk-test-from-env-file-0001"
     assert sent["json"]["model"] == "gpt-stub"

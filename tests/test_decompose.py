@@ -1,11 +1,12 @@
 """The deterministic Markdown decomposition and the plan checks shared with AI answers."""
+
 from __future__ import annotations
 
 import textwrap
 
 import pytest
 
-from orchestrator.decompose import check_steps, execution_order, parse_markdown, split_commands
+from orchestrator.assist.decompose import check_steps, execution_order, parse_markdown, split_commands
 
 
 def md(text: str) -> tuple[list[dict], list[str]]:
@@ -34,17 +35,34 @@ def test_headings_with_shell_blocks_or_checklists_are_steps() -> None:
         """)
     assert warnings == []
     assert steps == [
-        {"id": "s1", "title": "Install", "commands": ["pip install -r requirements.txt", "pytest -q"],
-         "depends_on": [], "acceptance": []},
-        {"id": "s2", "title": "Review", "commands": [], "depends_on": [],
-         "acceptance": ["code reviewed", "docs updated"]},
+        {
+            "id": "s1",
+            "title": "Install",
+            "commands": ["pip install -r requirements.txt", "pytest -q"],
+            "depends_on": [],
+            "acceptance": [],
+        },
+        {
+            "id": "s2",
+            "title": "Review",
+            "commands": [],
+            "depends_on": [],
+            "acceptance": ["code reviewed", "docs updated"],
+        },
     ]
 
 
-@pytest.mark.parametrize("line,expected", [
-    ("Depends on: Step 3", ["s3"]), ("depends_on: s3", ["s3"]), ("**Depends on:** 3, 1", ["s3", "s1"]),
-    ("Requires: deploy the bot", ["s3"]), ("依赖：步骤 1 和 步骤 3", ["s1", "s3"]), ("After: deploy", ["s3"]),
-])
+@pytest.mark.parametrize(
+    "line,expected",
+    [
+        ("Depends on: Step 3", ["s3"]),
+        ("depends_on: s3", ["s3"]),
+        ("**Depends on:** 3, 1", ["s3", "s1"]),
+        ("Requires: deploy the bot", ["s3"]),
+        ("依赖：步骤 1 和 步骤 3", ["s1", "s3"]),
+        ("After: deploy", ["s3"]),
+    ],
+)
 def test_dependencies_by_number_id_or_title(line: str, expected: list[str]) -> None:
     steps, _ = md(f"""\
         ## Step 1: Build
@@ -105,8 +123,13 @@ def test_shell_blocks_split_into_whole_commands() -> None:
         }
         """)
     assert split_commands(block) == [
-        "export CITY=Beijing", "cat > app.py <<'PY'\nprint(\"hi\")\nPY", "for i in 1 2; do\n  echo $i\ndone",
-        'echo "two\nlines"', "pip install \\\n  requests", "if [ -f x ]; then echo x; fi", "f() {\n  echo in f\n}",
+        "export CITY=Beijing",
+        "cat > app.py <<'PY'\nprint(\"hi\")\nPY",
+        "for i in 1 2; do\n  echo $i\ndone",
+        'echo "two\nlines"',
+        "pip install \\\n  requests",
+        "if [ -f x ]; then echo x; fi",
+        "f() {\n  echo in f\n}",
     ]
 
 
@@ -128,10 +151,16 @@ def test_execution_order_follows_dependencies_then_document_order() -> None:
     check_steps(steps)
 
 
-@pytest.mark.parametrize("steps,problem", [
-    ([], "empty"), ([step("a"), step("a")], "unique"), ([step("a", "zz")], "unknown"), ([step("a", "a")], "unknown"),
-    ([step("a", "b"), step("b", "a")], "cycle"),
-])
+@pytest.mark.parametrize(
+    "steps,problem",
+    [
+        ([], "empty"),
+        ([step("a"), step("a")], "unique"),
+        ([step("a", "zz")], "unknown"),
+        ([step("a", "a")], "unknown"),
+        ([step("a", "b"), step("b", "a")], "cycle"),
+    ],
+)
 def test_bad_plans_are_rejected(steps: list[dict], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         check_steps(steps)

@@ -26,12 +26,20 @@ def codex(tmp_path: Path) -> FakeCodex:
     return fake
 
 
-def run(codex: FakeCodex, *args: str, stdin: str = "", env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    codex: FakeCodex, *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CODEX_TIMEOUT_SECONDS")}
     full_env.update(env or {})
-    return subprocess.run([str(codex.path), *args], input=stdin, capture_output=True, text=True,
-                          timeout=20, env=full_env, cwd=cwd or codex.bin_dir)
+    return subprocess.run(
+        [str(codex.path), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=full_env,
+        cwd=cwd or codex.bin_dir,
+    )
 
 
 def fenced_json(text: str) -> Any:
@@ -67,7 +75,9 @@ def test_without_a_script_the_default_reply_is_used(codex: FakeCodex) -> None:
 
 
 def test_fenced_and_garbage_replies(codex: FakeCodex) -> None:
-    codex.script([{"kind": "fenced", "payload": DECISION}, {"kind": "garbage"}, {"kind": "garbage", "payload": "{oops"}])
+    codex.script(
+        [{"kind": "fenced", "payload": DECISION}, {"kind": "garbage"}, {"kind": "garbage", "payload": "{oops"}]
+    )
     fenced = run(codex, "exec").stdout
     assert fenced_json(fenced) == DECISION and not fenced.lstrip().startswith(("{", "```"))
     for _ in range(2):
@@ -94,8 +104,9 @@ def test_slow_reply_waits_then_answers(codex: FakeCodex) -> None:
 
 def test_hang_reply_runs_until_killed(codex: FakeCodex) -> None:
     codex.script([{"kind": "hang"}])
-    proc = subprocess.Popen([str(codex.path), "exec"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(codex.path), "exec"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         assert codex.wait_for_calls(1, timeout=10)[0]["reply_kind"] == "hang"
         with pytest.raises(subprocess.TimeoutExpired):
@@ -119,8 +130,15 @@ def test_output_last_message_file(codex: FakeCodex, tmp_path: Path, flag: list[s
 
 def test_calls_log_records_argv_stdin_cwd_and_env_without_secrets(codex: FakeCodex, tmp_path: Path) -> None:
     secret = "sk-test-DO-NOT-LOG-1234"
-    run(codex, "exec", "--json", "-", stdin="prompt: summarise pane", cwd=tmp_path,
-        env={"OPENAI_API_KEY": secret, "CODEX_TIMEOUT_SECONDS": "15"})
+    run(
+        codex,
+        "exec",
+        "--json",
+        "-",
+        stdin="prompt: summarise pane",
+        cwd=tmp_path,
+        env={"OPENAI_API_KEY": secret, "CODEX_TIMEOUT_SECONDS": "15"},
+    )
     run(codex, "exec")
     first, second = codex.calls()
     assert first["argv"] == ["exec", "--json", "-"]
@@ -134,8 +152,12 @@ def test_calls_log_records_argv_stdin_cwd_and_env_without_secrets(codex: FakeCod
 
 
 def test_open_stdin_pipe_does_not_block_forever(codex: FakeCodex) -> None:
-    proc = subprocess.Popen([str(codex.path), "exec"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env={**os.environ, "FAKE_CODEX_STDIN_GRACE": "0.1"})
+    proc = subprocess.Popen(
+        [str(codex.path), "exec"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "FAKE_CODEX_STDIN_GRACE": "0.1"},
+    )
     try:  # stdin is never written nor closed: the fake must still finish on its own
         assert proc.wait(timeout=10) == 0
         assert json.loads(proc.stdout.read()) == DEFAULT_REPLY["payload"]  # type: ignore[union-attr]
@@ -148,8 +170,10 @@ def test_open_stdin_pipe_does_not_block_forever(codex: FakeCodex) -> None:
 def test_concurrent_calls_consume_each_reply_exactly_once(codex: FakeCodex) -> None:
     n = 6
     codex.script([{"kind": "json", "payload": {"n": i}} for i in range(n)] + [{"kind": "exit", "payload": "spent"}])
-    procs = [subprocess.Popen([str(codex.path), "exec"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-             for _ in range(n)]
+    procs = [
+        subprocess.Popen([str(codex.path), "exec"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]
     outputs = [p.communicate(timeout=20)[0] for p in procs]
     assert sorted(json.loads(o)["n"] for o in outputs) == list(range(n))
     assert sorted(c["reply_index"] for c in codex.calls()) == list(range(n))

@@ -1,4 +1,5 @@
 """The /metrics exposition passes `promtool check metrics`."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,7 @@ import subprocess
 import pytest
 from prometheus_client import generate_latest
 
-from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.adapters.metrics import OrchestratorMetrics
 
 
 def promtool_check(text: bytes) -> subprocess.CompletedProcess[bytes]:
@@ -21,10 +22,18 @@ def test_metrics_registry_is_per_instance() -> None:
     first, second = OrchestratorMetrics(), OrchestratorMetrics()
     first.register_session("weather/bot")
     first.commands.labels(session="weather/bot", result="succeeded").inc()
-    assert first.registry.get_sample_value("orchestrator_commands_total",
-                                           {"session": "weather/bot", "result": "succeeded"}) == 1.0
-    assert second.registry.get_sample_value("orchestrator_commands_total",
-                                            {"session": "weather/bot", "result": "succeeded"}) is None
+    assert (
+        first.registry.get_sample_value(
+            "orchestrator_commands_total", {"session": "weather/bot", "result": "succeeded"}
+        )
+        == 1.0
+    )
+    assert (
+        second.registry.get_sample_value(
+            "orchestrator_commands_total", {"session": "weather/bot", "result": "succeeded"}
+        )
+        is None
+    )
 
 
 def test_exposition_is_clean_under_promtool() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import urllib.error
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -42,8 +42,9 @@ def exporter() -> Iterator[Exporter]:
     reg = CollectorRegistry()
     commands = Counter("orchestrator_commands", "Commands by result", ["session", "result"], registry=reg)
     streak = Gauge("orchestrator_failure_streak", "Consecutive failures", ["session"], registry=reg)
-    duration = Histogram("orchestrator_command_duration_seconds", "Duration", ["session"],
-                         buckets=(0.5, 5.0), registry=reg)
+    duration = Histogram(
+        "orchestrator_command_duration_seconds", "Duration", ["session"], buckets=(0.5, 5.0), registry=reg
+    )
     server, thread = serve(reg)
     try:
         yield Exporter(f"http://127.0.0.1:{server.server_port}", commands, streak, duration)

@@ -1,6 +1,7 @@
 """The notifier in-process: outbox first, dedupe, rate limit, backoff, degradation
 said once, and the environment re-read without a restart. Channels here are
 small recording doubles of WeCom (the HTTP clients have their own tests)."""
+
 from __future__ import annotations
 
 import logging
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.audit import AuditLog, read_events
+from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.adapters.wecom import ChannelError
 from orchestrator.clock import ManualClock
 from orchestrator.config import NotificationSettings
 from orchestrator.envfile import EnvSource, parse_env_text
-from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.notifier import NO_CHANNEL, Notifier
-from orchestrator.outbox import Outbox
-from orchestrator.store import StateStore
-from orchestrator.wecom import ChannelError
+from orchestrator.notify.notifier import NO_CHANNEL, Notifier
+from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.outbox import Outbox
+from orchestrator.state.store import StateStore
 
 
 @dataclass
@@ -56,10 +57,18 @@ def rig(tmp_path: Path) -> Rig:
     def channels(env, timeout, previous):
         return [channel] if env.get("WECOM_WEBHOOK") else []
 
-    settings = NotificationSettings(dedupe_seconds=60, retry_backoff_seconds=2, rate_limit_per_minute=3,
-                                    rate_limit_backoff_seconds=5)
-    notifier = Notifier(outbox=Outbox(store), env=EnvSource(env_file, base={}), settings=settings,
-                        metrics=OrchestratorMetrics(), audit=audit, clock=clock, channel_factory=channels)
+    settings = NotificationSettings(
+        dedupe_seconds=60, retry_backoff_seconds=2, rate_limit_per_minute=3, rate_limit_backoff_seconds=5
+    )
+    notifier = Notifier(
+        outbox=Outbox(store),
+        env=EnvSource(env_file, base={}),
+        settings=settings,
+        metrics=OrchestratorMetrics(),
+        audit=audit,
+        clock=clock,
+        channel_factory=channels,
+    )
     return Rig(notifier, channel, clock, env_file, tmp_path / "audit.jsonl")
 
 

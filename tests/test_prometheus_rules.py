@@ -1,6 +1,7 @@
 """The shipped deploy/ files: the scrape config and alert rules pass promtool, every
 alert has a `promtool test rules` case that fires and one that stays quiet, and
 every metric the rules and the Grafana dashboard name is one we export."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.dashboard.server import DashboardApp
-from orchestrator.metrics import OrchestratorMetrics
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -33,8 +34,12 @@ def alert_rules() -> list[dict]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
-SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-            "gauge": ("",), "unknown": ("",)}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gauge": ("",),
+    "unknown": ("",),
+}
 
 
 def exported_names(tmp_path: Path) -> set[str]:
@@ -73,8 +78,14 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 
 def test_the_alerts_the_issue_asks_for_exist_with_a_severity() -> None:
     rules = {rule["alert"]: rule for rule in alert_rules()}
-    for name in ("TmuxAgentFailureStreak", "TmuxAgentCommandStalled", "TmuxAgentNotificationsDegraded",
-                 "TmuxAgentHeartbeatStale", "TmuxAgentQueueStuck", "TmuxAgentQueueBackingUp"):
+    for name in (
+        "TmuxAgentFailureStreak",
+        "TmuxAgentCommandStalled",
+        "TmuxAgentNotificationsDegraded",
+        "TmuxAgentHeartbeatStale",
+        "TmuxAgentQueueStuck",
+        "TmuxAgentQueueBackingUp",
+    ):
         assert name in rules
     assert {rule["labels"]["severity"] for rule in rules.values()} == {"critical", "warning"}
     assert "orchestrator_failure_alert_threshold" in rules["TmuxAgentFailureStreak"]["expr"]

@@ -1,5 +1,6 @@
 """`tmux-agent-orchestrator-replay`: counts, span, rates, episodes, a tolerant
 reader, `--session` before `--limit`, and `--verify-db` against a state DB."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.audit import AuditLog, read_events
 from orchestrator.cli.replay_main import main as replay_main
 from orchestrator.clock import ManualClock, iso_utc
-from orchestrator.replay import replay, select, verify_db
-from orchestrator.snapshot import StateSnapshot
-from orchestrator.store import CommandResult, StateStore
+from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.replay import replay, select, verify_db
+from orchestrator.state.snapshot import StateSnapshot
+from orchestrator.state.store import CommandResult, StateStore
 
 BOT, OPS = "weather/bot", "ops/deploy"
 
@@ -30,24 +31,40 @@ class Recorder:
     def queue(self, session: str, command: str) -> int:
         self.store.ensure_session(session, session.replace("/", ":"))
         command_id = self.store.enqueue(session, command)
-        self.audit.record("command_queued", session, command_id=command_id, command=command,
-                          queue_depth=self.store.queue_depths()[session])
+        self.audit.record(
+            "command_queued",
+            session,
+            command_id=command_id,
+            command=command,
+            queue_depth=self.store.queue_depths()[session],
+        )
         return command_id
 
     def dispatch(self, session: str, command_id: int) -> None:
         self.store.mark_running(command_id, iso_utc(self.clock.now()))
-        self.audit.record("command_dispatched", session, command_id=command_id,
-                          command=self.store.command(command_id).command,
-                          queue_depth=self.store.queue_depths()[session])
+        self.audit.record(
+            "command_dispatched",
+            session,
+            command_id=command_id,
+            command=self.store.command(command_id).command,
+            queue_depth=self.store.queue_depths()[session],
+        )
 
     def finish(self, session: str, command_id: int, exit_code: int, tail: str = "") -> None:
         self.clock.advance(0.5)
         status = "succeeded" if exit_code == 0 else "failed"
         now = iso_utc(self.clock.now())
         self.store.finish(command_id, CommandResult(exit_code, status, now, now, 0.5, tail))
-        self.audit.record("command_result", session, command_id=command_id,
-                          command=self.store.command(command_id).command, status=status, exit_code=exit_code,
-                          duration_s=0.5, output_tail=tail)
+        self.audit.record(
+            "command_result",
+            session,
+            command_id=command_id,
+            command=self.store.command(command_id).command,
+            status=status,
+            exit_code=exit_code,
+            duration_s=0.5,
+            output_tail=tail,
+        )
         streak = 0 if status == "succeeded" else self.store.increment_metadata(session, "failure_streak")
         if status == "succeeded":
             self.store.update_metadata(session, {"failure_streak": 0})
@@ -99,8 +116,14 @@ def test_counts_span_rates_queue_and_last_command(recorder: Recorder) -> None:
     bot = summary["sessions"][BOT]
     assert bot["max_queue_depth"] == 3 and bot["running"] == [ids["running"]]
     assert bot["queued"] == [ids["queued"], ids["queued"] + 1]
-    assert bot["last_command_result"] == {"command_id": ids["last"], "command": "echo last", "status": "succeeded",
-                                          "exit_code": 0, "duration_s": 0.5, "output_tail": "tail of echo last"}
+    assert bot["last_command_result"] == {
+        "command_id": ids["last"],
+        "command": "echo last",
+        "status": "succeeded",
+        "exit_code": 0,
+        "duration_s": 0.5,
+        "output_tail": "tail of echo last",
+    }
     ops = summary["sessions"][OPS]
     assert (ops["failure_streak"], ops["blocked"], ops["queued"]) == (2, True, [ids["held"]])
     assert [(e["session"], e["failures"], e["outcome"]) for e in summary["streak_episodes"]] == [(OPS, 2, "open")]
@@ -110,8 +133,16 @@ def test_stall_episodes_and_an_unblock_closing_a_streak(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "a.jsonl", clock=ManualClock())
     for event in ("stall_detected", "stall_interrupt", "stall_retry", "command_dispatched", "stall_detected"):
         log.record(event, BOT, command_id=7, command="sleep 600")
-    log.record("command_result", BOT, command_id=7, command="sleep 600", status="stalled", exit_code=None,
-               duration_s=2.0, output_tail="")
+    log.record(
+        "command_result",
+        BOT,
+        command_id=7,
+        command="sleep 600",
+        status="stalled",
+        exit_code=None,
+        duration_s=2.0,
+        output_tail="",
+    )
     log.record("failure_streak", OPS, command_id=9, command="false", detail="3 consecutive failures")
     log.record("session_blocked", OPS)
     log.record("session_unblocked", OPS)
@@ -183,14 +214,18 @@ def test_a_command_missing_from_the_log_is_a_difference(recorder: Recorder) -> N
     assert differences == [f"{BOT}: queued commands: log [], DB [2]"]
 
 
-@pytest.mark.parametrize("argv, key", [
-    (["--log", "{tmp}/missing.jsonl"], "--log"),
-    (["--log", "{log}", "--limit", "0"], "--limit"),
-    (["--log", "{log}", "--limit", "5", "--verify-db", "{db}"], "--limit"),
-    (["--log", "{log}", "--verify-db", "{tmp}/missing.db"], "--verify-db"),
-])
-def test_bad_input_is_one_line_and_exit_2(argv: list[str], key: str, recorder: Recorder, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, key",
+    [
+        (["--log", "{tmp}/missing.jsonl"], "--log"),
+        (["--log", "{log}", "--limit", "0"], "--limit"),
+        (["--log", "{log}", "--limit", "5", "--verify-db", "{db}"], "--limit"),
+        (["--log", "{log}", "--verify-db", "{tmp}/missing.db"], "--verify-db"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], key: str, recorder: Recorder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recorder.run(BOT, "true", 0)
     paths = {"tmp": str(tmp_path), "log": str(recorder.audit.path), "db": str(recorder.store.path)}
     code, out, err = run_cli(capsys, *[a.format(**paths) for a in argv])

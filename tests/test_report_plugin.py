@@ -1,5 +1,6 @@
 """The plugin's real-world report, acceptance gate and Allure labels, on nested
 pytest runs (pytester subprocesses load the plugin through its entry point)."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,19 @@ from pathlib import Path
 import pytest
 
 
-
 def scenario_file(pytester: pytest.Pytester, fail: str = "") -> None:
     # markers must exist at collection time for -m and report keywords: add them statically
-    body = "\n".join([
-        "import pytest",
-        *[f"@pytest.mark.scenario_{x}\ndef test_{x}(tmuxagent_evidence):\n"
-          f"    tmuxagent_evidence.add('note', 'evidence {x}', 'value {x} key=SUPERSECRET')\n"
-          f"    assert '{x}' != '{fail}', 'induced failure in scenario {x}'\n" for x in "abcdefg"],
-    ])
+    body = "\n".join(
+        [
+            "import pytest",
+            *[
+                f"@pytest.mark.scenario_{x}\ndef test_{x}(tmuxagent_evidence):\n"
+                f"    tmuxagent_evidence.add('note', 'evidence {x}', 'value {x} key=SUPERSECRET')\n"
+                f"    assert '{x}' != '{fail}', 'induced failure in scenario {x}'\n"
+                for x in "abcdefg"
+            ],
+        ]
+    )
     pytester.makepyfile(test_playbook=body)
 
 
@@ -58,14 +63,16 @@ def test_a_subset_run_without_gate_passes_and_says_not_run(pytester: pytest.Pyte
 
 
 def test_allure_results_carry_epic_feature_and_story(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_allure_labels="""
+    pytester.makepyfile(
+        test_allure_labels="""
 import pytest
 
 @pytest.mark.scenario_a
 @pytest.mark.parametrize("case", ["success", "plain-failure"])
 def test_feedback(case, tmuxagent_evidence):
     tmuxagent_evidence.add("pane", "screen", "$ true")
-""")
+"""
+    )
     result = pytester.runpytest_subprocess("--alluredir", "allure-results", "--tmuxagent-report", "report.md")
     assert result.ret == 0, result.stdout.str()
     results = [json.loads(p.read_text()) for p in Path(pytester.path, "allure-results").glob("*-result.json")]

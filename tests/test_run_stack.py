@@ -1,5 +1,6 @@
 """`tmux-agent run`: orchestrator and dashboard in one foreground command; Ctrl-C
 stops both cleanly."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,20 @@ def test_run_starts_both_and_ctrl_c_stops_both(agent_pane, orchestrator_service,
     service = orchestrator_service([agent_pane("weather/bot")], start=False)
     port = free_port()
     log = (tmp_path / "run.log").open("wb")
-    run = subprocess.Popen([cli_path("tmux-agent"), "run", "--config", str(service.config_path),
-                            "--metrics-port", "0", "--dashboard-port", str(port)], stdout=log, stderr=log)
+    run = subprocess.Popen(
+        [
+            cli_path("tmux-agent"),
+            "run",
+            "--config",
+            str(service.config_path),
+            "--metrics-port",
+            "0",
+            "--dashboard-port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=log,
+    )
     try:
         wait_until(lambda: healthz(port), timeout=20, message="dashboard never answered /healthz")
         runtime = service.log_dir / "orchestrator-runtime.json"

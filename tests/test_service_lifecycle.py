@@ -1,11 +1,12 @@
 """The real orchestrator process: restarts lose nothing, signals stop it cleanly,
 dry-run sends nothing, and faults (pane closed, tmux gone) are survived."""
+
 from __future__ import annotations
 
 import collections
 import signal
 
-from orchestrator.store import TERMINAL_STATUSES
+from orchestrator.state.store import TERMINAL_STATUSES
 from pytest_tmuxagent.waiting import wait_until
 from tests.test_metrics_promtool import promtool_check
 

@@ -1,10 +1,11 @@
 """The SQLite state store under two writers, and results recorded exactly once."""
+
 from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
 
-from orchestrator.store import CommandResult, StateStore
+from orchestrator.state.store import CommandResult, StateStore
 
 
 def _enqueue_many(path: str, session: str, count: int) -> None:

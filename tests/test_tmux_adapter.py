@@ -1,20 +1,23 @@
 """The one tmux adapter on a real server: `-L` and `-S` both work, targets resolve
 or fail with a fix, and text arrives exactly as written."""
+
 from __future__ import annotations
 
 import pytest
 
+from orchestrator.adapters.tmux import TmuxAdapter
 from orchestrator.config import TmuxConfig
 from orchestrator.errors import PaneNotFound
-from orchestrator.tmux import TmuxAdapter
 from pytest_tmuxagent.waiting import wait_until
 
-TRICKY = "\n".join([
-    "echo \"double\" 'single' `backtick` $HOME ${PATH} \\backslash ; && || | > <",
-    "天气预报 — ünïcödé ✓ 🚀",
-    "x" * 5000,
-    "last line",
-])
+TRICKY = "\n".join(
+    [
+        "echo \"double\" 'single' `backtick` $HOME ${PATH} \\backslash ; && || | > <",
+        "天气预报 — ünïcödé ✓ 🚀",
+        "x" * 5000,
+        "last line",
+    ]
+)
 
 
 def adapters(tmux_server) -> list[TmuxAdapter]:
@@ -31,8 +34,11 @@ def test_text_arrives_literally(mode, tmux_server, agent_pane) -> None:
     adapter.send_text(adapter.resolve(pane.target).pane_id, TRICKY)
     out = pane.workdir / "typed.txt"
     expected = TRICKY + "\n"
-    wait_until(lambda: out.exists() and out.stat().st_size >= len(expected.encode()), timeout=10,
-               message="typed text did not all arrive")
+    wait_until(
+        lambda: out.exists() and out.stat().st_size >= len(expected.encode()),
+        timeout=10,
+        message="typed text did not all arrive",
+    )
     assert out.read_text() == expected
 
 

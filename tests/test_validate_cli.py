@@ -1,5 +1,6 @@
 """`tmux-agent validate` as a CI gate: an induced failure shows in the report and
 makes the command exit non-zero; bad options exit 2."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,16 +11,27 @@ from pytest_tmuxagent.service import cli_path
 
 def playbook(folder: Path, failing: str = "") -> Path:
     folder.mkdir()
-    (folder / "test_playbook.py").write_text("\n".join(
-        ["import pytest"] + [f"@pytest.mark.scenario_{x}\ndef test_{x}():\n"
-                             f"    assert '{x}' != '{failing}', 'induced failure in scenario {x}'\n"
-                             for x in "abcdefg"]))
+    (folder / "test_playbook.py").write_text(
+        "\n".join(
+            ["import pytest"]
+            + [
+                f"@pytest.mark.scenario_{x}\ndef test_{x}():\n"
+                f"    assert '{x}' != '{failing}', 'induced failure in scenario {x}'\n"
+                for x in "abcdefg"
+            ]
+        )
+    )
     return folder
 
 
 def validate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([cli_path("tmux-agent"), "validate", "--report", str(tmp_path / "report.md"), *args],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    return subprocess.run(
+        [cli_path("tmux-agent"), "validate", "--report", str(tmp_path / "report.md"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
 
 
 def test_all_scenarios_passing_exits_zero(tmp_path: Path) -> None:

@@ -1,18 +1,19 @@
 """Unit tests of the WeCom channels against `responses` (in-process, no sockets, no sleeps)."""
+
 from __future__ import annotations
 
 import json
 import traceback
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
 
+from orchestrator.adapters.wecom import AppChannel, ChannelError, WebhookChannel, channels_from_env, describe
 from orchestrator.clock import ManualClock
-from orchestrator.wecom import (AppChannel, ChannelError, WebhookChannel, channels_from_env, describe)
 
 BASE = "https://qyapi.weixin.qq.com"
 SEND = f"{BASE}/cgi-bin/message/send"
@@ -79,6 +80,7 @@ def fail(channel: WebhookChannel | AppChannel) -> ChannelError:
 
 # -- webhook -----------------------------------------------------------------------------
 
+
 def test_webhook_posts_markdown_with_title_heading(rsps, webhook: WebhookChannel, key: str) -> None:
     rsps.post(f"{BASE}/cgi-bin/webhook/send", json=ok())
     webhook.send("命令卡顿 weather/bot", "- exit code: 1\n- tail: `boom`")
@@ -87,7 +89,8 @@ def test_webhook_posts_markdown_with_title_heading(rsps, webhook: WebhookChannel
     assert call.request.headers["Content-Type"] == "application/json"
     assert json.loads(call.request.body) == {
         "msgtype": "markdown",
-        "markdown": {"content": "## 命令卡顿 weather/bot\n- exit code: 1\n- tail: `boom`"}}
+        "markdown": {"content": "## 命令卡顿 weather/bot\n- exit code: 1\n- tail: `boom`"},
+    }
     assert webhook.name == "webhook"
 
 
@@ -104,15 +107,18 @@ def test_rate_limit_45009_is_rate_limited_with_retry_after(rsps, webhook: Webhoo
     assert (err.kind, err.errcode, err.retry_after) == ("rate_limited", 45009, 60.0)
 
 
-@pytest.mark.parametrize("reply, kind", [
-    ({"status": 500, "body": "internal error"}, "http"),
-    ({"status": 404, "json": {"errcode": 404, "errmsg": "nope"}}, "http"),
-    ({"status": 200, "body": "<html>gateway</html>"}, "bad_reply"),
-    ({"status": 200, "json": {"hello": "world"}}, "bad_reply"),
-    ({"body": requests.ConnectionError("connection refused")}, "network"),
-    ({"body": requests.ConnectTimeout("connect timed out")}, "timeout"),
-    ({"body": requests.ReadTimeout("read timed out")}, "timeout"),
-])
+@pytest.mark.parametrize(
+    "reply, kind",
+    [
+        ({"status": 500, "body": "internal error"}, "http"),
+        ({"status": 404, "json": {"errcode": 404, "errmsg": "nope"}}, "http"),
+        ({"status": 200, "body": "<html>gateway</html>"}, "bad_reply"),
+        ({"status": 200, "json": {"hello": "world"}}, "bad_reply"),
+        ({"body": requests.ConnectionError("connection refused")}, "network"),
+        ({"body": requests.ConnectTimeout("connect timed out")}, "timeout"),
+        ({"body": requests.ReadTimeout("read timed out")}, "timeout"),
+    ],
+)
 def test_transport_and_reply_failures_map_to_kinds(rsps, webhook: WebhookChannel, reply, kind: str) -> None:
     rsps.post(f"{BASE}/cgi-bin/webhook/send", **reply)
     err = fail(webhook)
@@ -133,6 +139,7 @@ def test_api_base_replaces_scheme_host_and_port_only(rsps, key: str) -> None:
 
 # -- app ---------------------------------------------------------------------------------
 
+
 def test_app_token_fetched_once_and_cached_across_sends(rsps, app: AppChannel, secret: str) -> None:
     add_token(rsps, "tok-A")
     rsps.post(SEND, json=ok())
@@ -143,8 +150,11 @@ def test_app_token_fetched_once_and_cached_across_sends(rsps, app: AppChannel, s
     sends = calls_to(rsps, "/cgi-bin/message/send")
     assert [query(c)["access_token"] for c in sends] == [["tok-A"], ["tok-A"]]
     assert json.loads(sends[0].request.body) == {
-        "touser": "@all", "msgtype": "markdown", "agentid": 1000002,
-        "markdown": {"content": "## 下一步建议 weather/bot\n1. run tests"}}
+        "touser": "@all",
+        "msgtype": "markdown",
+        "agentid": 1000002,
+        "markdown": {"content": "## 下一步建议 weather/bot\n1. run tests"},
+    }
     assert app.name == "app"
 
 
@@ -155,7 +165,11 @@ def test_expired_token_42001_refetches_once_and_retries(rsps, app: AppChannel) -
     rsps.post(SEND, json=ok())
     app.send("t", "m")
     assert [urlsplit(c.request.url).path.rsplit("/", 1)[1] for c in rsps.calls] == [
-        "gettoken", "send", "gettoken", "send"]
+        "gettoken",
+        "send",
+        "gettoken",
+        "send",
+    ]
     assert [query(c)["access_token"] for c in calls_to(rsps, "/cgi-bin/message/send")] == [["tok-old"], ["tok-new"]]
     rsps.post(SEND, json=ok())
     app.send("t", "m")  # the fresh token is cached
@@ -180,8 +194,7 @@ def test_token_refreshed_after_clock_passes_expiry(rsps, app: AppChannel, clock:
     app.send("t", "m")
     clock.advance(2)
     app.send("t", "m")
-    assert [query(c)["access_token"][0] for c in calls_to(rsps, "/cgi-bin/message/send")] == [
-        "tok-1", "tok-1", "tok-2"]
+    assert [query(c)["access_token"][0] for c in calls_to(rsps, "/cgi-bin/message/send")] == ["tok-1", "tok-1", "tok-2"]
 
 
 def test_gettoken_refusal_is_token_error_and_app_errcodes_are_checked(rsps, app: AppChannel, secret: str) -> None:
@@ -205,6 +218,7 @@ def test_app_honours_api_base(rsps, secret: str) -> None:
 
 # -- secrets -----------------------------------------------------------------------------
 
+
 def test_no_secret_in_any_error_message_or_repr(rsps, key: str, secret: str) -> None:
     token = unique("tok")
     hook = WebhookChannel(f"{BASE}/cgi-bin/webhook/send?key={key}", 2.0)
@@ -212,17 +226,23 @@ def test_no_secret_in_any_error_message_or_repr(rsps, key: str, secret: str) -> 
     errors: list[ChannelError] = []
     # Replies echo every secret known at that point (a token cannot be masked before it is issued).
     echo = f"url={BASE}/x?key={key} corpsecret {secret} bare {key}"
-    for reply in ({"status": 500, "body": echo}, {"status": 200, "body": echo},
-                  {"json": {"errcode": 93000, "errmsg": echo}},
-                  {"body": requests.ConnectionError(f"cannot connect to {BASE}/x?key={key}")}):
+    for reply in (
+        {"status": 500, "body": echo},
+        {"status": 200, "body": echo},
+        {"json": {"errcode": 93000, "errmsg": echo}},
+        {"body": requests.ConnectionError(f"cannot connect to {BASE}/x?key={key}")},
+    ):
         rsps.upsert(responses.POST, f"{BASE}/cgi-bin/webhook/send", **reply)
         errors.append(fail(hook))
     rsps.get(TOKEN, json={"errcode": 40001, "errmsg": echo})
     errors.append(fail(app))
     rsps.replace(responses.GET, TOKEN, json={"errcode": 0, "access_token": token, "expires_in": 7200})
     echo += f" token {token}"
-    for reply in ({"json": {"errcode": 40014, "errmsg": echo}}, {"status": 502, "body": echo},
-                  {"body": requests.ConnectionError(f"refused: {SEND}?access_token={token}")}):
+    for reply in (
+        {"json": {"errcode": 40014, "errmsg": echo}},
+        {"status": 502, "body": echo},
+        {"body": requests.ConnectionError(f"refused: {SEND}?access_token={token}")},
+    ):
         rsps.upsert(responses.POST, SEND, **reply)
         errors.append(fail(app))
     with responses.RequestsMock():  # unregistered: responses' own error quotes the full URL
@@ -238,6 +258,7 @@ def test_no_secret_in_any_error_message_or_repr(rsps, key: str, secret: str) -> 
 
 
 # -- configuration -----------------------------------------------------------------------
+
 
 def test_channels_from_env_selection(key: str, secret: str) -> None:
     hook_url = f"{BASE}/cgi-bin/webhook/send?key={key}"
@@ -255,20 +276,28 @@ def test_channels_from_env_selection(key: str, secret: str) -> None:
 
 
 def test_channels_from_env_skips_malformed_values_without_leaking(key: str, secret: str, caplog) -> None:
-    env = {"WECOM_WEBHOOK": f"not-a-url-{key}", "WECOM_CORP_ID": "c", "WECOM_AGENT_ID": "x1",
-           "WECOM_APP_SECRET": secret}
+    env = {
+        "WECOM_WEBHOOK": f"not-a-url-{key}",
+        "WECOM_CORP_ID": "c",
+        "WECOM_AGENT_ID": "x1",
+        "WECOM_APP_SECRET": secret,
+    }
     assert channels_from_env(env) == []
     assert "WECOM_WEBHOOK" in caplog.text and "WECOM_AGENT_ID" in caplog.text
     assert key not in caplog.text and secret not in caplog.text
 
 
 def test_channels_from_env_reuses_equal_channels_and_their_token(rsps, key: str, secret: str) -> None:
-    env = {"WECOM_WEBHOOK": f"{BASE}/cgi-bin/webhook/send?key={key}",
-           "WECOM_CORP_ID": "corp1", "WECOM_AGENT_ID": "1000002", "WECOM_APP_SECRET": secret}
+    env = {
+        "WECOM_WEBHOOK": f"{BASE}/cgi-bin/webhook/send?key={key}",
+        "WECOM_CORP_ID": "corp1",
+        "WECOM_AGENT_ID": "1000002",
+        "WECOM_APP_SECRET": secret,
+    }
     clock = ManualClock()
     first = channels_from_env(env, clock=clock)
     again = channels_from_env(dict(env), previous=first, clock=clock)
-    assert [a is b for a, b in zip(first, again)] == [True, True]
+    assert [a is b for a, b in zip(first, again, strict=True)] == [True, True]
     add_token(rsps, "tok-keep")
     rsps.post(SEND, json=ok())
     first[1].send("t", "m")

@@ -8,7 +8,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 import pytest
 

@@ -1,23 +1,27 @@
 """What every CLI shares: the config flags, logging with redaction, and turning a
 UserError into one line on stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from ..config import Config, load_config
-from ..errors import UserError
-from ..redact import redact
+from orchestrator.config import Config, load_config
+from orchestrator.errors import UserError
+from orchestrator.redact import redact
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="agent-config.yaml", help="agent-config.yaml path")
-    parser.add_argument("--orchestrator-config", default=None,
-                        help="orchestrator.toml path (default: .tmuxagent/orchestrator.toml beside --config)")
+    parser.add_argument(
+        "--orchestrator-config",
+        default=None,
+        help="orchestrator.toml path (default: .tmuxagent/orchestrator.toml beside --config)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

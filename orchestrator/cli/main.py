@@ -1,5 +1,6 @@
 """`tmux-agent`: the user's command line (init, send, status, meta set, unblock,
 approve, doctor, validate)."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,24 +8,26 @@ import json
 import sys
 from pathlib import Path
 
-from .. import doctor, run_stack
-from ..assist import status_lines
-from ..audit import AuditLog
-from ..dashboard import cli as dashboard_cli
-from ..config import ORCHESTRATOR_RELATIVE
-from ..envfile import EnvSource
-from ..errors import UserError
-from ..outbox import Outbox
-from ..plan_executor import plan_progress
-from ..starter import AGENT_CONFIG, ORCHESTRATOR_TOML
-from ..store import StateStore
-from ..tmux import TmuxAdapter
-from .common import add_config_flags, config_from_args, run_cli
+from orchestrator.adapters.tmux import TmuxAdapter
+from orchestrator.assist.coordinator import status_lines
+from orchestrator.assist.plan_executor import plan_progress
+from orchestrator.cli import dashboard as dashboard_cli
+from orchestrator.cli import doctor, run_stack
+from orchestrator.cli.common import add_config_flags, config_from_args, run_cli
+from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
+from orchestrator.config import ORCHESTRATOR_RELATIVE
+from orchestrator.envfile import EnvSource
+from orchestrator.errors import UserError
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.outbox import Outbox
+from orchestrator.state.store import StateStore
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     config = Path(args.config).absolute()
-    orch = Path(args.orchestrator_config).absolute() if args.orchestrator_config else config.parent / ORCHESTRATOR_RELATIVE
+    orch = (
+        Path(args.orchestrator_config).absolute() if args.orchestrator_config else config.parent / ORCHESTRATOR_RELATIVE
+    )
     targets = [(config, AGENT_CONFIG), (orch, ORCHESTRATOR_TOML)]
     existing = [str(p) for p, _ in targets if p.exists()]
     if existing and not args.force:
@@ -47,7 +50,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     session = config.session(args.session)
     words = [w for w in args.command if w != "--"] if args.command[:1] == ["--"] else args.command
     if not words:
-        raise UserError("no command given", key="CMD", fix="write it after --, e.g. tmux-agent send weather/bot -- make test")
+        raise UserError(
+            "no command given", key="CMD", fix="write it after --, e.g. tmux-agent send weather/bot -- make test"
+        )
     command = words[0] if len(words) == 1 else " ".join(words)
     if not args.no_check:
         TmuxAdapter(config.tmux).resolve(session.target)
@@ -65,15 +70,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     depths = store.queue_depths()
     report = []
     for name in names:
-        report.append({
-            "name": name,
-            "target": config.session(name).target,
-            "metadata": store.metadata(name),
-            "queue_depth": depths.get(name, 0),
-            "queued": [{"id": r.id, "command": r.command} for r in store.queued(name)],
-            "recent": [r.as_dict() for r in store.commands(name, limit=args.limit)],
-            "plan_progress": plan_progress(store.metadata(name).get("task_decomposition")),
-        })
+        report.append(
+            {
+                "name": name,
+                "target": config.session(name).target,
+                "metadata": store.metadata(name),
+                "queue_depth": depths.get(name, 0),
+                "queued": [{"id": r.id, "command": r.command} for r in store.queued(name)],
+                "recent": [r.as_dict() for r in store.commands(name, limit=args.limit)],
+                "plan_progress": plan_progress(store.metadata(name).get("task_decomposition")),
+            }
+        )
     notifications = Outbox(store).health()
     notifications["pending"] = len(Outbox(store).pending())
     if args.json:
@@ -86,8 +93,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         blocked = " BLOCKED" if item["metadata"].get("blocked") else ""
         print(f"{item['name']} ({item['target']}) queue={item['queue_depth']}{blocked}")
         if last:
-            print(f"  last: #{last['command_id']} {last['status']} exit={last['exit_code']} "
-                  f"{last['duration_s']}s  {last['command']}")
+            print(
+                f"  last: #{last['command_id']} {last['status']} exit={last['exit_code']} "
+                f"{last['duration_s']}s  {last['command']}"
+            )
         for line in status_lines(item["name"], item["metadata"]):
             print(line)
     return 0
@@ -99,8 +108,11 @@ def cmd_meta_set(args: argparse.Namespace) -> int:
     try:
         value = json.loads(args.value)
     except json.JSONDecodeError as exc:
-        raise UserError(f"value is not JSON ({exc.msg})", key=args.key,
-                        fix="pass JSON, e.g. '[\"missing OPENAI_API_KEY\"]' or '\"docs/plan.md\"'") from None
+        raise UserError(
+            f"value is not JSON ({exc.msg})",
+            key=args.key,
+            fix="pass JSON, e.g. '[\"missing OPENAI_API_KEY\"]' or '\"docs/plan.md\"'",
+        ) from None
     store.ensure_session(session.name, session.target)
     store.update_metadata(session.name, {args.key: value})
     audit.record("metadata_set", session.name, detail=args.key)
@@ -117,7 +129,7 @@ def cmd_unblock(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from ..decision import approve
+    from orchestrator.assist.decision import approve
 
     config, store, audit = _open(args)
     session = config.session(args.session)
@@ -127,7 +139,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..validate import run_validation
+    from orchestrator.cli.validate import run_validation
 
     return run_validation(args)
 

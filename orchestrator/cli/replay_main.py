@@ -7,6 +7,7 @@ result, max queue depth, success/failure rates, and stall and streak episodes.
 Exit codes: 0 done (and, with --verify-db, identical); 1 the DB differs from the
 log; 2 bad input (a missing log or DB, a bad flag).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,22 +15,27 @@ import json
 import sys
 from pathlib import Path
 
-from ..audit import read_events
-from ..errors import UserError
-from ..replay import render_text, replay, select, verify_db
-from ..snapshot import existing_db
-from .common import run_cli
+from orchestrator.cli.common import run_cli
+from orchestrator.errors import UserError
+from orchestrator.state.audit import read_events
+from orchestrator.state.replay import render_text, replay, select, verify_db
+from orchestrator.state.snapshot import existing_db
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tmux-agent-orchestrator-replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tmux-agent-orchestrator-replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--log", required=True, help="the audit log (.tmuxagent/logs/orchestrator-actions.jsonl)")
     parser.add_argument("--session", default=None, help="only this session's events (applied before --limit)")
     parser.add_argument("--limit", type=int, default=None, help="only the last N events")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--verify-db", default=None, metavar="DB",
-                        help="compare the replayed state with this state DB; exit 1 on any difference")
+    parser.add_argument(
+        "--verify-db",
+        default=None,
+        metavar="DB",
+        help="compare the replayed state with this state DB; exit 1 on any difference",
+    )
     return parser
 
 
@@ -37,13 +43,18 @@ def _replay(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     log = Path(args.log).expanduser()
     if not log.is_file():
-        raise UserError("audit log not found", file=str(log), key="--log",
-                        fix="pass the orchestrator-actions.jsonl under your log_dir")
+        raise UserError(
+            "audit log not found",
+            file=str(log),
+            key="--log",
+            fix="pass the orchestrator-actions.jsonl under your log_dir",
+        )
     if args.limit is not None and args.limit < 1:
         raise UserError(f"must be at least 1, got {args.limit}", key="--limit", fix="pass a positive number")
     if args.limit and args.verify_db:
-        raise UserError("a partial replay cannot be compared with the DB", key="--limit",
-                        fix="drop --limit when using --verify-db")
+        raise UserError(
+            "a partial replay cannot be compared with the DB", key="--limit", fix="drop --limit when using --verify-db"
+        )
     snapshot = existing_db(Path(args.verify_db), "--verify-db") if args.verify_db else None
 
     read = read_events(log, validate=True)

@@ -1,4 +1,5 @@
 """`tmux-agent-orchestrator`: the supervisor service."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,15 +8,15 @@ import os
 import signal
 import sys
 
-from ..audit import AuditLog
-from ..envfile import EnvSource
-from ..metrics import OrchestratorMetrics, serve
-from ..notifier import Notifier
-from ..outbox import Outbox
-from ..store import StateStore
-from ..supervisor import Supervisor
-from ..tmux import TmuxAdapter
-from .common import add_config_flags, config_from_args, run_cli, setup_logging
+from orchestrator.adapters.metrics import OrchestratorMetrics, serve
+from orchestrator.adapters.tmux import TmuxAdapter
+from orchestrator.cli.common import add_config_flags, config_from_args, run_cli, setup_logging
+from orchestrator.engine.supervisor import Supervisor
+from orchestrator.envfile import EnvSource
+from orchestrator.notify.notifier import Notifier
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.outbox import Outbox
+from orchestrator.state.store import StateStore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,18 +37,34 @@ def _serve(argv: list[str] | None) -> int:
     metrics.failure_alert_threshold.set(config.settings.failure_alert_threshold)
     store = StateStore(config.state_db)
     audit = AuditLog(config.audit_log, on_write_error=lambda exc: metrics.audit_write_errors.inc())
-    notifier = Notifier(outbox=Outbox(store), env=EnvSource(config.settings.env_file),
-                        settings=config.settings.notifications, metrics=metrics, audit=audit)
-    supervisor = Supervisor(config, store=store, tmux=TmuxAdapter(config.tmux), audit=audit, metrics=metrics,
-                            dry_run=args.dry_run, notifier=notifier)
+    notifier = Notifier(
+        outbox=Outbox(store),
+        env=EnvSource(config.settings.env_file),
+        settings=config.settings.notifications,
+        metrics=metrics,
+        audit=audit,
+    )
+    supervisor = Supervisor(
+        config,
+        store=store,
+        tmux=TmuxAdapter(config.tmux),
+        audit=audit,
+        metrics=metrics,
+        dry_run=args.dry_run,
+        notifier=notifier,
+    )
     port = config.settings.metrics_port if args.metrics_port is None else args.metrics_port
     source = "--metrics-port" if args.metrics_port is not None else f"{config.orchestrator_path}: metrics_port"
     server = serve(metrics, config.settings.metrics_host, port, source=source)
     runtime = config.log_dir / "orchestrator-runtime.json"
-    runtime.write_text(json.dumps({
-        "pid": os.getpid(),
-        "metrics_url": f"http://{config.settings.metrics_host}:{server.server_port}/metrics",
-    }))
+    runtime.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "metrics_url": f"http://{config.settings.metrics_host}:{server.server_port}/metrics",
+            }
+        )
+    )
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
     signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
     try:

@@ -1,6 +1,7 @@
 """`python -m orchestrator.dashboard`"""
+
 import sys
 
-from .cli import main
+from orchestrator.cli.dashboard import main
 
 sys.exit(main())

@@ -15,6 +15,7 @@ SSE streams when it changed. With a token, every route but /healthz needs
 `Authorization: Bearer <token>`, the `tmuxagent_token` cookie, or `?token=` once
 (which sets the cookie and redirects to the same page without it).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -23,21 +24,22 @@ import logging
 import socket
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from ..clock import parse_iso_utc
-from ..snapshot import StateSnapshot
-from .state import build_state, tail_events
+from orchestrator.clock import parse_iso_utc
+from orchestrator.dashboard.state import build_state, tail_events
+from orchestrator.state.snapshot import StateSnapshot
 
 log = logging.getLogger("orchestrator.dashboard")
 
@@ -45,15 +47,26 @@ COOKIE = "tmuxagent_token"
 KEEPALIVE_SECONDS = 15.0
 STATIC = {"/static/app.js": "application/javascript; charset=utf-8", "/static/app.css": "text/css; charset=utf-8"}
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                                "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-ROUTES = ("/", "/static", "/api/state", "/api/sessions", "/api/events", "/api/notifications", "/api/stream",
-          "/metrics", "/healthz")
+ROUTES = (
+    "/",
+    "/static",
+    "/api/state",
+    "/api/sessions",
+    "/api/events",
+    "/api/notifications",
+    "/api/stream",
+    "/metrics",
+    "/healthz",
+)
 
 
 def _static(name: str) -> bytes:
@@ -111,10 +124,13 @@ class DashboardMetrics:
     def __init__(self, hub: StateHub) -> None:
         self.hub = hub
         self.registry = CollectorRegistry()
-        self.requests = Counter("tmuxagent_dashboard_http_requests", "Dashboard HTTP requests by route and code.",
-                                ["route", "code"], registry=self.registry)
-        self.sse_clients = Gauge("tmuxagent_dashboard_sse_clients", "Open live-update streams.",
-                                 registry=self.registry)
+        self.requests = Counter(
+            "tmuxagent_dashboard_http_requests",
+            "Dashboard HTTP requests by route and code.",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self.sse_clients = Gauge("tmuxagent_dashboard_sse_clients", "Open live-update streams.", registry=self.registry)
         self.registry.register(_StateCollector(hub))
 
 
@@ -128,12 +144,17 @@ class _StateCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = self.hub.state
         sessions = state.get("sessions", [])
-        yield GaugeMetricFamily("tmuxagent_dashboard_state_ok", "1 when the last read of the state DB worked.",
-                                value=0 if state.get("error") or not state else 1)
+        yield GaugeMetricFamily(
+            "tmuxagent_dashboard_state_ok",
+            "1 when the last read of the state DB worked.",
+            value=0 if state.get("error") or not state else 1,
+        )
         yield GaugeMetricFamily("tmuxagent_dashboard_sessions", "Sessions in the state DB.", value=len(sessions))
-        age = GaugeMetricFamily("tmuxagent_dashboard_heartbeat_age_seconds",
-                                "Seconds since the orchestrator last wrote the session's heartbeat.",
-                                labels=["session"])
+        age = GaugeMetricFamily(
+            "tmuxagent_dashboard_heartbeat_age_seconds",
+            "Seconds since the orchestrator last wrote the session's heartbeat.",
+            labels=["session"],
+        )
         now = parse_iso_utc(state["generated_at"]) if state.get("generated_at") else 0.0
         for s in sessions:
             try:
@@ -157,11 +178,13 @@ class DashboardApp:
         self.metrics = DashboardMetrics(self.hub)
         self.pages = {"/": _static("index.html"), **{path: _static(path.rsplit("/", 1)[1]) for path in STATIC}}
 
-    def authorized(self, handler: "Handler", query: dict[str, list[str]]) -> bool:
+    def authorized(self, handler: Handler, query: dict[str, list[str]]) -> bool:
         if not self.token:
             return True
-        offered = [handler.headers.get("Authorization", "").removeprefix("Bearer ").strip(),
-                   query.get("token", [""])[0]]
+        offered = [
+            handler.headers.get("Authorization", "").removeprefix("Bearer ").strip(),
+            query.get("token", [""])[0],
+        ]
         try:
             cookie = SimpleCookie(handler.headers.get("Cookie", ""))
         except CookieError:
@@ -175,7 +198,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "tmuxagent-dashboard"
     app: DashboardApp
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     # responses -------------------------------------------------------------------------
@@ -198,10 +221,10 @@ class Handler(BaseHTTPRequestHandler):
         return next((r for r in ROUTES if path == r or (r != "/" and path.startswith(r + "/"))), "other")
 
     # requests --------------------------------------------------------------------------
-    def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         path, query = parts.path, parse_qs(parts.query)
         if path == "/healthz":
@@ -209,13 +232,19 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/favicon.ico":
             return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if not self.app.authorized(self, query):
-            return self._json({"error": "unauthorized: pass the dashboard token (Authorization: Bearer, or ?token=)"},
-                              HTTPStatus.UNAUTHORIZED)
+            return self._json(
+                {"error": "unauthorized: pass the dashboard token (Authorization: Bearer, or ?token=)"},
+                HTTPStatus.UNAUTHORIZED,
+            )
         if "token" in query and path in self.app.pages:
             rest = urlencode({k: v for k, v in query.items() if k != "token"}, doseq=True)
             cookie = f"{COOKIE}={query['token'][0]}; Path=/; HttpOnly; SameSite=Strict"
-            return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain",
-                              {"Location": path + (f"?{rest}" if rest else ""), "Set-Cookie": cookie})
+            return self._send(
+                HTTPStatus.SEE_OTHER,
+                b"",
+                "text/plain",
+                {"Location": path + (f"?{rest}" if rest else ""), "Set-Cookie": cookie},
+            )
         if path in self.app.pages:
             kind = STATIC.get(path, "text/html; charset=utf-8")
             return self._send(200, self.app.pages[path], kind)
@@ -232,7 +261,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/sessions":
             return self._json(state["sessions"])
         if path.startswith("/api/sessions/"):
-            name = unquote(path[len("/api/sessions/"):])
+            name = unquote(path[len("/api/sessions/") :])
             found = [s for s in state["sessions"] if s["name"] == name]
             return self._json(found[0]) if found else self._json({"error": f"no session {name!r}"}, 404)
         if path == "/api/notifications":
@@ -255,15 +284,25 @@ class Handler(BaseHTTPRequestHandler):
     def _healthz(self) -> None:
         _, state = self.app.hub.refresh()
         ok = not state.get("error")
-        self._json({"status": "ok" if ok else "unavailable", "db": state["db"], "error": state.get("error"),
-                    "sessions": len(state["sessions"])}, 200 if ok else HTTPStatus.SERVICE_UNAVAILABLE)
+        self._json(
+            {
+                "status": "ok" if ok else "unavailable",
+                "db": state["db"],
+                "error": state.get("error"),
+                "sessions": len(state["sessions"]),
+            },
+            200 if ok else HTTPStatus.SERVICE_UNAVAILABLE,
+        )
 
     def _stream(self) -> None:
         hub = self.app.hub
         version, _ = hub.refresh()
         self.send_response(200)
-        for key, value in {**SECURITY_HEADERS, "Content-Type": "text/event-stream; charset=utf-8",
-                           "X-Accel-Buffering": "no"}.items():
+        for key, value in {
+            **SECURITY_HEADERS,
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "X-Accel-Buffering": "no",
+        }.items():
             self.send_header(key, value)
         self.end_headers()
         self.app.metrics.requests.labels(route="/api/stream", code="200").inc()
@@ -286,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _write_event(self, payload: str, version: int, retry: bool = False) -> None:
         head = "retry: 2000\n" if retry else ""
-        self.wfile.write(f"{head}id: {version}\nevent: state\ndata: {payload}\n\n".encode("utf-8"))
+        self.wfile.write(f"{head}id: {version}\nevent: state\ndata: {payload}\n\n".encode())
         self.wfile.flush()
 
 

@@ -5,6 +5,7 @@ Metadata written by other producers (`next_actions`, `task_decomposition`,
 `blockers`) is normalised here to fixed shapes with string values, so the page
 only ever renders known fields, as text.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,24 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..clock import SystemClock, iso_utc
-from ..replay import rates
-from ..snapshot import SnapshotError, StateSnapshot
-from ..store import TERMINAL_STATUSES
+from orchestrator.clock import SystemClock, iso_utc
+from orchestrator.state.replay import rates
+from orchestrator.state.snapshot import SnapshotError, StateSnapshot
+from orchestrator.state.store import TERMINAL_STATUSES
 
 DONE_STATUSES = frozenset({"done", "succeeded", "success", "completed", "complete", "finished"})
 TAIL_BYTES = 256 * 1024
 QUEUED_SHOWN = 10
-LAST_RESULT_KEYS = ("command_id", "command", "exit_code", "status", "started_at", "finished_at", "duration_s",
-                    "output_tail")
+LAST_RESULT_KEYS = (
+    "command_id",
+    "command",
+    "exit_code",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "output_tail",
+)
 
 
 def _text(value: Any) -> str | None:
@@ -75,8 +84,13 @@ def decomposition(value: Any) -> dict[str, Any] | None:
     steps = []
     for index, step in enumerate(raw_steps if isinstance(raw_steps, list) else [], start=1):
         step = step if isinstance(step, dict) else {"title": step}
-        steps.append({"id": _text(step.get("id")) or str(index), "title": _text(step.get("title")) or "",
-                      "status": _text(step.get("status")) or "pending"})
+        steps.append(
+            {
+                "id": _text(step.get("id")) or str(index),
+                "title": _text(step.get("title")) or "",
+                "status": _text(step.get("status")) or "pending",
+            }
+        )
     done = sum(1 for s in steps if s["status"].lower() in DONE_STATUSES)
     return {"source": _text(value.get("source")), "steps": steps, "done": done, "total": len(steps)}
 
@@ -116,8 +130,9 @@ def tail_events(path: Path, limit: int) -> list[dict[str, Any]]:
     return events
 
 
-def _session(row: dict[str, Any], queued: list[dict[str, Any]], running: list[dict[str, Any]],
-             results: dict[str, int]) -> dict[str, Any]:
+def _session(
+    row: dict[str, Any], queued: list[dict[str, Any]], running: list[dict[str, Any]], results: dict[str, int]
+) -> dict[str, Any]:
     meta = row["metadata"]
     return {
         "name": row["name"],
@@ -140,12 +155,19 @@ def _session(row: dict[str, Any], queued: list[dict[str, Any]], running: list[di
     }
 
 
-def build_state(snapshot: StateSnapshot, audit_log: Path, event_limit: int = 40,
-                clock: SystemClock | None = None) -> dict[str, Any]:
+def build_state(
+    snapshot: StateSnapshot, audit_log: Path, event_limit: int = 40, clock: SystemClock | None = None
+) -> dict[str, Any]:
     """Everything the page shows. A DB that cannot be read yields an `error` and no sessions."""
     clock = clock or SystemClock()
-    state: dict[str, Any] = {"generated_at": iso_utc(clock.now()), "db": str(snapshot.path),
-                             "audit_log": str(audit_log), "error": None, "sessions": [], "notifications": {}}
+    state: dict[str, Any] = {
+        "generated_at": iso_utc(clock.now()),
+        "db": str(snapshot.path),
+        "audit_log": str(audit_log),
+        "error": None,
+        "sessions": [],
+        "notifications": {},
+    }
     try:
         rows = snapshot.sessions()
         queued = snapshot.commands_in("queued")
@@ -155,13 +177,19 @@ def build_state(snapshot: StateSnapshot, audit_log: Path, event_limit: int = 40,
     except SnapshotError as exc:
         state["error"] = str(exc)
         rows, queued, running, counts = [], {}, {}, {}
-    sessions = [_session(r, queued.get(r["name"], []), running.get(r["name"], []), counts.get(r["name"], {}))
-                for r in rows]
+    sessions = [
+        _session(r, queued.get(r["name"], []), running.get(r["name"], []), counts.get(r["name"], {})) for r in rows
+    ]
     state["sessions"] = sessions
     results: Counter = Counter()
     for s in sessions:
         results.update({k: v for k, v in s["results"].items() if k in TERMINAL_STATUSES})
-    state["totals"] = {"sessions": len(sessions), "blocked": sum(s["blocked"] for s in sessions),
-                       "queued": sum(s["queue_depth"] for s in sessions), "results": dict(results), **rates(results)}
+    state["totals"] = {
+        "sessions": len(sessions),
+        "blocked": sum(s["blocked"] for s in sessions),
+        "queued": sum(s["queue_depth"] for s in sessions),
+        "results": dict(results),
+        **rates(results),
+    }
     state["events"] = tail_events(audit_log, event_limit)
     return state

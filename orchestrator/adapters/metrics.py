@@ -1,0 +1,149 @@
+"""Prometheus metrics on a per-instance CollectorRegistry (no global state), served
+over HTTP on metrics_host:metrics_port.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from orchestrator.errors import UserError
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+AI_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass
+class OrchestratorMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.commands = Counter(
+            "orchestrator_commands", "Commands that ended, by session and result.", ["session", "result"], registry=r
+        )
+        self.dispatched = Counter(
+            "orchestrator_commands_dispatched", "Commands sent into a pane.", ["session"], registry=r
+        )
+        self.duration = Histogram(
+            "orchestrator_command_duration_seconds",
+            "Command run time measured by the pane's shell.",
+            ["session"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.feedback_latency = Histogram(
+            "orchestrator_feedback_latency_seconds",
+            "From a command's exit to its result in the state DB.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.queue_depth = Gauge("orchestrator_queue_depth", "Commands waiting per session.", ["session"], registry=r)
+        self.heartbeat = Gauge(
+            "orchestrator_heartbeat_timestamp_seconds", "Last time the supervisor loop ran (Unix seconds).", registry=r
+        )
+        self.dispatch_errors = Counter(
+            "orchestrator_dispatch_errors", "Dispatch attempts that failed.", ["session", "reason"], registry=r
+        )
+        self.audit_write_errors = Counter(
+            "orchestrator_audit_write_errors", "Audit lines the disk refused (kept in memory and retried).", registry=r
+        )
+        self.stall_count = Counter("orchestrator_stall_count", "Stalls detected per session.", ["session"], registry=r)
+        self.failure_streak = Gauge(
+            "orchestrator_failure_streak", "Consecutive failures per session.", ["session"], registry=r
+        )
+        self.blocked = Gauge(
+            "orchestrator_session_blocked", "1 when a session is blocked by a failure streak.", ["session"], registry=r
+        )
+        self.failure_alert_threshold = Gauge(
+            "orchestrator_failure_alert_threshold",
+            "Configured failure_alert_threshold (alert rules compare streaks with it).",
+            registry=r,
+        )
+
+        self.notifications = Counter(
+            "orchestrator_notifications",
+            "Notification send attempts by channel and result.",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.notifications_pending = Gauge(
+            "orchestrator_notifications_pending", "Notifications waiting in the outbox.", registry=r
+        )
+        self.notifications_degraded = Gauge(
+            "orchestrator_notifications_degraded", "1 while no notification channel works.", registry=r
+        )
+        self.notifications_degraded_episodes = Counter(
+            "orchestrator_notifications_degraded_episodes", "Times notifications became degraded.", registry=r
+        )
+
+        # decision assist and requirements plans
+        self.ai_calls = Counter(
+            "orchestrator_decision_assist_calls",
+            "AI calls by session, backend and task.",
+            ["session", "backend", "task"],
+            registry=r,
+        )
+        self.ai_errors = Counter(
+            "orchestrator_decision_assist_errors",
+            "AI calls that failed by error kind (each fell back to rules).",
+            ["session", "backend", "kind"],
+            registry=r,
+        )
+        self.ai_latency = Histogram(
+            "orchestrator_decision_assist_latency_seconds",
+            "Time one AI call took.",
+            ["session", "backend"],
+            buckets=AI_BUCKETS,
+            registry=r,
+        )
+        self.decision_duration = Histogram(
+            "orchestrator_decision_duration_seconds",
+            "From a blocker change seen to next_actions written.",
+            ["session"],
+            buckets=AI_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "orchestrator_decisions",
+            "next_actions written, by source (codex|openai|rules).",
+            ["session", "source"],
+            registry=r,
+        )
+        self.suggestions = Counter(
+            "orchestrator_suggestions",
+            "Suggested commands by safety-policy verdict.",
+            ["session", "policy"],
+            registry=r,
+        )
+        self.plan_steps = Counter(
+            "orchestrator_plan_steps", "Plan steps that ended, by status.", ["session", "status"], registry=r
+        )
+
+    def register_session(self, session: str) -> None:
+        """Create each per-session series at zero so dashboards see them before any event."""
+        for result in ("succeeded", "failed", "stalled", "cancelled"):
+            self.commands.labels(session=session, result=result)
+        self.dispatched.labels(session=session)
+        self.queue_depth.labels(session=session).set(0)
+        self.stall_count.labels(session=session)
+        self.failure_streak.labels(session=session).set(0)
+        self.blocked.labels(session=session).set(0)
+
+
+def serve(metrics: OrchestratorMetrics, host: str, port: int, source: str = "metrics_port") -> Any:
+    """Start the /metrics HTTP server; a port in use is a user error, not a traceback."""
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise UserError(
+                f"cannot listen on {host}:{port} ({exc.strerror})",
+                key=source,
+                fix="pick a free port with --metrics-port N or stop the other process",
+            ) from None
+        raise
+    return server

@@ -1,0 +1,274 @@
+"""WeCom (企业微信) delivery channels for the notifier: the group-robot webhook and the
+self-built app (gettoken + message/send).
+
+Why it looks like this:
+- WeCom answers HTTP 200 for most failures and puts the verdict in the JSON `errcode`, so every
+  reply's `errcode` is checked, not just the status line.
+- Every failure becomes one `ChannelError` with a small `kind` vocabulary the notifier can act on
+  (back off longer on "rate_limited", degrade on the rest) without parsing text.
+- Webhook keys, app secrets and access tokens are registered with `redact` the moment they are
+  known, and every error text is redacted, so a failure can be logged, audited or shown as-is.
+- The app's access token is cached until shortly before it expires (WeCom limits gettoken calls)
+  and `channels_from_env` hands back the same channel object while the config is unchanged, so
+  re-reading the env file every few seconds does not throw that cache away.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.redact import redact, register_secret
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
+RATE_LIMIT_ERRCODE = 45009
+RATE_LIMIT_RETRY_AFTER = 60.0  # WeCom's limits are per minute
+TOKEN_ERRCODES = frozenset({40014, 42001, 42009})  # invalid / expired access_token
+TOKEN_MARGIN_SECONDS = 60.0  # refresh this long before WeCom says the token expires
+DEFAULT_TOKEN_LIFETIME = 7200.0
+KINDS = ("network", "timeout", "http", "errcode", "rate_limited", "token", "bad_reply")
+
+
+class ChannelError(Exception):
+    """A send that did not reach WeCom or was refused by it. The message is always redacted."""
+
+    def __init__(
+        self, channel: str, kind: str, detail: str, errcode: int | None = None, retry_after: float | None = None
+    ) -> None:
+        assert kind in KINDS, kind
+        self.channel = channel
+        self.kind = kind
+        self.errcode = errcode
+        self.retry_after = retry_after
+        self.message = redact(f"{channel} {kind}: {detail}")
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return (
+            f"ChannelError(channel={self.channel!r}, kind={self.kind!r}, errcode={self.errcode!r}, "
+            f"retry_after={self.retry_after!r}, message={self.message!r})"
+        )
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, title: str, markdown: str) -> None:
+        """Deliver one message or raise ChannelError."""
+
+
+def _markdown(title: str, markdown: str) -> dict[str, Any]:
+    return {"msgtype": "markdown", "markdown": {"content": f"## {title}\n{markdown}"}}
+
+
+def _check_base(api_base: str) -> tuple[str, str, str]:
+    parts = urlsplit(api_base.strip().rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("WECOM_API_BASE must look like http://host:port")
+    return parts.scheme, parts.netloc, parts.path
+
+
+def _rebase(url: str, api_base: str | None) -> str:
+    """Point `url` at `api_base` (tests' mock server), keeping path and query."""
+    if not api_base:
+        return url
+    scheme, netloc, prefix = _check_base(api_base)
+    parts = urlsplit(url)
+    return urlunsplit((scheme, netloc, prefix + parts.path, parts.query, ""))
+
+
+def _call(
+    channel: str,
+    method: str,
+    url: str,
+    timeout: float,
+    body: dict[str, Any] | None = None,
+    params: dict[str, str] | None = None,
+    refused_kind: str = "errcode",
+) -> dict[str, Any]:
+    """One HTTP exchange turned into a JSON reply with errcode 0, or a ChannelError.
+
+    `from None` keeps the original requests exception (whose text holds the URL) out of tracebacks.
+    """
+    try:
+        resp = requests.request(method, url, params=params, json=body, timeout=timeout)
+    except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
+        raise ChannelError(channel, "timeout", f"no reply within {timeout:g}s ({type(exc).__name__})") from None
+    except requests.ConnectionError as exc:
+        raise ChannelError(channel, "network", f"cannot reach WeCom: {exc}") from None
+    except requests.RequestException as exc:
+        raise ChannelError(channel, "network", f"request failed: {type(exc).__name__}: {exc}") from None
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    errcode = data.get("errcode") if isinstance(data, dict) else None
+    errcode = errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
+    if resp.status_code >= 400:
+        raise ChannelError(channel, "http", f"HTTP {resp.status_code}: {resp.text[:200]}", errcode=errcode)
+    if not isinstance(data, dict) or errcode is None:
+        raise ChannelError(
+            channel, "bad_reply", f"HTTP {resp.status_code}, not a WeCom JSON reply: {resp.text[:200]!r}"
+        )
+    if errcode == 0:
+        return data
+    detail = f"errcode {errcode}: {data.get('errmsg', '')}"
+    if errcode == RATE_LIMIT_ERRCODE:
+        raise ChannelError(channel, "rate_limited", detail, errcode=errcode, retry_after=RATE_LIMIT_RETRY_AFTER)
+    kind = "token" if errcode in TOKEN_ERRCODES else refused_kind
+    raise ChannelError(channel, kind, detail, errcode=errcode)
+
+
+@dataclass(eq=False)
+class WebhookChannel:
+    """A group robot: one POST per message, the key in the URL is the only credential."""
+
+    url: str = field(repr=False)
+    timeout: float
+    api_base: str | None = None
+    name: str = field(default="webhook", init=False)
+
+    def __post_init__(self) -> None:
+        register_secret(self.url.strip())  # also registers the bare key
+        parts = urlsplit(self.url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"WECOM_WEBHOOK must be an http(s) URL like {DEFAULT_API_BASE}/cgi-bin/webhook/send?key=..."
+            )
+        self._endpoint = _rebase(self.url.strip(), self.api_base)
+
+    @property
+    def config_key(self) -> tuple[Any, ...]:
+        """Identity of the configuration (contains the secret URL: compare it, never log it)."""
+        return ("webhook", self.url, self.api_base, self.timeout)
+
+    def send(self, title: str, markdown: str) -> None:
+        _call(self.name, "POST", self._endpoint, self.timeout, _markdown(title, markdown))
+
+
+@dataclass(eq=False)
+class AppChannel:
+    """A self-built app: an access token from gettoken, then message/send to `touser`."""
+
+    corp_id: str
+    agent_id: str
+    secret: str = field(repr=False)
+    timeout: float
+    api_base: str | None = None
+    clock: Clock | None = field(default=None, repr=False)
+    touser: str = "@all"
+    name: str = field(default="app", init=False)
+
+    def __post_init__(self) -> None:
+        register_secret(self.secret)
+        try:
+            self._agent_id = int(self.agent_id)
+        except ValueError:
+            raise ValueError("WECOM_AGENT_ID must be the app's numeric AgentId") from None
+        self._base = urlunsplit(_check_base(self.api_base) + ("", "")) if self.api_base else DEFAULT_API_BASE
+        self._clock: Clock = self.clock or SystemClock()
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._token_valid_until = 0.0
+
+    @property
+    def config_key(self) -> tuple[Any, ...]:
+        """Identity of the configuration (contains the secret: compare it, never log it)."""
+        return ("app", self.corp_id, self.agent_id, self.secret, self.api_base, self.touser, self.timeout)
+
+    def _access_token(self) -> str:
+        with self._lock:
+            if self._token is not None and self._clock.monotonic() < self._token_valid_until:
+                return self._token
+            data = _call(
+                self.name,
+                "GET",
+                f"{self._base}/cgi-bin/gettoken",
+                self.timeout,
+                params={"corpid": self.corp_id, "corpsecret": self.secret},
+                refused_kind="token",
+            )
+            token, lifetime = data.get("access_token"), data.get("expires_in", DEFAULT_TOKEN_LIFETIME)
+            if not isinstance(token, str) or not token or not isinstance(lifetime, (int, float)):
+                raise ChannelError(self.name, "bad_reply", "gettoken reply lacks access_token/expires_in")
+            register_secret(token)
+            self._token = token
+            self._token_valid_until = self._clock.monotonic() + max(0.0, float(lifetime) - TOKEN_MARGIN_SECONDS)
+            return token
+
+    def _forget(self, token: str) -> None:
+        with self._lock:
+            if self._token == token:  # another thread may already hold a fresh one
+                self._token = None
+
+    def _post(self, token: str, body: dict[str, Any]) -> None:
+        url = f"{self._base}/cgi-bin/message/send?access_token={token}"
+        _call(self.name, "POST", url, self.timeout, body)
+
+    def send(self, title: str, markdown: str) -> None:
+        body = {"touser": self.touser, "agentid": self._agent_id, **_markdown(title, markdown)}
+        token = self._access_token()
+        try:
+            self._post(token, body)
+        except ChannelError as err:
+            if err.errcode not in TOKEN_ERRCODES:
+                raise
+            self._forget(token)  # WeCom revoked or expired it early: one fresh token, one retry
+            self._post(self._access_token(), body)
+
+
+_warned: set[str] = set()
+
+
+def channels_from_env(
+    env: Mapping[str, str], timeout: float = 5.0, previous: Sequence[Channel] = (), clock: Clock | None = None
+) -> list[Channel]:
+    """The configured channels, webhook first, reusing objects from `previous` with the same config.
+
+    A malformed value skips that channel with one warning (naming the variable, never its value)
+    instead of raising, so one bad setting cannot stop the other channel or the notifier loop.
+    """
+
+    def value(name: str) -> str:
+        return (env.get(name) or "").strip()
+
+    api_base = value("WECOM_API_BASE") or None
+    wanted: list[Channel] = []
+    builders: list[Any] = []
+    if value("WECOM_WEBHOOK"):
+        builders.append(lambda: WebhookChannel(value("WECOM_WEBHOOK"), timeout, api_base))
+    if value("WECOM_CORP_ID") and value("WECOM_AGENT_ID") and value("WECOM_APP_SECRET"):
+        builders.append(
+            lambda: AppChannel(
+                value("WECOM_CORP_ID"),
+                value("WECOM_AGENT_ID"),
+                value("WECOM_APP_SECRET"),
+                timeout,
+                api_base,
+                clock=clock,
+            )
+        )
+    for build in builders:
+        try:
+            wanted.append(build())
+        except ValueError as exc:
+            problem = redact(str(exc))
+            if problem not in _warned:
+                _warned.add(problem)
+                log.warning("WeCom channel skipped: %s", problem)
+    reusable = {key: ch for ch in previous if (key := getattr(ch, "config_key", None)) is not None}
+    return [reusable.get(getattr(ch, "config_key", None), ch) for ch in wanted]
+
+
+def describe(channels: Sequence[Channel]) -> str:
+    """Channel names only, safe for logs: "webhook, app" or "none"."""
+    return ", ".join(ch.name for ch in channels) or "none"

@@ -1,0 +1,143 @@
+"""Blockers: what keeps a session from making progress, kept as metadata `blockers` (a list
+of strings).
+
+A person sets them (`tmux-agent meta set S blockers '[...]'`), or this module finds them:
+
+* in a finished command's output tail and in new lines of the session's pane (an agent's own
+  output), by pattern — built-in ones for a missing API key, plus `[decision]
+  blocker_patterns` and the session's `blocker_patterns`; one blocker per pattern, the last
+  matching line;
+* from a failure streak: while the session is blocked a "failure streak: …" blocker is present,
+  and `tmux-agent unblock` removes it again.
+
+Every blocker found is audited (`blocker_detected`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.adapters.tmux import TmuxUnavailable
+from orchestrator.assist.advisor import STREAK_PREFIX
+from orchestrator.redact import redact
+
+if TYPE_CHECKING:
+    from orchestrator.engine.supervisor import SessionState, Supervisor
+
+BUILTIN_PATTERNS = (
+    r"(?i)\b[A-Z0-9_]*API_KEY\b.{0,80}\b(?:missing|not set|not found|unset|empty|required|invalid|not provided)\b",
+    r"(?i)\b(?:missing|no|invalid|incorrect)\b.{0,40}\bapi[ _-]?key\b",
+    r"(?i)\bapi[ _-]?key\b.{0,40}\b(?:missing|not set|not found|required|invalid|not provided)\b",
+    r"\bAuthenticationError\b|\b401\b.{0,20}\b(?i:unauthori[sz]ed)\b",
+    r"(?i)缺少.{0,20}(?:API ?Key|密钥)|(?:API ?Key|密钥).{0,20}(?:缺失|未设置|无效)",
+)
+MAX_BLOCKER_CHARS = 300
+PANE_SCAN_LINES = 60
+
+
+def normalize_blockers(value: Any) -> list[str]:
+    """Metadata `blockers` as a clean list of distinct strings, whatever shape a person wrote."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, dict):
+            text = str(item.get("text") or item.get("title") or json.dumps(item, ensure_ascii=False))
+        else:
+            text = str(item)
+        text = " ".join(text.split())
+        if text and text not in out:
+            out.append(text)
+    return out
+
+
+class BlockerWatch:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        decision = supervisor.config.settings.decision
+        self.scan_every = decision.pane_scan_seconds
+        common = (*BUILTIN_PATTERNS, *decision.blocker_patterns)
+        self.patterns = {
+            s.name: [re.compile(p) for p in (*common, *s.blocker_patterns)] for s in supervisor.config.sessions
+        }
+        self._pane_lines: dict[str, set[str]] = {}
+        self._pane_last: dict[str, str] = {}
+        self._next_scan: dict[str, float] = {}
+
+    # finding -------------------------------------------------------------------------------
+    def find(self, session: str, lines: list[str]) -> list[str]:
+        found: list[str] = []
+        for pattern in self.patterns.get(session, []):
+            hits = [line for line in lines if pattern.search(line)]
+            if hits:
+                text = " ".join(redact(hits[-1]).split())[:MAX_BLOCKER_CHARS]
+                if text not in found:
+                    found.append(text)
+        return found
+
+    def from_output(self, session: str, output_tail: str) -> list[str]:
+        return self.add(session, self.find(session, output_tail.splitlines()), "command output")
+
+    def scan_pane(self, state: SessionState) -> list[str]:
+        """New lines in the pane since the last look; the first look is only the baseline."""
+        name = state.config.name
+        now = self.sup.clock.monotonic()
+        if self.scan_every <= 0 or not state.pane_id or now < self._next_scan.get(name, 0.0):
+            return []
+        self._next_scan[name] = now + self.scan_every
+        try:
+            lines = self.sup.tmux.capture(state.pane_id, PANE_SCAN_LINES)
+        except TmuxUnavailable:
+            return []
+        previous, previous_last = self._pane_lines.get(name), self._pane_last.get(name)
+        # The cursor's line may still be being written: it counts once it is the same on two looks.
+        last = lines[-1] if lines else ""
+        settled = lines[:-1] + ([last] if last == previous_last else [])
+        self._pane_lines[name], self._pane_last[name] = set(settled), last
+        if previous is None:  # the baseline: everything on the screen now is old
+            self._pane_lines[name].add(last)
+            return []
+        return self.add(name, self.find(name, [line for line in settled if line not in previous]), "pane output")
+
+    def sync_streak(self, session: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        """A blocked session has a failure-streak blocker; an unblocked one has none."""
+        present = [b for b in normalize_blockers(metadata.get("blockers")) if b.startswith(STREAK_PREFIX)]
+        if metadata.get("blocked") and not present:
+            last = metadata.get("last_command_result") or {}
+            text = (
+                f"{STREAK_PREFIX} {metadata.get('failure_streak') or '?'} consecutive failures; "
+                f"last `{last.get('command')}` exit {last.get('exit_code')}"
+            )
+            self.add(session, [redact(text)], "failure streak")
+        elif not metadata.get("blocked") and present:
+            self.remove(session, lambda b: b.startswith(STREAK_PREFIX))
+        else:
+            return metadata
+        return self.sup.store.metadata(session)
+
+    # writing ---------------------------------------------------------------------------------
+    def add(self, session: str, texts: list[str], origin: str) -> list[str]:
+        """Merge blockers into the metadata; returns those that were new."""
+        added: list[str] = []
+
+        def merge(current: Any) -> list[str]:
+            blockers = normalize_blockers(current)
+            added.extend(t for t in texts if t not in blockers)
+            return blockers + added
+
+        if texts and [
+            t for t in texts if t not in normalize_blockers(self.sup.store.metadata(session).get("blockers"))
+        ]:
+            self.sup.store.modify_metadata(session, "blockers", merge)
+        for text in added:
+            self.sup.audit.record("blocker_detected", session, detail=f"{origin}: {text}")
+        return added
+
+    def remove(self, session: str, drop: Callable[[str], bool]) -> None:
+        self.sup.store.modify_metadata(
+            session, "blockers", lambda current: [b for b in normalize_blockers(current) if not drop(b)]
+        )

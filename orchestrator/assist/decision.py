@@ -1,0 +1,240 @@
+"""Decision assist (scenario C): a session's blockers → metadata `next_actions`.
+
+When a session's `blockers` differ from those its `next_actions` answered, the AI client is
+asked off the supervisor thread; if AI is off or fails (any error kind), the rule-based advisor
+answers instead. Each suggested command gets a safety verdict (see safety.py); only `auto_run`
+ones are queued by themselves, `tmux-agent approve SESSION ID` queues the others, denied ones
+never run. A "下一步建议" notification goes out when the recommendations changed and the top
+priority is at least `[decision] notify_min_priority`. Every decision and verdict is audited.
+
+`next_actions` = {generated_at, source: codex|openai|rules, blockers, summary,
+recommendations: [{id, title, detail, command?, priority, risk, policy, policy_reason,
+command_id?, approved_at?}], latency_s, ai_error?: {backend, kind, detail}}.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.adapters.ai_client import AIClient, AIRequest
+from orchestrator.assist.advisor import DECISION_SCHEMA, PRIORITIES, RuleAdvisor, build_prompt, check_reply, normalize
+from orchestrator.assist.blockers import normalize_blockers
+from orchestrator.assist.jobs import Jobs
+from orchestrator.assist.safety import SafetyPolicy
+from orchestrator.clock import iso_utc
+from orchestrator.config import Config
+from orchestrator.errors import UserError
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.store import StateStore
+
+if TYPE_CHECKING:
+    from orchestrator.engine.supervisor import SessionState, Supervisor
+
+NEXT_ACTIONS_TITLE = "下一步建议"
+APPROVABLE = ("needs_approval", "suggested")
+
+
+class DecisionAssist:
+    def __init__(self, supervisor: Supervisor, ai: AIClient, jobs: Jobs) -> None:
+        self.sup = supervisor
+        self.settings = supervisor.config.settings.decision
+        self.ai = ai
+        self.jobs = jobs
+        self.policy = SafetyPolicy(self.settings)
+        self.rules = RuleAdvisor()
+
+    def check(self, state: SessionState, metadata: dict[str, Any]) -> None:
+        name = state.config.name
+        blockers = normalize_blockers(metadata.get("blockers"))
+        previous = metadata.get("next_actions")
+        answered = normalize_blockers(previous.get("blockers")) if isinstance(previous, dict) else None
+        if not blockers or blockers == answered:
+            return
+        seen = self.sup.clock.monotonic()
+        self.jobs.submit(
+            (name, "decision"),
+            lambda: self.decide(state, blockers, metadata),
+            lambda result: self.apply(name, result, seen),
+        )
+
+    # on a worker thread: ask, fall back, judge -------------------------------------------------
+    def decide(self, state: SessionState, blockers: list[str], metadata: dict[str, Any]) -> dict[str, Any]:
+        name = state.config.name
+        answer = self.ai.ask(
+            name,
+            AIRequest(
+                "decision",
+                build_prompt(name, blockers, metadata),
+                DECISION_SCHEMA,
+                "next_actions",
+                cwd=state.config.workdir,
+                check=check_reply,
+            ),
+        )
+        if answer.data is not None:
+            summary, recommendations, source = (
+                answer.data["summary"],
+                normalize(answer.data["recommendations"]),
+                answer.backend,
+            )
+        else:
+            (summary, recommendations), source = self.rules.advise(name, blockers), "rules"
+        for rec in recommendations:
+            verdict = self.policy.evaluate(rec.get("command"), rec["risk"])
+            rec.update(risk=verdict.risk, policy=verdict.policy, policy_reason=verdict.reason)
+        result: dict[str, Any] = {
+            "generated_at": iso_utc(self.sup.clock.now()),
+            "source": source,
+            "blockers": blockers,
+            "summary": summary,
+            "recommendations": recommendations,
+            "latency_s": round(answer.latency_s, 3),
+        }
+        if answer.error is not None:
+            result["ai_error"] = {"backend": answer.backend, "kind": answer.error.kind, "detail": answer.error.detail}
+        return result
+
+    # back on the supervisor thread: record, queue, notify -------------------------------------------
+    def apply(self, name: str, next_actions: dict[str, Any], seen: float) -> None:
+        previous = self.sup.store.metadata(name).get("next_actions")
+        before = {r.get("id"): r for r in previous.get("recommendations", [])} if isinstance(previous, dict) else {}
+        recommendations = next_actions["recommendations"]
+        for rec in recommendations:
+            earlier = before.get(rec["id"], {})
+            if earlier.get("command_id"):  # the same suggestion was already queued: never twice
+                rec.update({k: earlier[k] for k in ("command_id", "approved_at") if k in earlier})
+            elif rec["policy"] == "auto_run":
+                rec["command_id"] = queue_command(
+                    self.sup.store, self.sup.audit, name, rec["command"], "decision", f"auto-run suggestion {rec['id']}"
+                )
+        self.sup.store.update_metadata(name, {"next_actions": next_actions})
+        source = next_actions["source"]
+        error = next_actions.get("ai_error") or {}
+        self.sup.metrics.decisions.labels(session=name, source=source).inc()
+        self.sup.metrics.decision_duration.labels(session=name).observe(max(0.0, self.sup.clock.monotonic() - seen))
+        top = recommendations[0] if recommendations else {}
+        self.sup.audit.record(
+            "decision_made",
+            name,
+            source=source,
+            error_kind=error.get("kind"),
+            latency_s=next_actions["latency_s"],
+            detail=f"{len(recommendations)} recommendation(s); top [{top.get('priority')}] "
+            f"{top.get('title')}; blockers: {'; '.join(next_actions['blockers'])}"[:1000],
+        )
+        for rec in recommendations:
+            if rec.get("command"):
+                self.sup.metrics.suggestions.labels(session=name, policy=rec["policy"]).inc()
+                self.sup.audit.record(
+                    "safety_decision",
+                    name,
+                    command=rec["command"],
+                    recommendation_id=rec["id"],
+                    policy=rec["policy"],
+                    command_id=rec.get("command_id"),
+                    detail=rec["policy_reason"],
+                )
+        changed = [(r["title"], r.get("command")) for r in recommendations] != [
+            (r.get("title"), r.get("command")) for r in before.values()
+        ]
+        minimum = PRIORITIES.index(self.settings.notify_min_priority)
+        if changed and top and PRIORITIES.index(top["priority"]) >= minimum:
+            self.sup.notify(
+                kind="next_actions",
+                session=name,
+                title=f"{NEXT_ACTIONS_TITLE} · {name}",
+                body=notification_body(name, next_actions),
+                dedupe_key=f"next_actions:{name}:{'/'.join(r['id'] for r in recommendations)}",
+            )
+
+
+def notification_body(session: str, next_actions: dict[str, Any]) -> str:
+    lines = [
+        f"> 会话 session: **{session}**",
+        f"> 阻塞 blockers: {'; '.join(next_actions['blockers'])}",
+        f"> 来源 source: {next_actions['source']}"
+        + (f" (AI {next_actions['ai_error']['kind']}, rule-based fallback)" if next_actions.get("ai_error") else ""),
+    ]
+    for number, rec in enumerate(next_actions["recommendations"][:5], start=1):
+        lines.append(
+            f"{number}. **[{rec['priority']}]** {rec['title']}" + (f" — {rec['detail']}" if rec["detail"] else "")
+        )
+        if rec.get("command"):
+            lines.append(f"   `{rec['command']}` · {policy_hint(session, rec)}")
+    return "\n".join(lines)
+
+
+def policy_hint(session: str, rec: dict[str, Any]) -> str:
+    if rec.get("command_id"):
+        return f"queued as #{rec['command_id']}"
+    if rec["policy"] in APPROVABLE:
+        return f"{rec['policy']}: `tmux-agent approve {session} {rec['id']}`"
+    return rec["policy_reason"]
+
+
+def queue_command(store: StateStore, audit: AuditLog, session: str, command: str, source: str, why: str) -> int:
+    """Queue a command the orchestrator chose (not a person), audited like `tmux-agent send`."""
+    command_id = store.enqueue(session, command, source=source)
+    audit.record(
+        "command_queued",
+        session,
+        command_id=command_id,
+        command=command,
+        queue_depth=store.queue_depths().get(session, 0),
+        detail=why,
+    )
+    return command_id
+
+
+def approve(config: Config, store: StateStore, audit: AuditLog, session: str, rec_id: str) -> tuple[int, str]:
+    """`tmux-agent approve SESSION ID`: queue a suggestion the policy allows to run with approval."""
+    next_actions = store.metadata(session).get("next_actions")
+    recs = next_actions.get("recommendations", []) if isinstance(next_actions, dict) else []
+    rec = next((r for r in recs if r.get("id") == rec_id), None)
+    if rec is None:
+        known = ", ".join(str(r.get("id")) for r in recs if r.get("command")) or "none"
+        raise UserError(
+            f"no suggestion '{rec_id}' in next_actions of {session}",
+            key="ID",
+            fix=f"use one of: {known} (see `tmux-agent status {session}`)",
+        )
+    command = rec.get("command")
+    if not command:
+        raise UserError(f"suggestion '{rec_id}' has no command to run", key="ID", fix="act on it by hand")
+    if rec.get("command_id"):
+        return int(rec["command_id"]), command
+    verdict = SafetyPolicy(config.settings.decision).evaluate(command, rec.get("risk"))
+    if verdict.policy == "denied":
+        audit.record(
+            "suggestion_refused",
+            session,
+            command=command,
+            recommendation_id=rec_id,
+            policy="denied",
+            detail=verdict.reason,
+        )
+        raise UserError(
+            f"refused, the safety policy {verdict.reason}",
+            key="ID",
+            fix="a denied command never runs from a suggestion; type it yourself if you really mean it",
+        )
+    command_id = queue_command(store, audit, session, command, "approved", f"approved suggestion {rec_id}")
+    approved_at = iso_utc(store.clock.now())
+
+    def mark(value: Any) -> Any:
+        for item in (value or {}).get("recommendations", []):
+            if item.get("id") == rec_id:
+                item.update(command_id=command_id, approved_at=approved_at)
+        return value
+
+    store.modify_metadata(session, "next_actions", mark)
+    audit.record(
+        "suggestion_approved",
+        session,
+        command=command,
+        command_id=command_id,
+        recommendation_id=rec_id,
+        policy=verdict.policy,
+        detail=f"approved by a person ({verdict.reason})",
+    )
+    return command_id, command

@@ -1,0 +1,154 @@
+"""`tmux-agent dashboard` and `python -m orchestrator.dashboard`: serve the web dashboard.
+
+Where the data comes from, first match wins:
+  state DB:  --db, else the state_db of --config (or of ./agent-config.yaml when it exists),
+             else ~/.tmux_agent/state.db
+  audit log: --audit-log, else the log_dir of that config, else <DB folder>/logs/orchestrator-actions.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import os
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from orchestrator.cli.common import run_cli
+from orchestrator.config import DEFAULT_CONFIG_NAME, load_config
+from orchestrator.dashboard.server import DashboardApp, DashboardServer
+from orchestrator.errors import UserError
+
+DEFAULT_PORT = 8702
+DEFAULT_DB = Path("~/.tmux_agent/state.db")
+TOKEN_ENV = "TMUX_AGENT_DASHBOARD_TOKEN"
+TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~-]{8,}$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", default=None, help=f"agent-config.yaml (default ./{DEFAULT_CONFIG_NAME} if present)"
+    )
+    parser.add_argument("--orchestrator-config", default=None, help="orchestrator.toml beside --config by default")
+    parser.add_argument("--db", default=None, help="the state DB to show")
+    parser.add_argument(
+        "--audit-log", "--log", dest="audit_log", default=None, help="orchestrator-actions.jsonl for recent events"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    parser.add_argument(
+        "--token", default=None, help=f"require this token (default ${TOKEN_ENV}); needed when --host is not loopback"
+    )
+    parser.add_argument(
+        "--allow-no-token",
+        action="store_true",
+        help="serve a non-loopback --host without a token (anyone who can reach it sees commands)",
+    )
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between state refreshes (live updates)")
+    parser.add_argument("--events", type=int, default=40, help="recent audit events shown")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `dashboard` subcommand to `tmux-agent`."""
+    parser = subparsers.add_parser(
+        "dashboard",
+        help="the web dashboard (port 8702)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    config = None
+    default_config = Path(DEFAULT_CONFIG_NAME)
+    if args.config or (not args.db and default_config.is_file()):
+        config = load_config(args.config or default_config, args.orchestrator_config)  # names the file on a problem
+    db = Path(args.db).expanduser() if args.db else (config.state_db if config else DEFAULT_DB.expanduser())
+    if args.audit_log:
+        audit = Path(args.audit_log).expanduser()
+    else:
+        audit = config.audit_log if config else db.parent / "logs" / "orchestrator-actions.jsonl"
+    return db, audit
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if token and not TOKEN_CHARS.match(token):
+        raise UserError(
+            "token must be 8+ characters of A-Z a-z 0-9 . _ ~ -",
+            key="--token",
+            fix="generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'",
+        )
+    if not token and not _is_loopback(args.host) and not args.allow_no_token:
+        raise UserError(
+            f"refusing to serve {args.host} without a token",
+            key="--host",
+            fix=f"pass --token (or set {TOKEN_ENV}), bind 127.0.0.1, or pass --allow-no-token",
+        )
+    return token or None
+
+
+def build_server(args: argparse.Namespace) -> DashboardServer:
+    db, audit = _paths(args)
+    if args.interval <= 0:
+        raise UserError("must be greater than 0", key="--interval", fix="pass e.g. --interval 1")
+    app = DashboardApp(
+        db=db, audit_log=audit, token=_token(args), interval=args.interval, event_limit=max(1, args.events)
+    )
+    try:
+        return DashboardServer(app, args.host, args.port)
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise UserError(
+                f"cannot listen on {args.host}:{args.port} ({exc.strerror})",
+                key="--port",
+                fix="pick a free port with --port N (0 = any) or stop the other process",
+            ) from None
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    server = build_server(args)
+
+    def stop(*_: object) -> None:  # runs in the serving thread: shut down from another one
+        server.app.hub.stop()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"dashboard: serving {server.url} (db {server.app.db}, audit log {server.app.audit_log})", flush=True)
+    try:
+        server.serve()
+    finally:
+        server.app.hub.stop()
+        server.server_close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.dashboard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_cli("tmux-agent dashboard", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The one notifier: outbox first, then WeCom channels, degrading and recovering
+without ever stopping the orchestrator.
+
+`notify` only writes the outbox (fast, in the supervisor's thread). A background
+thread re-reads the environment, picks the configured channels, respects the
+per-channel rate limit and backs off failed messages. When no channel is
+configured or every channel fails, it says "notifications degraded: …" once per
+episode, counts it, and keeps the messages until a channel works again.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.adapters.wecom import Channel, ChannelError, channels_from_env, describe
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.config import NotificationSettings
+from orchestrator.envfile import EnvSource
+from orchestrator.redact import redact
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.outbox import Outbox, OutboxMessage, health_record
+
+log = logging.getLogger("orchestrator.notify")
+
+NO_CHANNEL = (
+    "no WeCom channel configured (set WECOM_WEBHOOK, or WECOM_CORP_ID + WECOM_AGENT_ID + "
+    "WECOM_APP_SECRET, in the environment or the env file)"
+)
+MAX_BACKOFF_SECONDS = 60.0
+
+ChannelFactory = Callable[..., Sequence[Channel]]
+
+
+def alert_markdown(session: str, facts: Sequence[tuple[str, str]], output_tail: str) -> str:
+    """The one layout of an alert body: session, labelled facts, then the last output lines."""
+    lines = [f"> 会话 session: **{session}**", *(f"> {label}: {value}" for label, value in facts)]
+    return "\n".join(lines) + f"\n最后输出 last output:\n```\n{output_tail or '(none)'}\n```"
+
+
+@dataclass
+class Notifier:
+    outbox: Outbox
+    env: EnvSource
+    settings: NotificationSettings
+    metrics: OrchestratorMetrics
+    audit: AuditLog
+    clock: Clock = field(default_factory=SystemClock)
+    channel_factory: ChannelFactory = channels_from_env
+
+    def __post_init__(self) -> None:
+        self.channels: list[Channel] = []
+        self.degraded_reason: str | None = None
+        self._wake = threading.Event()
+        self._sent_times: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._set_health("ok", "", 0)
+
+    # the supervisor's side -------------------------------------------------------
+    def notify(self, *, kind: str, session: str | None, title: str, body: str, dedupe_key: str) -> int | None:
+        message_id = self.outbox.add(
+            dedupe_key=dedupe_key,
+            kind=kind,
+            session=session,
+            title=redact(title),
+            body=redact(body),
+            dedupe_seconds=self.settings.dedupe_seconds,
+        )
+        if message_id is None:
+            log.info("notification %r suppressed: same alert within %ss", dedupe_key, self.settings.dedupe_seconds)
+            return None
+        self.audit.record("notification_queued", session, detail=f"{kind}: {title}")
+        self._wake.set()
+        return message_id
+
+    # the sending thread ------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="notifier", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=self.settings.request_timeout_seconds + 2)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.flush_once()
+            except Exception:  # the notifier must never take the orchestrator down
+                log.exception("notifier round failed; will retry")
+            self._wake.wait(timeout=min(self.settings.env_reload_seconds, 0.5))
+            self._wake.clear()
+
+    def _refresh_channels(self, env: Mapping[str, str]) -> None:
+        self.channels = list(
+            self.channel_factory(env, timeout=self.settings.request_timeout_seconds, previous=self.channels)
+        )
+
+    def flush_once(self) -> None:
+        before = describe(self.channels)
+        self._refresh_channels(self.env.current())
+        pending = len(self.outbox.pending())
+        if self.channels and describe(self.channels) != before and self.degraded_reason is None:
+            self._set_health("ok", f"channels: {describe(self.channels)}", pending)
+        self.metrics.notifications_pending.set(pending)
+        if not self.channels:
+            self._degrade(NO_CHANNEL, pending)
+            return
+        if self.degraded_reason == NO_CHANNEL:
+            self._recover(f"channel configured: {describe(self.channels)}", pending)
+        for message in self.outbox.due():
+            if self._stop.is_set():
+                return
+            self._deliver(message)
+        self.metrics.notifications_pending.set(len(self.outbox.pending()))
+
+    def _allowed(self, channel: Channel) -> bool:
+        window = self._sent_times[channel.name]
+        now = self.clock.monotonic()
+        while window and now - window[0] >= 60.0:
+            window.popleft()
+        return len(window) < self.settings.rate_limit_per_minute
+
+    def _deliver(self, message: OutboxMessage) -> None:
+        errors: list[ChannelError] = []
+        tried = False
+        for channel in self.channels:
+            if not self._allowed(channel):
+                continue
+            tried = True
+            try:
+                channel.send(message.title, message.body)
+            except ChannelError as exc:
+                errors.append(exc)
+                self.metrics.notifications.labels(channel=channel.name, result="failed").inc()
+                continue
+            self._sent_times[channel.name].append(self.clock.monotonic())
+            self.outbox.mark_sent(message.id, channel.name)
+            self.metrics.notifications.labels(channel=channel.name, result="sent").inc()
+            self.audit.record("notification_sent", message.session, detail=f"{channel.name}: {message.title}")
+            if self.degraded_reason is not None:
+                self._recover(f"delivered via {channel.name}", len(self.outbox.pending()))
+            return
+        if not tried:  # every channel is at its rate limit: wait, this is not a failure
+            return
+        reason = "; ".join(redact(str(e)) for e in errors)
+        backoff = min(self.settings.retry_backoff_seconds * (2**message.attempts), MAX_BACKOFF_SECONDS)
+        limited = [e.retry_after for e in errors if e.kind == "rate_limited" and e.retry_after]
+        if limited:
+            backoff = max(backoff, min(min(limited), self.settings.rate_limit_backoff_seconds))
+        self.outbox.mark_failed(message.id, reason, self.clock.now() + backoff)
+        self.audit.record("notification_failed", message.session, detail=f"{message.title}: {reason}")
+        self._degrade(f"every channel failed ({reason})", len(self.outbox.pending()))
+
+    # degradation -----------------------------------------------------------------------
+    def _degrade(self, reason: str, pending: int) -> None:
+        if self.degraded_reason is not None:
+            return
+        self.degraded_reason = reason
+        log.warning("notifications degraded: %s; %d message(s) kept in the outbox", reason, pending)
+        self.metrics.notifications_degraded.set(1)
+        self.metrics.notifications_degraded_episodes.inc()
+        self.audit.record("notifications_degraded", None, detail=reason)
+        self._set_health("degraded", reason, pending)
+
+    def _recover(self, how: str, pending: int) -> None:
+        self.degraded_reason = None
+        log.info("notifications recovered: %s; %d message(s) still queued", how, pending)
+        self.metrics.notifications_degraded.set(0)
+        self.audit.record("notifications_recovered", None, detail=how)
+        self._set_health("ok", how, pending)
+
+    def _set_health(self, state: str, reason: str, pending: int) -> None:
+        self.outbox.set_health(health_record(state, reason, describe(self.channels), pending, self.clock.now()))

@@ -1,0 +1,123 @@
+"""The notification outbox: every notification is written to the state DB before
+any send is tried, so a message that fails, or has no channel to go to, waits
+there and is delivered when a channel works again. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.clock import iso_utc
+from orchestrator.state.store import StateStore
+
+OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedupe_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    session TEXT,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    channel TEXT,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(status, next_attempt_at, id);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+"""
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    dedupe_key: str
+    kind: str
+    session: str | None
+    title: str
+    body: str
+    created_at: float
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    channel: str | None
+    sent_at: float | None
+
+
+class Outbox:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        with store.transaction() as db:
+            for statement in OUTBOX_SCHEMA.strip().split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def add(
+        self, *, dedupe_key: str, kind: str, session: str | None, title: str, body: str, dedupe_seconds: float
+    ) -> int | None:
+        """Queue a message; None when the same key was queued within its dedupe window."""
+        now = self.store.clock.now()
+        with self.store.transaction() as db:
+            dup = db.execute(
+                "SELECT id FROM outbox WHERE dedupe_key=? AND created_at > ? LIMIT 1",
+                (dedupe_key, now - dedupe_seconds),
+            ).fetchone()
+            if dup:
+                return None
+            cur = db.execute(
+                "INSERT INTO outbox(dedupe_key, kind, session, title, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (dedupe_key, kind, session, title, body, now),
+            )
+            return int(cur.lastrowid)
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[OutboxMessage]:
+        return [OutboxMessage(**r) for r in self.store.query(sql, params)]
+
+    def due(self, limit: int = 20) -> list[OutboxMessage]:
+        return self._rows(
+            "SELECT * FROM outbox WHERE status='pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            (self.store.clock.now(), limit),
+        )
+
+    def pending(self) -> list[OutboxMessage]:
+        return self._rows("SELECT * FROM outbox WHERE status='pending' ORDER BY id")
+
+    def all(self) -> list[OutboxMessage]:
+        return self._rows("SELECT * FROM outbox ORDER BY id")
+
+    def mark_sent(self, message_id: int, channel: str) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET status='sent', channel=?, sent_at=?, attempts=attempts+1, last_error=NULL "
+                "WHERE id=? AND status='pending'",
+                (channel, self.store.clock.now(), message_id),
+            )
+
+    def mark_failed(self, message_id: int, error: str, retry_at: float, counts_as_attempt: bool = True) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts=attempts+?, last_error=?, next_attempt_at=? WHERE id=?",
+                (1 if counts_as_attempt else 0, error, retry_at, message_id),
+            )
+
+    def set_health(self, health: dict[str, Any]) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO kv(key, value) VALUES ('notifications', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (json.dumps(health, ensure_ascii=False),),
+            )
+
+    def health(self) -> dict[str, Any]:
+        rows = self.store.query("SELECT value FROM kv WHERE key='notifications'")
+        return json.loads(rows[0]["value"]) if rows else {}
+
+
+def health_record(state: str, reason: str, channels: str, pending: int, since: float) -> dict[str, Any]:
+    return {"state": state, "reason": reason, "channels": channels, "pending": pending, "since": iso_utc(since)}

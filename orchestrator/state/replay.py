@@ -1,0 +1,367 @@
+"""Audit replay: rebuild what happened from `orchestrator-actions.jsonl` alone.
+
+`replay(events)` folds the events, in log order, into counts by type and
+session, the time span, per-session state (the last command result, the
+failure streak, stall count, blocked flag, queued and running commands, max
+queue depth) and the stall and streak episodes. `verify_db` compares that
+rebuilt state with the state DB; any difference means the log is not a
+complete record of what the orchestrator did.
+
+The folding mirrors the orchestrator's own rules:
+- a `failed` result adds one to the session's streak, `succeeded` resets it,
+  `stalled` and `cancelled` leave it; `session_unblocked` resets it and the block;
+- every `stall_detected` adds one to `stall_count`;
+- `command_dispatched` moves a command from queued to running, `command_result`
+  ends it, `stall_retry` and a "never started" `command_recovered` queue it again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.clock import parse_iso_utc
+from orchestrator.redact import redact
+from orchestrator.state.snapshot import StateSnapshot
+from orchestrator.state.store import TERMINAL_STATUSES
+
+#: The fields of `last_command_result` the audit log carries (it has no start/finish times).
+RESULT_FIELDS = ("command_id", "command", "status", "exit_code", "duration_s", "output_tail")
+#: Metadata keys a `metadata_set` can overwrite behind the log's back.
+REPLAYED_KEYS = ("last_command_result", "failure_streak", "stall_count", "blocked")
+
+
+@dataclass
+class SessionReplay:
+    name: str
+    events: int = 0
+    results: Counter = field(default_factory=Counter)
+    last_command_result: dict[str, Any] | None = None
+    failure_streak: int = 0
+    stall_count: int = 0
+    blocked: bool = False
+    queued: dict[int, str] = field(default_factory=dict)
+    running: dict[int, str] = field(default_factory=dict)
+    dispatched: int = 0
+    max_queue_depth: int = 0
+    overridden: set[str] = field(default_factory=set)
+
+    def rates(self) -> dict[str, float | None]:
+        return rates(self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "results": dict(self.results),
+            **self.rates(),
+            "last_command_result": self.last_command_result,
+            "failure_streak": self.failure_streak,
+            "stall_count": self.stall_count,
+            "blocked": self.blocked,
+            "dispatched": self.dispatched,
+            "max_queue_depth": self.max_queue_depth,
+            "queued": sorted(self.queued),
+            "running": sorted(self.running),
+            "overridden_by_metadata_set": sorted(self.overridden),
+        }
+
+
+def rates(results: Counter) -> dict[str, float | None]:
+    """success_rate = succeeded / all results, failure_rate = failed / all results (None when none)."""
+    total = sum(results.values())
+    if not total:
+        return {"success_rate": None, "failure_rate": None}
+    return {"success_rate": results["succeeded"] / total, "failure_rate": results["failed"] / total}
+
+
+@dataclass
+class Replay:
+    events: int = 0
+    by_event: Counter = field(default_factory=Counter)
+    by_session: dict[str, Counter] = field(default_factory=dict)
+    first_ts: str | None = None
+    last_ts: str | None = None
+    sessions: dict[str, SessionReplay] = field(default_factory=dict)
+    last_command: dict[str, Any] | None = None
+    stall_episodes: list[dict[str, Any]] = field(default_factory=list)
+    streak_episodes: list[dict[str, Any]] = field(default_factory=list)
+    _open_stalls: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _open_streaks: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    # folding -------------------------------------------------------------------------
+    def session(self, name: str) -> SessionReplay:
+        if name not in self.sessions:
+            self.sessions[name] = SessionReplay(name)
+        return self.sessions[name]
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind, name, ts = event.get("event", "?"), event.get("session"), event.get("ts")
+        self.events += 1
+        self.by_event[kind] += 1
+        self.first_ts = self.first_ts or ts
+        self.last_ts = ts or self.last_ts
+        if not name:
+            return
+        self.by_session.setdefault(name, Counter())[kind] += 1
+        s = self.session(name)
+        s.events += 1
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(s, event)
+
+    def _depth(self, s: SessionReplay, event: dict[str, Any]) -> None:
+        s.max_queue_depth = max(s.max_queue_depth, int(event.get("queue_depth") or 0), len(s.queued))
+
+    def _on_command_queued(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.queued[e["command_id"]] = e.get("command", "")
+        self._depth(s, e)
+
+    def _on_command_dispatched(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.queued.pop(e["command_id"], None)
+        s.running[e["command_id"]] = e.get("command", "")
+        s.dispatched += 1
+        self._depth(s, e)
+
+    def _on_command_result(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        command_id, status = e["command_id"], e.get("status")
+        s.queued.pop(command_id, None)
+        s.running.pop(command_id, None)
+        s.results[status] += 1
+        s.last_command_result = {k: e.get(k) for k in RESULT_FIELDS}
+        s.overridden.discard("last_command_result")
+        if status == "failed":
+            s.failure_streak += 1
+            s.overridden.discard("failure_streak")
+        elif status == "succeeded":
+            s.failure_streak = 0
+            s.overridden.discard("failure_streak")
+        self.last_command = {"session": s.name, "ts": e.get("ts"), **s.last_command_result}
+        stall = self._open_stalls.pop(command_id, None)
+        if stall is not None:
+            stall.update(ended=e.get("ts"), outcome=status)
+
+    def _on_command_recovered(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        if str(e.get("detail", "")).startswith("never started"):
+            s.running.pop(e["command_id"], None)
+            s.queued[e["command_id"]] = e.get("command", "")
+        else:
+            s.running[e["command_id"]] = e.get("command", "")
+
+    def _on_stall_detected(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.stall_count += 1
+        s.overridden.discard("stall_count")
+        episode = self._open_stalls.get(e.get("command_id", -1))
+        if episode is None:
+            episode = {
+                "session": s.name,
+                "command_id": e.get("command_id"),
+                "command": e.get("command"),
+                "started": e.get("ts"),
+                "ended": None,
+                "stalls": 0,
+                "outcome": "open",
+            }
+            self._open_stalls[e.get("command_id", -1)] = episode
+            self.stall_episodes.append(episode)
+        episode["stalls"] += 1
+
+    def _on_stall_retry(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.running.pop(e["command_id"], None)
+        s.queued[e["command_id"]] = e.get("command", "")
+
+    def _on_failure_streak(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        episode = {
+            "session": s.name,
+            "started": e.get("ts"),
+            "ended": None,
+            "failures": s.failure_streak,
+            "last_command_id": e.get("command_id"),
+            "last_command": e.get("command"),
+            "detail": e.get("detail"),
+            "outcome": "open",
+        }
+        self._open_streaks[s.name] = episode
+        self.streak_episodes.append(episode)
+
+    def _on_session_blocked(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.blocked = True
+        s.overridden.discard("blocked")
+
+    def _on_session_unblocked(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.blocked = False
+        s.failure_streak = 0
+        s.overridden.difference_update({"blocked", "failure_streak"})
+        episode = self._open_streaks.pop(s.name, None)
+        if episode is not None:
+            episode.update(ended=e.get("ts"), outcome="unblocked")
+
+    def _on_metadata_set(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        if e.get("detail") in REPLAYED_KEYS:
+            s.overridden.add(e["detail"])
+
+    # summaries -----------------------------------------------------------------------
+    def results(self) -> Counter:
+        total: Counter = Counter()
+        for s in self.sessions.values():
+            total.update(s.results)
+        return total
+
+    def span_seconds(self) -> float | None:
+        try:
+            return round(parse_iso_utc(self.last_ts) - parse_iso_utc(self.first_ts), 6)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+
+    def as_dict(self) -> dict[str, Any]:
+        results = self.results()
+        return {
+            "events": self.events,
+            "span": {"first": self.first_ts, "last": self.last_ts, "seconds": self.span_seconds()},
+            "by_event": dict(sorted(self.by_event.items())),
+            "by_session": {k: dict(sorted(v.items())) for k, v in sorted(self.by_session.items())},
+            "commands": {
+                "results": dict(results),
+                **rates(results),
+                "dispatched": sum(s.dispatched for s in self.sessions.values()),
+                "max_queue_depth": max((s.max_queue_depth for s in self.sessions.values()), default=0),
+                "last_command": self.last_command,
+            },
+            "sessions": {name: s.as_dict() for name, s in sorted(self.sessions.items())},
+            "stall_episodes": self.stall_episodes,
+            "streak_episodes": self.streak_episodes,
+        }
+
+
+def select(
+    events: Iterable[dict[str, Any]], session: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Filter by session first, then keep the last `limit` events."""
+    chosen = [e for e in events if session is None or e.get("session") == session]
+    return chosen[-limit:] if limit else chosen
+
+
+def replay(events: Iterable[dict[str, Any]]) -> Replay:
+    result = Replay()
+    for event in events:
+        result.apply(event)
+    return result
+
+
+# verifying against the state DB ------------------------------------------------------------
+def _db_last_result(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    last = metadata.get("last_command_result")
+    if not isinstance(last, dict):
+        return None
+    subset = {k: last.get(k) for k in RESULT_FIELDS}
+    if isinstance(subset["command"], str):
+        subset["command"] = redact(subset["command"])  # the log stores commands redacted
+    return subset
+
+
+def verify_db(result: Replay, snapshot: StateSnapshot, session: str | None = None) -> list[str]:
+    """Every way the replayed state differs from the DB, as readable lines (empty: identical)."""
+    db_sessions = {row["name"]: row["metadata"] for row in snapshot.sessions()}
+    counts = snapshot.status_counts()
+    queued = {k: [r["id"] for r in v] for k, v in snapshot.commands_in("queued").items()}
+    running = {k: [r["id"] for r in v] for k, v in snapshot.commands_in("running").items()}
+    names = sorted(set(db_sessions) | set(result.sessions) | set(counts))
+    if session is not None:
+        names = [n for n in names if n == session]
+    differences: list[str] = []
+    for name in names:
+        replayed = result.sessions.get(name) or SessionReplay(name)
+        metadata = db_sessions.get(name)
+        if metadata is None:
+            differences.append(f"{name}: in the audit log but not in the state DB")
+            metadata = {}
+        expected = {
+            "last_command_result": _db_last_result(metadata),
+            "failure_streak": int(metadata.get("failure_streak") or 0),
+            "stall_count": int(metadata.get("stall_count") or 0),
+            "blocked": bool(metadata.get("blocked")),
+        }
+        for key, db_value in expected.items():
+            log_value = getattr(replayed, key)
+            if key in replayed.overridden or log_value == db_value:
+                continue
+            differences.append(f"{name}: {key}: log {_show(log_value)}, DB {_show(db_value)}")
+        db_results = {k: v for k, v in counts.get(name, {}).items() if k in TERMINAL_STATUSES}
+        if db_results != dict(+replayed.results):
+            differences.append(
+                f"{name}: results by status: log {dict(sorted(replayed.results.items()))}, "
+                f"DB {dict(sorted(db_results.items()))}"
+            )
+        for label, db_ids, log_ids in (
+            ("queued", queued.get(name, []), sorted(replayed.queued)),
+            ("running", running.get(name, []), sorted(replayed.running)),
+        ):
+            if db_ids != log_ids:
+                differences.append(f"{name}: {label} commands: log {log_ids}, DB {db_ids}")
+    return differences
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={v!r}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+# the human-readable report ---------------------------------------------------------------
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _result_line(last: dict[str, Any]) -> str:
+    return (
+        f"#{last.get('command_id')} `{last.get('command')}` → {last.get('status')} "
+        f"exit={last.get('exit_code')} ({last.get('duration_s')} s)"
+    )
+
+
+def render_text(summary: dict[str, Any], problems: list[str], log: str) -> str:
+    commands = summary["commands"]
+    span = summary["span"]
+    lines = [f"audit log: {log} ({summary['events']} events, {len(problems)} problem(s))"]
+    if span["first"]:
+        lines.append(f"time span: {span['first']} → {span['last']} ({span['seconds']} s)")
+    lines.append("events by type: " + (", ".join(f"{k} {v}" for k, v in summary["by_event"].items()) or "none"))
+    for name, counts in summary["by_session"].items():
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    results = ", ".join(f"{k} {v}" for k, v in sorted(commands["results"].items())) or "none"
+    lines.append(
+        f"commands: {results}; success rate {_pct(commands['success_rate'])}, "
+        f"failure rate {_pct(commands['failure_rate'])}; dispatched {commands['dispatched']}; "
+        f"max queue depth {commands['max_queue_depth']}"
+    )
+    if commands["last_command"]:
+        last = commands["last_command"]
+        lines.append(f"last command: {last['session']} {_result_line(last)} at {last['ts']}")
+    lines.append("sessions:")
+    for name, s in summary["sessions"].items():
+        lines.append(
+            f"  {name}: {s['events']} events; success {_pct(s['success_rate'])}, "
+            f"failure {_pct(s['failure_rate'])}; streak {s['failure_streak']}"
+            f"{' BLOCKED' if s['blocked'] else ''}; stalls {s['stall_count']}; "
+            f"max queue depth {s['max_queue_depth']}; queued {s['queued']}; running {s['running']}"
+        )
+        if s["last_command_result"]:
+            lines.append(f"    last: {_result_line(s['last_command_result'])}")
+    lines.append(f"stall episodes: {len(summary['stall_episodes']) or 'none'}")
+    for ep in summary["stall_episodes"]:
+        lines.append(
+            f"  {ep['session']} #{ep['command_id']} `{ep['command']}`: {ep['stalls']} stall(s) from "
+            f"{ep['started']}, outcome {ep['outcome']}"
+        )
+    lines.append(f"streak episodes: {len(summary['streak_episodes']) or 'none'}")
+    for ep in summary["streak_episodes"]:
+        lines.append(
+            f"  {ep['session']}: {ep['failures']} consecutive failures at {ep['started']}, "
+            f"last #{ep['last_command_id']} `{ep['last_command']}`; {ep['outcome']}"
+            f"{' at ' + ep['ended'] if ep['ended'] else ''}"
+        )
+    if problems:
+        lines.append("problems (skipped):")
+        lines += [f"  {p}" for p in problems]
+    return "\n".join(lines)
