@@ -60,7 +60,8 @@ from types import FrameType
 from typing import Any
 
 from orchestrator.clock import parse_iso_utc
-from orchestrator.state.store import TERMINAL_STATUSES, CommandRow, StateStore
+from orchestrator.model import TERMINAL_STATUSES, CommandRow
+from orchestrator.state.store import StateStore
 from pytest_tmuxagent.service import OrchestratorService, make_service
 from pytest_tmuxagent.tmux_server import AgentPane, TmuxTestServer
 from pytest_tmuxagent.waiting import wait_until

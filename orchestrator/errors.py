@@ -36,3 +36,7 @@ class ConfigError(UserError):
 
 class PaneNotFound(UserError):
     pass
+
+
+class TmuxUnavailable(RuntimeError):
+    """The tmux server is gone or not answering; callers record it and retry later."""

@@ -20,9 +20,10 @@ from typing import Any
 
 import yaml
 
+from orchestrator.model import TERMINAL_STATUSES, CommandRow
 from orchestrator.redact import SECRET_ENV_VARS
 from orchestrator.state.audit import read_events
-from orchestrator.state.store import TERMINAL_STATUSES, CommandRow, StateStore
+from orchestrator.state.store import StateStore
 
 from .evidence import step
 from .metrics_scraper import MetricsScraper

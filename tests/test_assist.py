@@ -19,8 +19,9 @@ from orchestrator.clock import ManualClock
 from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
 from orchestrator.engine.supervisor import SessionState
 from orchestrator.errors import UserError
+from orchestrator.model import CommandResult
 from orchestrator.state.audit import AuditLog, read_events
-from orchestrator.state.store import CommandResult, StateStore
+from orchestrator.state.store import StateStore
 
 SESSION = "weather/bot"
 ADVICE = {

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from orchestrator.dashboard.server import DashboardApp, DashboardServer
+from orchestrator.model import CommandResult
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import CommandResult, StateStore
+from orchestrator.state.store import StateStore
 from pytest_tmuxagent.dashboard import http_get
 from tests.test_metrics_promtool import promtool_check
 

@@ -12,10 +12,11 @@ import pytest
 
 from orchestrator.cli.replay_main import main as replay_main
 from orchestrator.clock import ManualClock, iso_utc
+from orchestrator.model import CommandResult
 from orchestrator.state.audit import AuditLog, read_events
 from orchestrator.state.replay import replay, select, verify_db
 from orchestrator.state.snapshot import StateSnapshot
-from orchestrator.state.store import CommandResult, StateStore
+from orchestrator.state.store import StateStore
 
 BOT, OPS = "weather/bot", "ops/deploy"
 

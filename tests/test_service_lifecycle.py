@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import signal
 
-from orchestrator.state.store import TERMINAL_STATUSES
+from orchestrator.model import TERMINAL_STATUSES
 from pytest_tmuxagent.waiting import wait_until
 from tests.test_metrics_promtool import promtool_check
 

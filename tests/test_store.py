@@ -5,7 +5,8 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from orchestrator.state.store import CommandResult, StateStore
+from orchestrator.model import CommandResult
+from orchestrator.state.store import StateStore
 
 
 def _enqueue_many(path: str, session: str, count: int) -> None:

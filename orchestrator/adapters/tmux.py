@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
 
 import libtmux
 
 from orchestrator.config import TmuxConfig
-from orchestrator.errors import PaneNotFound
-
-
-class TmuxUnavailable(RuntimeError):
-    """The tmux server is gone or not answering; callers record it and retry later."""
-
-
-@dataclass(frozen=True)
-class PaneRef:
-    pane_id: str
-    target: str
+from orchestrator.errors import PaneNotFound, TmuxUnavailable
+from orchestrator.model import PaneRef
 
 
 class TmuxAdapter:

@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.adapters.tmux import TmuxUnavailable
 from orchestrator.assist.advisor import STREAK_PREFIX
+from orchestrator.errors import TmuxUnavailable
 from orchestrator.redact import redact
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from orchestrator.assist.decision import DecisionAssist
 from orchestrator.assist.jobs import Jobs
 from orchestrator.assist.plan_executor import PlanRunner
 from orchestrator.envfile import EnvSource
-from orchestrator.state.store import CommandResult, CommandRow
+from orchestrator.model import CommandResult, CommandRow
 
 if TYPE_CHECKING:
     from orchestrator.engine.supervisor import SessionState, Supervisor

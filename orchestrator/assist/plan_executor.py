@@ -34,7 +34,7 @@ from orchestrator.assist.decompose import DECOMPOSITION_SCHEMA, build_prompt, ch
 from orchestrator.assist.jobs import Jobs
 from orchestrator.assist.safety import SafetyPolicy
 from orchestrator.clock import iso_utc
-from orchestrator.state.store import TERMINAL_STATUSES
+from orchestrator.model import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from orchestrator.engine.supervisor import SessionState, Supervisor

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.clock import SystemClock, iso_utc
+from orchestrator.model import TERMINAL_STATUSES
 from orchestrator.state.replay import rates
 from orchestrator.state.snapshot import SnapshotError, StateSnapshot
-from orchestrator.state.store import TERMINAL_STATUSES
 
 DONE_STATUSES = frozenset({"done", "succeeded", "success", "completed", "complete", "finished"})
 TAIL_BYTES = 256 * 1024

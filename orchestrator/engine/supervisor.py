@@ -24,9 +24,10 @@ from orchestrator.drivers.waiters import CompletionWaiters
 from orchestrator.errors import PaneNotFound
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
+from orchestrator.model import CommandResult, CommandRow
 from orchestrator.redact import redact
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import CommandResult, CommandRow, StateStore
+from orchestrator.state.store import StateStore
 
 if TYPE_CHECKING:
     from orchestrator.notify.notifier import Notifier

@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from orchestrator.adapters.tmux import TmuxUnavailable
 from orchestrator.clock import iso_utc, parse_iso_utc
 from orchestrator.drivers.shell_files import ExitRecord
+from orchestrator.errors import TmuxUnavailable
+from orchestrator.model import CommandResult
 from orchestrator.notify.notifier import alert_markdown
-from orchestrator.state.store import CommandResult
 
 if TYPE_CHECKING:
     from orchestrator.engine.supervisor import SessionState, Supervisor

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.model import CommandResult, CommandRow
 from orchestrator.notify.notifier import alert_markdown
-from orchestrator.state.store import CommandResult, CommandRow
 
 if TYPE_CHECKING:
     from orchestrator.engine.supervisor import SessionState, Supervisor

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.clock import parse_iso_utc
+from orchestrator.model import TERMINAL_STATUSES
 from orchestrator.redact import redact
 from orchestrator.state.snapshot import StateSnapshot
-from orchestrator.state.store import TERMINAL_STATUSES
 
 #: The fields of `last_command_result` the audit log carries (it has no start/finish times).
 RESULT_FIELDS = ("command_id", "command", "status", "exit_code", "duration_s", "output_tail")

@@ -12,13 +12,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
-
-TERMINAL_STATUSES = ("succeeded", "failed", "stalled", "cancelled")
+from orchestrator.model import CommandResult, CommandRow
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -44,36 +42,6 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 CREATE INDEX IF NOT EXISTS commands_by_session_status ON commands(session, status, id);
 """
-
-
-@dataclass(frozen=True)
-class CommandRow:
-    id: int
-    session: str
-    command: str
-    status: str
-    source: str
-    queued_at: str
-    started_at: str | None
-    finished_at: str | None
-    exit_code: int | None
-    duration_s: float | None
-    output_tail: str | None
-    attempts: int
-    recorded_at: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_code: int | None
-    status: str
-    started_at: str
-    finished_at: str
-    duration_s: float
-    output_tail: str
 
 
 class StateStore:

@@ -1,0 +1,146 @@
+"""The orchestrator's nouns: commands, their results, sessions and what the engine knows of them.
+
+A leaf module (it imports nothing above `config`): every layer — the engine, the drivers, the
+guards, decision assist, the state store, the dashboard — speaks these types, and each status
+vocabulary is one `Literal` here, not strings spread over modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from orchestrator.config import SessionConfig
+
+Status = Literal["queued", "running", "succeeded", "failed", "stalled", "cancelled"]
+"""A command's life: queued → running → one of the four results."""
+
+ResultStatus = Literal["succeeded", "failed", "stalled", "cancelled"]
+TERMINAL_STATUSES: tuple[ResultStatus, ...] = ("succeeded", "failed", "stalled", "cancelled")
+
+SessionKind = Literal["shell", "agent"]
+
+SessionStateName = Literal[
+    "idle",
+    "working",
+    "waiting_input",
+    "waiting_approval",
+    "stalled",
+    "blocked",
+    "cooldown",
+    "error",
+    "exited",
+    "pane_missing",
+    "unsupported",
+]
+"""Every session's state, as DESIGN.md names them (metadata `state`, the session-state gauge)."""
+
+SESSION_STATES: tuple[SessionStateName, ...] = (
+    "idle",
+    "working",
+    "waiting_input",
+    "waiting_approval",
+    "stalled",
+    "blocked",
+    "cooldown",
+    "error",
+    "exited",
+    "pane_missing",
+    "unsupported",
+)
+
+
+class LastCommandResult(TypedDict):
+    """Metadata `last_command_result`: the contract dashboards, replay and alerts read."""
+
+    command_id: int
+    command: str
+    exit_code: int | None
+    status: ResultStatus
+    started_at: str
+    finished_at: str
+    duration_s: float
+    output_tail: str
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    """One row of the command queue as the state store keeps it."""
+
+    id: int
+    session: str
+    command: str
+    status: Status
+    source: str
+    queued_at: str
+    started_at: str | None
+    finished_at: str | None
+    exit_code: int | None
+    duration_s: float | None
+    output_tail: str | None
+    attempts: int
+    recorded_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """How a command ended; written once, by the engine, into the row and `last_command_result`."""
+
+    exit_code: int | None
+    status: ResultStatus
+    started_at: str
+    finished_at: str
+    duration_s: float
+    output_tail: str
+
+    def as_last_result(self, command_id: int, command: str) -> LastCommandResult:
+        return LastCommandResult(
+            command_id=command_id,
+            command=command,
+            exit_code=self.exit_code,
+            status=self.status,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration_s=self.duration_s,
+            output_tail=self.output_tail,
+        )
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """A unit of work's end as its own channel reports it (for a shell: the shell's exit record)."""
+
+    exit_code: int
+    started: float
+    finished: float
+
+
+@dataclass(frozen=True)
+class PaneRef:
+    pane_id: str
+    target: str
+
+
+@dataclass
+class Running:
+    """A command the engine has delivered and is waiting on."""
+
+    row: CommandRow
+    pane_id: str
+    sent_at: float
+    last_activity_marker: int = 0
+    last_activity: float = 0.0
+    interrupt_sent_at: float | None = None
+    stalled_for: float = 0.0
+
+
+@dataclass
+class SessionState:
+    """What the engine keeps in memory about one supervised session."""
+
+    config: SessionConfig
+    running: Running | None = None
+    dispatch_error: str | None = None

@@ -1,0 +1,129 @@
+"""The small interfaces the layers meet at.
+
+The engine, the guards and decision assist never import the concrete tmux adapter, the WeCom
+notifier or the metrics registry: they are handed objects that satisfy these Protocols by the
+composition root (`orchestrator.cli.compose`). Tests hand them fakes.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Protocol
+
+from orchestrator.model import CommandRow, ExitRecord, PaneRef, SessionKind
+
+
+class PaneIO(Protocol):
+    """What the engine and the drivers need of a tmux server (the tmux adapter is one)."""
+
+    def resolve(self, target: str) -> PaneRef:
+        """The pane a target names now; raises PaneNotFound."""
+        ...
+
+    def pane_alive(self, pane_id: str) -> bool: ...
+
+    def send_text(self, pane_id: str, text: str, *, enter: bool = True) -> None:
+        """Literal text (then Enter); raises TmuxUnavailable."""
+        ...
+
+    def send_keys(self, pane_id: str, *keys: str) -> None:
+        """Named keys such as C-c or Escape; raises TmuxUnavailable."""
+        ...
+
+    def capture(self, pane_id: str, lines: int = 50) -> list[str]: ...
+
+    def socket_path(self) -> str: ...
+
+
+class PaneLocator(Protocol):
+    """Which pane a session's target names, looked up once and kept until it stops answering."""
+
+    def pane_id(self, session: str) -> str | None:
+        """The session's pane id, or None when its target names no pane (raises nothing)."""
+        ...
+
+    def forget(self, session: str) -> None:
+        """Drop the cached id: the next lookup asks tmux again."""
+        ...
+
+
+class PaneReader(Protocol):
+    """Read-only access to a session's screen (decision assist's blocker scan)."""
+
+    def capture_session(self, session: str, lines: int) -> list[str] | None: ...
+
+
+class Driver(Protocol):
+    """The one place that knows how a unit of work reaches a pane and how its end is known.
+
+    The engine owns the queue, the timing and the results; a driver owns the mechanism. Calls
+    are keyed by command id, so the driver keeps whatever per-command state it needs. Every
+    method but `deliver` and `interrupt` is local (no tmux call) and cheap.
+    """
+
+    kind: SessionKind
+
+    @property
+    def completions(self) -> queue.Queue[int]:
+        """Ids of commands whose end was signalled; the engine blocks on it between rounds."""
+        ...
+
+    def deliver(self, row: CommandRow, pane_id: str) -> None:
+        """Send the work into the pane; raises TmuxUnavailable when it could not be typed."""
+        ...
+
+    def watch(self, command_id: int) -> None:
+        """Listen for the command's end signal (idempotent)."""
+        ...
+
+    def watching(self, command_id: int) -> bool: ...
+
+    def started(self, command_id: int) -> bool:
+        """The work's own start record exists (it reached the pane's program)."""
+        ...
+
+    def end_record(self, command_id: int) -> ExitRecord | None:
+        """The work's end as its own channel reported it, or None while it runs."""
+        ...
+
+    def activity_marker(self, command_id: int) -> int:
+        """A number that changes whenever the work shows activity (output)."""
+        ...
+
+    def output_tail(self, command_id: int, lines: int, grace_seconds: float) -> str:
+        """The last lines of the work's output, unredacted."""
+        ...
+
+    def interrupt(self, command_id: int, pane_id: str, keys: tuple[str, ...]) -> None:
+        """Send the interrupt keys; raises TmuxUnavailable."""
+        ...
+
+    def discard(self, command_id: int) -> None:
+        """Stop listening and remove the work's files."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Notify(Protocol):
+    """Where alerts go (the notifier's outbox); never raises."""
+
+    def notify(self, *, kind: str, session: str, title: str, body: str, dedupe_key: str) -> None: ...
+
+
+class Gate(Protocol):
+    """May the session's next command be dispatched now? Reads only: a gate has no side effects."""
+
+    def may_dispatch(self, session: str) -> bool: ...
+
+
+class Ticker(Protocol):
+    """Work done on the engine's thread once per loop round (cooldown ends, assist's checks)."""
+
+    def tick(self) -> None: ...
+
+
+class Background(Protocol):
+    """Work the engine's `--once` mode must wait for before it exits."""
+
+    def busy(self) -> bool: ...
