@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -27,6 +27,8 @@ else:  # pragma: no cover
 
 DEFAULT_CONFIG_NAME = "agent-config.yaml"
 ORCHESTRATOR_RELATIVE = Path(".tmuxagent") / "orchestrator.toml"
+
+_Settings = TypeVar("_Settings")
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,10 @@ class Config:
 
 def load_schema(name: str) -> dict[str, Any]:
     text = resources.files("orchestrator").joinpath("schemas", name).read_text(encoding="utf-8")
-    return json.loads(text)
+    schema = json.loads(text)
+    if not isinstance(schema, dict):
+        raise TypeError(f"schema {name} is not a JSON object")
+    return schema
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -168,7 +173,8 @@ def _explain(error: jsonschema.ValidationError, file: Path) -> ConfigError:
     where = _key_path(error)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
+        # YAML keys need not be strings (`1: x`): name them as text instead of failing on join/sort
+        extra = sorted({str(k) for k in error.instance} - set(allowed))
         key = ".".join(p for p in [where, extra[0] if extra else ""] if p)
         return ConfigError("unknown key", file=str(file), key=key, fix=f"remove it or use one of: {', '.join(allowed)}")
     if error.validator == "required":
@@ -189,7 +195,7 @@ def _explain(error: jsonschema.ValidationError, file: Path) -> ConfigError:
     )
 
 
-def validate(document: Any, schema_name: str, file: Path) -> None:
+def validate(document: object, schema_name: str, file: Path) -> None:
     validator = jsonschema.Draft202012Validator(load_schema(schema_name))
     errors = sorted(
         validator.iter_errors(document), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
@@ -198,7 +204,7 @@ def validate(document: Any, schema_name: str, file: Path) -> None:
         raise _explain(errors[0], file)
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -239,7 +245,7 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _table(cls: Any, values: dict[str, Any]) -> Any:
+def _table(cls: type[_Settings], values: dict[str, Any]) -> _Settings:
     """A settings dataclass from a TOML table; lists become tuples (the dataclasses are frozen)."""
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any, overload
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
@@ -54,8 +55,18 @@ def redact(text: str) -> str:
     return text
 
 
+@overload
+def redact_obj(value: str) -> str: ...
+@overload
+def redact_obj(value: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def redact_obj(value: list[Any]) -> list[Any]: ...
+@overload
+def redact_obj(value: object) -> object: ...
+
+
 def redact_obj(value: object) -> object:
-    """Redact every string inside a JSON-like structure."""
+    """Redact every string inside a JSON-like structure; the shape (dict, list, str) is kept."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):

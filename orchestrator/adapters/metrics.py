@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -134,7 +134,7 @@ class OrchestratorMetrics:
         self.blocked.labels(session=session).set(0)
 
 
-def serve(metrics: OrchestratorMetrics, host: str, port: int, source: str = "metrics_port") -> Any:
+def serve(metrics: OrchestratorMetrics, host: str, port: int, source: str = "metrics_port") -> WSGIServer:
     """Start the /metrics HTTP server; a port in use is a user error, not a traceback."""
     try:
         server, _thread = start_http_server(port, addr=host, registry=metrics.registry)

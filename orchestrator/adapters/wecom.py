@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -35,18 +35,24 @@ RATE_LIMIT_RETRY_AFTER = 60.0  # WeCom's limits are per minute
 TOKEN_ERRCODES = frozenset({40014, 42001, 42009})  # invalid / expired access_token
 TOKEN_MARGIN_SECONDS = 60.0  # refresh this long before WeCom says the token expires
 DEFAULT_TOKEN_LIFETIME = 7200.0
-KINDS = ("network", "timeout", "http", "errcode", "rate_limited", "token", "bad_reply")
+ChannelErrorKind = Literal["network", "timeout", "http", "errcode", "rate_limited", "token", "bad_reply"]
+KINDS: tuple[ChannelErrorKind, ...] = ("network", "timeout", "http", "errcode", "rate_limited", "token", "bad_reply")
 
 
 class ChannelError(Exception):
     """A send that did not reach WeCom or was refused by it. The message is always redacted."""
 
     def __init__(
-        self, channel: str, kind: str, detail: str, errcode: int | None = None, retry_after: float | None = None
+        self,
+        channel: str,
+        kind: ChannelErrorKind,
+        detail: str,
+        errcode: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         assert kind in KINDS, kind
         self.channel = channel
-        self.kind = kind
+        self.kind: ChannelErrorKind = kind
         self.errcode = errcode
         self.retry_after = retry_after
         self.message = redact(f"{channel} {kind}: {detail}")
@@ -93,7 +99,7 @@ def _call(
     timeout: float,
     body: dict[str, Any] | None = None,
     params: dict[str, str] | None = None,
-    refused_kind: str = "errcode",
+    refused_kind: ChannelErrorKind = "errcode",
 ) -> dict[str, Any]:
     """One HTTP exchange turned into a JSON reply with errcode 0, or a ChannelError.
 
@@ -124,7 +130,7 @@ def _call(
     detail = f"errcode {errcode}: {data.get('errmsg', '')}"
     if errcode == RATE_LIMIT_ERRCODE:
         raise ChannelError(channel, "rate_limited", detail, errcode=errcode, retry_after=RATE_LIMIT_RETRY_AFTER)
-    kind = "token" if errcode in TOKEN_ERRCODES else refused_kind
+    kind: ChannelErrorKind = "token" if errcode in TOKEN_ERRCODES else refused_kind
     raise ChannelError(channel, kind, detail, errcode=errcode)
 
 
@@ -243,7 +249,7 @@ def channels_from_env(
 
     api_base = value("WECOM_API_BASE") or None
     wanted: list[Channel] = []
-    builders: list[Any] = []
+    builders: list[Callable[[], Channel]] = []
     if value("WECOM_WEBHOOK"):
         builders.append(lambda: WebhookChannel(value("WECOM_WEBHOOK"), timeout, api_base))
     if value("WECOM_CORP_ID") and value("WECOM_AGENT_ID") and value("WECOM_APP_SECRET"):

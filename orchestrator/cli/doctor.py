@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -54,6 +54,20 @@ def codex_argv(config: Config, *args: str) -> list[str]:
     """`[codex] bin` may be a shell string (". ~/.proxy-on.sh && proxychains4 -q codex")."""
     line = " ".join([config.settings.codex.bin, *map(shlex.quote, args)])
     return ["bash", "-c", line]
+
+
+def codex_timeout(config: Config, env: Mapping[str, str]) -> float:
+    """`CODEX_TIMEOUT_SECONDS` wins over `[codex] timeout_seconds` when it is a positive number.
+
+    The orchestrator's rule (`ai_client.resolve_timeout`): a value like "soon" or "0" is ignored,
+    so doctor must not crash on it or time codex out at once.
+    """
+    raw = env.get("CODEX_TIMEOUT_SECONDS")
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        value = 0.0
+    return value if value > 0 else config.settings.codex.timeout_seconds
 
 
 def run_bounded(argv: list[str], timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -233,7 +247,7 @@ def run_checks(args: argparse.Namespace) -> list[CheckResult]:
         )
     )
     env = EnvSource(config.settings.env_file).current()
-    timeout = float(env.get("CODEX_TIMEOUT_SECONDS") or config.settings.codex.timeout_seconds)
+    timeout = codex_timeout(config, env)
     checks: list[Callable[[], CheckResult | list[CheckResult]]] = [
         lambda: check_codex(config, {**os.environ, **env}, timeout),
         lambda: check_openai_key(env),
@@ -261,7 +275,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if not failed else 1
 
 
-def register(sub: argparse._SubParsersAction, add_config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_config_flags: Callable[[argparse.ArgumentParser], None],
+) -> None:
     parser = sub.add_parser("doctor", help="self-check: tmux, codex, env, config, ports, DB, log dir")
     add_config_flags(parser)
     parser.add_argument("--send-test", action="store_true", help="send a real test message to WeCom")

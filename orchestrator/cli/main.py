@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from orchestrator.adapters.tmux import TmuxAdapter
 from orchestrator.assist.coordinator import status_lines
@@ -15,7 +16,7 @@ from orchestrator.cli import dashboard as dashboard_cli
 from orchestrator.cli import doctor, run_stack
 from orchestrator.cli.common import add_config_flags, config_from_args, run_cli
 from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
-from orchestrator.config import ORCHESTRATOR_RELATIVE
+from orchestrator.config import ORCHESTRATOR_RELATIVE, Config
 from orchestrator.envfile import EnvSource
 from orchestrator.errors import UserError
 from orchestrator.state.audit import AuditLog
@@ -39,7 +40,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace) -> tuple[Config, StateStore, AuditLog]:
     config = config_from_args(args)
     EnvSource(config.settings.env_file).current()  # learn the secrets, so the audit lines we write mask them
     return config, StateStore(config.state_db), AuditLog(config.audit_log)
@@ -48,7 +49,8 @@ def _open(args: argparse.Namespace):
 def cmd_send(args: argparse.Namespace) -> int:
     config, store, audit = _open(args)
     session = config.session(args.session)
-    words = [w for w in args.command if w != "--"] if args.command[:1] == ["--"] else args.command
+    # only the leading `--` separates the command: later ones are the command's own (`git diff -- a.py`)
+    words: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not words:
         raise UserError(
             "no command given", key="CMD", fix="write it after --, e.g. tmux-agent send weather/bot -- make test"
@@ -68,7 +70,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config, store, _ = _open(args)
     names = [config.session(args.session).name] if args.session else [s.name for s in config.sessions]
     depths = store.queue_depths()
-    report = []
+    report: list[dict[str, Any]] = []
     for name in names:
         report.append(
             {

@@ -19,7 +19,7 @@ from orchestrator.cli.common import run_cli
 from orchestrator.errors import UserError
 from orchestrator.state.audit import read_events
 from orchestrator.state.replay import render_text, replay, select, verify_db
-from orchestrator.state.snapshot import existing_db
+from orchestrator.state.snapshot import SnapshotError, existing_db
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,15 @@ def _replay(argv: list[str] | None) -> int:
     summary["problems"] = read.problems
     differences: list[str] = []
     if snapshot is not None:
-        differences = verify_db(result, snapshot, args.session)
+        try:
+            differences = verify_db(result, snapshot, args.session)
+        except SnapshotError as exc:  # not a SQLite DB, corrupt, or locked for too long: bad input, not a traceback
+            raise UserError(
+                f"cannot read the state DB ({exc})",
+                file=str(snapshot.path),
+                key="--verify-db",
+                fix="pass the state_db of your agent-config.yaml",
+            ) from None
         summary["verify"] = {"db": str(snapshot.path), "ok": not differences, "differences": differences}
 
     if args.json:

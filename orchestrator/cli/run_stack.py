@@ -52,8 +52,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+
+    def watch(proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        done.set()
+
     for proc in procs:
-        threading.Thread(target=lambda p=proc: (p.wait(), done.set()), daemon=True).start()
+        threading.Thread(target=watch, args=(proc,), daemon=True).start()
     print(
         f"tmux-agent run: orchestrator pid {procs[0].pid}, dashboard pid {procs[1].pid} on "
         f"http://{args.dashboard_host}:{args.dashboard_port}/ — Ctrl-C stops both",
@@ -75,7 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, add_config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_config_flags: Callable[[argparse.ArgumentParser], None],
+) -> None:
     parser = sub.add_parser("run", help="orchestrator + dashboard in the foreground; Ctrl-C stops both")
     add_config_flags(parser)
     parser.add_argument("--metrics-port", type=int, default=None)

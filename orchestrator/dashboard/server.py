@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from orchestrator.clock import parse_iso_utc
 from orchestrator.dashboard.state import build_state, tail_events
@@ -138,7 +138,7 @@ class _StateCollector:
     def __init__(self, hub: StateHub) -> None:
         self.hub = hub
 
-    def describe(self) -> list[Any]:
+    def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -191,7 +191,11 @@ class DashboardApp:
             cookie = SimpleCookie()
         if COOKIE in cookie:
             offered.append(cookie[COOKIE].value)
-        return any(o and hmac.compare_digest(o.encode(), self.token.encode()) for o in offered)
+        return any(self.token_matches(o) for o in offered)
+
+    def token_matches(self, offered: str) -> bool:
+        """The offered text is the configured token (False when none is configured)."""
+        return bool(self.token and offered and hmac.compare_digest(offered.encode(), self.token.encode()))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -238,13 +242,11 @@ class Handler(BaseHTTPRequestHandler):
             )
         if "token" in query and path in self.app.pages:
             rest = urlencode({k: v for k, v in query.items() if k != "token"}, doseq=True)
-            cookie = f"{COOKIE}={query['token'][0]}; Path=/; HttpOnly; SameSite=Strict"
-            return self._send(
-                HTTPStatus.SEE_OTHER,
-                b"",
-                "text/plain",
-                {"Location": path + (f"?{rest}" if rest else ""), "Set-Cookie": cookie},
-            )
+            headers = {"Location": path + (f"?{rest}" if rest else "")}
+            if self.app.token_matches(query["token"][0]):
+                # the configured token, never the offered text: that may carry CR/LF (header injection)
+                headers["Set-Cookie"] = f"{COOKIE}={self.app.token}; Path=/; HttpOnly; SameSite=Strict"
+            return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", headers)
         if path in self.app.pages:
             kind = STATIC.get(path, "text/html; charset=utf-8")
             return self._send(200, self.app.pages[path], kind)
@@ -342,8 +344,9 @@ class DashboardServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
+        address, port = self.server_address[:2]
+        host = address.decode() if isinstance(address, bytes) else str(address)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/"
 
     def serve(self) -> None:

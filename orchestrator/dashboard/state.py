@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.clock import SystemClock, iso_utc
+from orchestrator.clock import Clock, SystemClock, iso_utc
 from orchestrator.model import TERMINAL_STATUSES
 from orchestrator.state.replay import rates
 from orchestrator.state.snapshot import SnapshotError, StateSnapshot
@@ -44,7 +44,7 @@ def _text(value: Any) -> str | None:
 def _int(value: Any) -> int:
     try:
         return int(value or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON Infinity
         return 0
 
 
@@ -81,7 +81,7 @@ def decomposition(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return None
     raw_steps = value.get("steps")
-    steps = []
+    steps: list[dict[str, str]] = []
     for index, step in enumerate(raw_steps if isinstance(raw_steps, list) else [], start=1):
         step = step if isinstance(step, dict) else {"title": step}
         steps.append(
@@ -156,7 +156,7 @@ def _session(
 
 
 def build_state(
-    snapshot: StateSnapshot, audit_log: Path, event_limit: int = 40, clock: SystemClock | None = None
+    snapshot: StateSnapshot, audit_log: Path, event_limit: int = 40, clock: Clock | None = None
 ) -> dict[str, Any]:
     """Everything the page shows. A DB that cannot be read yields an `error` and no sessions."""
     clock = clock or SystemClock()
@@ -181,7 +181,7 @@ def build_state(
         _session(r, queued.get(r["name"], []), running.get(r["name"], []), counts.get(r["name"], {})) for r in rows
     ]
     state["sessions"] = sessions
-    results: Counter = Counter()
+    results: Counter[str] = Counter()
     for s in sessions:
         results.update({k: v for k, v in s["results"].items() if k in TERMINAL_STATUSES})
     state["totals"] = {

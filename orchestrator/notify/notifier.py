@@ -13,8 +13,9 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.adapters.wecom import Channel, ChannelError, channels_from_env, describe
@@ -32,8 +33,15 @@ NO_CHANNEL = (
     "WECOM_APP_SECRET, in the environment or the env file)"
 )
 MAX_BACKOFF_SECONDS = 60.0
+#: Backoff doubles per attempt up to this exponent: past it the cap holds anyway, and an unbounded
+#: 2**attempts overflows float arithmetic after ~1000 failed attempts (a long WeCom outage).
+MAX_BACKOFF_EXPONENT = 64
 
-ChannelFactory = Callable[..., Sequence[Channel]]
+
+class ChannelFactory(Protocol):
+    """Builds the configured channels from the environment (`channels_from_env`, or a test double)."""
+
+    def __call__(self, env: Mapping[str, str], *, timeout: float, previous: Sequence[Channel]) -> Sequence[Channel]: ...
 
 
 def alert_markdown(session: str, facts: Sequence[tuple[str, str]], output_tail: str) -> str:
@@ -151,7 +159,8 @@ class Notifier:
         if not tried:  # every channel is at its rate limit: wait, this is not a failure
             return
         reason = "; ".join(redact(str(e)) for e in errors)
-        backoff = min(self.settings.retry_backoff_seconds * (2**message.attempts), MAX_BACKOFF_SECONDS)
+        exponent = min(message.attempts, MAX_BACKOFF_EXPONENT)
+        backoff = min(self.settings.retry_backoff_seconds * (2**exponent), MAX_BACKOFF_SECONDS)
         limited = [e.retry_after for e in errors if e.kind == "rate_limited" and e.retry_after]
         if limited:
             backoff = max(backoff, min(min(limited), self.settings.rate_limit_backoff_seconds))

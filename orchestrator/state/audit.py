@@ -37,16 +37,16 @@ class AuditLog:
         self.clock = clock or SystemClock()
         self.on_write_error = on_write_error
         self._validator = audit_validator()
-        self._pending: list[str] = []
+        self._pending: list[bytes] = []
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(self, event: str, session: str | None = None, **fields: Any) -> dict[str, Any]:
         entry: dict[str, Any] = {"ts": iso_utc(self.clock.now()), "event": event, "session": session}
         entry.update({k: v for k, v in fields.items() if v is not None or k == "exit_code"})
-        entry = redact_obj(entry)  # type: ignore[assignment]
+        entry = redact_obj(entry)
         self._validator.validate(entry)
-        line = json.dumps(entry, ensure_ascii=False, sort_keys=False) + "\n"
+        line = (json.dumps(entry, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
         with self._lock:
             self._pending.append(line)
             self._flush_locked()
@@ -63,7 +63,7 @@ class AuditLog:
     def _flush_locked(self) -> bool:
         if not self._pending:
             return True
-        data = "".join(self._pending).encode("utf-8")
+        data = b"".join(self._pending)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -75,8 +75,8 @@ class AuditLog:
                 self.on_write_error(exc)
             return False
         if written != len(data):  # a short write leaves a partial line; finish it next time
-            rest = data[written:].decode("utf-8", errors="replace")
-            self._pending = [rest]
+            # keep the rest as bytes: a write may stop inside a multi-byte UTF-8 character
+            self._pending = [data[written:]]
             return False
         self._pending.clear()
         return True

@@ -74,7 +74,9 @@ class Outbox:
                 "INSERT INTO outbox(dedupe_key, kind, session, title, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (dedupe_key, kind, session, title, body, now),
             )
-            return int(cur.lastrowid)
+            if cur.lastrowid is None:  # pragma: no cover - sqlite3 always sets it after an INSERT
+                raise RuntimeError("INSERT into outbox returned no row id")
+            return cur.lastrowid
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[OutboxMessage]:
         return [OutboxMessage(**r) for r in self.store.query(sql, params)]
@@ -116,7 +118,8 @@ class Outbox:
 
     def health(self) -> dict[str, Any]:
         rows = self.store.query("SELECT value FROM kv WHERE key='notifications'")
-        return json.loads(rows[0]["value"]) if rows else {}
+        health = json.loads(rows[0]["value"]) if rows else {}
+        return health if isinstance(health, dict) else {}
 
 
 def health_record(state: str, reason: str, channels: str, pending: int, since: float) -> dict[str, Any]:

@@ -31,13 +31,15 @@ from orchestrator.state.snapshot import StateSnapshot
 RESULT_FIELDS = ("command_id", "command", "status", "exit_code", "duration_s", "output_tail")
 #: Metadata keys a `metadata_set` can overwrite behind the log's back.
 REPLAYED_KEYS = ("last_command_result", "failure_streak", "stall_count", "blocked")
+#: How results whose `command_result` line carries no status are counted.
+UNKNOWN_STATUS = "unknown"
 
 
 @dataclass
 class SessionReplay:
     name: str
     events: int = 0
-    results: Counter = field(default_factory=Counter)
+    results: Counter[str] = field(default_factory=Counter)
     last_command_result: dict[str, Any] | None = None
     failure_streak: int = 0
     stall_count: int = 0
@@ -68,7 +70,7 @@ class SessionReplay:
         }
 
 
-def rates(results: Counter) -> dict[str, float | None]:
+def rates(results: Counter[str]) -> dict[str, float | None]:
     """success_rate = succeeded / all results, failure_rate = failed / all results (None when none)."""
     total = sum(results.values())
     if not total:
@@ -79,8 +81,8 @@ def rates(results: Counter) -> dict[str, float | None]:
 @dataclass
 class Replay:
     events: int = 0
-    by_event: Counter = field(default_factory=Counter)
-    by_session: dict[str, Counter] = field(default_factory=dict)
+    by_event: Counter[str] = field(default_factory=Counter)
+    by_session: dict[str, Counter[str]] = field(default_factory=dict)
     first_ts: str | None = None
     last_ts: str | None = None
     sessions: dict[str, SessionReplay] = field(default_factory=dict)
@@ -128,7 +130,8 @@ class Replay:
         command_id, status = e["command_id"], e.get("status")
         s.queued.pop(command_id, None)
         s.running.pop(command_id, None)
-        s.results[status] += 1
+        # an unvalidated line may lack the status: a None key would break sorting the counts
+        s.results[status if isinstance(status, str) else UNKNOWN_STATUS] += 1
         s.last_command_result = {k: e.get(k) for k in RESULT_FIELDS}
         s.overridden.discard("last_command_result")
         if status == "failed":
@@ -202,16 +205,18 @@ class Replay:
             s.overridden.add(e["detail"])
 
     # summaries -----------------------------------------------------------------------
-    def results(self) -> Counter:
-        total: Counter = Counter()
+    def results(self) -> Counter[str]:
+        total: Counter[str] = Counter()
         for s in self.sessions.values():
             total.update(s.results)
         return total
 
     def span_seconds(self) -> float | None:
+        if not isinstance(self.first_ts, str) or not isinstance(self.last_ts, str):
+            return None
         try:
-            return round(parse_iso_utc(self.last_ts) - parse_iso_utc(self.first_ts), 6)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+            return round(parse_iso_utc(self.last_ts) - parse_iso_utc(self.first_ts), 6)
+        except ValueError:
             return None
 
     def as_dict(self) -> dict[str, Any]:

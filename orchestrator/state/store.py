@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
 from orchestrator.model import CommandResult, CommandRow
@@ -42,6 +42,16 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 CREATE INDEX IF NOT EXISTS commands_by_session_status ON commands(session, status, id);
 """
+
+_Value = TypeVar("_Value")
+
+
+def _metadata_dict(row: sqlite3.Row | None) -> dict[str, Any]:
+    """A session row's metadata column as a dict ({} for no row, or a value that is not an object)."""
+    if row is None:
+        return {}
+    metadata = json.loads(row["metadata"])
+    return metadata if isinstance(metadata, dict) else {}
 
 
 class StateStore:
@@ -95,11 +105,11 @@ class StateStore:
     def metadata(self, name: str) -> dict[str, Any]:
         with self._lock:
             row = self._db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
-        return json.loads(row["metadata"]) if row else {}
+        return _metadata_dict(row)
 
     def _update_metadata(self, db: sqlite3.Connection, name: str, changes: dict[str, Any]) -> dict[str, Any]:
         row = db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
-        current = json.loads(row["metadata"]) if row else {}
+        current = _metadata_dict(row)
         current.update(changes)
         db.execute(
             "INSERT INTO sessions(name, target, metadata, updated_at) VALUES (?, '', ?, ?) "
@@ -112,18 +122,18 @@ class StateStore:
         with self.transaction() as db:
             return self._update_metadata(db, name, changes)
 
-    def modify_metadata(self, name: str, key: str, change: Callable[[Any], Any]) -> Any:
+    def modify_metadata(self, name: str, key: str, change: Callable[[Any], _Value]) -> _Value:
         """Read-modify-write one key in one transaction, safe against the CLI writing at once."""
         with self.transaction() as db:
             row = db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
-            value = change((json.loads(row["metadata"]) if row else {}).get(key))
+            value = change(_metadata_dict(row).get(key))
             self._update_metadata(db, name, {key: value})
             return value
 
     def increment_metadata(self, name: str, key: str, by: int = 1) -> int:
         with self.transaction() as db:
             row = db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
-            value = int((json.loads(row["metadata"]) if row else {}).get(key) or 0) + by
+            value = int(_metadata_dict(row).get(key) or 0) + by
             self._update_metadata(db, name, {key: value})
             return value
 
@@ -134,7 +144,9 @@ class StateStore:
                 "INSERT INTO commands(session, command, source, queued_at) VALUES (?, ?, ?, ?)",
                 (session, command, source, self._now()),
             )
-            return int(cur.lastrowid)
+            if cur.lastrowid is None:  # pragma: no cover - sqlite3 always sets it after an INSERT
+                raise RuntimeError("INSERT into commands returned no row id")
+            return cur.lastrowid
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Read-only rows as dicts, for modules that keep their own tables here."""
@@ -205,20 +217,7 @@ class StateStore:
                 return False
             row = db.execute("SELECT session, command FROM commands WHERE id=?", (command_id,)).fetchone()
             self._update_metadata(
-                db,
-                row["session"],
-                {
-                    "last_command_result": {
-                        "command_id": command_id,
-                        "command": row["command"],
-                        "exit_code": result.exit_code,
-                        "status": result.status,
-                        "started_at": result.started_at,
-                        "finished_at": result.finished_at,
-                        "duration_s": result.duration_s,
-                        "output_tail": result.output_tail,
-                    }
-                },
+                db, row["session"], {"last_command_result": result.as_last_result(command_id, row["command"])}
             )
             return True
 
