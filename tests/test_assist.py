@@ -1,5 +1,6 @@
-"""Decision assist, blockers and plans in-process: the policy objects against a real state
-store and audit log, with a scripted AI backend and a stand-in for the supervisor."""
+"""Decision assist, blockers and plans in-process: `Assist` built from its own parts — a real
+state store, audit log and metrics, a manual clock, a scripted AI backend, and fakes for the
+notifier and the pane reader. No engine."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import pytest
 
 from orchestrator.adapters.ai_client import AIClient, AIError, AIRequest
 from orchestrator.adapters.metrics import OrchestratorMetrics
-from orchestrator.assist.coordinator import Assist
+from orchestrator.assist.coordinator import CHECK_SECONDS, Assist
 from orchestrator.assist.decision import approve
 from orchestrator.clock import ManualClock
 from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
-from orchestrator.engine.supervisor import SessionState
 from orchestrator.errors import UserError
+from orchestrator.events import CommandFinished, EventBus
 from orchestrator.model import CommandResult
 from orchestrator.state.audit import AuditLog, read_events
 from orchestrator.state.store import StateStore
@@ -56,16 +57,33 @@ class ScriptedBackend:
         self.release.set()
 
 
-class FakeTmux:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+class FakeNotify:
+    """A `Notify` that records what it was asked to send."""
 
-    def capture(self, pane_id: str, lines: int = 50) -> list[str]:
+    def __init__(self) -> None:
+        self.notes: list[dict[str, str]] = []
+
+    def notify(self, *, kind: str, session: str, title: str, body: str, dedupe_key: str) -> None:
+        self.notes.append({"kind": kind, "session": session, "title": title, "body": body, "dedupe_key": dedupe_key})
+
+
+class FakePanes:
+    """A `PaneReader` showing scripted lines for the sessions whose pane is known."""
+
+    def __init__(self, known: set[str]) -> None:
+        self.known = known
+        self.lines: list[str] = []
+        self.captures = 0
+
+    def capture_session(self, session: str, lines: int) -> list[str] | None:
+        if session not in self.known:
+            return None
+        self.captures += 1
         return self.lines[-lines:]
 
 
 class Harness:
-    """What the policy objects use of a Supervisor, with real store, audit and metrics."""
+    """Assist with real store, audit and metrics; the test drives time and the panes."""
 
     def __init__(self, tmp_path: Path, backend: ScriptedBackend | None, toml: dict[str, Any]) -> None:
         settings = settings_from_mapping(toml, tmp_path)
@@ -80,25 +98,33 @@ class Harness:
             (SessionConfig(SESSION, "weather:bot", workdir),),
             settings,
         )
-        self.store = StateStore(self.config.state_db)
-        self.store.ensure_session(SESSION, "weather:bot")
-        self.audit = AuditLog(self.config.audit_log)
-        self.metrics = OrchestratorMetrics()
+        self.session = self.config.sessions[0]
         self.clock = ManualClock(start=time.time())  # moved by hand where a test needs time to pass
-        self.tmux = FakeTmux()
-        self.sessions = {SESSION: SessionState(self.config.sessions[0], pane_id="%1")}
-        self.notes: list[dict[str, Any]] = []
+        self.store = StateStore(self.config.state_db, clock=self.clock)
+        self.store.ensure_session(SESSION, "weather:bot")
+        self.audit = AuditLog(self.config.audit_log, clock=self.clock)
+        self.metrics = OrchestratorMetrics()
+        self.notifier = FakeNotify()
+        self.notes = self.notifier.notes
+        self.panes = FakePanes({SESSION})
         ai = AIClient(settings, lambda: {}, self.metrics, backend=backend) if backend else None
-        self.assist = Assist(self, ai=ai)  # type: ignore[arg-type]
+        self.assist = Assist(
+            settings=settings,
+            sessions=self.config.sessions,
+            store=self.store,
+            audit=self.audit,
+            metrics=self.metrics,
+            clock=self.clock,
+            notify=self.notifier,
+            panes=self.panes,
+            ai=ai,
+        )
         self.workdir = workdir
-
-    def notify(self, **note: Any) -> None:
-        self.notes.append(note)
 
     def settle(self) -> dict[str, Any]:
         """Checks until every job has finished and been handed back (and acted on), then the metadata."""
         for _ in range(2):
-            self.assist.check(self.sessions[SESSION])
+            self.assist.check(self.session)
             self.assist.jobs.wait(10)
         return self.store.metadata(SESSION)
 
@@ -107,19 +133,19 @@ class Harness:
         assert result.problems == []
         return [e for e in result.events if e["event"] == event]
 
+    def result(self, exit_code: int, output_tail: str = "") -> CommandResult:
+        return CommandResult(
+            exit_code,
+            "succeeded" if exit_code == 0 else "failed",
+            "2026-01-01T00:00:00.000000Z",
+            "2026-01-01T00:00:01.000000Z",
+            1.0,
+            output_tail,
+        )
+
     def finish(self, command_id: int, exit_code: int) -> None:
         assert self.store.mark_running(command_id, "2026-01-01T00:00:00.000000Z")
-        self.store.finish(
-            command_id,
-            CommandResult(
-                exit_code,
-                "succeeded" if exit_code == 0 else "failed",
-                "2026-01-01T00:00:00.000000Z",
-                "2026-01-01T00:00:01.000000Z",
-                1.0,
-                "",
-            ),
-        )
+        self.store.finish(command_id, self.result(exit_code))
 
 
 DECIDE = {"decision": {"auto_run": True, "allowlist": ["^echo "]}}
@@ -216,7 +242,7 @@ def test_a_hanging_ai_never_holds_up_the_loop(make) -> None:
     h.store.update_metadata(SESSION, {"blockers": ["missing OPENAI_API_KEY"]})
     started = time.monotonic()
     for _ in range(20):
-        h.assist.check(h.sessions[SESSION])
+        h.assist.check(h.session)
         h.assist.jobs.drain()
     assert time.monotonic() - started < 1.0
     assert h.assist.busy() and len(h.assist.ai.backend.requests) == 1  # one call in flight, not twenty
@@ -263,18 +289,55 @@ def test_failure_streak_blocker_follows_the_block(make) -> None:
 
 def test_pane_scan_sees_only_new_settled_lines(make) -> None:
     h = make(toml={"ai": {"backend": "off"}, "decision": {"pane_scan_seconds": 0.001}})
-    watch, state = h.assist.blockers, h.sessions[SESSION]
-    h.tmux.lines = ["Error: OPENAI_API_KEY is not set", "$ "]  # before the first look: old news
-    assert watch.scan_pane(state) == []
-    h.tmux.lines += ["$ ./run", "fatal: missing API key for weather servi"]  # still being written
+    watch = h.assist.blockers
+    h.panes.lines = ["Error: OPENAI_API_KEY is not set", "$ "]  # before the first look: old news
+    assert watch.scan_pane(SESSION) == []
+    h.panes.lines += ["$ ./run", "fatal: missing API key for weather servi"]  # still being written
     h.clock.advance(0.01)
-    assert watch.scan_pane(state) == []
-    h.tmux.lines[-1] = "fatal: missing API key for weather service"
+    assert watch.scan_pane(SESSION) == []
+    h.panes.lines[-1] = "fatal: missing API key for weather service"
     h.clock.advance(0.01)
-    assert watch.scan_pane(state) == []  # the cursor line has to stay the same for one look
+    assert watch.scan_pane(SESSION) == []  # the cursor line has to stay the same for one look
     h.clock.advance(0.01)
-    assert watch.scan_pane(state) == ["fatal: missing API key for weather service"]
+    assert watch.scan_pane(SESSION) == ["fatal: missing API key for weather service"]
     assert watch.from_output(SESSION, "ok\nfatal: missing API key for weather service") == []  # known already
+
+
+def test_a_command_finished_on_the_bus_adds_a_blocker_from_its_output_tail(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    bus = EventBus(raise_errors=True)
+    h.assist.subscribe(bus)
+    command_id = h.store.enqueue(SESSION, "./run")
+    h.finish(command_id, 1)
+    row = h.store.command(command_id)
+    assert row is not None
+    tail = "starting\nError: WEATHER_API_KEY is not set\nbye"
+    bus.publish(CommandFinished(session=SESSION, row=row, result=h.result(1, tail)))
+    assert h.store.metadata(SESSION)["blockers"] == ["Error: WEATHER_API_KEY is not set"]
+    [found] = h.events("blocker_detected")
+    assert found["detail"] == "command output: Error: WEATHER_API_KEY is not set"
+    bus.publish(CommandFinished(session=SESSION, row=row, result=h.result(0, "all good")))
+    assert h.store.metadata(SESSION)["blockers"] == ["Error: WEATHER_API_KEY is not set"]  # nothing new
+
+
+def test_tick_checks_every_session_at_most_every_check_interval(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}, "decision": {"pane_scan_seconds": 0.001}})
+    h.panes.lines = ["$ "]
+    h.assist.tick()
+    assert h.panes.captures == 1
+    h.assist.tick()  # no time has passed: no second look
+    assert h.panes.captures == 1
+    h.clock.advance(CHECK_SECONDS)
+    h.assist.tick()
+    assert h.panes.captures == 2
+
+
+def test_a_session_without_a_known_pane_is_not_scanned(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}, "decision": {"pane_scan_seconds": 0.001}})
+    h.panes.known.clear()
+    h.panes.lines = ["fatal: missing API key"]
+    assert h.assist.blockers.scan_pane(SESSION) == []
+    assert h.panes.captures == 0 and "blockers" not in h.store.metadata(SESSION)
 
 
 # plans --------------------------------------------------------------------------------------------

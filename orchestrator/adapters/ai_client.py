@@ -30,25 +30,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import jsonschema
 
+from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.config import CodexConfig, OrchestratorSettings
+from orchestrator.payloads import ERROR_KINDS as ERROR_KINDS  # re-exported: the kinds every AIError has
+from orchestrator.payloads import AIBackendName, AIErrorKind, AITask
 from orchestrator.redact import redact
 
 log = logging.getLogger("orchestrator.ai")
 
-ERROR_KINDS = (
-    "timeout",
-    "missing_binary",
-    "exit_nonzero",
-    "empty_output",
-    "not_json",
-    "schema_mismatch",
-    "missing_api_key",
-    "api_error",
-)
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)\n?```", re.S)
 PLAIN_BIN = re.compile(r"[\w./~+@-]+")
 KILL_GRACE_SECONDS = 2.0
@@ -58,16 +51,16 @@ EnvFn = Callable[[], Mapping[str, str]]
 class AIError(Exception):
     """A named failure of one AI call; `kind` is one of ERROR_KINDS."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: AIErrorKind, detail: str) -> None:
         assert kind in ERROR_KINDS, kind
-        self.kind = kind
+        self.kind: AIErrorKind = kind
         self.detail = redact(detail)
         super().__init__(f"{kind}: {self.detail}")
 
 
 @dataclass(frozen=True)
 class AIRequest:
-    task: str  # "decision" | "decomposition": a metric label
+    task: AITask  # a metric label
     prompt: str
     schema: dict[str, Any]
     schema_name: str  # a short identifier the OpenAI API wants for the schema
@@ -76,7 +69,8 @@ class AIRequest:
 
 
 class AIBackend(Protocol):
-    name: str
+    @property
+    def name(self) -> AIBackendName: ...
 
     def complete(self, request: AIRequest, timeout: float) -> str:
         """The raw final message text; raises AIError."""
@@ -155,7 +149,7 @@ def final_message_from_events(stdout: str) -> str:
 class CodexBackend:
     config: CodexConfig
     env: EnvFn
-    name: str = "codex"
+    name: Literal["codex"] = "codex"
     _running: set[subprocess.Popen[bytes]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -252,7 +246,7 @@ class OpenAIBackend:
     model: str
     base_url: str | None
     env: EnvFn
-    name: str = "openai"
+    name: Literal["openai"] = "openai"
     _clients: set[Any] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -291,8 +285,9 @@ class OpenAIBackend:
                 self._clients.discard(client)
             client.close()
         choice = response.choices[0].message if response.choices else None
-        if choice is not None and getattr(choice, "refusal", None):
-            raise AIError("api_error", f"refused: {choice.refusal[:200]}")
+        refusal = getattr(choice, "refusal", None) if choice is not None else None
+        if refusal:
+            raise AIError("api_error", f"refused: {str(refusal)[:200]}")
         return (choice.content if choice is not None else "") or ""
 
     def close(self) -> None:
@@ -320,7 +315,7 @@ def ask_backend(backend: AIBackend, request: AIRequest, timeout: float) -> Any:
 @dataclass
 class Answer:
     data: Any | None
-    backend: str | None
+    backend: AIBackendName | None
     error: AIError | None
     latency_s: float
 
@@ -330,7 +325,11 @@ class AIClient:
     once (until a call succeeds again) rather than on every failure."""
 
     def __init__(
-        self, settings: OrchestratorSettings, env: EnvFn, metrics: Any, backend: AIBackend | None = None
+        self,
+        settings: OrchestratorSettings,
+        env: EnvFn,
+        metrics: OrchestratorMetrics,
+        backend: AIBackend | None = None,
     ) -> None:
         self.settings = settings
         self.env = env

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.config import load_schema
+from orchestrator.payloads import PRIORITIES as PRIORITIES  # re-exported: most urgent last
+from orchestrator.payloads import Advice, Priority, Risk, as_priority, as_risk
 from orchestrator.redact import redact
 
-PRIORITIES = ("low", "medium", "high", "critical")
 DECISION_SCHEMA = load_schema("decision_reply.schema.json")
 KEY_NAME = re.compile(r"\b([A-Z][A-Z0-9_]*(?:API_KEY|TOKEN|SECRET|_KEY))\b")
 STREAK_PREFIX = "failure streak:"
@@ -29,21 +30,21 @@ def recommendation_id(title: str, command: str | None) -> str:
     return hashlib.sha1(f"{title}\n{command or ''}".encode()).hexdigest()[:6]
 
 
-def normalize(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def normalize(items: Iterable[Mapping[str, Any]]) -> list[Advice]:
     """Clean, de-duplicated recommendations, most urgent first (stable within a priority)."""
-    out: list[dict[str, Any]] = []
+    out: list[Advice] = []
     seen: set[str] = set()
     for item in items:
         title = " ".join(str(item.get("title") or "").split())[:200]
         if not title:
             continue
         command = (item.get("command") or "").strip() or None
-        rec: dict[str, Any] = {
+        rec: Advice = {
             "id": recommendation_id(title, command),
             "title": title,
             "detail": str(item.get("detail") or "").strip()[:2000],
-            "priority": item.get("priority") if item.get("priority") in PRIORITIES else "medium",
-            "risk": item.get("risk") if item.get("risk") in ("low", "medium", "high") else "medium",
+            "priority": as_priority(item.get("priority")) or "medium",
+            "risk": as_risk(item.get("risk")) or "medium",
         }
         if command:
             rec["command"] = command
@@ -53,13 +54,13 @@ def normalize(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: -PRIORITIES.index(r["priority"]))
 
 
-def check_reply(data: dict[str, Any]) -> None:
+def check_reply(data: Mapping[str, Any]) -> None:
     """Beyond the schema: at least one recommendation with a title."""
     if not any(str(r.get("title") or "").strip() for r in data.get("recommendations", [])):
         raise ValueError("recommendations: none with a title")
 
 
-def build_prompt(session: str, blockers: list[str], metadata: dict[str, Any]) -> str:
+def build_prompt(session: str, blockers: list[str], metadata: Mapping[str, Any]) -> str:
     last = metadata.get("last_command_result") or {}
     parts = [
         "You are the decision assistant of tmuxagent, which supervises AI coding agents running in tmux panes.",
@@ -89,13 +90,17 @@ def build_prompt(session: str, blockers: list[str], metadata: dict[str, Any]) ->
     return redact("\n".join(parts))
 
 
+AdviceTemplate = tuple[str, str, str | None, Priority, Risk]
+"""title, detail, command, priority, risk; `{key}`, `{session}`, `{blocker}` … are filled in."""
+
+
 @dataclass(frozen=True)
 class Rule:
     pattern: re.Pattern[str]
-    advice: tuple[tuple[str, str, str | None, str, str], ...]  # title, detail, command, priority, risk
+    advice: tuple[AdviceTemplate, ...]
 
 
-def _rule(pattern: str, *advice: tuple[str, str, str | None, str, str]) -> Rule:
+def _rule(pattern: str, *advice: AdviceTemplate) -> Rule:
     return Rule(re.compile(pattern, re.I), advice)
 
 
@@ -191,7 +196,7 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
 )
-FALLBACK = (
+FALLBACK: AdviceTemplate = (
     "Investigate “{short}”",
     "No rule matches “{blocker}”; look at the pane and resolve it by hand, "
     "then clear `blockers` with `tmux-agent meta set {session} blockers '[]'`.",
@@ -204,7 +209,7 @@ FALLBACK = (
 class RuleAdvisor:
     """Deterministic advice from patterns in the blockers; always has an answer."""
 
-    def advise(self, session: str, blockers: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    def advise(self, session: str, blockers: list[str]) -> tuple[str, list[Advice]]:
         items: list[dict[str, Any]] = []
         for blocker in blockers:
             matched = [rule for rule in RULES if rule.pattern.search(blocker)]

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from orchestrator.assist.advisor import STREAK_PREFIX
-from orchestrator.errors import TmuxUnavailable
+from orchestrator.clock import Clock
+from orchestrator.config import DecisionSettings, SessionConfig
+from orchestrator.ports import PaneReader
 from orchestrator.redact import redact
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.store import StateStore
 
-if TYPE_CHECKING:
-    from orchestrator.engine.supervisor import SessionState, Supervisor
+BlockerOrigin = Literal["command output", "pane output", "failure streak", "plan"]
+"""Where a blocker was found (the start of its `blocker_detected` audit detail)."""
 
 BUILTIN_PATTERNS = (
     r"(?i)\b[A-Z0-9_]*API_KEY\b.{0,80}\b(?:missing|not set|not found|unset|empty|required|invalid|not provided)\b",
@@ -38,7 +42,7 @@ MAX_BLOCKER_CHARS = 300
 PANE_SCAN_LINES = 60
 
 
-def normalize_blockers(value: Any) -> list[str]:
+def normalize_blockers(value: object) -> list[str]:
     """Metadata `blockers` as a clean list of distinct strings, whatever shape a person wrote."""
     if value is None or value == "":
         return []
@@ -56,14 +60,23 @@ def normalize_blockers(value: Any) -> list[str]:
 
 
 class BlockerWatch:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
-        decision = supervisor.config.settings.decision
-        self.scan_every = decision.pane_scan_seconds
-        common = (*BUILTIN_PATTERNS, *decision.blocker_patterns)
-        self.patterns = {
-            s.name: [re.compile(p) for p in (*common, *s.blocker_patterns)] for s in supervisor.config.sessions
-        }
+    def __init__(
+        self,
+        *,
+        settings: DecisionSettings,
+        sessions: Sequence[SessionConfig],
+        store: StateStore,
+        audit: AuditLog,
+        clock: Clock,
+        panes: PaneReader,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+        self.panes = panes
+        self.scan_every = settings.pane_scan_seconds
+        common = (*BUILTIN_PATTERNS, *settings.blocker_patterns)
+        self.patterns = {s.name: [re.compile(p) for p in (*common, *s.blocker_patterns)] for s in sessions}
         self._pane_lines: dict[str, set[str]] = {}
         self._pane_last: dict[str, str] = {}
         self._next_scan: dict[str, float] = {}
@@ -80,18 +93,20 @@ class BlockerWatch:
         return found
 
     def from_output(self, session: str, output_tail: str) -> list[str]:
+        """Blockers in a finished command's output tail; returns those that were new."""
         return self.add(session, self.find(session, output_tail.splitlines()), "command output")
 
-    def scan_pane(self, state: SessionState) -> list[str]:
-        """New lines in the pane since the last look; the first look is only the baseline."""
-        name = state.config.name
-        now = self.sup.clock.monotonic()
-        if self.scan_every <= 0 or not state.pane_id or now < self._next_scan.get(name, 0.0):
+    def scan_pane(self, name: str) -> list[str]:
+        """New lines in the session's pane since the last look; the first look is only the baseline.
+
+        Without a known pane (or when tmux does not answer) there is nothing to scan this time.
+        """
+        now = self.clock.monotonic()
+        if self.scan_every <= 0 or now < self._next_scan.get(name, 0.0):
             return []
         self._next_scan[name] = now + self.scan_every
-        try:
-            lines = self.sup.tmux.capture(state.pane_id, PANE_SCAN_LINES)
-        except TmuxUnavailable:
+        lines = self.panes.capture_session(name, PANE_SCAN_LINES)
+        if lines is None:
             return []
         previous, previous_last = self._pane_lines.get(name), self._pane_last.get(name)
         # The cursor's line may still be being written: it counts once it is the same on two looks.
@@ -117,10 +132,10 @@ class BlockerWatch:
             self.remove(session, lambda b: b.startswith(STREAK_PREFIX))
         else:
             return metadata
-        return self.sup.store.metadata(session)
+        return self.store.metadata(session)
 
     # writing ---------------------------------------------------------------------------------
-    def add(self, session: str, texts: list[str], origin: str) -> list[str]:
+    def add(self, session: str, texts: list[str], origin: BlockerOrigin) -> list[str]:
         """Merge blockers into the metadata; returns those that were new."""
         added: list[str] = []
 
@@ -129,15 +144,13 @@ class BlockerWatch:
             added.extend(t for t in texts if t not in blockers)
             return blockers + added
 
-        if texts and [
-            t for t in texts if t not in normalize_blockers(self.sup.store.metadata(session).get("blockers"))
-        ]:
-            self.sup.store.modify_metadata(session, "blockers", merge)
+        if texts and [t for t in texts if t not in normalize_blockers(self.store.metadata(session).get("blockers"))]:
+            self.store.modify_metadata(session, "blockers", merge)
         for text in added:
-            self.sup.audit.record("blocker_detected", session, detail=f"{origin}: {text}")
+            self.audit.record("blocker_detected", session, detail=f"{origin}: {text}")
         return added
 
     def remove(self, session: str, drop: Callable[[str], bool]) -> None:
-        self.sup.store.modify_metadata(
+        self.store.modify_metadata(
             session, "blockers", lambda current: [b for b in normalize_blockers(current) if not drop(b)]
         )

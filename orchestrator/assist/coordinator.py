@@ -1,68 +1,126 @@
-"""Decision assist and requirements plans, as one policy object in the supervisor loop.
+"""Decision assist and requirements plans, as one policy object on the engine's loop.
 
-`tick()` runs on the supervisor thread every `CHECK_SECONDS`: it hands back finished AI jobs,
+`tick()` runs on the engine thread every `CHECK_SECONDS`: it hands back finished AI jobs,
 syncs blockers (pane output, failure streaks), starts decisions and decompositions as
 background jobs, and advances plans. Nothing here waits on an AI: a hanging codex only delays
 its own answer, never dispatch or feedback.
+
+It knows nothing of the engine: it reads and writes the state store (metadata, the command
+queue), the audit log and the metrics, reads panes through a `PaneReader`, alerts through
+`Notify`, and hears of finished commands on the event bus (`subscribe`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from orchestrator.adapters.ai_client import AIClient
+from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.blockers import BlockerWatch
-from orchestrator.assist.decision import DecisionAssist
+from orchestrator.assist.decision import DecisionAssist, policy_hint
 from orchestrator.assist.jobs import Jobs
-from orchestrator.assist.plan_executor import PlanRunner
+from orchestrator.assist.plan_executor import PlanRunner, plan_progress
+from orchestrator.assist.safety import SafetyPolicy
+from orchestrator.clock import Clock
+from orchestrator.config import OrchestratorSettings, SessionConfig
 from orchestrator.envfile import EnvSource
-from orchestrator.model import CommandResult, CommandRow
-
-if TYPE_CHECKING:
-    from orchestrator.engine.supervisor import SessionState, Supervisor
+from orchestrator.events import CommandFinished, EventBus
+from orchestrator.ports import Notify, PaneReader
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.store import StateStore
 
 CHECK_SECONDS = 0.1
 
 
 class Assist:
-    def __init__(self, supervisor: Supervisor, ai: AIClient | None = None) -> None:
-        settings = supervisor.config.settings
-        self.sup = supervisor
-        self.ai = ai or AIClient(settings, EnvSource(settings.env_file).current, supervisor.metrics)
+    def __init__(
+        self,
+        *,
+        settings: OrchestratorSettings,
+        sessions: Sequence[SessionConfig],
+        store: StateStore,
+        audit: AuditLog,
+        metrics: OrchestratorMetrics,
+        clock: Clock,
+        notify: Notify,
+        panes: PaneReader,
+        ai: AIClient | None = None,
+    ) -> None:
+        self.sessions = tuple(sessions)
+        self.store = store
+        self.clock = clock
+        self.ai = ai if ai is not None else AIClient(settings, EnvSource(settings.env_file).current, metrics)
         self.jobs = Jobs(settings.ai.max_concurrency)
-        self.blockers = BlockerWatch(supervisor)
-        self.decisions = DecisionAssist(supervisor, self.ai, self.jobs) if settings.decision.enabled else None
-        self.plans = PlanRunner(supervisor, self.ai, self.jobs, self.blockers) if settings.plan.enabled else None
+        policy = SafetyPolicy(settings.decision)
+        self.blockers = BlockerWatch(
+            settings=settings.decision, sessions=self.sessions, store=store, audit=audit, clock=clock, panes=panes
+        )
+        self.decisions = (
+            DecisionAssist(
+                settings=settings.decision,
+                policy=policy,
+                ai=self.ai,
+                jobs=self.jobs,
+                store=store,
+                audit=audit,
+                metrics=metrics,
+                clock=clock,
+                notify=notify,
+            )
+            if settings.decision.enabled
+            else None
+        )
+        self.plans = (
+            PlanRunner(
+                settings=settings.plan,
+                policy=policy,
+                ai=self.ai,
+                jobs=self.jobs,
+                blockers=self.blockers,
+                store=store,
+                audit=audit,
+                metrics=metrics,
+                clock=clock,
+            )
+            if settings.plan.enabled
+            else None
+        )
         self._last_check = float("-inf")
+
+    def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(CommandFinished, self.on_command_finished)
+
+    def on_command_finished(self, event: CommandFinished) -> None:
+        """Blockers in the finished command's output tail."""
+        if self.decisions is not None and event.result.output_tail:
+            self.blockers.from_output(event.session, event.result.output_tail)
 
     def tick(self) -> None:
         self.jobs.drain()
-        now = self.sup.clock.monotonic()
+        now = self.clock.monotonic()
         if now - self._last_check < CHECK_SECONDS:
             return
         self._last_check = now
-        for state in self.sup.sessions.values():
-            self.check(state)
+        for session in self.sessions:
+            self.check(session)
 
-    def check(self, state: SessionState) -> None:
-        name = state.config.name
+    def check(self, session: SessionConfig) -> None:
+        """One look at one session: its pane, its blockers, its decision and its plan."""
+        name = session.name
         if self.decisions is not None:
-            self.blockers.scan_pane(state)
-        metadata = self.sup.store.metadata(name)
+            self.blockers.scan_pane(name)
+        metadata = self.store.metadata(name)
         if self.decisions is not None:
             metadata = self.blockers.sync_streak(name, metadata)
-            self.decisions.check(state, metadata)
+            self.decisions.check(session, metadata)
         if self.plans is not None:
-            self.plans.check(state, metadata)
-
-    def on_result(self, state: SessionState, row: CommandRow, result: CommandResult) -> None:
-        if self.decisions is not None and result.output_tail:
-            self.blockers.from_output(state.config.name, result.output_tail)
+            self.plans.check(session, metadata)
 
     def busy(self) -> bool:
         """AI work in flight, or a plan that will queue more (what `--once` waits for)."""
         return self.jobs.busy() or (
-            self.plans is not None and any(self.plans.active(name) for name in self.sup.sessions)
+            self.plans is not None and any(self.plans.active(session.name) for session in self.sessions)
         )
 
     def close(self) -> None:
@@ -70,17 +128,14 @@ class Assist:
         self.jobs.close()
 
 
-def status_lines(session: str, metadata: dict) -> list[str]:
+def status_lines(session: str, metadata: Mapping[str, Any]) -> list[str]:
     """What `tmux-agent status` prints about plans and suggestions."""
-    from orchestrator.assist.decision import policy_hint
-    from orchestrator.assist.plan_executor import plan_progress
-
-    lines = []
+    lines: list[str] = []
     plan = metadata.get("task_decomposition")
     progress = plan_progress(plan)
-    if progress is not None:
+    if progress is not None and isinstance(plan, dict):
         extra = f", running {progress['running']}" if progress["running"] else ""
-        extra += f", failed {', '.join(progress['failed'])}" if progress["failed"] else ""
+        extra += f", failed {', '.join(map(str, progress['failed']))}" if progress["failed"] else ""
         lines.append(
             f"  plan: {progress['done']}/{progress['total']} done ({progress['state']}{extra}) "
             f"from {plan.get('source')} by {plan.get('generated_by')}"

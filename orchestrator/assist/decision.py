@@ -1,7 +1,7 @@
 """Decision assist (scenario C): a session's blockers → metadata `next_actions`.
 
 When a session's `blockers` differ from those its `next_actions` answered, the AI client is
-asked off the supervisor thread; if AI is off or fails (any error kind), the rule-based advisor
+asked off the engine thread; if AI is off or fails (any error kind), the rule-based advisor
 answers instead. Each suggested command gets a safety verdict (see safety.py); only `auto_run`
 ones are queued by themselves, `tmux-agent approve SESSION ID` queues the others, denied ones
 never run. A "下一步建议" notification goes out when the recommendations changed and the top
@@ -9,57 +9,74 @@ priority is at least `[decision] notify_min_priority`. Every decision and verdic
 
 `next_actions` = {generated_at, source: codex|openai|rules, blockers, summary,
 recommendations: [{id, title, detail, command?, priority, risk, policy, policy_reason,
-command_id?, approved_at?}], latency_s, ai_error?: {backend, kind, detail}}.
+command_id?, approved_at?}], latency_s, ai_error?: {backend, kind, detail}} (`payloads.NextActions`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from orchestrator.adapters.ai_client import AIClient, AIRequest
+from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.advisor import DECISION_SCHEMA, PRIORITIES, RuleAdvisor, build_prompt, check_reply, normalize
 from orchestrator.assist.blockers import normalize_blockers
 from orchestrator.assist.jobs import Jobs
 from orchestrator.assist.safety import SafetyPolicy
-from orchestrator.clock import iso_utc
-from orchestrator.config import Config
+from orchestrator.clock import Clock, iso_utc
+from orchestrator.config import Config, DecisionSettings, SessionConfig
 from orchestrator.errors import UserError
+from orchestrator.payloads import Advice, DecisionSource, NextActions, Policy, Recommendation
+from orchestrator.ports import Notify
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore
 
-if TYPE_CHECKING:
-    from orchestrator.engine.supervisor import SessionState, Supervisor
-
 NEXT_ACTIONS_TITLE = "下一步建议"
-APPROVABLE = ("needs_approval", "suggested")
+APPROVABLE: tuple[Policy, ...] = ("needs_approval", "suggested")
 
 
 class DecisionAssist:
-    def __init__(self, supervisor: Supervisor, ai: AIClient, jobs: Jobs) -> None:
-        self.sup = supervisor
-        self.settings = supervisor.config.settings.decision
+    def __init__(
+        self,
+        *,
+        settings: DecisionSettings,
+        policy: SafetyPolicy,
+        ai: AIClient,
+        jobs: Jobs,
+        store: StateStore,
+        audit: AuditLog,
+        metrics: OrchestratorMetrics,
+        clock: Clock,
+        notify: Notify,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
         self.ai = ai
         self.jobs = jobs
-        self.policy = SafetyPolicy(self.settings)
+        self.store = store
+        self.audit = audit
+        self.metrics = metrics
+        self.clock = clock
+        self.notify = notify
         self.rules = RuleAdvisor()
 
-    def check(self, state: SessionState, metadata: dict[str, Any]) -> None:
-        name = state.config.name
+    def check(self, session: SessionConfig, metadata: Mapping[str, Any]) -> None:
+        name = session.name
         blockers = normalize_blockers(metadata.get("blockers"))
         previous = metadata.get("next_actions")
         answered = normalize_blockers(previous.get("blockers")) if isinstance(previous, dict) else None
         if not blockers or blockers == answered:
             return
-        seen = self.sup.clock.monotonic()
+        seen = self.clock.monotonic()
         self.jobs.submit(
             (name, "decision"),
-            lambda: self.decide(state, blockers, metadata),
+            lambda: self.decide(session, blockers, metadata),
             lambda result: self.apply(name, result, seen),
         )
 
     # on a worker thread: ask, fall back, judge -------------------------------------------------
-    def decide(self, state: SessionState, blockers: list[str], metadata: dict[str, Any]) -> dict[str, Any]:
-        name = state.config.name
+    def decide(self, session: SessionConfig, blockers: list[str], metadata: Mapping[str, Any]) -> NextActions:
+        name = session.name
         answer = self.ai.ask(
             name,
             AIRequest(
@@ -67,68 +84,86 @@ class DecisionAssist:
                 build_prompt(name, blockers, metadata),
                 DECISION_SCHEMA,
                 "next_actions",
-                cwd=state.config.workdir,
+                cwd=session.workdir,
                 check=check_reply,
             ),
         )
-        if answer.data is not None:
-            summary, recommendations, source = (
-                answer.data["summary"],
+        advice: list[Advice]
+        source: DecisionSource
+        if answer.data is not None and answer.backend is not None:
+            summary, advice, source = (
+                str(answer.data["summary"]),
                 normalize(answer.data["recommendations"]),
                 answer.backend,
             )
         else:
-            (summary, recommendations), source = self.rules.advise(name, blockers), "rules"
-        for rec in recommendations:
-            verdict = self.policy.evaluate(rec.get("command"), rec["risk"])
-            rec.update(risk=verdict.risk, policy=verdict.policy, policy_reason=verdict.reason)
-        result: dict[str, Any] = {
-            "generated_at": iso_utc(self.sup.clock.now()),
+            (summary, advice), source = self.rules.advise(name, blockers), "rules"
+        recommendations: list[Recommendation] = []
+        for item in advice:
+            verdict = self.policy.evaluate(item.get("command"), item["risk"])
+            rec: Recommendation = {
+                "id": item["id"],
+                "title": item["title"],
+                "detail": item["detail"],
+                "priority": item["priority"],
+                "risk": verdict.risk,
+                "policy": verdict.policy,
+                "policy_reason": verdict.reason,
+            }
+            if "command" in item:
+                rec["command"] = item["command"]
+            recommendations.append(rec)
+        result: NextActions = {
+            "generated_at": iso_utc(self.clock.now()),
             "source": source,
             "blockers": blockers,
             "summary": summary,
             "recommendations": recommendations,
             "latency_s": round(answer.latency_s, 3),
         }
-        if answer.error is not None:
+        if answer.error is not None and answer.backend is not None:
             result["ai_error"] = {"backend": answer.backend, "kind": answer.error.kind, "detail": answer.error.detail}
         return result
 
-    # back on the supervisor thread: record, queue, notify -------------------------------------------
-    def apply(self, name: str, next_actions: dict[str, Any], seen: float) -> None:
-        previous = self.sup.store.metadata(name).get("next_actions")
-        before = {r.get("id"): r for r in previous.get("recommendations", [])} if isinstance(previous, dict) else {}
+    # back on the engine thread: record, queue, notify -------------------------------------------
+    def apply(self, name: str, next_actions: NextActions, seen: float) -> None:
+        previous = self.store.metadata(name).get("next_actions")
+        before: dict[Any, Any] = (
+            {r.get("id"): r for r in previous.get("recommendations", [])} if isinstance(previous, dict) else {}
+        )
         recommendations = next_actions["recommendations"]
         for rec in recommendations:
             earlier = before.get(rec["id"], {})
             if earlier.get("command_id"):  # the same suggestion was already queued: never twice
-                rec.update({k: earlier[k] for k in ("command_id", "approved_at") if k in earlier})
-            elif rec["policy"] == "auto_run":
+                rec["command_id"] = earlier["command_id"]
+                if "approved_at" in earlier:
+                    rec["approved_at"] = earlier["approved_at"]
+            elif rec["policy"] == "auto_run" and "command" in rec:
                 rec["command_id"] = queue_command(
-                    self.sup.store, self.sup.audit, name, rec["command"], "decision", f"auto-run suggestion {rec['id']}"
+                    self.store, self.audit, name, rec["command"], "decision", f"auto-run suggestion {rec['id']}"
                 )
-        self.sup.store.update_metadata(name, {"next_actions": next_actions})
+        self.store.update_metadata(name, {"next_actions": next_actions})
         source = next_actions["source"]
-        error = next_actions.get("ai_error") or {}
-        self.sup.metrics.decisions.labels(session=name, source=source).inc()
-        self.sup.metrics.decision_duration.labels(session=name).observe(max(0.0, self.sup.clock.monotonic() - seen))
-        top = recommendations[0] if recommendations else {}
-        self.sup.audit.record(
+        error = next_actions.get("ai_error")
+        self.metrics.decisions.labels(session=name, source=source).inc()
+        self.metrics.decision_duration.labels(session=name).observe(max(0.0, self.clock.monotonic() - seen))
+        top = recommendations[0] if recommendations else None
+        self.audit.record(
             "decision_made",
             name,
             source=source,
-            error_kind=error.get("kind"),
+            error_kind=error["kind"] if error else None,
             latency_s=next_actions["latency_s"],
-            detail=f"{len(recommendations)} recommendation(s); top [{top.get('priority')}] "
-            f"{top.get('title')}; blockers: {'; '.join(next_actions['blockers'])}"[:1000],
+            detail=f"{len(recommendations)} recommendation(s); top [{top['priority'] if top else None}] "
+            f"{top['title'] if top else None}; blockers: {'; '.join(next_actions['blockers'])}"[:1000],
         )
         for rec in recommendations:
             if rec.get("command"):
-                self.sup.metrics.suggestions.labels(session=name, policy=rec["policy"]).inc()
-                self.sup.audit.record(
+                self.metrics.suggestions.labels(session=name, policy=rec["policy"]).inc()
+                self.audit.record(
                     "safety_decision",
                     name,
-                    command=rec["command"],
+                    command=rec.get("command"),
                     recommendation_id=rec["id"],
                     policy=rec["policy"],
                     command_id=rec.get("command_id"),
@@ -138,8 +173,8 @@ class DecisionAssist:
             (r.get("title"), r.get("command")) for r in before.values()
         ]
         minimum = PRIORITIES.index(self.settings.notify_min_priority)
-        if changed and top and PRIORITIES.index(top["priority"]) >= minimum:
-            self.sup.notify(
+        if changed and top is not None and PRIORITIES.index(top["priority"]) >= minimum:
+            self.notify.notify(
                 kind="next_actions",
                 session=name,
                 title=f"{NEXT_ACTIONS_TITLE} · {name}",
@@ -148,12 +183,12 @@ class DecisionAssist:
             )
 
 
-def notification_body(session: str, next_actions: dict[str, Any]) -> str:
+def notification_body(session: str, next_actions: NextActions) -> str:
+    error = next_actions.get("ai_error")
     lines = [
         f"> 会话 session: **{session}**",
         f"> 阻塞 blockers: {'; '.join(next_actions['blockers'])}",
-        f"> 来源 source: {next_actions['source']}"
-        + (f" (AI {next_actions['ai_error']['kind']}, rule-based fallback)" if next_actions.get("ai_error") else ""),
+        f"> 来源 source: {next_actions['source']}" + (f" (AI {error['kind']}, rule-based fallback)" if error else ""),
     ]
     for number, rec in enumerate(next_actions["recommendations"][:5], start=1):
         lines.append(
@@ -164,12 +199,13 @@ def notification_body(session: str, next_actions: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def policy_hint(session: str, rec: dict[str, Any]) -> str:
+def policy_hint(session: str, rec: Mapping[str, Any]) -> str:
+    """How a suggestion runs: queued already, approvable (and how), or why not."""
     if rec.get("command_id"):
         return f"queued as #{rec['command_id']}"
     if rec["policy"] in APPROVABLE:
         return f"{rec['policy']}: `tmux-agent approve {session} {rec['id']}`"
-    return rec["policy_reason"]
+    return str(rec["policy_reason"])
 
 
 def queue_command(store: StateStore, audit: AuditLog, session: str, command: str, source: str, why: str) -> int:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.config import load_schema
+from orchestrator.payloads import StepSpec
 
 DECOMPOSITION_SCHEMA = load_schema("decomposition_reply.schema.json")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -109,12 +111,13 @@ def _heading(text: str) -> tuple[str, int | None]:
     return (text[match.end() :].strip() or text.strip()), number
 
 
-def parse_markdown(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+def parse_markdown(text: str) -> tuple[list[StepSpec], list[str]]:
     """Steps and warnings (unresolved dependencies) from a Markdown plan."""
     sections: list[_Section] = []
     current: _Section | None = None
     fence: str | None = None
-    lang, block = "", []
+    lang = ""
+    block: list[str] = []
     for line in text.splitlines():
         if fence is not None:
             if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
@@ -139,7 +142,7 @@ def parse_markdown(text: str) -> tuple[list[dict[str, Any]], list[str]]:
             ]
     chosen = [s for s in sections if s.commands or s.acceptance]
     warnings: list[str] = []
-    steps = []
+    steps: list[StepSpec] = []
     for index, section in enumerate(chosen, start=1):
         depends: list[str] = []
         for ref in section.depends:
@@ -179,7 +182,7 @@ def _resolve(ref: str, sections: list[_Section]) -> int | None:
 
 
 # checks for any source -----------------------------------------------------------------------
-def check_steps(steps: list[dict[str, Any]]) -> None:
+def check_steps(steps: Sequence[Mapping[str, Any]]) -> None:
     """Unique ids, known dependencies, no cycles, at least one step; ValueError otherwise."""
     if not steps:
         raise ValueError("steps: empty")
@@ -194,11 +197,11 @@ def check_steps(steps: list[dict[str, Any]]) -> None:
         raise ValueError("steps: dependency cycle")
 
 
-def check_reply(data: dict[str, Any]) -> None:
+def check_reply(data: Mapping[str, Any]) -> None:
     check_steps(data.get("steps", []))
 
 
-def execution_order(steps: list[dict[str, Any]]) -> list[str]:
+def execution_order(steps: Sequence[Mapping[str, Any]]) -> list[str]:
     """Dependency order, document order among the ready ones (steps in a cycle are left out)."""
     done: list[str] = []
     pending = list(steps)

@@ -1,6 +1,6 @@
-"""Background jobs for slow questions (AI calls), so the supervisor thread never waits on them.
+"""Background jobs for slow questions (AI calls), so the engine thread never waits on them.
 
-A job runs on a small thread pool; its result is handed back on the supervisor thread by
+A job runs on a small thread pool; its result is handed back on the engine thread by
 `drain()`, which is where every effect (metadata, queue, audit, notifications) happens. One job
 per key at a time; a job that raises is logged and its key rests before it may run again.
 """
@@ -11,9 +11,11 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("orchestrator.assist.jobs")
+
+T = TypeVar("T")
 
 FAILED_JOB_REST_SECONDS = 30.0
 
@@ -25,7 +27,8 @@ class Jobs:
         self._inflight: dict[Hashable, tuple[Future[Any], Callable[[Any], None]]] = {}
         self._resting: dict[Hashable, float] = {}
 
-    def submit(self, key: Hashable, work: Callable[[], Any], on_done: Callable[[Any], None]) -> bool:
+    def submit(self, key: Hashable, work: Callable[[], T], on_done: Callable[[T], None]) -> bool:
+        """Start `work` on the pool unless the key's job is in flight or resting; False if not started."""
         if key in self._inflight or self._resting.get(key, 0.0) > self.clock():
             return False
         self._inflight[key] = (self.pool.submit(work), on_done)

@@ -1,7 +1,7 @@
 """Requirements plans (scenario D): `requirements_doc` → `task_decomposition` → commands.
 
 The document (metadata `requirements_doc`, else the session's config; relative to the session's
-workdir) is decomposed off the supervisor thread — by the AI client, or by the Markdown parser
+workdir) is decomposed off the engine thread — by the AI client, or by the Markdown parser
 when AI is off or fails — whenever its SHA-256 differs from the one the current decomposition
 was made from; unchanged content is never sent to the AI again. Steps that already succeeded
 and are unchanged keep their status, so editing the document after a failure resumes the plan.
@@ -16,93 +16,134 @@ plan stops the same way.
 generated_by: codex|openai|markdown, state: pending|running|completed|stopped|empty,
 stopped_reason?, progress: {done, total}, warnings?, ai_error?, steps: [{id, title, commands,
 depends_on, acceptance, status: pending|running|succeeded|failed|skipped|denied, command_ids?,
-started_at?, finished_at?}]}.
+started_at?, finished_at?}]} (`payloads.TaskDecomposition`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from orchestrator.adapters.ai_client import AIClient, AIRequest
+from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.advisor import PLAN_PREFIX
 from orchestrator.assist.blockers import BlockerWatch
 from orchestrator.assist.decision import queue_command
 from orchestrator.assist.decompose import DECOMPOSITION_SCHEMA, build_prompt, check_reply, parse_markdown
 from orchestrator.assist.jobs import Jobs
 from orchestrator.assist.safety import SafetyPolicy
-from orchestrator.clock import iso_utc
+from orchestrator.clock import Clock, iso_utc
+from orchestrator.config import PlanSettings, SessionConfig
 from orchestrator.model import TERMINAL_STATUSES
-
-if TYPE_CHECKING:
-    from orchestrator.engine.supervisor import SessionState, Supervisor
+from orchestrator.payloads import (
+    PlanGenerator,
+    PlanReport,
+    PlanState,
+    PlanStep,
+    StepSpec,
+    StepStatus,
+    TaskDecomposition,
+)
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.store import StateStore
 
 log = logging.getLogger("orchestrator.plan")
 
-DONE = ("succeeded", "skipped")
-CARRIED = ("succeeded", "skipped", "running")
-ACTIVE = ("pending", "running")
+DONE: tuple[StepStatus, ...] = ("succeeded", "skipped")
+CARRIED: tuple[StepStatus, ...] = ("succeeded", "skipped", "running")
+ACTIVE: tuple[PlanState, ...] = ("pending", "running")
+FAILED: tuple[StepStatus, ...] = ("failed", "denied")
 
 
-def plan_progress(plan: Any) -> dict[str, Any] | None:
+def plan_progress(plan: object) -> PlanReport | None:
     """{done, total, state, running, failed} of a task_decomposition, or None without one."""
     if not isinstance(plan, dict) or not isinstance(plan.get("steps"), list):
         return None
-    steps = [s for s in plan["steps"] if isinstance(s, dict)]
+    steps: list[dict[str, Any]] = [s for s in plan["steps"] if isinstance(s, dict)]
+    done, total = _counts(steps)
     return {
-        "done": sum(1 for s in steps if s.get("status") in DONE),
-        "total": len(steps),
+        "done": done,
+        "total": total,
         "state": plan.get("state"),
         "running": next((s.get("id") for s in steps if s.get("status") == "running"), None),
-        "failed": [s.get("id") for s in steps if s.get("status") in ("failed", "denied")],
+        "failed": [s.get("id") for s in steps if s.get("status") in FAILED],
     }
 
 
-def carry_over(old: Any, new: dict[str, Any]) -> int:
+def _counts(steps: list[Any]) -> tuple[int, int]:
+    """Done and total of a plan's steps (entries that are not objects are no steps)."""
+    steps = [s for s in steps if isinstance(s, dict)]
+    return sum(1 for s in steps if s.get("status") in DONE), len(steps)
+
+
+def carry_over(old: object, new: TaskDecomposition) -> int:
     """Keep the status of steps whose title and commands did not change; returns how many."""
     if not isinstance(old, dict):
         return 0
-    previous = {
+    previous: dict[tuple[Any, tuple[Any, ...]], dict[str, Any]] = {
         (s.get("title"), tuple(s.get("commands") or [])): s for s in old.get("steps", []) if isinstance(s, dict)
     }
     kept = 0
     for step in new["steps"]:
         same = previous.get((step["title"], tuple(step["commands"])))
         if same and same.get("status") in CARRIED:
-            step.update({k: same[k] for k in ("status", "command_ids", "started_at", "finished_at") if k in same})
+            step["status"] = same["status"]
+            if "command_ids" in same:
+                step["command_ids"] = same["command_ids"]
+            if "started_at" in same:
+                step["started_at"] = same["started_at"]
+            if "finished_at" in same:
+                step["finished_at"] = same["finished_at"]
             kept += 1
     return kept
 
 
 class PlanRunner:
-    def __init__(self, supervisor: Supervisor, ai: AIClient, jobs: Jobs, blockers: BlockerWatch) -> None:
-        self.sup = supervisor
-        self.settings = supervisor.config.settings.plan
+    def __init__(
+        self,
+        *,
+        settings: PlanSettings,
+        policy: SafetyPolicy,
+        ai: AIClient,
+        jobs: Jobs,
+        blockers: BlockerWatch,
+        store: StateStore,
+        audit: AuditLog,
+        metrics: OrchestratorMetrics,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
         self.ai = ai
         self.jobs = jobs
         self.blockers = blockers
-        self.policy = SafetyPolicy(supervisor.config.settings.decision)
+        self.store = store
+        self.audit = audit
+        self.metrics = metrics
+        self.clock = clock
         self._docs: dict[str, tuple[tuple[str, int, int], str, str]] = {}
         self._missing: set[tuple[str, str]] = set()
 
-    def check(self, state: SessionState, metadata: dict[str, Any]) -> None:
-        doc = metadata.get("requirements_doc") or state.config.requirements_doc
+    def check(self, session: SessionConfig, metadata: Mapping[str, Any]) -> None:
+        doc = metadata.get("requirements_doc") or session.requirements_doc
         if isinstance(doc, str) and doc.strip():
-            self._maybe_decompose(state, doc.strip(), metadata.get("task_decomposition"))
-        plan = metadata.get("task_decomposition")
+            self._maybe_decompose(session, doc.strip(), metadata.get("task_decomposition"))
         if self._runs(metadata):
+            # _runs checked it is a dict with a list of steps; the rest of its shape may be wrong
+            plan = cast(TaskDecomposition, metadata["task_decomposition"])
             try:
-                self._advance(state.config.name, plan)
+                self._advance(session.name, plan)
             except (KeyError, TypeError, IndexError, ValueError) as exc:  # a hand-edited plan of the wrong shape
-                self._stop(state.config.name, plan, f"task_decomposition is malformed ({exc!r})")
+                self._stop(session.name, plan, f"task_decomposition is malformed ({exc!r})")
 
     def active(self, name: str) -> bool:
         """The session's plan will queue more commands by itself."""
-        return self._runs(self.sup.store.metadata(name))
+        return self._runs(self.store.metadata(name))
 
-    def _runs(self, metadata: dict[str, Any]) -> bool:
+    def _runs(self, metadata: Mapping[str, Any]) -> bool:
         plan = metadata.get("task_decomposition")
         return (
             self.settings.auto_execute
@@ -113,10 +154,10 @@ class PlanRunner:
         )
 
     # decomposition -----------------------------------------------------------------------------
-    def _read(self, state: SessionState, doc: str) -> tuple[str, str] | None:
-        name = state.config.name
+    def _read(self, session: SessionConfig, doc: str) -> tuple[str, str] | None:
+        name = session.name
         path = Path(doc).expanduser()
-        path = path if path.is_absolute() else state.config.workdir / path
+        path = path if path.is_absolute() else session.workdir / path
         try:
             st = path.stat()
             stamp = (str(path), st.st_mtime_ns, st.st_size)
@@ -128,49 +169,51 @@ class PlanRunner:
             if (name, str(path)) not in self._missing:
                 self._missing.add((name, str(path)))
                 log.warning("requirements_doc of %s unreadable: %s (%s)", name, path, exc.strerror)
-                self.sup.audit.record("decomposition_failed", name, detail=f"cannot read {path}: {exc.strerror}")
+                self.audit.record("decomposition_failed", name, detail=f"cannot read {path}: {exc.strerror}")
             return None
         self._missing.discard((name, str(path)))
-        found = (hashlib.sha256(data).hexdigest(), data.decode("utf-8", errors="replace"))
-        self._docs[name] = (stamp, *found)
-        return found
+        sha, text = hashlib.sha256(data).hexdigest(), data.decode("utf-8", errors="replace")
+        self._docs[name] = (stamp, sha, text)
+        return sha, text
 
-    def _maybe_decompose(self, state: SessionState, doc: str, plan: Any) -> None:
-        found = self._read(state, doc)
+    def _maybe_decompose(self, session: SessionConfig, doc: str, plan: object) -> None:
+        found = self._read(session, doc)
         if found is None:
             return
         sha, text = found
         if isinstance(plan, dict) and plan.get("source_sha256") == sha and plan.get("source") == doc:
             return
-        name = state.config.name
+        name = session.name
         self.jobs.submit(
             (name, "decomposition"),
-            lambda: self.decompose(state, doc, sha, text),
+            lambda: self.decompose(session, doc, sha, text),
             lambda result: self.apply(name, result),
         )
 
-    def decompose(self, state: SessionState, doc: str, sha: str, text: str) -> dict[str, Any]:
+    def decompose(self, session: SessionConfig, doc: str, sha: str, text: str) -> TaskDecomposition:
         """On a worker thread: the AI's steps, or the Markdown parser's."""
         answer = self.ai.ask(
-            state.config.name,
+            session.name,
             AIRequest(
                 "decomposition",
                 build_prompt(doc, text),
                 DECOMPOSITION_SCHEMA,
                 "task_decomposition",
-                cwd=state.config.workdir,
+                cwd=session.workdir,
                 check=check_reply,
             ),
         )
         warnings: list[str] = []
-        if answer.data is not None:
+        steps: list[StepSpec]
+        by: PlanGenerator
+        if answer.data is not None and answer.backend is not None:
             steps, by = answer.data["steps"], answer.backend
         else:
             (steps, warnings), by = parse_markdown(text), "markdown"
-        plan: dict[str, Any] = {
+        plan: TaskDecomposition = {
             "source": doc,
             "source_sha256": sha,
-            "generated_at": iso_utc(self.sup.clock.now()),
+            "generated_at": iso_utc(self.clock.now()),
             "generated_by": by,
             "state": "pending" if steps else "empty",
             "steps": [
@@ -187,31 +230,31 @@ class PlanRunner:
         }
         if warnings:
             plan["warnings"] = warnings
-        if answer.error is not None:
+        if answer.error is not None and answer.backend is not None:
             plan["ai_error"] = {"backend": answer.backend, "kind": answer.error.kind, "detail": answer.error.detail}
         return plan
 
-    def apply(self, name: str, plan: dict[str, Any]) -> None:
-        kept = carry_over(self.sup.store.metadata(name).get("task_decomposition"), plan)
+    def apply(self, name: str, plan: TaskDecomposition) -> None:
+        kept = carry_over(self.store.metadata(name).get("task_decomposition"), plan)
         self._save(name, plan)
         self.blockers.remove(name, lambda b: b.startswith(PLAN_PREFIX))
-        error = plan.get("ai_error", {})
-        self.sup.audit.record(
+        error = plan.get("ai_error")
+        self.audit.record(
             "decomposition_created",
             name,
             source=plan["generated_by"],
-            error_kind=error.get("kind"),
+            error_kind=error["kind"] if error else None,
             detail=f"{len(plan['steps'])} step(s) from {plan['source']} "
             f"(sha256 {plan['source_sha256'][:12]}), {kept} kept from before",
         )
 
     # execution ---------------------------------------------------------------------------------
-    def _advance(self, name: str, plan: dict[str, Any]) -> None:
+    def _advance(self, name: str, plan: TaskDecomposition) -> None:
         steps = plan["steps"]
         running = next((s for s in steps if s["status"] == "running"), None)
         if running is not None:
             ids = running.get("command_ids") or []
-            row = self.sup.store.command(ids[-1]) if ids else None
+            row = self.store.command(ids[-1]) if ids else None
             if row is not None and row.status not in TERMINAL_STATUSES:
                 return
             if row is not None and row.status == "succeeded" and len(ids) < len(running["commands"]):
@@ -238,13 +281,15 @@ class PlanRunner:
             if denied is not None:
                 self._end_step(name, ready, "denied", f"`{denied[0]}` {denied[1]}")
                 return self._stop(name, plan, f"denied by the safety policy: `{denied[0]}` {denied[1]}", ready)
-            ready.update(status="running", command_ids=[], started_at=iso_utc(self.sup.clock.now()))
+            ready["status"] = "running"
+            ready["command_ids"] = []
+            ready["started_at"] = iso_utc(self.clock.now())
             self._queue(name, ready, ready["commands"][0])
             plan["state"] = "running"
             return self._save(name, plan)
         if not any(s["status"] == "pending" for s in steps):
             plan["state"] = "completed"
-            self.sup.audit.record(
+            self.audit.record(
                 "plan_finished",
                 name,
                 status="succeeded",
@@ -253,19 +298,19 @@ class PlanRunner:
             return self._save(name, plan)
         self._stop(name, plan, "the remaining steps depend on steps that cannot run (cycle or unknown id)")
 
-    def _queue(self, name: str, step: dict[str, Any], command: str) -> None:
+    def _queue(self, name: str, step: PlanStep, command: str) -> None:
         number = len(step["command_ids"]) + 1
         step["command_ids"].append(
             queue_command(
-                self.sup.store,
-                self.sup.audit,
+                self.store,
+                self.audit,
                 name,
                 command,
                 "plan",
                 f"plan step {step['id']} command {number}/{len(step['commands'])}",
             )
         )
-        self.sup.audit.record(
+        self.audit.record(
             "plan_step",
             name,
             step_id=step["id"],
@@ -275,24 +320,27 @@ class PlanRunner:
             detail=f"{step['id']} {step['title']!r}: command {number}/{len(step['commands'])} queued",
         )
 
-    def _end_step(self, name: str, step: dict[str, Any], status: str, why: str = "") -> None:
-        step.update(status=status, finished_at=iso_utc(self.sup.clock.now()))
-        self.sup.metrics.plan_steps.labels(session=name, status=status).inc()
-        self.sup.audit.record(
+    def _end_step(self, name: str, step: PlanStep, status: StepStatus, why: str = "") -> None:
+        step["status"] = status
+        step["finished_at"] = iso_utc(self.clock.now())
+        self.metrics.plan_steps.labels(session=name, status=status).inc()
+        self.audit.record(
             "plan_step",
             name,
             step_id=step["id"],
             detail=f"{step['id']} {step['title']!r}: {status}" + (f" — {why}" if why else ""),
         )
 
-    def _stop(self, name: str, plan: dict[str, Any], reason: str, step: dict[str, Any] | None = None) -> None:
+    def _stop(self, name: str, plan: TaskDecomposition, reason: str, step: PlanStep | None = None) -> None:
         """Stop the plan; say why as a blocker, which brings decision assist in."""
-        plan.update(state="stopped", stopped_reason=f"step {step['id']} {reason}" if step else reason)
+        plan["state"] = "stopped"
+        plan["stopped_reason"] = f"step {step['id']} {reason}" if step else reason
         self._save(name, plan)
-        self.sup.audit.record("plan_finished", name, status="failed", detail=f"stopped: {plan['stopped_reason']}")
+        self.audit.record("plan_finished", name, status="failed", detail=f"stopped: {plan['stopped_reason']}")
         which = f"{step['id']} “{step['title']}” " if step else "(none runnable) "
         self.blockers.add(name, [f"{PLAN_PREFIX}{which}{reason} ({plan.get('source')})"[:300]], "plan")
 
-    def _save(self, name: str, plan: dict[str, Any]) -> None:
-        plan["progress"] = {k: v for k, v in (plan_progress(plan) or {}).items() if k in ("done", "total")}
-        self.sup.store.update_metadata(name, {"task_decomposition": plan})
+    def _save(self, name: str, plan: TaskDecomposition) -> None:
+        done, total = _counts(plan["steps"])
+        plan["progress"] = {"done": done, "total": total}
+        self.store.update_metadata(name, {"task_decomposition": plan})

@@ -19,8 +19,8 @@ import shlex
 from dataclasses import dataclass
 
 from orchestrator.config import DecisionSettings
-
-RISKS = ("low", "medium", "high")
+from orchestrator.payloads import RISKS as RISKS  # re-exported: least risky first
+from orchestrator.payloads import Policy, Risk, as_risk
 
 DENY_PATTERNS: tuple[tuple[str, str], ...] = (
     (
@@ -61,9 +61,9 @@ SEPARATORS = {";", "&&", "||", "|", "&"}
 
 @dataclass(frozen=True)
 class Verdict:
-    policy: str  # denied | needs_approval | auto_run | suggested | no_command
+    policy: Policy
     reason: str
-    risk: str = "low"
+    risk: Risk = "low"
 
     @property
     def may_run_with_approval(self) -> bool:
@@ -119,14 +119,14 @@ class SafetyPolicy:
                 return why
         return None
 
-    def risk_of(self, command: str, stated: str | None) -> str:
-        stated = stated if stated in RISKS else "medium"
-        looks = "high" if any(p.search(command) for p in self.risky) else "low"
-        return max(stated, looks, key=RISKS.index)
+    def risk_of(self, command: str, stated: object) -> Risk:
+        """The higher of the stated risk (medium when it is none) and what the command looks like."""
+        looks: Risk = "high" if any(p.search(command) for p in self.risky) else "low"
+        return max(as_risk(stated) or "medium", looks, key=RISKS.index)
 
-    def evaluate(self, command: str | None, stated_risk: str | None = None) -> Verdict:
+    def evaluate(self, command: str | None, stated_risk: object = None) -> Verdict:
         if not command or not command.strip():
-            return Verdict("no_command", "nothing to run", stated_risk if stated_risk in RISKS else "low")
+            return Verdict("no_command", "nothing to run", as_risk(stated_risk) or "low")
         why = self.denied(command)
         risk = self.risk_of(command, stated_risk)
         if why is not None:
