@@ -144,3 +144,14 @@ class SessionState:
     config: SessionConfig
     running: Running | None = None
     dispatch_error: str | None = None
+
+
+StallAction = Literal["wait", "interrupt", "retry", "give_up"]
+
+
+@dataclass(frozen=True)
+class StallVerdict:
+    """The stall guard's answer for one running command; the engine carries it out."""
+
+    action: StallAction
+    idle_s: float = 0.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 from typing import Protocol
 
-from orchestrator.model import CommandRow, ExitRecord, PaneRef, SessionKind
+from orchestrator.model import CommandRow, ExitRecord, PaneRef, Running, SessionKind, StallVerdict
 
 
 class PaneIO(Protocol):
@@ -108,7 +108,7 @@ class Driver(Protocol):
 class Notify(Protocol):
     """Where alerts go (the notifier's outbox); never raises."""
 
-    def notify(self, *, kind: str, session: str, title: str, body: str, dedupe_key: str) -> None: ...
+    def notify(self, *, kind: str, session: str, title: str, body: str, dedupe_key: str) -> object: ...
 
 
 class Gate(Protocol):
@@ -127,3 +127,16 @@ class Background(Protocol):
     """Work the engine's `--once` mode must wait for before it exits."""
 
     def busy(self) -> bool: ...
+
+
+class StallPolicy(Protocol):
+    """The stall guard as the engine sees it: a verdict per running command, never an action."""
+
+    def verdict(self, running: Running, now: float) -> StallVerdict:
+        """`wait`, `interrupt` (no activity for the timeout), or after an interrupt's grace
+        `retry` / `give_up`. `now` is the engine clock's monotonic time."""
+        ...
+
+    def after_interrupt(self, running: Running) -> StallVerdict:
+        """The interrupted command ended by itself: `retry` or `give_up`."""
+        ...

@@ -11,7 +11,7 @@ import sys
 from orchestrator.adapters.metrics import OrchestratorMetrics, serve
 from orchestrator.adapters.tmux import TmuxAdapter
 from orchestrator.cli.common import add_config_flags, config_from_args, run_cli, setup_logging
-from orchestrator.engine.supervisor import Supervisor
+from orchestrator.cli.compose import build_orchestrator
 from orchestrator.envfile import EnvSource
 from orchestrator.notify.notifier import Notifier
 from orchestrator.state.audit import AuditLog
@@ -44,15 +44,16 @@ def _serve(argv: list[str] | None) -> int:
         metrics=metrics,
         audit=audit,
     )
-    supervisor = Supervisor(
+    orchestrator = build_orchestrator(
         config,
         store=store,
         tmux=TmuxAdapter(config.tmux),
         audit=audit,
         metrics=metrics,
+        notify=notifier,
         dry_run=args.dry_run,
-        notifier=notifier,
     )
+    supervisor = orchestrator.supervisor
     port = config.settings.metrics_port if args.metrics_port is None else args.metrics_port
     source = "--metrics-port" if args.metrics_port is not None else f"{config.orchestrator_path}: metrics_port"
     server = serve(metrics, config.settings.metrics_host, port, source=source)
@@ -73,7 +74,7 @@ def _serve(argv: list[str] | None) -> int:
         supervisor.run(once=args.once)
     finally:
         notifier.stop()
-        supervisor.close()
+        orchestrator.close()
         server.shutdown()
         store.close()
     return 0

@@ -17,15 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.model import ExitRecord
+
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 TAIL_READ_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class ExitRecord:
-    exit_code: int
-    started: float
-    finished: float
 
 
 @dataclass(frozen=True)

@@ -1,60 +1,87 @@
 """Failure streaks: consecutive failed commands per session.
 
-At `failure_alert_threshold` the session is blocked — queued commands stay
-queued, neither lost nor dispatched — and one "命令连续失败" notification goes
-out for the streak. A success resets the streak; `tmux-agent unblock` lifts the
-block (it writes the DB, which the supervisor reads before each dispatch).
+At `failure_alert_threshold` the session is blocked — queued commands stay queued, neither lost
+nor dispatched — and one "命令连续失败" notification goes out for the streak. A success resets
+the streak; `tmux-agent unblock` lifts the block (it writes the DB, which `may_dispatch` reads
+before each dispatch). The gate only reads; `tick()` mirrors the DB's streak and block into the
+gauges, so an unblock from the CLI shows on /metrics within a round.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from orchestrator.model import CommandResult, CommandRow
+from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.events import CommandFinished, EventBus
 from orchestrator.notify.notifier import alert_markdown
-
-if TYPE_CHECKING:
-    from orchestrator.engine.supervisor import SessionState, Supervisor
+from orchestrator.ports import Notify
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.store import StateStore
 
 STREAK_TITLE = "命令连续失败"
 
+GAUGE_SYNC_SECONDS = 0.5
+
+
+def streak_value(value: object) -> int:
+    """Metadata `failure_streak` as an int; anything else counts as 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    return 0
+
 
 class FailureStreak:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
-        self.threshold = supervisor.config.settings.failure_alert_threshold
+    def __init__(
+        self,
+        sessions: list[str],
+        threshold: int,
+        *,
+        store: StateStore,
+        audit: AuditLog,
+        metrics: OrchestratorMetrics,
+        notify: Notify,
+    ) -> None:
+        self.sessions = list(sessions)
+        self.threshold = threshold
+        self.store = store
+        self.audit = audit
+        self.metrics = metrics
+        self.notify = notify
 
-    def may_dispatch(self, state: SessionState) -> bool:
-        name = state.config.name
-        metadata = self.sup.store.metadata(name)
-        blocked = bool(metadata.get("blocked"))
-        streak = int(metadata.get("failure_streak") or 0)
-        self.sup.metrics.blocked.labels(session=name).set(1 if blocked else 0)
-        self.sup.metrics.failure_streak.labels(session=name).set(streak)
-        return not blocked
+    def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(CommandFinished, self.on_result)
 
-    def on_result(self, state: SessionState, row: CommandRow, result: CommandResult) -> None:
-        name = state.config.name
+    def may_dispatch(self, session: str) -> bool:
+        return self.store.metadata(session).get("blocked") is not True
+
+    def tick(self) -> None:
+        for name in self.sessions:
+            metadata = self.store.metadata(name)
+            self.metrics.blocked.labels(session=name).set(1 if metadata.get("blocked") is True else 0)
+            self.metrics.failure_streak.labels(session=name).set(streak_value(metadata.get("failure_streak")))
+
+    def on_result(self, event: CommandFinished) -> None:
+        name, row, result = event.session, event.row, event.result
         if result.status == "succeeded":
-            self.sup.store.update_metadata(name, {"failure_streak": 0})
-            self.sup.metrics.failure_streak.labels(session=name).set(0)
+            self.store.update_metadata(name, {"failure_streak": 0})
+            self.metrics.failure_streak.labels(session=name).set(0)
             return
         if result.status != "failed":
             return
-        streak = self.sup.store.increment_metadata(name, "failure_streak")
-        self.sup.metrics.failure_streak.labels(session=name).set(streak)
-        if streak < self.threshold or self.sup.store.metadata(name).get("blocked"):
+        streak = self.store.modify_metadata(name, "failure_streak", lambda value: streak_value(value) + 1)
+        self.metrics.failure_streak.labels(session=name).set(streak)
+        if streak < self.threshold or self.store.metadata(name).get("blocked") is True:
             return
-        self.sup.store.update_metadata(name, {"blocked": True})
-        self.sup.metrics.blocked.labels(session=name).set(1)
-        self.sup.audit.record(
+        self.store.update_metadata(name, {"blocked": True})
+        self.metrics.blocked.labels(session=name).set(1)
+        self.audit.record(
             "failure_streak",
             name,
             command_id=row.id,
             command=row.command,
             detail=f"{streak} consecutive failures (threshold {self.threshold})",
         )
-        self.sup.audit.record("session_blocked", name, detail="queued commands wait for `tmux-agent unblock`")
+        self.audit.record("session_blocked", name, detail="queued commands wait for `tmux-agent unblock`")
         body = alert_markdown(
             name,
             [
@@ -64,7 +91,7 @@ class FailureStreak:
             ],
             result.output_tail,
         )
-        self.sup.notify(
+        self.notify.notify(
             kind="failure_streak",
             session=name,
             title=f"{STREAK_TITLE} · {name}",

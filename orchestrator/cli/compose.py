@@ -1,0 +1,97 @@
+"""The one composition root: build an orchestrator from its config and its adapters.
+
+Everything the engine works with is made here and handed in through constructors; the order of
+`subscribe` calls below is the order subscribers see each event: the audit trail first (so the
+log reads cause before effect), then metrics, the guards, and decision assist last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.adapters.metrics_recorder import MetricsRecorder
+from orchestrator.adapters.panes import PaneDirectory
+from orchestrator.assist.coordinator import Assist
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.config import Config
+from orchestrator.drivers.shell import ShellDriver
+from orchestrator.engine.supervisor import Supervisor
+from orchestrator.events import EventBus
+from orchestrator.guards.stall import StallGuard
+from orchestrator.guards.streak import FailureStreak
+from orchestrator.ports import Notify, PaneIO
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_trail import AuditTrail
+from orchestrator.state.store import StateStore
+
+
+@dataclass
+class Orchestrator:
+    """The assembled service: the engine and the parts a caller may want to look at."""
+
+    supervisor: Supervisor
+    bus: EventBus
+    stall: StallGuard
+    streak: FailureStreak
+    assist: Assist
+    panes: PaneDirectory
+
+    def close(self) -> None:
+        self.assist.close()
+        self.supervisor.close()
+
+
+def build_orchestrator(
+    config: Config,
+    *,
+    store: StateStore,
+    tmux: PaneIO,
+    audit: AuditLog,
+    metrics: OrchestratorMetrics,
+    notify: Notify,
+    clock: Clock | None = None,
+    dry_run: bool = False,
+    bus: EventBus | None = None,
+) -> Orchestrator:
+    clock = clock or SystemClock()
+    bus = bus or EventBus()
+    settings = config.settings
+    names = [s.name for s in config.sessions]
+    panes = PaneDirectory(tmux, config.sessions)
+    stall = StallGuard(settings, store=store, audit=audit, notify=notify, clock=clock)
+    streak = FailureStreak(
+        names, settings.failure_alert_threshold, store=store, audit=audit, metrics=metrics, notify=notify
+    )
+    assist = Assist(
+        settings=settings,
+        sessions=config.sessions,
+        store=store,
+        audit=audit,
+        metrics=metrics,
+        clock=clock,
+        notify=notify,
+        panes=panes,
+    )
+    AuditTrail(audit).subscribe(bus)
+    MetricsRecorder(metrics).subscribe(bus)
+    stall.subscribe(bus)
+    streak.subscribe(bus)
+    assist.subscribe(bus)
+    driver = ShellDriver(tmux, config.tmux, config.runtime_dir, config.state_db)
+    supervisor = Supervisor(
+        config.sessions,
+        settings,
+        store=store,
+        driver=driver,
+        panes=tmux,
+        locator=panes,
+        bus=bus,
+        stall=stall,
+        gates=(stall, streak),
+        tickers=(stall, streak, assist),
+        background=(assist,),
+        clock=clock,
+        dry_run=dry_run,
+    )
+    return Orchestrator(supervisor, bus, stall, streak, assist, panes)

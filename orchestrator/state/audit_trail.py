@@ -1,0 +1,100 @@
+"""The engine's events as lines of the audit log `orchestrator-actions.jsonl`.
+
+One subscriber turns each engine event into its audit event (names and fields are the audit
+schema's contract, read by replay and the dashboard). Guards and decision assist write their own
+decisions (`failure_streak`, `cooldown_started`, `decision_made`, …) where they make them.
+"""
+
+from __future__ import annotations
+
+from orchestrator.events import (
+    CommandDispatched,
+    CommandFinished,
+    CommandRecovered,
+    DispatchFailed,
+    DryRunDispatch,
+    EventBus,
+    OrchestratorStarted,
+    OrchestratorStopped,
+    StallDetected,
+    StallInterrupted,
+    StallRetried,
+)
+from orchestrator.state.audit import AuditLog
+
+
+class AuditTrail:
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(OrchestratorStarted, self._started)
+        bus.subscribe(OrchestratorStopped, self._stopped)
+        bus.subscribe(CommandRecovered, self._recovered)
+        bus.subscribe(DryRunDispatch, self._dry_run)
+        bus.subscribe(CommandDispatched, self._dispatched)
+        bus.subscribe(DispatchFailed, self._dispatch_failed)
+        bus.subscribe(CommandFinished, self._finished)
+        bus.subscribe(StallDetected, self._stall_detected)
+        bus.subscribe(StallInterrupted, self._stall_interrupted)
+        bus.subscribe(StallRetried, self._stall_retried)
+
+    def _started(self, e: OrchestratorStarted) -> None:
+        self.audit.record("orchestrator_started", None, dry_run=e.dry_run, detail=f"{e.sessions} sessions")
+
+    def _stopped(self, e: OrchestratorStopped) -> None:
+        self.audit.record("orchestrator_stopped", None)
+        self.audit.flush()
+
+    def _recovered(self, e: CommandRecovered) -> None:
+        self.audit.record("command_recovered", e.session, command_id=e.row.id, command=e.row.command, detail=e.detail)
+
+    def _dry_run(self, e: DryRunDispatch) -> None:
+        self.audit.record("dry_run_dispatch", e.session, command_id=e.row.id, command=e.row.command, dry_run=True)
+
+    def _dispatched(self, e: CommandDispatched) -> None:
+        self.audit.record(
+            "command_dispatched", e.session, command_id=e.row.id, command=e.row.command, queue_depth=e.queue_depth
+        )
+
+    def _dispatch_failed(self, e: DispatchFailed) -> None:
+        if e.first:
+            self.audit.record("dispatch_failed", e.session, detail=f"{e.reason}: {e.detail}")
+
+    def _finished(self, e: CommandFinished) -> None:
+        r = e.result
+        self.audit.record(
+            "command_result",
+            e.session,
+            command_id=e.row.id,
+            command=e.row.command,
+            status=r.status,
+            exit_code=r.exit_code,
+            duration_s=r.duration_s,
+            output_tail=r.output_tail,
+            detail=e.detail,
+        )
+
+    def _stall_detected(self, e: StallDetected) -> None:
+        self.audit.record(
+            "stall_detected",
+            e.session,
+            command_id=e.row.id,
+            command=e.row.command,
+            detail=f"no output for {e.idle_s:.1f}s",
+            output_tail=e.output_tail,
+        )
+
+    def _stall_interrupted(self, e: StallInterrupted) -> None:
+        self.audit.record(
+            "stall_interrupt", e.session, command_id=e.row.id, command=e.row.command, detail=f"sent {' '.join(e.keys)}"
+        )
+
+    def _stall_retried(self, e: StallRetried) -> None:
+        self.audit.record(
+            "stall_retry",
+            e.session,
+            command_id=e.row.id,
+            command=e.row.command,
+            detail=f"retry {e.attempt} of {e.retries}",
+        )

@@ -1,0 +1,167 @@
+"""In-process stand-ins for the engine's ports: a pane port and a driver that tests steer by hand.
+
+They implement `orchestrator.ports.PaneIO` and `orchestrator.ports.Driver` the way a tmux server
+and a shell would behave, minus the processes, so the engine, the stall guard and the failure
+streak can be tested with the manual clock in milliseconds.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.clock import ManualClock
+from orchestrator.config import OrchestratorSettings, SessionConfig
+from orchestrator.errors import PaneNotFound, TmuxUnavailable
+from orchestrator.events import Event, EventBus
+from orchestrator.model import CommandRow, ExitRecord, PaneRef, SessionKind
+
+
+@dataclass
+class FakePanes:
+    """target → pane id; panes can be closed and sends can be made to fail."""
+
+    targets: dict[str, str]
+    alive: set[str] = field(default_factory=set)
+    sent_keys: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    typed: list[tuple[str, str]] = field(default_factory=list)
+    fail_sends: int = 0
+
+    def __post_init__(self) -> None:
+        self.alive = set(self.targets.values())
+
+    def resolve(self, target: str) -> PaneRef:
+        pane = self.targets.get(target)
+        if pane is None or pane not in self.alive:
+            raise PaneNotFound(f"no tmux pane for target '{target}'", key="target")
+        return PaneRef(pane, target)
+
+    def pane_alive(self, pane_id: str) -> bool:
+        return pane_id in self.alive
+
+    def send_text(self, pane_id: str, text: str, *, enter: bool = True) -> None:
+        if self.fail_sends:
+            self.fail_sends -= 1
+            raise TmuxUnavailable("no server running")
+        self.typed.append((pane_id, text))
+
+    def send_keys(self, pane_id: str, *keys: str) -> None:
+        self.sent_keys.append((pane_id, keys))
+
+    def capture(self, pane_id: str, lines: int = 50) -> list[str]:
+        return []
+
+    def socket_path(self) -> str:
+        return "/tmp/fake-tmux"
+
+
+@dataclass
+class FakeDriver:
+    """Delivers by "typing" into FakePanes; the test decides when work starts, prints and ends."""
+
+    panes: FakePanes
+    clock: ManualClock
+    starts_on_delivery: bool = True
+    kind: SessionKind = "shell"
+    delivered: list[tuple[int, str]] = field(default_factory=list)
+    _completions: queue.Queue[int] = field(default_factory=queue.Queue)
+    _started: set[int] = field(default_factory=set)
+    _ends: dict[int, ExitRecord] = field(default_factory=dict)
+    _output: dict[int, list[str]] = field(default_factory=dict)
+    _watching: set[int] = field(default_factory=set)
+    interrupts: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def completions(self) -> queue.Queue[int]:
+        return self._completions
+
+    def deliver(self, row: CommandRow, pane_id: str) -> None:
+        self.panes.send_text(pane_id, row.command)
+        self.delivered.append((row.id, pane_id))
+        self._ends.pop(row.id, None)
+        self._output[row.id] = []
+        self._watching.add(row.id)
+        if self.starts_on_delivery:
+            self._started.add(row.id)
+
+    # what the test does to a running command
+    def start(self, command_id: int) -> None:
+        self._started.add(command_id)
+
+    def emit(self, command_id: int, line: str) -> None:
+        self._output.setdefault(command_id, []).append(line)
+
+    def end(self, command_id: int, exit_code: int, duration: float = 0.01, signal: bool = True) -> None:
+        now = self.clock.now()
+        self._ends[command_id] = ExitRecord(exit_code, now - duration, now)
+        if signal:
+            self._completions.put(command_id)
+
+    # the port
+    def watch(self, command_id: int) -> None:
+        self._watching.add(command_id)
+
+    def watching(self, command_id: int) -> bool:
+        return command_id in self._watching
+
+    def started(self, command_id: int) -> bool:
+        return command_id in self._started
+
+    def end_record(self, command_id: int) -> ExitRecord | None:
+        return self._ends.get(command_id)
+
+    def activity_marker(self, command_id: int) -> int:
+        return len(self._output.get(command_id, []))
+
+    def output_tail(self, command_id: int, lines: int, grace_seconds: float) -> str:
+        return "\n".join(self._output.get(command_id, [])[-lines:])
+
+    def interrupt(self, command_id: int, pane_id: str, keys: tuple[str, ...]) -> None:
+        self.interrupts.append((command_id, keys))
+        self.panes.send_keys(pane_id, *keys)
+
+    def discard(self, command_id: int) -> None:
+        self._watching.discard(command_id)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class RecordingNotify:
+    sent: list[dict[str, str]] = field(default_factory=list)
+
+    def notify(self, *, kind: str, session: str, title: str, body: str, dedupe_key: str) -> object:
+        self.sent.append({"kind": kind, "session": session, "title": title, "body": body, "dedupe_key": dedupe_key})
+        return None
+
+
+class EventLog:
+    """Every event published on a bus, in order."""
+
+    def __init__(self, bus: EventBus, *kinds: type[Event]) -> None:
+        self.events: list[Event] = []
+        for kind in kinds:
+            bus.subscribe(kind, self.events.append)
+
+    def of(self, kind: type[Event]) -> list[Event]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def session(name: str = "weather/bot", target: str = "weather:bot", **extra: object) -> SessionConfig:
+    return SessionConfig(name=name, target=target, workdir=Path("."), **extra)  # type: ignore[arg-type]
+
+
+def settings(**overrides: object) -> OrchestratorSettings:
+    base: dict[str, object] = {
+        "stall_timeout_seconds": 10.0,
+        "stall_retries_before_notify": 1,
+        "failure_alert_threshold": 3,
+        "cooldown_seconds": 5.0,
+        "interrupt_grace_seconds": 1.0,
+        "output_tail_lines": 5,
+    }
+    base.update(overrides)
+    return OrchestratorSettings(**base)  # type: ignore[arg-type]

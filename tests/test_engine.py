@@ -1,0 +1,354 @@
+"""The supervisor in-process: a fake pane port and driver, the manual clock, a real SQLite store,
+the real audit trail, metrics recorder, stall guard and failure streak wired as the composition
+root wires them (decision assist left out: it has its own tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.adapters.metrics_recorder import MetricsRecorder
+from orchestrator.adapters.panes import PaneDirectory
+from orchestrator.clock import ManualClock
+from orchestrator.config import OrchestratorSettings, SessionConfig
+from orchestrator.engine.supervisor import Supervisor
+from orchestrator.events import (
+    CommandDispatched,
+    CommandFinished,
+    DispatchFailed,
+    EventBus,
+    StallDetected,
+    StallGaveUp,
+    StallRetried,
+)
+from orchestrator.guards.stall import StallGuard
+from orchestrator.guards.streak import FailureStreak
+from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit_trail import AuditTrail
+from orchestrator.state.store import StateStore
+
+from .engine_fakes import EventLog, FakeDriver, FakePanes, RecordingNotify, session, settings
+
+S = "weather/bot"
+
+
+@dataclass
+class Rig:
+    sup: Supervisor
+    store: StateStore
+    driver: FakeDriver
+    panes: FakePanes
+    clock: ManualClock
+    notify: RecordingNotify
+    metrics: OrchestratorMetrics
+    audit_path: Path
+    log: EventLog
+
+    def send(self, command: str, name: str = S) -> int:
+        return self.store.enqueue(name, command)
+
+    def status(self, command_id: int) -> str:
+        row = self.store.command(command_id)
+        assert row is not None
+        return row.status
+
+    def audit(self) -> list[str]:
+        return [e["event"] for e in read_events(self.audit_path).events]
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.sup.step()
+
+
+def make_rig(
+    tmp_path: Path,
+    sessions: list[SessionConfig] | None = None,
+    cfg: OrchestratorSettings | None = None,
+    started: frozenset[int] = frozenset(),
+) -> Rig:
+    """`started`: commands whose start record the (restarted) pane already holds."""
+    sessions = sessions or [session()]
+    cfg = cfg or settings()
+    clock = ManualClock()
+    store = StateStore(tmp_path / "state.db", clock=clock)
+    audit_path = tmp_path / "audit.jsonl"
+    audit = AuditLog(audit_path, clock=clock)
+    metrics = OrchestratorMetrics()
+    notify = RecordingNotify()
+    panes = FakePanes({s.target: f"%{i}" for i, s in enumerate(sessions)})
+    driver = FakeDriver(panes, clock)
+    driver._started.update(started)
+    bus = EventBus(raise_errors=True)
+    stall = StallGuard(cfg, store=store, audit=audit, notify=notify, clock=clock)
+    streak = FailureStreak(
+        [s.name for s in sessions],
+        cfg.failure_alert_threshold,
+        store=store,
+        audit=audit,
+        metrics=metrics,
+        notify=notify,
+    )
+    AuditTrail(audit).subscribe(bus)
+    MetricsRecorder(metrics).subscribe(bus)
+    stall.subscribe(bus)
+    streak.subscribe(bus)
+    log = EventLog(bus, CommandDispatched, CommandFinished, DispatchFailed, StallDetected, StallRetried, StallGaveUp)
+    sup = Supervisor(
+        sessions,
+        cfg,
+        store=store,
+        driver=driver,
+        panes=panes,
+        locator=PaneDirectory(panes, sessions),
+        bus=bus,
+        stall=stall,
+        gates=(stall, streak),
+        tickers=(stall, streak),
+        clock=clock,
+    )
+    sup.start()
+    return Rig(sup, store, driver, panes, clock, notify, metrics, audit_path, log)
+
+
+def test_a_queued_command_is_delivered_and_its_exit_recorded_once(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    cid = rig.send("make test")
+    rig.sup.step()
+    assert rig.driver.delivered == [(cid, "%0")] and rig.status(cid) == "running"
+
+    rig.driver.emit(cid, "ok")
+    rig.driver.end(cid, 0, duration=0.25)
+    rig.driver.completions.put(cid)  # a second signal for the same end changes nothing
+    rig.sup.step()
+    rig.sup.step()
+
+    row = rig.store.command(cid)
+    assert row is not None and (row.status, row.exit_code, row.output_tail) == ("succeeded", 0, "ok")
+    assert row.duration_s == pytest.approx(0.25)
+    last = rig.store.metadata(S)["last_command_result"]
+    assert (last["command_id"], last["status"], last["exit_code"]) == (cid, "succeeded", 0)
+    assert len(rig.log.of(CommandFinished)) == 1
+    assert rig.audit().count("command_result") == 1
+    assert rig.metrics.commands.labels(session=S, result="succeeded")._value.get() == 1
+
+
+def test_non_zero_exit_is_failed_with_its_code(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    cid = rig.send("(exit 7)")
+    rig.sup.step()
+    rig.driver.end(cid, 7)
+    rig.sup.step()
+    row = rig.store.command(cid)
+    assert row is not None and (row.status, row.exit_code) == ("failed", 7)
+
+
+def test_one_command_at_a_time_in_fifo_order(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    first, second = rig.send("one"), rig.send("two")
+    rig.sup.step()
+    rig.sup.step()
+    assert [cid for cid, _ in rig.driver.delivered] == [first]
+    rig.driver.end(first, 0)
+    rig.sup.step()
+    assert [cid for cid, _ in rig.driver.delivered] == [first, second]
+    depths = [e.queue_depth for e in rig.log.of(CommandDispatched)]  # type: ignore[attr-defined]
+    assert depths == [1, 0]
+
+
+def test_sessions_are_dispatched_independently(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, [session(), session("weather/api", "weather:api")])
+    a, b = rig.send("a"), rig.send("b", "weather/api")
+    rig.sup.step()
+    assert sorted(rig.driver.delivered) == sorted([(a, "%0"), (b, "%1")])
+
+
+def test_a_pane_closed_mid_command_ends_it_cancelled(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    cid = rig.send("sleep 60")
+    rig.sup.step()
+    rig.panes.alive.clear()
+    rig.advance(1.5)
+    row = rig.store.command(cid)
+    assert row is not None and (row.status, row.exit_code) == ("cancelled", None)
+
+
+def test_a_missing_pane_keeps_the_command_queued_and_says_so_once(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.panes.alive.clear()
+    rig.sup.locator.forget(S)
+    cid = rig.send("echo hi")
+    for _ in range(3):
+        rig.sup.step()
+    assert rig.status(cid) == "queued"
+    firsts = [e.first for e in rig.log.of(DispatchFailed)]  # type: ignore[attr-defined]
+    assert firsts == [True, False, False]
+    assert rig.audit().count("dispatch_failed") == 1
+
+
+def test_a_send_to_a_stale_pane_id_looks_the_target_up_again(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.panes.fail_sends = 1
+    cid = rig.send("echo hi")
+    rig.sup.step()
+    assert rig.status(cid) == "running" and rig.driver.delivered == [(cid, "%0")]
+
+
+def test_stall_interrupts_retries_then_alerts_and_cools_down(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    stuck, after = rig.send("sleep 600"), rig.send("echo recovered")
+    rig.sup.step()
+    rig.driver.emit(stuck, "waiting-for-weather-api")
+    rig.advance(0.1)
+    rig.advance(9.0)
+    assert rig.driver.interrupts == []  # 9 s without output: not yet
+
+    rig.advance(1.5)  # past the 10 s stall timeout
+    assert rig.driver.interrupts == [(stuck, ("C-c",))]
+    rig.advance(1.0)  # the grace runs out without an exit record: retry
+    assert rig.status(stuck) == "running" and [c for c, _ in rig.driver.delivered] == [stuck, stuck]
+    assert [e.attempt for e in rig.log.of(StallRetried)] == [1]  # type: ignore[attr-defined]
+
+    rig.advance(10.5)
+    rig.driver.end(stuck, 130)  # this time the interrupted command reports its end
+    rig.sup.step()
+    row = rig.store.command(stuck)
+    assert row is not None and (row.status, row.exit_code, row.attempts) == ("stalled", 130, 2)
+    [gave_up] = rig.log.of(StallGaveUp)
+    assert gave_up.waited_s == pytest.approx(10.5, abs=0.2)  # type: ignore[attr-defined]
+    [alert] = rig.notify.sent
+    assert alert["title"] == f"命令卡顿 · {S}" and "sleep 600" in alert["body"] and "waited" in alert["body"]
+    assert rig.store.metadata(S)["stall_count"] == 2
+
+    rig.advance(4.0)  # inside the 5 s cooldown: the next command waits
+    assert rig.status(after) == "queued"
+    rig.advance(1.5)
+    assert rig.status(after) == "running"
+    assert rig.store.metadata(S)["cooldown_until"] is None
+    events = rig.audit()
+    assert events.index("cooldown_started") < events.index("cooldown_ended")
+
+
+def test_output_keeps_a_long_command_from_stalling(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    cid = rig.send("make build")
+    rig.sup.step()
+    for i in range(30):
+        rig.driver.emit(cid, f"step {i}")
+        rig.advance(2.0)
+    assert rig.driver.interrupts == [] and rig.status(cid) == "running"
+
+
+def test_without_retries_a_stall_gives_up_after_the_first_interrupt(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, cfg=settings(stall_retries_before_notify=0))
+    cid = rig.send("sleep 600")
+    rig.sup.step()
+    rig.advance(10.5)
+    rig.advance(1.0)
+    row = rig.store.command(cid)
+    assert row is not None and (row.status, row.exit_code) == ("stalled", None)
+    assert len(rig.notify.sent) == 1
+
+
+def test_a_cooldown_survives_a_restart(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, cfg=settings(stall_retries_before_notify=0))
+    cid = rig.send("sleep 600")
+    rig.sup.step()
+    rig.advance(10.5)
+    rig.advance(1.0)
+    assert rig.status(cid) == "stalled"
+    until = rig.store.metadata(S)["cooldown_until"]
+    assert until
+
+    again = make_rig(tmp_path, cfg=settings(stall_retries_before_notify=0))
+    again.clock.advance(rig.clock.now() - again.clock.now())  # the same wall clock as the first run
+    nxt = again.send("echo next")
+    again.sup.step()
+    assert again.status(nxt) == "queued"
+    again.advance(5.0)
+    assert again.status(nxt) == "running"
+
+
+def test_gates_and_idle_have_no_side_effects(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, cfg=settings(stall_retries_before_notify=0))
+    rig.send("sleep 600")
+    rig.sup.step()
+    rig.advance(10.5)
+    rig.advance(1.0)  # a cooldown is running now
+    rig.send("echo later")
+    before = (rig.store.metadata(S), rig.audit())
+    rig.clock.advance(100)  # the cooldown is over, but only tick() may record that
+    for _ in range(3):
+        assert rig.sup.may_dispatch(S)
+        assert not rig.sup.idle()
+    assert (rig.store.metadata(S), rig.audit()) == before
+
+
+def test_a_failure_streak_blocks_alerts_once_and_unblock_resumes(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, cfg=settings(failure_alert_threshold=2))
+    ids = [rig.send("false") for _ in range(3)]
+    for cid in ids[:2]:
+        rig.sup.step()
+        rig.driver.end(cid, 1)
+        rig.sup.step()
+    assert rig.store.metadata(S)["blocked"] is True
+    assert rig.store.metadata(S)["failure_streak"] == 2
+    rig.sup.step()
+    assert rig.status(ids[2]) == "queued"  # blocked: waits, is not lost
+    assert [n["title"] for n in rig.notify.sent] == [f"命令连续失败 · {S}"]
+    assert rig.metrics.blocked.labels(session=S)._value.get() == 1
+
+    rig.store.update_metadata(S, {"blocked": False, "failure_streak": 0})  # what `tmux-agent unblock` writes
+    rig.sup.step()
+    assert rig.status(ids[2]) == "running"
+    assert rig.metrics.blocked.labels(session=S)._value.get() == 0
+
+
+def test_a_success_resets_the_streak(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, cfg=settings(failure_alert_threshold=2))
+    for code in (1, 0, 1):
+        cid = rig.send("x")
+        rig.sup.step()
+        rig.driver.end(cid, code)
+        rig.sup.step()
+    assert rig.store.metadata(S)["failure_streak"] == 1 and not rig.store.metadata(S).get("blocked")
+    assert rig.notify.sent == []
+
+
+def test_a_bad_stored_streak_is_counted_from_zero(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, cfg=settings(failure_alert_threshold=2))
+    rig.store.update_metadata(S, {"failure_streak": "abc", "blocked": "no"})
+    cid = rig.send("false")
+    rig.sup.step()
+    assert rig.status(cid) == "running"  # "no" is not a block
+    rig.driver.end(cid, 1)
+    rig.sup.step()
+    assert rig.store.metadata(S)["failure_streak"] == 1
+
+
+def test_recovery_resumes_a_started_command_and_requeues_one_that_never_started(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, [session(), session("weather/api", "weather:api")])
+    started, lost = rig.send("sleep 5"), rig.send("sleep 5", "weather/api")
+    rig.driver.starts_on_delivery = False
+    rig.sup.step()
+
+    again = make_rig(tmp_path, [session(), session("weather/api", "weather:api")], started=frozenset({started}))
+    assert again.status(lost) == "queued"
+    assert again.sup.sessions[S].running is not None
+    again.driver.end(started, 0)
+    again.sup.step()
+    assert again.status(started) == "succeeded"
+
+
+def test_once_mode_is_idle_when_the_queues_are_drained(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    cid = rig.send("true")
+    assert not rig.sup.idle()
+    rig.sup.step()
+    assert not rig.sup.idle()
+    rig.driver.end(cid, 0)
+    rig.sup.step()
+    assert rig.sup.idle()
