@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-from .evidence import evidence_from_properties
-from .report import SCENARIO_TITLES, TestRecord, criteria, render, summarize, write_report
+from . import options
+from .evidence import EvidenceItem, evidence_from_properties
+from .registry import Scenario, scenarios
+from .report import Criterion, ScenarioSummary, TestRecord, criteria, render, summarize, write_report
 
-DEFAULT_REPORT = Path("reports") / "orchestrator_real_world_test_report.md"
+DEFAULT_REPORT = options.DEFAULT_REPORT
 
 
 def _reason(report: pytest.TestReport) -> str:
@@ -28,20 +31,25 @@ class ReportCollector:
         self.config = config
         self.records: dict[str, TestRecord] = {}
         self.started = time.time()
-        self.progress = bool(config.getoption("--tmuxagent-progress"))
+        self.progress = options.progress(config)
+        self.written: Path | None = None
+        self._registry: dict[str, Scenario] | None = None
+
+    def registry(self) -> dict[str, Scenario]:
+        """This run's scenarios (built-in and the hook's), read once the first report arrives."""
+        if self._registry is None:
+            self._registry = scenarios(self.config)
+        return self._registry
 
     def report_path(self) -> Path:
-        given = self.config.getoption("--tmuxagent-report") or self.config.getini("tmuxagent_report")
-        path = Path(given) if given else DEFAULT_REPORT
-        return path if path.is_absolute() else Path(self.config.rootpath) / path
+        return options.report_path(self.config)
+
+    def _letters(self, keywords: Iterable[str]) -> list[str]:
+        by_marker = {s.marker: s.letter for s in self.registry().values()}
+        return sorted({by_marker[k] for k in keywords if k in by_marker})
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        letters = [
-            k.removeprefix("scenario_")
-            for k in report.keywords
-            if k.startswith("scenario_") and k.removeprefix("scenario_") in SCENARIO_TITLES
-        ]
-        record = self.records.setdefault(report.nodeid, TestRecord(report.nodeid, sorted(letters)))
+        record = self.records.setdefault(report.nodeid, TestRecord(report.nodeid, self._letters(report.keywords)))
         record.duration += report.duration
         if report.failed:
             record.outcome = "failed"
@@ -60,41 +68,58 @@ class ReportCollector:
                 + (f" — {record.reason}" if record.outcome == "failed" else "")
             )
 
-    def _say_live_plans(self, nodeid: str, new: list) -> None:
+    def _say_live_plans(self, nodeid: str, new: list[EvidenceItem]) -> None:
         """Live mode: print what a scenario will send where, as soon as its setup (or a send) is reported."""
         for item in new:
             if item.kind == "note" and item.title == "live plan":
                 self.config.get_terminal_writer().line(f"[live] {nodeid}: {item.text}")
 
+    def summaries(self) -> dict[str, ScenarioSummary]:
+        return summarize([r for r in self.records.values() if r.scenarios], self.registry())
+
+    def failures(self) -> int:
+        return sum(r.outcome == "failed" for r in self.records.values())
+
+    def criteria(self, summaries: dict[str, ScenarioSummary], failures: int) -> list[Criterion]:
+        """The built-in five, then each `pytest_tmuxagent_acceptance_criteria` implementation's rows."""
+        extra: list[Criterion] = []
+        for rows in self.config.hook.pytest_tmuxagent_acceptance_criteria(
+            config=self.config, summaries=summaries, failures=failures
+        ):
+            for row in rows:
+                if not isinstance(row, Criterion):
+                    raise TypeError(f"pytest_tmuxagent_acceptance_criteria must return Criterion objects, got {row!r}")
+                extra.append(row)
+        return criteria(summaries, failures, extra)
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        records = list(self.records.values())
-        if not any(r.scenarios for r in records):
+        if not any(r.scenarios for r in self.records.values()):
             return
-        failures = sum(r.outcome == "failed" for r in records)
+        self._registry = None  # conftests collected late may have added scenarios: ask again
+        summaries, failures = self.summaries(), self.failures()
+        rows = self.criteria(summaries, failures)
         workers = getattr(self.config.option, "numprocesses", None) or 0
-        scenario_records = [r for r in records if r.scenarios]
         text = render(
-            scenario_records,
-            live=bool(self.config.getoption("--tmuxagent-live")),
+            summaries,
+            rows,
+            live=options.live(self.config),
             workers=int(workers) if str(workers).isdigit() else 0,
-            failures=failures,
             started=self.started,
         )
         self.written = write_report(self.report_path(), text)
-        unmet = [c.text for c in criteria(summarize(scenario_records), failures) if not c.met]
-        if self.config.getoption("--tmuxagent-gate") and unmet and session.exitstatus == 0:
+        unmet = [c.text for c in rows if not c.met]
+        if options.gate(self.config) and unmet and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             self.config.get_terminal_writer().line("acceptance criteria not met: " + "; ".join(unmet), red=True)
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        records = list(self.records.values())
-        if not any(r.scenarios for r in records):
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not any(r.scenarios for r in self.records.values()):
             return
         terminalreporter.section("tmuxagent playbook")
-        for letter, summary in summarize([r for r in records if r.scenarios]).items():
+        for letter, summary in self.summaries().items():
             terminalreporter.line(
                 f"scenario {letter.upper()}: {summary.result:<8} {len(summary.tests):>3} test(s) "
-                f"{summary.duration:6.1f}s  {SCENARIO_TITLES[letter]}"
+                f"{summary.duration:6.1f}s  {summary.title}"
             )
         terminalreporter.line(f"report: {self.report_path()}")

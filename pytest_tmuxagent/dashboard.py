@@ -13,9 +13,10 @@ import re
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .process import LoggedProcess
 from .service import cli_path
@@ -105,3 +106,16 @@ def launch_chromium(playwright: Any) -> Any:
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"{CHROMIUM} is missing: install Debian's `chromium` package (.ci/run does)")
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+class DashboardServerFactory(Protocol):
+    """`tmuxagent_dashboard_server(db, audit_log, token=None)`: `tmux-agent dashboard` on a free port."""
+
+    def __call__(
+        self,
+        db: str | os.PathLike[str],
+        audit_log: str | os.PathLike[str],
+        *,
+        token: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> DashboardProcess: ...

@@ -9,20 +9,29 @@ same text is attached to Allure when allure-pytest is active.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from orchestrator.redact import redact
 
+if TYPE_CHECKING:
+    from _pytest.nodes import Node  # what `request.node` is; pytest exports no public name for it
+
+__all__ = ["EVIDENCE_KEY", "Evidence", "EvidenceItem", "allure", "evidence_from_properties", "step"]
+
 EVIDENCE_KEY = "tmuxagent_evidence"
 MAX_TEXT = 4000
 
-try:  # allure-pytest is a dev extra; evidence works without it
-    import allure
+allure: Any
+try:  # allure-pytest is optional; evidence works without it
+    allure = importlib.import_module("allure")
 except ImportError:  # pragma: no cover
     allure = None
 
@@ -44,24 +53,30 @@ class EvidenceItem:
 class Evidence:
     """Per-test recorder; the `tmuxagent_evidence` fixture and the other fixtures use it."""
 
-    def __init__(self, node: pytest.Item) -> None:
+    def __init__(self, node: pytest.Item | Node) -> None:
         self.node = node
 
     def add(self, kind: str, title: str, text: str) -> None:
+        """Record one piece of evidence (redacted; long texts keep their tail) for the report and Allure.
+
+        `kind` is metrics, notifications, audit, pane, log or note; the report's scenario row
+        quotes the first notifications/metrics/note item."""
         text = redact(text)
         if len(text) > MAX_TEXT:
             text = "…" + text[-MAX_TEXT:]
         item = EvidenceItem(kind=kind, title=redact(title), text=text)
-        self.node.user_properties.append((EVIDENCE_KEY, item.to_json()))
+        properties: list[tuple[str, object]] = getattr(self.node, "user_properties", [])
+        properties.append((EVIDENCE_KEY, item.to_json()))
         if allure is not None:
             allure.attach(text, name=f"{kind}: {item.title}", attachment_type=allure.attachment_type.TEXT)
 
     def lines(self, kind: str, title: str, lines: Iterable[str]) -> None:
+        """`add` with the lines joined."""
         self.add(kind, title, "\n".join(lines))
 
 
 def evidence_from_properties(properties: Iterable[tuple[str, Any]]) -> list[EvidenceItem]:
-    items = []
+    items: list[EvidenceItem] = []
     for key, value in properties:
         if key == EVIDENCE_KEY:
             try:
@@ -71,10 +86,9 @@ def evidence_from_properties(properties: Iterable[tuple[str, Any]]) -> list[Evid
     return items
 
 
-def step(title: str):
+def step(title: str) -> AbstractContextManager[Any]:
     """An Allure step when allure is active, a no-op context otherwise."""
     if allure is not None:
-        return allure.step(title)
-    import contextlib
-
+        manager: AbstractContextManager[Any] = allure.step(title)
+        return manager
     return contextlib.nullcontext()

@@ -25,7 +25,7 @@ from orchestrator.config import Config, load_config
 from orchestrator.envfile import EnvSource
 from orchestrator.errors import UserError
 
-from .tmux_server import TmuxTestServer
+from .tmux_server import PANE_SHELL, TmuxTestServer
 from .wecom_mock import RecordedRequest, WeComMock
 
 WECOM_DEFAULT_BASE = "https://qyapi.weixin.qq.com"
@@ -69,9 +69,9 @@ class LiveContext:
 class LiveTmuxServer(TmuxTestServer):
     """The user's tmux server; panes live in a scratch session killed at teardown."""
 
-    def __init__(self, context: LiveContext, root: Path) -> None:
+    def __init__(self, context: LiveContext, root: Path, pane_shell: str = PANE_SHELL) -> None:
         self.socket_path_override = context.config.tmux.socket_path
-        super().__init__(socket_name=context.config.tmux.socket_name or "", root=root)
+        super().__init__(socket_name=context.config.tmux.socket_name or "", root=root, pane_shell=pane_shell)
         self.scratch = f"tmuxagent-live-{uuid.uuid4().hex[:8]}"
 
     def tmux_config(self) -> dict[str, str]:

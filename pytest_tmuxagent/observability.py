@@ -1,29 +1,56 @@
 """Fixtures for the observability side: a real Prometheus server, the real
 dashboard process, and a headless Chromium page. Loaded by the tmuxagent plugin.
+
+All of them carry the `tmuxagent_` prefix so they cannot clash with a project's own
+`browser_page` or `prometheus_server` (or with another plugin's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .dashboard import DashboardProcess, launch_chromium
-from .prometheus import PrometheusServer
+from .dashboard import DashboardProcess, DashboardServerFactory, launch_chromium
+from .prometheus import PrometheusServer, PrometheusServerFactory
+from .service import OrchestratorService
+
+__all__ = [
+    "SCREENSHOT_DIR",
+    "DashboardServerFactory",
+    "PrometheusServerFactory",
+    "tmuxagent_browser_page",
+    "tmuxagent_chromium_browser",
+    "tmuxagent_dashboard_page",
+    "tmuxagent_dashboard_server",
+    "tmuxagent_prometheus_server",
+    "tmuxagent_save_screenshot",
+]
 
 SCREENSHOT_DIR = Path("reports") / "dashboard"
 
 
 @pytest.fixture
-def prometheus_server(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
-    """Factory: `prometheus_server(base_config, {"job": ["127.0.0.1:port"]})` starts a real Prometheus."""
+def tmuxagent_prometheus_server(tmp_path: Path) -> Iterator[PrometheusServerFactory]:
+    """Factory: `tmuxagent_prometheus_server(base_config, {"job": ["127.0.0.1:port"]})` starts a real Prometheus."""
     started: list[PrometheusServer] = []
 
-    def factory(base_config: Path, targets: dict[str, list[str]], **kwargs: Any) -> PrometheusServer:
+    def factory(
+        base_config: str | os.PathLike[str],
+        targets: Mapping[str, Sequence[str]],
+        *,
+        scrape_interval: str = "500ms",
+        evaluation_interval: str = "500ms",
+    ) -> PrometheusServer:
         server = PrometheusServer(
-            root=tmp_path / f"prometheus{len(started)}", base_config=Path(base_config), targets=targets, **kwargs
+            root=tmp_path / f"prometheus{len(started)}",
+            base_config=Path(base_config),
+            targets={job: list(hosts) for job, hosts in targets.items()},
+            scrape_interval=scrape_interval,
+            evaluation_interval=evaluation_interval,
         )
         started.append(server)
         try:
@@ -37,13 +64,23 @@ def prometheus_server(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer
 
 
 @pytest.fixture
-def dashboard_server(tmp_path: Path) -> Iterator[Callable[..., DashboardProcess]]:
-    """Factory: `dashboard_server(db, audit_log, token=None)` runs `tmux-agent dashboard` on a free port."""
+def tmuxagent_dashboard_server(tmp_path: Path) -> Iterator[DashboardServerFactory]:
+    """Factory: `tmuxagent_dashboard_server(db, audit_log, token=None)` runs `tmux-agent dashboard` on a free port."""
     started: list[DashboardProcess] = []
 
-    def factory(db: Path, audit_log: Path, **kwargs: Any) -> DashboardProcess:
+    def factory(
+        db: str | os.PathLike[str],
+        audit_log: str | os.PathLike[str],
+        *,
+        token: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> DashboardProcess:
         process = DashboardProcess(
-            root=tmp_path / f"dashboard{len(started)}", db=Path(db), audit_log=Path(audit_log), **kwargs
+            root=tmp_path / f"dashboard{len(started)}",
+            db=Path(db),
+            audit_log=Path(audit_log),
+            token=token,
+            extra_args=list(extra_args),
         )
         started.append(process)
         return process.start()
@@ -54,8 +91,8 @@ def dashboard_server(tmp_path: Path) -> Iterator[Callable[..., DashboardProcess]
 
 
 @pytest.fixture(scope="session")
-def chromium_browser() -> Iterator[Any]:
-    """One headless Debian Chromium per test worker."""
+def tmuxagent_chromium_browser() -> Iterator[Any]:
+    """One headless Debian Chromium (a Playwright `Browser`) per test worker."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -68,9 +105,9 @@ def chromium_browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def browser_page(chromium_browser: Any) -> Iterator[Any]:
-    """A fresh page (own context, no shared cookies); page errors are collected on `page.errors`."""
-    context = chromium_browser.new_context(viewport={"width": 1280, "height": 900})
+def tmuxagent_browser_page(tmuxagent_chromium_browser: Any) -> Iterator[Any]:
+    """A fresh Playwright `Page` (own context, no shared cookies); page errors are collected on `page.errors`."""
+    context = tmuxagent_chromium_browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
@@ -80,22 +117,25 @@ def browser_page(chromium_browser: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def dashboard_page(dashboard_server: Callable[..., DashboardProcess], browser_page: Any) -> Callable[[Any], Any]:
-    """Factory: `dashboard_page(service)` serves an orchestrator service's DB and audit log and
+def tmuxagent_dashboard_page(
+    tmuxagent_dashboard_server: DashboardServerFactory, tmuxagent_browser_page: Any
+) -> Callable[[OrchestratorService], Any]:
+    """Factory: `tmuxagent_dashboard_page(service)` serves an orchestrator service's DB and audit log and
     opens the page once it is live; `window.__sameDocument` is true until the page reloads."""
 
-    def open_page(service: Any) -> Any:
-        browser_page.goto(dashboard_server(service.state_db, service.audit_log).url)
-        browser_page.locator("#live.ok").wait_for()
-        browser_page.evaluate("window.__sameDocument = true")
-        return browser_page
+    def open_page(service: OrchestratorService) -> Any:
+        tmuxagent_browser_page.goto(tmuxagent_dashboard_server(service.state_db, service.audit_log).url)
+        tmuxagent_browser_page.locator("#live.ok").wait_for()
+        tmuxagent_browser_page.evaluate("window.__sameDocument = true")
+        return tmuxagent_browser_page
 
     return open_page
 
 
 @pytest.fixture
-def save_screenshot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
-    """`save_screenshot(page, "name")` writes reports/dashboard/<name>.png and prints its path."""
+def tmuxagent_save_screenshot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
+    """`tmuxagent_save_screenshot(page, "name")` writes reports/dashboard/<name>.png (under the rootdir)
+    and prints its path."""
 
     def save(page: Any, name: str) -> Path:
         path = (request.config.rootpath / SCREENSHOT_DIR / f"{name}.png").resolve()

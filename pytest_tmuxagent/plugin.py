@@ -3,72 +3,78 @@ mock, a metrics scraper and a running orchestrator, as fixtures.
 
 Factories follow libtmux's plugin: a fixture returns a callable so one test can
 make as many panes or services as it needs; everything is torn down after it.
+Projects tune it by overriding `tmuxagent_settings` and `tmuxagent_pane_shell`, with
+ini keys (see options.py) and with the hooks in hookspecs.py. docs/pytest-plugin.md
+is the reference.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import hookspecs, options
 from .collector import ReportCollector
 from .evidence import Evidence, allure
 from .fake_codex import FakeCodex
 from .live import LiveCodex, LiveContext, LiveTmuxServer, WeComRecordingProxy
 from .metrics_scraper import MetricsScraper
-from .service import OrchestratorService, make_service
-from .tmux_server import AgentPane, TmuxTestServer
+from .registry import EPIC, Scenario, scenarios
+from .service import COMPRESSED_SETTINGS, OrchestratorService, OrchestratorServiceFactory, make_service, merge_settings
+from .tmux_server import PANE_SHELL, AgentPane, AgentPaneFactory, TmuxTestServer
 from .wecom_mock import WeComMock
 
 # Prometheus server, dashboard process and Chromium fixtures live in their own module.
 pytest_plugins = ["pytest_tmuxagent.observability"]
 
-EPIC = "Orchestrator real-world validation playbook"
-SCENARIOS = {
-    "a": "command execution feedback (命令执行反馈)",
-    "b": "stall detection and self-healing (卡顿检测与自愈)",
-    "c": "decision assist (决策辅助)",
-    "d": "requirements decomposition (需求文档分解)",
-    "e": "failure-streak alerts (连续失败告警)",
-    "f": "metrics and audit (指标与审计)",
-    "g": "notification degradation (通知降级验证)",
-}
+_REGISTRY = pytest.StashKey[dict[str, Scenario]]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("tmuxagent", "tmuxagent playbook scenarios")
-    group.addoption(
-        "--tmuxagent-live",
-        action="store_true",
-        default=False,
-        help="run scenarios against the real panes, codex and WeCom of your config",
-    )
-    group.addoption(
-        "--tmuxagent-config",
-        default="agent-config.yaml",
-        help="live mode: your agent-config.yaml (its orchestrator.toml and env file are used too)",
-    )
-    group.addoption("--tmuxagent-report", default=None, help="where to write the real-world test report (Markdown)")
-    group.addoption(
-        "--tmuxagent-gate",
-        action="store_true",
-        default=False,
-        help="fail the run when any playbook acceptance criterion is not met",
-    )
-    group.addoption(
-        "--tmuxagent-progress", action="store_true", default=False, help="print a line per finished scenario test"
-    )
-    parser.addini("tmuxagent_report", "path of the real-world test report", default="")
+    options.add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for letter, title in SCENARIOS.items():
-        config.addinivalue_line("markers", f"scenario_{letter}: playbook scenario {letter.upper()} — {title}")
+    registry = config.stash[_REGISTRY] = scenarios(config)
+    for scenario in registry.values():
+        config.addinivalue_line("markers", scenario.marker_line)
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) writes the report
         config.pluginmanager.register(ReportCollector(config), "tmuxagent-report")
+
+
+def _registry(config: pytest.Config) -> dict[str, Scenario]:
+    return config.stash.get(_REGISTRY, None) or scenarios(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# override fixtures: what a project tunes in its conftest.py
+
+
+@pytest.fixture
+def tmuxagent_settings() -> dict[str, Any]:
+    """orchestrator.toml keys merged under every `orchestrator_service(settings=...)`.
+
+    Default: COMPRESSED_SETTINGS (2 s stall timeout, 50 ms polling, metrics on a free port,
+    AI and decision assist off). Override it in a conftest.py to change them for a folder."""
+    return merge_settings(COMPRESSED_SETTINGS)
+
+
+@pytest.fixture
+def tmuxagent_pane_shell() -> str:
+    """The command every agent pane runs; default PANE_SHELL, a bash without rc files."""
+    return PANE_SHELL
+
+
+# ---------------------------------------------------------------------------------------------
+# evidence and Allure
 
 
 @pytest.fixture
@@ -80,26 +86,33 @@ def tmuxagent_evidence(request: pytest.FixtureRequest) -> Evidence:
 @pytest.fixture(autouse=True)
 def _tmuxagent_allure_labels(request: pytest.FixtureRequest) -> None:
     """Allure: epic = the playbook, feature = the scenario, story = the parametrized case."""
-    letters = [m.name.removeprefix("scenario_") for m in request.node.iter_markers() if m.name.startswith("scenario_")]
-    if allure is None or not letters:
+    if allure is None:
+        return
+    markers = {m.name for m in request.node.iter_markers()}
+    found = [s for s in _registry(request.config).values() if s.marker in markers]
+    if not found:
         return
     allure.dynamic.epic(EPIC)
-    for letter in letters:
-        allure.dynamic.feature(f"Scenario {letter.upper()} — {SCENARIOS[letter]}")
+    for scenario in found:
+        allure.dynamic.feature(scenario.feature)
     callspec = getattr(request.node, "callspec", None)
-    story = callspec.id if callspec else request.node.originalname
+    story = callspec.id if callspec else getattr(request.node, "originalname", request.node.name)
     allure.dynamic.story(story)
     # suites drive Allure 3's default tree: one top-level row per scenario
-    allure.dynamic.suite(f"Scenario {letters[0].upper()} — {SCENARIOS[letters[0]]}")
+    allure.dynamic.suite(found[0].feature)
     allure.dynamic.sub_suite(story)
+
+
+# ---------------------------------------------------------------------------------------------
+# live mode
 
 
 @pytest.fixture(scope="session")
 def tmuxagent_live(pytestconfig: pytest.Config) -> LiveContext | None:
-    """The user's config and env in live mode; None on the embedded default."""
-    if not pytestconfig.getoption("--tmuxagent-live"):
+    """The user's config and env in live mode (`--tmuxagent-live` or ini `tmuxagent_live`); None otherwise."""
+    if not options.live(pytestconfig):
         return None
-    return LiveContext.load(pytestconfig.getoption("--tmuxagent-config"))
+    return LiveContext.load(str(options.config_file(pytestconfig)))
 
 
 def announce(request: pytest.FixtureRequest, text: str) -> None:
@@ -107,17 +120,23 @@ def announce(request: pytest.FixtureRequest, text: str) -> None:
     Evidence(request.node).add("note", "live plan", text)  # the controller prints it as the report arrives
 
 
+# ---------------------------------------------------------------------------------------------
+# the headline fixtures
+
+
 @pytest.fixture
 def tmux_server(
-    tmp_path: Path, request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None
+    tmp_path: Path, request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None, tmuxagent_pane_shell: str
 ) -> Iterator[TmuxTestServer]:
     """An isolated real tmux server (unique socket, no user config), killed after the test.
     In live mode: the user's server, with a scratch session that is killed instead."""
+    server: TmuxTestServer
     if tmuxagent_live is not None:
-        server: TmuxTestServer = LiveTmuxServer(tmuxagent_live, tmp_path / "panes")
-        announce(request, f"{tmuxagent_live.describe()}; scratch session {server.scratch!r}")
+        live_server = LiveTmuxServer(tmuxagent_live, tmp_path / "panes", pane_shell=tmuxagent_pane_shell)
+        announce(request, f"{tmuxagent_live.describe()}; scratch session {live_server.scratch!r}")
+        server = live_server
     else:
-        server = TmuxTestServer.unique(tmp_path / "panes")
+        server = TmuxTestServer.unique(tmp_path / "panes", pane_shell=tmuxagent_pane_shell)
     yield server
     evidence = Evidence(request.node)
     for pane in server.panes:
@@ -129,7 +148,7 @@ def tmux_server(
 
 
 @pytest.fixture
-def agent_pane(tmux_server: TmuxTestServer) -> Callable[..., AgentPane]:
+def agent_pane(tmux_server: TmuxTestServer) -> AgentPaneFactory:
     """Factory: `agent_pane("weather/bot")` makes that session's pane on the test's server."""
     return tmux_server.agent_pane
 
@@ -152,10 +171,11 @@ def fake_codex(
 def wecom_mock(request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None) -> Iterator[WeComMock]:
     """A real HTTP server on 127.0.0.1 standing in for WeCom, recording every request.
     In live mode: a recording proxy in front of the user's real WeCom."""
+    mock: WeComMock
     if tmuxagent_live is not None:
         if not any(k.startswith("WECOM_") and k != "WECOM_API_BASE" for k in tmuxagent_live.env):
             pytest.skip(f"live: no WeCom configured in {tmuxagent_live.config.settings.env_file}")
-        mock: WeComMock = WeComRecordingProxy(tmuxagent_live.env)
+        mock = WeComRecordingProxy(tmuxagent_live.env)
     else:
         mock = WeComMock()
     mock.start()
@@ -170,26 +190,54 @@ def wecom_mock(request: pytest.FixtureRequest, tmuxagent_live: LiveContext | Non
 
 
 @pytest.fixture
-def metrics_scraper() -> Callable[[str], MetricsScraper]:
-    """Factory: `metrics_scraper(url)` scrapes /metrics and parses it with prometheus_client."""
+def metrics_scraper() -> type[MetricsScraper]:
+    """Factory: `metrics_scraper(url, timeout=5.0)` scrapes /metrics and parses it with prometheus_client."""
     return MetricsScraper
 
 
 @pytest.fixture
 def orchestrator_service(
-    tmp_path: Path, tmux_server: TmuxTestServer, request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None
-) -> Iterator[Callable[..., OrchestratorService]]:
-    """Factory: `orchestrator_service(panes, settings={...}, env={...})` starts the real service."""
+    tmp_path: Path,
+    tmux_server: TmuxTestServer,
+    request: pytest.FixtureRequest,
+    tmuxagent_live: LiveContext | None,
+    tmuxagent_settings: dict[str, Any],
+) -> Iterator[OrchestratorServiceFactory]:
+    """Factory: `orchestrator_service(panes, settings={...}, env={...})` starts the real service
+    (see OrchestratorServiceFactory for every keyword)."""
     started: list[OrchestratorService] = []
 
     def factory(
-        panes: list[AgentPane], *, start: bool = True, start_args: tuple[str, ...] = (), **kwargs: Any
+        panes: Iterable[AgentPane],
+        *,
+        settings: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        session_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        start: bool = True,
+        start_args: Sequence[str] = (),
     ) -> OrchestratorService:
+        settings = dict(settings or {})
+        env = dict(env or {})
+        say = None
         if tmuxagent_live is not None:
-            kwargs["settings"] = {"codex": tmuxagent_live.codex_settings(), **kwargs.get("settings", {})}
-            kwargs["env"] = {**tmuxagent_live.service_env(), **kwargs.get("env", {})}
-            kwargs["announce"] = lambda text: announce(request, text)
-        service = make_service(tmp_path / f"service{len(started)}", tmux_server, panes, **kwargs)
+            settings = {"codex": tmuxagent_live.codex_settings(), **settings}
+            env = {**tmuxagent_live.service_env(), **env}
+
+            def say(text: str) -> None:
+                announce(request, text)
+
+        service = make_service(
+            tmp_path / f"service{len(started)}",
+            tmux_server,
+            panes,
+            settings=settings,
+            env=env,
+            extra_args=extra_args,
+            session_overrides=session_overrides,
+            base_settings=tmuxagent_settings,
+            announce=say,
+        )
         started.append(service)
         if start:
             service.start(*start_args)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import shutil
 import socket
@@ -20,10 +21,10 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -77,7 +78,8 @@ class PrometheusServer(LoggedProcess):
         if unknown:
             raise ValueError(f"{self.base_config} has no job(s) {sorted(unknown)}")
         doc["scrape_configs"] = jobs
-        return doc
+        config: dict[str, Any] = doc
+        return config
 
     # the process -----------------------------------------------------------------------------
     def start(self) -> PrometheusServer:
@@ -108,7 +110,7 @@ class PrometheusServer(LoggedProcess):
         if self.process is not None and self.process.poll() is not None:
             raise _Exited()
         with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-            return response.status == 200
+            return bool(response.status == 200)
 
     # the HTTP API ---------------------------------------------------------------------------------
     def api(self, path: str, **params: str) -> Any:
@@ -153,7 +155,8 @@ class PrometheusServer(LoggedProcess):
         return [a for a in self.api("alerts")["alerts"] if state is None or a["state"] == state]
 
     def rule_groups(self) -> list[dict[str, Any]]:
-        return self.api("rules")["groups"]
+        groups: list[dict[str, Any]] = self.api("rules")["groups"]
+        return groups
 
     def wait_rules_evaluated_after(self, moment: float, timeout: float = 10) -> None:
         """Wait until every rule group has been evaluated after `moment` (Unix seconds)."""
@@ -178,3 +181,17 @@ def _rfc3339(text: str) -> float:
     """Prometheus's timestamps (RFC 3339 with up to nanoseconds, `Z` or an offset) as Unix seconds."""
     text = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
     return datetime.datetime.fromisoformat(text).timestamp()
+
+
+class PrometheusServerFactory(Protocol):
+    """`tmuxagent_prometheus_server(base_config, {"job": ["127.0.0.1:port"]})`: a started Prometheus
+    whose config is `base_config`'s jobs and rule files with these targets and intervals."""
+
+    def __call__(
+        self,
+        base_config: str | os.PathLike[str],
+        targets: Mapping[str, Sequence[str]],
+        *,
+        scrape_interval: str = "500ms",
+        evaluation_interval: str = "500ms",
+    ) -> PrometheusServer: ...

@@ -10,6 +10,7 @@ import datetime as _dt
 import platform
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -17,21 +18,17 @@ from pathlib import Path
 from orchestrator.redact import redact
 
 from .evidence import EvidenceItem
+from .registry import BUILTIN_SCENARIOS, Scenario, builtin
 
-SCENARIO_TITLES = {
-    "a": "命令执行反馈 — command execution feedback",
-    "b": "卡顿检测与自愈 — stall detection and self-healing",
-    "c": "决策辅助 — decision assist",
-    "d": "需求文档分解 — requirements decomposition",
-    "e": "连续失败告警 — failure-streak alerts",
-    "f": "指标与审计 — metrics and audit",
-    "g": "通知降级验证 — notification degradation",
-}
+__all__ = ["Criterion", "ScenarioSummary", "TestRecord", "criteria", "render", "scenarios_pass", "summarize"]
+
 PACKAGES = ("tmuxagent", "libtmux", "prometheus-client", "pytest", "pytest-xdist", "allure-pytest", "openai")
 
 
 @dataclass
 class TestRecord:
+    __test__ = False  # not a test class, whatever pytest's python_classes say
+
     nodeid: str
     scenarios: list[str]
     outcome: str = "passed"
@@ -48,6 +45,7 @@ class TestRecord:
 class ScenarioSummary:
     letter: str
     tests: list[TestRecord]
+    scenario: Scenario | None = None
 
     @property
     def result(self) -> str:
@@ -64,12 +62,30 @@ class ScenarioSummary:
     def duration(self) -> float:
         return sum(t.duration for t in self.tests)
 
+    @property
+    def title(self) -> str:
+        return self.scenario.title if self.scenario is not None else self.letter
+
 
 @dataclass
 class Criterion:
+    """One row of the report's acceptance criteria: what is required, whether this run met it, and why."""
+
     text: str
     met: bool
     decided_by: str
+
+
+def scenarios_pass(text: str, summaries: Mapping[str, ScenarioSummary], *letters: str) -> Criterion:
+    """The usual criterion: met when every named scenario passed (not skipped, not unrun)."""
+    missing = [x for x in letters if x not in summaries]
+    if missing:
+        raise KeyError(f"no scenario {missing[0]!r} in this run's registry")
+    return Criterion(
+        text,
+        all(summaries[x].result == "passed" for x in letters),
+        ", ".join(f"scenario {x.upper()} {summaries[x].result}" for x in letters),
+    )
 
 
 def _version(name: str) -> str:
@@ -86,35 +102,35 @@ def tmux_version() -> str:
     return subprocess.run([tmux, "-V"], capture_output=True, text=True).stdout.strip()
 
 
-def summarize(records: list[TestRecord]) -> dict[str, ScenarioSummary]:
+def summarize(
+    records: Iterable[TestRecord], registry: Mapping[str, Scenario] | None = None
+) -> dict[str, ScenarioSummary]:
+    """One summary per registered scenario (built-in ones by default), in registry order."""
+    registry = builtin() if registry is None else registry
+    records = list(records)
     return {
-        letter: ScenarioSummary(letter, [r for r in records if letter in r.scenarios]) for letter in SCENARIO_TITLES
+        letter: ScenarioSummary(letter, [r for r in records if letter in r.scenarios], scenario)
+        for letter, scenario in registry.items()
     }
 
 
-def criteria(summaries: dict[str, ScenarioSummary], failures: int) -> list[Criterion]:
-    def passed(*letters: str) -> bool:
-        return all(summaries[x].result == "passed" for x in letters)
+def criteria(
+    summaries: Mapping[str, ScenarioSummary], failures: int, extra: Iterable[Criterion] = ()
+) -> list[Criterion]:
+    """The playbook's five acceptance criteria, then a project's `extra` ones (from the hook)."""
+    seven = [s.letter for s in BUILTIN_SCENARIOS]
 
-    def said(*letters: str) -> str:
-        return ", ".join(f"scenario {x.upper()} {summaries[x].result}" for x in letters)
+    def row(text: str, *letters: str, suffix: str = "") -> Criterion:
+        base = scenarios_pass(text, summaries, *letters)
+        return Criterion(base.text, base.met, base.decided_by + suffix)
 
     return [
-        Criterion("七大场景全部通过 — all seven scenarios pass", passed(*SCENARIO_TITLES), said(*SCENARIO_TITLES)),
-        Criterion(
-            "指标无红色告警 — no alert firing on a healthy run", passed("f"), said("f") + " (Prometheus alert checks)"
-        ),
-        Criterion(
-            "通知链路稳定，降级策略正确 — notification chain stable, degradation correct",
-            passed("b", "e", "g"),
-            said("b", "e", "g"),
-        ),
-        Criterion(
-            "Replay 审计完整 — audit replay complete",
-            passed("a", "f"),
-            said("a", "f") + " (schema-valid audit, replay --verify-db)",
-        ),
+        row("七大场景全部通过 — all seven scenarios pass", *seven),
+        row("指标无红色告警 — no alert firing on a healthy run", "f", suffix=" (Prometheus alert checks)"),
+        row("通知链路稳定，降级策略正确 — notification chain stable, degradation correct", "b", "e", "g"),
+        row("Replay 审计完整 — audit replay complete", "a", "f", suffix=" (schema-valid audit, replay --verify-db)"),
         Criterion("全量 pytest 0 失败 — pytest 0 failures", failures == 0, f"{failures} failed test(s) in this run"),
+        *extra,
     ]
 
 
@@ -122,8 +138,15 @@ def _cell(text: str) -> str:
     return redact(text).replace("|", "\\|").replace("\n", " ")[:300]
 
 
-def render(records: list[TestRecord], *, live: bool, workers: int, failures: int, started: float) -> str:
-    summaries = summarize(records)
+def render(
+    summaries: Mapping[str, ScenarioSummary],
+    rows: Iterable[Criterion],
+    *,
+    live: bool,
+    workers: int,
+    started: float,
+) -> str:
+    """The report's Markdown: environment, a row per scenario, the acceptance criteria `rows`, evidence."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     out = [
         "# Orchestrator real-world test report",
@@ -161,15 +184,15 @@ def render(records: list[TestRecord], *, live: bool, workers: int, failures: int
                 f"{firsts[0].title}: {firsts[0].text}" if firsts else (summary.tests[0].reason if summary.tests else "")
             )
         out.append(
-            f"| {letter.upper()} {SCENARIO_TITLES[letter]} | {summary.result} | {len(summary.tests)} | "
+            f"| {letter.upper()} {summary.title} | {summary.result} | {len(summary.tests)} | "
             f"{summary.duration:.1f} s | {_cell(why)} |"
         )
     out += ["", "## Acceptance criteria (验收标准)", "", "| criterion | met | decided by |", "| --- | --- | --- |"]
-    for c in criteria(summaries, failures):
+    for c in rows:
         out.append(f"| {c.text} | {'✅ met' if c.met else '❌ not met'} | {_cell(c.decided_by)} |")
     out += ["", "## Evidence by scenario", ""]
     for letter, summary in summaries.items():
-        out += [f"### {letter.upper()} — {SCENARIO_TITLES[letter]}: {summary.result}", ""]
+        out += [f"### {letter.upper()} — {summary.title}: {summary.result}", ""]
         for test in summary.tests:
             out.append(
                 f"- `{test.name}` — **{test.outcome}** in {test.duration:.2f} s"

@@ -13,10 +13,10 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -30,6 +30,16 @@ from .metrics_scraper import MetricsScraper
 from .tmux_server import AgentPane, TmuxTestServer
 from .waiting import wait_until
 
+__all__ = [
+    "COMPRESSED_SETTINGS",
+    "OrchestratorService",
+    "OrchestratorServiceFactory",
+    "cli_path",
+    "make_service",
+    "merge_settings",
+]
+
+# What `tmuxagent_settings` returns by default: merged under each service's own settings.
 COMPRESSED_SETTINGS: dict[str, Any] = {
     "stall_timeout_seconds": 2,
     "stall_retries_before_notify": 1,
@@ -44,6 +54,18 @@ COMPRESSED_SETTINGS: dict[str, Any] = {
     "ai": {"backend": "off"},
     "decision": {"enabled": False},
 }
+
+
+def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; a table (`[ai]`, `[decision]`…) is merged key by key, not replaced."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = dict(value) if isinstance(value, Mapping) else value
+    return merged
 
 
 def _toml_value(value: Any) -> str:
@@ -73,10 +95,16 @@ def cli_path(name: str) -> str:
 
 @dataclass
 class OrchestratorService:
+    """The real `tmux-agent-orchestrator` over temp config and state, driven through its CLI.
+
+    `settings` (orchestrator.toml keys) are merged over `base_settings` — the
+    `tmuxagent_settings` fixture, COMPRESSED_SETTINGS by default."""
+
     root: Path
     tmux: TmuxTestServer
     panes: list[AgentPane]
     settings: dict[str, Any] = field(default_factory=dict)
+    base_settings: dict[str, Any] = field(default_factory=lambda: dict(COMPRESSED_SETTINGS))
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     announce: Callable[[str], None] | None = None  # live mode says what it sends where
@@ -103,7 +131,7 @@ class OrchestratorService:
             "sessions": [p.session_config(**self.session_overrides.get(p.name, {})) for p in self.panes],
         }
         self.config_path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False))
-        merged = {**COMPRESSED_SETTINGS, "env_file": str(self.env_file), **self.settings}
+        merged = merge_settings(self.base_settings, {"env_file": str(self.env_file)}, self.settings)
         self.orchestrator_path.parent.mkdir(parents=True, exist_ok=True)
         self.orchestrator_path.write_text(to_toml(merged))
 
@@ -133,18 +161,21 @@ class OrchestratorService:
                 timeout=15,
                 message=f"orchestrator did not start; log: {self.log_text()[-2000:]}",
             )
-            self.metrics = MetricsScraper(info["metrics_url"])
-            wait_until(lambda: self.metrics.scrape() is not None, timeout=10, message="metrics endpoint not up")
+            metrics = self.metrics = MetricsScraper(str(info["metrics_url"]))
+            wait_until(lambda: metrics.scrape() is not None, timeout=10, message="metrics endpoint not up")
         return self
 
     def _runtime_info(self, runtime: Path) -> dict[str, Any] | None:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"orchestrator exited {self.process.returncode}: {self.log_text()[-2000:]}")
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is not None:
+            raise AssertionError(f"orchestrator exited {process.returncode}: {self.log_text()[-2000:]}")
         try:
             info = json.loads(runtime.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return info if info.get("pid") == self.process.pid else None
+        return info if isinstance(info, dict) and info.get("pid") == process.pid else None
 
     def log_text(self) -> str:
         try:
@@ -199,7 +230,8 @@ class OrchestratorService:
         self.cli("meta", "set", session, key, json.dumps(value, ensure_ascii=False))
 
     def status(self) -> dict[str, Any]:
-        return json.loads(self.cli("status", "--json").stdout)
+        status: dict[str, Any] = json.loads(self.cli("status", "--json").stdout)
+        return status
 
     # reading what happened ------------------------------------------------------------
     def store(self) -> StateStore:
@@ -256,11 +288,12 @@ class OrchestratorService:
             return row if row and row.status in TERMINAL_STATUSES else None
 
         with step(f"wait for the result of command {command_id}"):
-            return wait_until(
+            row: CommandRow = wait_until(
                 finished,
                 timeout=timeout,
                 message=f"command {command_id} did not finish; log: {self.log_text()[-1500:]}",
             )
+        return row
 
     def audit_events(
         self, *, event: str | None = None, session: str | None = None, validate: bool = True
@@ -298,5 +331,50 @@ def _audit_line(event: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def make_service(root: Path, tmux: TmuxTestServer, panes: Iterable[AgentPane], **kwargs: Any) -> OrchestratorService:
-    return OrchestratorService(root=root, tmux=tmux, panes=list(panes), **kwargs)
+def make_service(
+    root: Path,
+    tmux: TmuxTestServer,
+    panes: Iterable[AgentPane],
+    *,
+    settings: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    session_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    base_settings: Mapping[str, Any] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> OrchestratorService:
+    """An `OrchestratorService` with its config written, not started (what the fixture's factory builds)."""
+    return OrchestratorService(
+        root=root,
+        tmux=tmux,
+        panes=list(panes),
+        settings=dict(settings or {}),
+        env=dict(env or {}),
+        extra_args=list(extra_args),
+        announce=announce,
+        session_overrides={name: dict(keys) for name, keys in (session_overrides or {}).items()},
+        base_settings=dict(COMPRESSED_SETTINGS if base_settings is None else base_settings),
+    )
+
+
+class OrchestratorServiceFactory(Protocol):
+    """What the `orchestrator_service` fixture returns.
+
+    `orchestrator_service(panes, settings=..., env=...)` writes an agent-config.yaml naming
+    `panes` and an orchestrator.toml of `tmuxagent_settings` merged with `settings`, then
+    (with `start=True`) runs `tmux-agent-orchestrator --config … *extra_args *start_args` and
+    waits for its /metrics. Every service is stopped, and checked for leaked secrets, after
+    the test.
+    """
+
+    def __call__(
+        self,
+        panes: Iterable[AgentPane],
+        *,
+        settings: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        session_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        start: bool = True,
+        start_args: Sequence[str] = (),
+    ) -> OrchestratorService: ...

@@ -2,7 +2,8 @@
 
 Each server has its own socket name (unique per xdist worker and test), starts
 with no user config (`-f /dev/null`), and is killed on teardown. Agent panes
-run a plain `bash --norc --noprofile` so a user's shell setup can't leak in.
+run a plain `bash --norc --noprofile` (PANE_SHELL; the `tmuxagent_pane_shell` fixture
+overrides it) so a user's shell setup can't leak in.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import libtmux
+
+__all__ = ["PANE_SHELL", "AgentPane", "AgentPaneFactory", "TmuxTestServer"]
 
 PANE_SHELL = "env PS1='$ ' HISTFILE=/dev/null TERM=xterm-256color bash --norc --noprofile"
 
@@ -29,9 +33,14 @@ class AgentPane:
     server: TmuxTestServer
 
     def capture(self, lines: int = 50) -> list[str]:
-        return self.server.server.cmd("capture-pane", "-p", "-J", "-t", self.pane_id, "-S", f"-{lines}").stdout
+        """The pane's last `lines` lines (wrapped lines joined)."""
+        out: list[str] = self.server.server.cmd(
+            "capture-pane", "-p", "-J", "-t", self.pane_id, "-S", f"-{lines}"
+        ).stdout
+        return out
 
     def type(self, text: str, enter: bool = True) -> None:
+        """Type `text` literally (then Enter), as a person at the keyboard would."""
         self.server.server.cmd("send-keys", "-t", self.pane_id, "-l", "--", text)
         if enter:
             self.server.server.cmd("send-keys", "-t", self.pane_id, "Enter")
@@ -47,17 +56,20 @@ class AgentPane:
 
 @dataclass
 class TmuxTestServer:
+    """A private tmux server (socket `socket_name`, no user config); `agent_pane` makes panes on it."""
+
     socket_name: str
     root: Path
     server: libtmux.Server = field(init=False)
     panes: list[AgentPane] = field(default_factory=list)
+    pane_shell: str = PANE_SHELL  # the command each new pane runs
 
     def __post_init__(self) -> None:
         if shutil.which("tmux") is None:
             raise RuntimeError("tmux is not installed; .ci/run installs it with apt")
         self.server = libtmux.Server(config_file="/dev/null", **self._libtmux_kwargs())
 
-    def _libtmux_kwargs(self) -> dict[str, object]:
+    def _libtmux_kwargs(self) -> dict[str, Any]:
         return {"socket_name": self.socket_name}
 
     def session_for(self, name: str) -> tuple[str, str]:
@@ -66,11 +78,13 @@ class TmuxTestServer:
         return session_name, window_name.replace("/", "-") or "main"
 
     @classmethod
-    def unique(cls, root: Path) -> TmuxTestServer:
+    def unique(cls, root: Path, pane_shell: str = PANE_SHELL) -> TmuxTestServer:
+        """A server with a socket name no other test or xdist worker uses."""
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        return cls(socket_name=f"tmuxagent-{worker}-{uuid.uuid4().hex[:10]}", root=root)
+        return cls(socket_name=f"tmuxagent-{worker}-{uuid.uuid4().hex[:10]}", root=root, pane_shell=pane_shell)
 
     def tmux_config(self) -> dict[str, str]:
+        """The `tmux:` block of an agent-config.yaml that reaches this server."""
         return {"socket_name": self.socket_name}
 
     def agent_pane(self, name: str, workdir: Path | None = None) -> AgentPane:
@@ -92,7 +106,7 @@ class TmuxTestServer:
                 window_name,
                 "-c",
                 str(workdir),
-                PANE_SHELL,
+                self.pane_shell,
             )
         else:
             out = self.server.cmd(
@@ -111,7 +125,7 @@ class TmuxTestServer:
                 "50",
                 "-c",
                 str(workdir),
-                PANE_SHELL,
+                self.pane_shell,
             )
         if out.returncode != 0 or not out.stdout:
             raise RuntimeError(f"could not create pane for {name}: {out.stderr}")
@@ -136,3 +150,11 @@ class TmuxTestServer:
         except Exception:  # already gone is fine at teardown
             pass
         self.socket_file.unlink(missing_ok=True)
+
+
+class AgentPaneFactory(Protocol):
+    """What the `agent_pane` fixture returns: `agent_pane("weather/bot")` makes tmux session
+    `weather`, window `bot` on the test's server, running `tmuxagent_pane_shell` in `workdir`
+    (a fresh folder under the test's tmp_path by default)."""
+
+    def __call__(self, name: str, workdir: Path | None = None) -> AgentPane: ...

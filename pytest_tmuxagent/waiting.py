@@ -53,12 +53,16 @@ def _truncate(text: str) -> str:
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 10.0,
     interval: float = 0.02,
     message: str = "",
 ) -> T:
     """Call ``predicate`` until it returns a truthy value and return that value.
+
+    Typed for the usual predicate that returns ``None`` (or another falsy value) until it is
+    done and the thing waited for after: ``wait_until(lambda: row if row.done else None)`` is a
+    ``Row``, not a ``Row | None``.
 
     Exceptions raised by ``predicate`` count as "not yet" (a server that is still starting
     refuses connections, a file that is not yet written raises ``FileNotFoundError``); the last

@@ -259,7 +259,7 @@ class WeComMock:
                     entry[1] -= 1
                     if entry[1] <= 0:
                         self._pending.remove(entry)
-                    return entry[0]
+                    return str(entry[0])
             return self._mode if self._applies(self._mode, endpoint) else None
 
     def _respond(self, rec: RecordedRequest) -> Reply:
@@ -272,7 +272,8 @@ class WeComMock:
             self._stopping.wait(self.slow_seconds)
         status, reply = _INJECTED.get(rec.fault or "") or self._answer(rec, endpoint)
         with self._lock:
-            rec.status, rec.errcode = status, reply.get("errcode")
+            errcode = reply.get("errcode")
+            rec.status, rec.errcode = status, errcode if isinstance(errcode, int) else None
             if status == 200 and rec.errcode == 0 and endpoint is not None:
                 rec.message = _message_text(rec.json)
         return status, reply

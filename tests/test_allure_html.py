@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli.validate import generate_allure_html
-from pytest_tmuxagent.plugin import SCENARIOS
+from pytest_tmuxagent.registry import BUILTIN_SCENARIOS
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -57,7 +57,8 @@ def test_allure_html_lists_the_seven_scenarios(pytester: pytest.Pytester, tmp_pa
     required("allure")
     pytester.makepyfile(
         test_playbook="\n".join(
-            ["import pytest"] + [f"@pytest.mark.scenario_{x}\ndef test_{x}():\n    pass\n" for x in SCENARIOS]
+            ["import pytest"]
+            + [f"@pytest.mark.{s.marker}\ndef test_{s.letter}():\n    pass\n" for s in BUILTIN_SCENARIOS]
         )
     )
     assert pytester.runpytest_subprocess("--alluredir", "allure-results").ret == 0
@@ -72,5 +73,5 @@ def test_allure_html_lists_the_seven_scenarios(pytester: pytest.Pytester, tmp_pa
     finally:
         server.shutdown()
         server.server_close()
-    for letter, title in SCENARIOS.items():
-        assert f"Scenario {letter.upper()} — {title}" in text, text[:2000]
+    for scenario in BUILTIN_SCENARIOS:
+        assert scenario.feature in text, text[:2000]

@@ -25,12 +25,14 @@ def seeded(tmp_path: Path):
     store.close()
 
 
-def test_row_and_card_update_live_without_reload(seeded, dashboard_server, browser_page, save_screenshot) -> None:
+def test_row_and_card_update_live_without_reload(
+    seeded, tmuxagent_dashboard_server, tmuxagent_browser_page, tmuxagent_save_screenshot
+) -> None:
     store, audit = seeded
     finish(store, BOT, "make build", 0, "built")
     store.update_metadata(BOT, {"next_actions": NEXT_ACTIONS, "task_decomposition": PLAN})
-    page = browser_page
-    dashboard = dashboard_server(store.path, audit.path)
+    page = tmuxagent_browser_page
+    dashboard = tmuxagent_dashboard_server(store.path, audit.path)
     page.goto(dashboard.url)
     panel = page.locator(PANEL)
     expect(panel.locator(".last-status")).to_have_text("succeeded")
@@ -85,7 +87,7 @@ def test_row_and_card_update_live_without_reload(seeded, dashboard_server, brows
     assert page.evaluate("window.__sameDocument") == "yes"  # updated in place, never reloaded
     assert int(page.evaluate("document.body.dataset.updates")) > updates
     assert page.errors == []
-    save_screenshot(page, "live-update")
+    tmuxagent_save_screenshot(page, "live-update")
     assert dashboard.stop() == 0  # SIGTERM ends it cleanly, even with the live stream open
 
 
@@ -99,7 +101,9 @@ HOSTILE = {
 }
 
 
-def test_hostile_values_render_as_text(seeded, dashboard_server, browser_page, save_screenshot) -> None:
+def test_hostile_values_render_as_text(
+    seeded, tmuxagent_dashboard_server, tmuxagent_browser_page, tmuxagent_save_screenshot
+) -> None:
     store, audit = seeded
     finish(store, BOT, HOSTILE["command"], 1, HOSTILE["tail"])
     store.update_metadata(
@@ -126,8 +130,8 @@ def test_hostile_values_render_as_text(seeded, dashboard_server, browser_page, s
         },
     )
     audit.record("metadata_set", BOT, detail=HOSTILE["detail"])
-    page = browser_page
-    page.goto(dashboard_server(store.path, audit.path).url)
+    page = tmuxagent_browser_page
+    page.goto(tmuxagent_dashboard_server(store.path, audit.path).url)
     panel = page.locator(PANEL)
     expect(panel.locator(".last-command")).to_have_text(HOSTILE["command"])
     expect(panel.locator(".rec-title")).to_have_text([HOSTILE["title"]])
@@ -142,4 +146,4 @@ def test_hostile_values_render_as_text(seeded, dashboard_server, browser_page, s
     assert page.locator(injected).count() == 0
     assert panel.locator(".rec-card").get_attribute("data-priority") == "highonmouseoverx"
     assert page.errors == []
-    save_screenshot(page, "escaping")
+    tmuxagent_save_screenshot(page, "escaping")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import tmuxagent_scenarios
 from pytest_tmuxagent.waiting import wait_until
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(tmuxagent_scenarios.__file__).parent
 SELECTION = "(test_command_feedback and success) or test_failure_streak_alerts_once_blocks_and_resumes"
 
 

@@ -2,8 +2,10 @@
 plugin, write the real-world report, and exit non-zero when an acceptance
 criterion is not met — usable as a CI gate.
 
-The scenarios live in the source checkout's `scenarios/` folder (the package is
-installed editable from it).
+The scenarios ship in the distribution as the `tmuxagent_scenarios` package, so a plain
+(non-editable) `pip install` runs them: pytest gets `--pyargs tmuxagent_scenarios`, from the
+directory validate is started in (the report goes to its `reports/` folder unless `--report`
+or the `tmuxagent_report` ini key says otherwise). `--scenarios-dir` runs another folder.
 """
 
 from __future__ import annotations
@@ -18,26 +20,46 @@ from importlib import resources
 from pathlib import Path
 
 from orchestrator.errors import UserError
+from pytest_tmuxagent.registry import builtin
 
-SCENARIO_LETTERS = "abcdefg"
+PLAYBOOK = "tmuxagent_scenarios"
+SCENARIO_LETTERS = "".join(builtin())
 
 
 def scenarios_dir(given: str | None = None) -> Path:
-    here = Path(given).absolute() if given else Path(__file__).resolve().parent.parent.parent / "scenarios"
-    if not here.is_dir():
+    """The folder the scenarios run from: `--scenarios-dir`, else the installed playbook package."""
+    if given:
+        here = Path(given).absolute()
+        if not here.is_dir():
+            raise UserError(f"scenario folder {here} not found", key="--scenarios-dir", fix="pass an existing folder")
+        return here
+    spec = importlib.util.find_spec(PLAYBOOK)
+    if spec is None or not spec.submodule_search_locations:
         raise UserError(
-            f"scenario folder {here} not found",
-            key="--scenarios-dir" if given else "validate",
-            fix="pass an existing folder" if given else "install from a source checkout with `pip install -e '.[dev]'`",
+            f"the playbook package {PLAYBOOK} is not installed",
+            key="validate",
+            fix="reinstall tmuxagent (`pip install tmuxagent`, or `pip install -e .` in a checkout)",
         )
-    return here
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _targets(given: str | None) -> list[str]:
+    if given:
+        return [str(scenarios_dir(given))]
+    scenarios_dir()  # a clear error when the package is missing
+    return ["--pyargs", PLAYBOOK]
 
 
 def _scenario_expr(letters: list[str]) -> str:
-    bad = [x for x in letters if x.strip().lower() not in SCENARIO_LETTERS or len(x.strip()) != 1]
+    registry = builtin()
+    bad = [x for x in letters if x.strip().lower() not in registry]
     if bad:
-        raise UserError(f"unknown scenario '{bad[0]}'", key="--scenario", fix="use a letter from a to g")
-    return " or ".join(f"scenario_{x.strip().lower()}" for x in letters)
+        raise UserError(
+            f"unknown scenario '{bad[0]}'",
+            key="--scenario",
+            fix=f"use a letter from {SCENARIO_LETTERS[0]} to {SCENARIO_LETTERS[-1]}",
+        )
+    return " or ".join(registry[x.strip().lower()].marker for x in letters)
 
 
 def pytest_argv(args: argparse.Namespace) -> list[str]:
@@ -45,7 +67,9 @@ def pytest_argv(args: argparse.Namespace) -> list[str]:
         sys.executable,
         "-m",
         "pytest",
-        str(scenarios_dir(args.scenarios_dir)),
+        "-p",
+        "tmuxagent",
+        *_targets(args.scenarios_dir),
         "-p",
         "no:cacheprovider",
         "-q",
@@ -96,7 +120,7 @@ def generate_allure_html(results: Path) -> Path | None:
 def run_validation(args: argparse.Namespace) -> int:
     argv = pytest_argv(args)
     print("tmux-agent validate:", " ".join(argv[2:]), flush=True)
-    code = subprocess.call(argv, cwd=str(scenarios_dir(args.scenarios_dir).parent), env=os.environ.copy())
+    code = subprocess.call(argv, cwd=os.getcwd(), env=os.environ.copy())
     if args.allure:
         generate_allure_html(Path(args.allure).absolute())
     return code

@@ -24,9 +24,10 @@ from pytest_tmuxagent.waiting import wait_until
 
 pytestmark = pytest.mark.scenario_f
 
-REPO = Path(__file__).resolve().parents[1]
-PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"
-GRAFANA_JSON = REPO / "deploy" / "grafana" / "tmuxagent-orchestrator.json"
+# The repo's deploy/ (a symlink in the checkout; copied into the wheel as package data).
+DEPLOY = Path(__file__).parent / "deploy"
+PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
+GRAFANA_JSON = DEPLOY / "grafana" / "tmuxagent-orchestrator.json"
 BOT, OPS = "weather/bot", "ops/deploy"
 
 # The PromQL this scenario asserts on (also recorded as evidence for the report).
@@ -79,19 +80,19 @@ def replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_verifies(
     agent_pane,
     orchestrator_service,
-    dashboard_server,
-    prometheus_server,
+    tmuxagent_dashboard_server,
+    tmuxagent_prometheus_server,
     wecom_mock,
     tmuxagent_evidence,
-    browser_page,
-    save_screenshot,
+    tmuxagent_browser_page,
+    tmuxagent_save_screenshot,
 ) -> None:
     bot, ops = agent_pane(BOT), agent_pane(OPS)
     service = orchestrator_service(
         [bot, ops], settings={"stall_timeout_seconds": 30, "failure_alert_threshold": 3}, env=wecom_mock.env("webhook")
     )
-    dashboard = dashboard_server(service.state_db, service.audit_log)
-    prom = prometheus_server(
+    dashboard = tmuxagent_dashboard_server(service.state_db, service.audit_log)
+    prom = tmuxagent_prometheus_server(
         PROMETHEUS_YML,
         {"tmux_orchestrator": [urlsplit(service.metrics.url).netloc], "tmux_dashboard": [dashboard.hostport]},
     )
@@ -167,11 +168,11 @@ def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_veri
     [alert] = wecom_mock.wait_for_messages(1)
     assert "命令连续失败" in alert and OPS in alert
 
-    page = browser_page
+    page = tmuxagent_browser_page
     page.goto(dashboard.url)
     page.locator(f'[data-session="{OPS}"] .blocked-badge').wait_for()
     assert page.errors == []
-    shot = save_screenshot(page, "scenario-f-streak")
+    shot = tmuxagent_save_screenshot(page, "scenario-f-streak")
 
     # replay the audit log of this mixed run and verify it against the state DB
     assert service.stop() == 0

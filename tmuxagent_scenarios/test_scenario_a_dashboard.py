@@ -13,10 +13,10 @@ SESSION = "weather/bot"
 
 
 def test_results_appear_on_the_open_dashboard(
-    agent_pane, orchestrator_service, dashboard_page, save_screenshot
+    agent_pane, orchestrator_service, tmuxagent_dashboard_page, tmuxagent_save_screenshot
 ) -> None:
     service = orchestrator_service([agent_pane(SESSION)])
-    page = dashboard_page(service)
+    page = tmuxagent_dashboard_page(service)
     row = page.locator(f'[data-session="{SESSION}"]')
     expect(row.locator(".last-none")).to_be_visible()
 
@@ -33,4 +33,4 @@ def test_results_appear_on_the_open_dashboard(
     expect(page.locator("#totals")).to_contain_text("failure 50.0%")
     assert page.evaluate("window.__sameDocument") is True
     assert page.errors == []
-    save_screenshot(page, "scenario-a-feedback")
+    tmuxagent_save_screenshot(page, "scenario-a-feedback")

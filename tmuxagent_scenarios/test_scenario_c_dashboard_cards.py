@@ -28,10 +28,10 @@ def advice(*titles: str) -> dict:
 
 
 def test_recommendation_cards_follow_next_actions(
-    agent_pane, orchestrator_service, dashboard_page, save_screenshot
+    agent_pane, orchestrator_service, tmuxagent_dashboard_page, tmuxagent_save_screenshot
 ) -> None:
     service = orchestrator_service([agent_pane(SESSION)])
-    page = dashboard_page(service)
+    page = tmuxagent_dashboard_page(service)
     cards = page.locator(f'[data-session="{SESSION}"] .rec-card')
     expect(page.locator(f'[data-session="{SESSION}"]')).to_be_visible()
     expect(cards).to_have_count(0)
@@ -51,4 +51,4 @@ def test_recommendation_cards_follow_next_actions(
     expect(cards.first.locator(".rec-command")).to_have_text("echo 0")
     assert page.evaluate("window.__sameDocument") is True
     assert page.errors == []
-    save_screenshot(page, "scenario-c-cards")
+    tmuxagent_save_screenshot(page, "scenario-c-cards")
