@@ -14,14 +14,16 @@ import pytest
 
 from orchestrator.adapters.ai_client import AIClient, AIError, AIRequest
 from orchestrator.adapters.metrics import OrchestratorMetrics
-from orchestrator.assist.coordinator import CHECK_SECONDS, Assist
+from orchestrator.assist.coordinator import CHECK_SECONDS, Assist, status_lines
 from orchestrator.assist.decision import approve
 from orchestrator.clock import ManualClock
 from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
+from orchestrator.dashboard.state import build_state
 from orchestrator.errors import UserError
 from orchestrator.events import CommandFinished, EventBus
 from orchestrator.model import CommandResult
 from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.snapshot import StateSnapshot
 from orchestrator.state.store import StateStore
 
 SESSION = "weather/bot"
@@ -285,6 +287,40 @@ def test_failure_streak_blocker_follows_the_block(make) -> None:
     assert blockers == ["mine", "failure streak: 3 consecutive failures; last `make` exit 2"]
     h.store.update_metadata(SESSION, {"blocked": False})
     assert h.settle()["blockers"] == ["mine"]
+
+
+def test_advice_for_a_failure_streak_is_cleared_after_unblock_and_successes(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    h.store.update_metadata(
+        SESSION,
+        {"blocked": True, "failure_streak": 3, "last_command_result": {"command": "make", "exit_code": 2}},
+    )
+    advice = h.settle()["next_actions"]
+    assert advice["blockers"] == ["failure streak: 3 consecutive failures; last `make` exit 2"]
+    assert advice["recommendations"]
+
+    h.store.update_metadata(SESSION, {"blocked": False, "failure_streak": 0})  # what `tmux-agent unblock` writes
+    for _ in range(2):
+        h.finish(h.store.enqueue(SESSION, "true"), 0)
+        meta = h.settle()
+    assert meta["blockers"] == [] and meta["next_actions"] is None
+    [cleared] = [e for e in h.events("decision_made") if "cleared" in e.get("detail", "")]
+    assert cleared["source"] == "rules" and cleared["detail"].startswith("blockers cleared; next_actions removed")
+    assert status_lines(SESSION, meta) == []  # what `tmux-agent status` prints about advice: nothing
+    [shown] = build_state(StateSnapshot(h.config.state_db), h.config.audit_log)["sessions"]
+    assert shown["next_actions"] is None  # and the dashboard shows none
+    h.settle()
+    assert len(h.events("decision_made")) == 2  # cleared once, not on every look
+
+
+def test_advice_made_while_its_blockers_went_away_is_dropped(make) -> None:
+    h = make(ADVICE, delay=30)
+    h.store.update_metadata(SESSION, {"blockers": ["missing OPENAI_API_KEY"]})
+    h.assist.check(h.session)  # the AI is asked and thinks
+    h.store.update_metadata(SESSION, {"blockers": []})
+    h.assist.ai.backend.release.set()
+    meta = h.settle()
+    assert meta.get("next_actions") is None and h.store.queued(SESSION) == [] and h.notes == []
 
 
 def test_pane_scan_sees_only_new_settled_lines(make) -> None:

@@ -1,29 +1,54 @@
 """`tmux-agent doctor` and scripts/diagnose_orchestrator.sh: one line per check,
-exit 0 only when all pass, secrets masked."""
+exit 0 only when all pass, secrets masked; the tmux server, the panes and what runs in them,
+and the ports as our own orchestrator and dashboard hold them."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from pytest_tmuxagent.service import cli_path
+from orchestrator.state.store import StateStore
+from pytest_tmuxagent.fake_codex import FakeCodex
+from pytest_tmuxagent.live import LiveCodex
+from pytest_tmuxagent.service import OrchestratorServiceFactory, cli_path
+from pytest_tmuxagent.tmux_server import AgentPane, AgentPaneFactory, TmuxTestServer
+from pytest_tmuxagent.waiting import wait_until
+from pytest_tmuxagent.wecom_mock import WeComMock
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def project(tmp_path: Path, fake_codex, wecom_mock) -> Path:
-    (tmp_path / "agent-config.yaml").write_text(
-        "tmux:\n  socket_name: doctor-unused\nstate_db: st/state.db\nlog_dir: logs\n"
-        "sessions:\n  - name: weather/bot\n    target: 'weather:bot'\n"
-    )
+def free_port() -> int:
     with socket.socket() as sock:  # a port that is free right now
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+def write_config(root: Path, socket_name: str, targets: dict[str, str]) -> None:
+    sessions = "".join(f"  - name: {name}\n    target: '{target}'\n" for name, target in targets.items())
+    (root / "agent-config.yaml").write_text(
+        f"tmux:\n  socket_name: {socket_name}\nstate_db: st/state.db\nlog_dir: logs\nsessions:\n{sessions}"
+    )
+
+
+@pytest.fixture
+def pane(agent_pane: AgentPaneFactory) -> AgentPane:
+    return agent_pane("weather/bot")
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path, fake_codex: object, wecom_mock: WeComMock, tmux_server: TmuxTestServer, pane: AgentPane
+) -> Path:
+    write_config(tmp_path, tmux_server.socket_name, {"weather/bot": pane.target})
+    port = free_port()
     (tmp_path / ".tmuxagent").mkdir()
     (tmp_path / ".tmuxagent" / "orchestrator.toml").write_text(
         f'metrics_port = {port}\nenv_file = "{tmp_path / "dot.env"}"\n[codex]\ntimeout_seconds = 10\n'
@@ -35,6 +60,8 @@ def project(tmp_path: Path, fake_codex, wecom_mock) -> Path:
 
 def doctor(project: Path, *args: str, script: bool = False) -> subprocess.CompletedProcess[str]:
     argv = [str(ROOT / "scripts" / "diagnose_orchestrator.sh")] if script else [cli_path("tmux-agent"), "doctor"]
+    if "--dashboard-port" not in args:  # 8702 may be anyone's on this machine
+        args = (*args, "--dashboard-port", str(free_port()))
     return subprocess.run(
         [*argv, "--config", str(project / "agent-config.yaml"), *args],
         capture_output=True,
@@ -45,18 +72,19 @@ def doctor(project: Path, *args: str, script: bool = False) -> subprocess.Comple
     )
 
 
-def test_all_checks_pass_and_the_key_is_masked(project: Path, wecom_mock) -> None:
+def test_all_checks_pass_and_the_key_is_masked(project: Path, wecom_mock: WeComMock) -> None:
     result = doctor(project)
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
-    for name in ("tmux", "config", "codex", "OPENAI_API_KEY", "WeCom", "metrics port", "state DB", "log dir"):
+    names = ("tmux", "config", "tmux socket", "pane weather/bot", "codex", "OPENAI_API_KEY", "WeCom")
+    for name in (*names, "metrics port", "dashboard port", "state DB", "log dir"):
         assert any(line.startswith("ok") and f" {name} " in f"{line} " for line in lines), (name, result.stdout)
     assert "answered a tiny prompt" in result.stdout
     assert "sk-doctor-secret-123456" not in result.stdout and "test-webhook-key-0001" not in result.stdout
     assert wecom_mock.requests == []  # no message without --send-test
 
 
-def test_send_test_delivers_a_message(project: Path, wecom_mock) -> None:
+def test_send_test_delivers_a_message(project: Path, wecom_mock: WeComMock) -> None:
     result = doctor(project, "--send-test", script=True)
     assert result.returncode == 0, result.stdout
     [message] = wecom_mock.wait_for_messages(1)
@@ -73,7 +101,7 @@ def test_a_busy_metrics_port_fails_with_a_fix(project: Path) -> None:
     assert line.startswith("FAIL") and "fix:" in line
 
 
-def test_a_hanging_codex_fails_within_the_timeout(project: Path, fake_codex) -> None:
+def test_a_hanging_codex_fails_within_the_timeout(project: Path, fake_codex: FakeCodex | LiveCodex) -> None:
     fake_codex.script([{"kind": "hang"}])
     toml = project / ".tmuxagent" / "orchestrator.toml"
     toml.write_text(toml.read_text().replace("timeout_seconds = 10", "timeout_seconds = 1"))
@@ -82,3 +110,112 @@ def test_a_hanging_codex_fails_within_the_timeout(project: Path, fake_codex) -> 
     assert any(
         line.startswith("FAIL") and "codex" in line and "no answer in 1s" in line for line in result.stdout.splitlines()
     ), result.stdout
+
+
+def line_of(result: subprocess.CompletedProcess[str], name: str) -> str:
+    return next(line for line in result.stdout.splitlines() if f" {name} " in f"{line} ")
+
+
+def test_a_tmux_server_that_is_not_running_fails_naming_the_socket(project: Path, tmux_server: TmuxTestServer) -> None:
+    write_config(project, "doctor-nobody-runs-this", {"weather/bot": "weather:bot"})
+    result = doctor(project)
+    assert result.returncode == 1
+    line = line_of(result, "tmux socket")
+    assert line.startswith("FAIL") and "doctor-nobody-runs-this" in line
+    assert "fix: start one: tmux -L doctor-nobody-runs-this new -d" in line
+    assert not any(" pane " in f"{line} " for line in result.stdout.splitlines())  # panes not asked of no server
+
+
+def test_a_missing_pane_fails_and_a_pane_at_a_program_warns(
+    project: Path, tmux_server: TmuxTestServer, pane: AgentPane
+) -> None:
+    write_config(project, tmux_server.socket_name, {"weather/bot": pane.target, "ghost/pane": "ghost:pane"})
+    pane.type(f"exec {sys.executable} -q")  # the pane's foreground program is python now, not bash
+
+    def foreground() -> str | None:
+        out = tmux_server.server.cmd("display-message", "-p", "-t", pane.pane_id, "#{pane_current_command}").stdout
+        program = out[0].strip() if out else ""
+        return program if program and program != "bash" else None
+
+    program = wait_until(foreground, timeout=10, message="python never became the pane's foreground program")
+    result = doctor(project)
+    assert result.returncode == 1  # the missing pane fails; the warning alone would not
+    warn = line_of(result, "pane weather/bot")
+    assert warn.startswith("WARN") and f"pane runs {program}; commands are only typed into bash or zsh" in warn
+    ghost = line_of(result, "pane ghost/pane")
+    assert ghost.startswith("FAIL") and "ghost:pane" in ghost and "fix:" in ghost
+    assert "failing: pane ghost/pane" in result.stdout and "warnings: pane weather/bot" in result.stdout
+
+
+def test_a_warning_alone_keeps_exit_0(project: Path, tmux_server: TmuxTestServer, pane: AgentPane) -> None:
+    pane.type("exec cat")
+    wait_until(
+        lambda: (
+            tmux_server.server.cmd("display-message", "-p", "-t", pane.pane_id, "#{pane_current_command}").stdout
+            == ["cat"]
+        ),
+        timeout=10,
+    )
+    result = doctor(project)
+    assert result.returncode == 0, result.stdout
+    assert line_of(result, "pane weather/bot").startswith("WARN")
+
+
+def test_our_running_orchestrator_on_the_metrics_port_is_ok(
+    agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory, fake_codex: object
+) -> None:
+    service = orchestrator_service([agent_pane("weather/bot")])
+    runtime = json.loads((service.log_dir / "orchestrator-runtime.json").read_text())
+    port = int(runtime["metrics_url"].rsplit(":", 1)[1].split("/")[0])
+    result = doctor(service.root, "--metrics-port", str(port))
+    line = line_of(result, "metrics port")
+    assert line.startswith("ok") and f"our orchestrator (pid {runtime['pid']}) is serving /metrics on {port}" in line
+    assert f"supervised by orchestrator pid {runtime['pid']}" in line_of(result, "state DB")
+
+
+def test_a_stranger_on_the_metrics_port_is_not_taken_for_ours(project: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # what a dead orchestrator left behind: its pid is gone, so the port is someone else's
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (project / "logs").mkdir(exist_ok=True)
+        (project / "logs" / "orchestrator-runtime.json").write_text(
+            json.dumps({"pid": dead.pid, "metrics_url": f"http://127.0.0.1:{port}/metrics"})
+        )
+        result = doctor(project, "--metrics-port", str(port))
+    line = line_of(result, "metrics port")
+    assert line.startswith("FAIL") and "in use by another process" in line and "fix:" in line
+
+
+def test_the_dashboard_port_is_ok_when_our_dashboard_holds_it(project: Path) -> None:
+    StateStore(project / "st" / "state.db").close()  # the DB the dashboard shows
+    port = free_port()
+    dashboard = subprocess.Popen(
+        [cli_path("tmux-agent"), "dashboard", "--config", str(project / "agent-config.yaml"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=project,
+    )
+    try:
+        wait_until(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200,
+            timeout=20,
+            message="dashboard never answered",
+        )
+        line = line_of(doctor(project, "--dashboard-port", str(port)), "dashboard port")
+        assert line.startswith("ok") and "our dashboard" in line and str(port) in line
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=10)
+
+
+def test_a_stranger_on_the_dashboard_port_fails(project: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = doctor(project, "--dashboard-port", str(busy.getsockname()[1]))
+    line = line_of(result, "dashboard port")
+    assert result.returncode == 1 and line.startswith("FAIL") and "--dashboard-port N" in line

@@ -6,6 +6,9 @@ answers instead. Each suggested command gets a safety verdict (see safety.py); o
 ones are queued by themselves, `tmux-agent approve SESSION ID` queues the others, denied ones
 never run. A "下一步建议" notification goes out when the recommendations changed and the top
 priority is at least `[decision] notify_min_priority`. Every decision and verdict is audited.
+When every blocker is gone (`tmux-agent unblock`, a plan resumed, a person emptied `blockers`),
+`next_actions` is set to null, so status and the dashboard stop showing advice for them
+(audited as `decision_made`, source `rules`, detail "blockers cleared; next_actions removed").
 
 `next_actions` = {generated_at, source: codex|openai|rules, blockers, summary,
 recommendations: [{id, title, detail, command?, priority, risk, policy, policy_reason,
@@ -65,6 +68,9 @@ class DecisionAssist:
         blockers = normalize_blockers(metadata.get("blockers"))
         previous = metadata.get("next_actions")
         answered = normalize_blockers(previous.get("blockers")) if isinstance(previous, dict) else None
+        if not blockers and answered:
+            self.clear(name, answered)
+            return
         if not blockers or blockers == answered:
             return
         seen = self.clock.monotonic()
@@ -72,6 +78,17 @@ class DecisionAssist:
             (name, "decision"),
             lambda: self.decide(session, blockers, metadata),
             lambda result: self.apply(name, result, seen),
+        )
+
+    def clear(self, name: str, answered: list[str]) -> None:
+        """The blockers the advice answered are gone (unblocked, fixed, removed by hand): so is the advice."""
+        self.store.update_metadata(name, {"next_actions": None})
+        self.audit.record(
+            "decision_made",
+            name,
+            source="rules",
+            latency_s=0.0,
+            detail=f"blockers cleared; next_actions removed (they answered: {'; '.join(answered)})"[:1000],
         )
 
     # on a worker thread: ask, fall back, judge -------------------------------------------------
@@ -127,7 +144,10 @@ class DecisionAssist:
 
     # back on the engine thread: record, queue, notify -------------------------------------------
     def apply(self, name: str, next_actions: NextActions, seen: float) -> None:
-        previous = self.store.metadata(name).get("next_actions")
+        metadata = self.store.metadata(name)
+        if not normalize_blockers(metadata.get("blockers")):
+            return  # the blockers went away while the advice was being made: it answers nothing now
+        previous = metadata.get("next_actions")
         before: dict[Any, Any] = (
             {r.get("id"): r for r in previous.get("recommendations", [])} if isinstance(previous, dict) else {}
         )

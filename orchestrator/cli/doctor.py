@@ -1,11 +1,12 @@
 """`tmux-agent doctor`: a self-check before anything runs. Each check prints one
-line — ok or FAIL, what was seen, and the fix — and the exit code is 0 only when
-every check passes (`scripts/diagnose_orchestrator.sh` calls it).
+line — ok, WARN or FAIL, what was seen, and the fix — and the exit code is 0 only when
+no check fails (a warning does not fail; `scripts/diagnose_orchestrator.sh` calls it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -14,17 +15,25 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator.config import Config, load_config
+from orchestrator.cli.dashboard import DEFAULT_PORT as DASHBOARD_PORT
+from orchestrator.config import Config, TmuxConfig, load_config
 from orchestrator.envfile import EnvSource
 from orchestrator.errors import UserError
 from orchestrator.redact import redact
+from orchestrator.state.lock import locked_by
+from orchestrator.state.store import StateStore
 
 MIN_TMUX = (3, 0)
+SUPPORTED_SHELLS = ("bash", "zsh")
+DASHBOARD_HOST = "127.0.0.1"  # `tmux-agent run --dashboard-host` and `tmux-agent dashboard --host` default
+TMUX_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,12 @@ class CheckResult:
     ok: bool
     seen: str
     fix: str = ""
+    warn: bool = False  # passed, but something is worth knowing (never changes the exit code)
 
     def line(self) -> str:
-        text = f"{'ok  ' if self.ok else 'FAIL'}  {self.name:<14} {self.seen}"
-        return redact(text + ("" if self.ok or not self.fix else f" — fix: {self.fix}"))
+        mark = "FAIL" if not self.ok else "WARN" if self.warn else "ok  "
+        text = f"{mark}  {self.name:<14} {self.seen}"
+        return redact(text + ("" if not self.fix or (self.ok and not self.warn) else f" — fix: {self.fix}"))
 
 
 def check_tmux() -> CheckResult:
@@ -180,18 +191,194 @@ def check_wecom(env: dict[str, str], send_test: bool, timeout: float) -> CheckRe
     )
 
 
-def check_port(host: str, port: int) -> CheckResult:
+def _port_problem(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (as our servers do, with SO_REUSEADDR), or None if free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
-            return CheckResult(
-                "metrics port",
-                False,
-                f"{host}:{port} in use ({exc.strerror})",
-                "stop the other process or change metrics_port",
+            return exc.strerror or str(exc)
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(0) is all we know
+    return not fields or fields[0] != "Z"
+
+
+def our_orchestrator(log_dir: Path) -> tuple[int, int] | None:
+    """(pid, metrics port) from `<log_dir>/orchestrator-runtime.json`, when that pid is alive."""
+    try:
+        info = json.loads((log_dir / "orchestrator-runtime.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    pid, url = info.get("pid"), info.get("metrics_url")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(url, str):
+        return None
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return None
+    return (pid, port) if port is not None and pid_alive(pid) else None
+
+
+def check_metrics_port(config: Config, port: int) -> CheckResult:
+    """Free, or held by OUR running orchestrator (its runtime file names it), or a stranger's."""
+    host = config.settings.metrics_host
+    problem = _port_problem(host, port)
+    ours = our_orchestrator(config.log_dir)
+    if problem is None:
+        extra = f"; our orchestrator (pid {ours[0]}) serves /metrics on {ours[1]}" if ours else ""
+        return CheckResult("metrics port", True, f"{host}:{port} free{extra}")
+    if ours is not None and ours[1] == port:
+        return CheckResult("metrics port", True, f"our orchestrator (pid {ours[0]}) is serving /metrics on {port}")
+    return CheckResult(
+        "metrics port",
+        False,
+        f"{host}:{port} in use by another process ({problem})",
+        "stop the other process or change metrics_port (or pass --metrics-port N)",
+    )
+
+
+def _get_json(url: str, timeout: float = 2.0) -> object:
+    """A JSON answer, also from an error status (a dashboard whose DB is unreadable answers 503)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body: bytes = response.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+    return json.loads(body.decode("utf-8", "replace"))
+
+
+def check_dashboard_port(config: Config, host: str, port: int) -> CheckResult:
+    """Free, or held by a dashboard showing this config's state DB."""
+    problem = _port_problem(host, port)
+    if problem is None:
+        return CheckResult("dashboard port", True, f"{host}:{port} free")
+    try:
+        health = _get_json(f"http://{host}:{port}/healthz")
+    except (OSError, ValueError):
+        health = None
+    db = health.get("db") if isinstance(health, dict) else None
+    fix = "stop the other process or pick another port (tmux-agent run --dashboard-port N)"
+    if isinstance(db, str):
+        if Path(db).resolve() == config.state_db.resolve():
+            return CheckResult("dashboard port", True, f"our dashboard is serving {config.state_db} on {port}")
+        return CheckResult("dashboard port", False, f"{host}:{port} held by a tmux-agent dashboard of {db}", fix)
+    return CheckResult("dashboard port", False, f"{host}:{port} in use by another process ({problem})", fix)
+
+
+def _tmux(tmux: TmuxConfig, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["tmux", *tmux.cli_args(), *args],
+        capture_output=True,
+        text=True,
+        timeout=TMUX_TIMEOUT_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _socket_words(tmux: TmuxConfig) -> tuple[str, str]:
+    """How to name the configured server to a person, and the command that starts it."""
+    if tmux.socket_path:
+        return f"socket path {tmux.socket_path}", f"tmux -S {shlex.quote(tmux.socket_path)} new -d"
+    if tmux.socket_name:
+        return f"socket name {tmux.socket_name}", f"tmux -L {shlex.quote(tmux.socket_name)} new -d"
+    return "the default socket", "tmux new -d"
+
+
+def check_tmux_socket(tmux: TmuxConfig) -> CheckResult:
+    where, start = _socket_words(tmux)
+    if shutil.which("tmux") is None:
+        return CheckResult("tmux socket", False, f"{where}: tmux is not installed", "install tmux")
+    try:
+        done = _tmux(tmux, "list-sessions", "-F", "#{session_name}")
+    except subprocess.TimeoutExpired:
+        return CheckResult(
+            "tmux socket", False, f"{where}: no answer in {TMUX_TIMEOUT_SECONDS:g}s", f"restart it: {start}"
+        )
+    if done.returncode != 0:
+        said = " ".join((done.stderr or done.stdout).split()) or f"exit {done.returncode}"
+        return CheckResult("tmux socket", False, f"{where}: no tmux server running ({said})", f"start one: {start}")
+    count = len([line for line in done.stdout.splitlines() if line.strip()])
+    return CheckResult("tmux socket", True, f"{where}: server answers ({count} session(s))")
+
+
+def _running_command(config: Config, session: str) -> tuple[int, str] | None:
+    """The session's command the state DB says is running (a pane busy with it runs no shell)."""
+    if not config.state_db.exists():
+        return None
+    try:
+        store = StateStore(config.state_db, busy_timeout_ms=2000)
+    except Exception:  # an unreadable DB is the state DB check's business
+        return None
+    try:
+        row = next((r for r in store.running() if r.session == session), None)
+    except Exception:
+        return None
+    finally:
+        store.close()
+    return (row.id, row.command) if row is not None else None
+
+
+def check_panes(config: Config) -> list[CheckResult]:
+    """Each session's pane exists and runs a shell we type into (bash or zsh)."""
+    out: list[CheckResult] = []
+    for session in config.sessions:
+        name = f"pane {session.name}"
+        try:
+            done = _tmux(
+                config.tmux, "display-message", "-p", "-t", session.target, "#{pane_id}\t#{pane_current_command}"
             )
-    return CheckResult("metrics port", True, f"{host}:{port} free")
+        except subprocess.TimeoutExpired:
+            out.append(CheckResult(name, False, f"target '{session.target}': tmux did not answer", "restart tmux"))
+            continue
+        pane_id, _, program = (done.stdout.splitlines() or [""])[0].strip().partition("\t")
+        if done.returncode != 0 or not pane_id.startswith("%"):  # the same test as the orchestrator's resolve
+            said = " ".join(done.stderr.split())
+            out.append(
+                CheckResult(
+                    name,
+                    False,
+                    f"no pane for target '{session.target}'" + (f" ({said})" if said else ""),
+                    "create the pane or fix the session's target in agent-config.yaml",
+                )
+            )
+            continue
+        shell = os.path.basename(program.lstrip("-"))
+        if shell in SUPPORTED_SHELLS:
+            out.append(CheckResult(name, True, f"'{session.target}' runs {shell}"))
+            continue
+        running = _running_command(config, session.name)
+        if running is not None:
+            seen = f"'{session.target}' runs {program or '?'} (command #{running[0]} `{running[1]}` is running in it)"
+            out.append(CheckResult(name, True, seen))
+            continue
+        out.append(
+            CheckResult(
+                name,
+                True,
+                f"pane runs {program or 'nothing known'}; commands are only typed into bash or zsh",
+                f"leave that program so the pane is at a bash or zsh prompt, or point '{session.name}' at another pane",
+                warn=True,
+            )
+        )
+    return out
 
 
 def check_db(path: Path) -> CheckResult:
@@ -203,6 +390,9 @@ def check_db(path: Path) -> CheckResult:
         db.close()
     except (OSError, sqlite3.Error) as exc:
         return CheckResult("state DB", False, f"{path}: {exc}", "check the state_db path and its permissions")
+    busy = locked_by(path)
+    if busy is not None:
+        return CheckResult("state DB", True, f"{path} writable; supervised by orchestrator pid {busy.pid}")
     return CheckResult("state DB", True, f"{path} writable")
 
 
@@ -235,6 +425,12 @@ def check_proxies(env: dict[str, str]) -> list[CheckResult]:
     return out
 
 
+def tmux_checks(config: Config) -> list[CheckResult]:
+    """The configured server answers; then each session's pane (not asked of a server that is down)."""
+    socket_check = check_tmux_socket(config.tmux)
+    return [socket_check, *(check_panes(config) if socket_check.ok else [])]
+
+
 def run_checks(args: argparse.Namespace) -> list[CheckResult]:
     results = [check_tmux()]
     try:
@@ -248,11 +444,14 @@ def run_checks(args: argparse.Namespace) -> list[CheckResult]:
     )
     env = EnvSource(config.settings.env_file).current()
     timeout = codex_timeout(config, env)
+    metrics_port = config.settings.metrics_port if args.metrics_port is None else args.metrics_port
     checks: list[Callable[[], CheckResult | list[CheckResult]]] = [
+        lambda: tmux_checks(config),
         lambda: check_codex(config, {**os.environ, **env}, timeout),
         lambda: check_openai_key(env),
         lambda: check_wecom(env, args.send_test, min(timeout, 10.0)),
-        lambda: check_port(config.settings.metrics_host, args.metrics_port or config.settings.metrics_port),
+        lambda: check_metrics_port(config, metrics_port),
+        lambda: check_dashboard_port(config, DASHBOARD_HOST, args.dashboard_port),
         lambda: check_db(config.state_db),
         lambda: check_log_dir(config.log_dir),
         lambda: check_proxies(env),
@@ -268,9 +467,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for result in results:
         print(result.line(), flush=True)
     failed = [r.name for r in results if not r.ok]
+    warned = [r.name for r in results if r.ok and r.warn]
     print(
         f"doctor: {len(results) - len(failed)}/{len(results)} checks passed"
         + (f"; failing: {', '.join(failed)}" if failed else "")
+        + (f"; warnings: {', '.join(warned)}" if warned else "")
     )
     return 0 if not failed else 1
 
@@ -279,8 +480,11 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_config_flags: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    parser = sub.add_parser("doctor", help="self-check: tmux, codex, env, config, ports, DB, log dir")
+    parser = sub.add_parser("doctor", help="self-check: tmux, panes, codex, env, config, ports, DB, log dir")
     add_config_flags(parser)
     parser.add_argument("--send-test", action="store_true", help="send a real test message to WeCom")
     parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument(
+        "--dashboard-port", type=int, default=DASHBOARD_PORT, help=f"dashboard port to check (default {DASHBOARD_PORT})"
+    )
     parser.set_defaults(func=cmd_doctor)

@@ -13,12 +13,16 @@ import threading
 from collections.abc import Callable
 
 from orchestrator.config import load_config
+from orchestrator.state.lock import locked_by
 
 STOP_TIMEOUT_SECONDS = 10.0
 
 
 def stack_argv(args: argparse.Namespace) -> list[list[str]]:
     config = load_config(args.config, args.orchestrator_config)  # bad input exits 2 before anything starts
+    busy = locked_by(config.state_db)
+    if busy is not None:  # another orchestrator supervises this DB: say so before starting either process
+        raise busy
     orchestrator = [
         sys.executable,
         "-m",
@@ -76,7 +80,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             proc.kill()
             proc.wait()
     if first_dead is not None:
-        return first_dead.returncode or 0
+        code = first_dead.returncode or 0
+        if code != 0:  # its own error line is just above on stderr; say what that did to the stack
+            which = "orchestrator" if first_dead is procs[0] else "dashboard"
+            other = "dashboard" if first_dead is procs[0] else "orchestrator"
+            print(
+                f"tmux-agent run: the {which} (pid {first_dead.pid}) exited {code}; stopped the {other}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return code
     return 0
 
 

@@ -12,9 +12,11 @@ from orchestrator.adapters.metrics import OrchestratorMetrics, serve
 from orchestrator.adapters.tmux import TmuxAdapter
 from orchestrator.cli.common import add_config_flags, config_from_args, run_cli, setup_logging
 from orchestrator.cli.compose import build_orchestrator
+from orchestrator.config import Config
 from orchestrator.envfile import EnvSource
 from orchestrator.notify.notifier import Notifier
 from orchestrator.state.audit import AuditLog
+from orchestrator.state.lock import supervising
 from orchestrator.state.outbox import Outbox
 from orchestrator.state.store import StateStore
 
@@ -32,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
+    # one orchestrator per state DB: a second one exits 2 here, before it logs, binds or writes anything
+    with supervising(config.state_db):
+        return _run(args, config)
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.log_dir / "orchestrator.log", args.verbose)
     metrics = OrchestratorMetrics()
     metrics.failure_alert_threshold.set(config.settings.failure_alert_threshold)

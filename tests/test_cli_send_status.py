@@ -1,0 +1,221 @@
+"""`tmux-agent send` keeps the user's argv exactly and warns when no orchestrator will run it;
+`tmux-agent reply` answers a session that waits for input; `tmux-agent status` shows each
+session's state, its running command and the orchestrator's heartbeat, and never a traceback."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from orchestrator.clock import iso_utc, parse_iso_utc
+from pytest_tmuxagent.service import OrchestratorService, OrchestratorServiceFactory
+from pytest_tmuxagent.tmux_server import AgentPaneFactory
+from pytest_tmuxagent.waiting import wait_until
+
+SESSION = "weather/bot"
+WARNING = "tmux-agent: warning: no orchestrator is running for weather/bot"
+
+
+@pytest.fixture
+def idle(agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory) -> OrchestratorService:
+    """A config with a real pane, and no orchestrator running."""
+    return orchestrator_service([agent_pane(SESSION)], start=False)
+
+
+def send(service: OrchestratorService, *words: str) -> tuple[int, str]:
+    result = service.cli("send", SESSION, "--", *words)
+    return int(result.stdout.strip()), result.stderr
+
+
+def queued_commands(service: OrchestratorService) -> list[str]:
+    store = service.store()
+    try:
+        return [row.command for row in store.queued(SESSION)]
+    finally:
+        store.close()
+
+
+# send ------------------------------------------------------------------------------------------
+def test_several_words_reach_the_shell_as_the_user_typed_them(
+    agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory
+) -> None:
+    service = orchestrator_service([agent_pane(SESSION)])
+    wait_until(lambda: service.metadata(SESSION).get("orchestrator_heartbeat"), timeout=15)
+    command_id, stderr = send(service, "echo", "two  spaces", "and $HOME")
+    assert stderr == ""  # an orchestrator is running: no warning
+    row = service.wait_result(command_id)
+    assert row.command == "echo 'two  spaces' 'and $HOME'"
+    assert (row.status, row.output_tail) == ("succeeded", "two  spaces and $HOME")
+
+    one = service.wait_result(send(service, "echo a && echo 'b  c'")[0])
+    assert one.command == "echo a && echo 'b  c'" and one.output_tail == "a\nb  c"  # one word: as it is
+    assert service.wait_result(send(service, "git", "diff", "--", "x")[0]).command == "git diff -- x"
+
+
+def test_one_word_is_queued_as_it_is(idle: OrchestratorService) -> None:
+    send(idle, "make test")
+    send(idle, "printf", "%s\n", "it's")
+    assert queued_commands(idle) == ["make test", "printf '%s\n' 'it'\"'\"'s'"]
+
+
+@pytest.mark.parametrize("words", [(), ("",), ("   ",), ("", " \t")])
+def test_an_empty_command_is_refused(idle: OrchestratorService, words: tuple[str, ...]) -> None:
+    result = idle.cli("send", SESSION, "--", *words, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("tmux-agent: error: key 'COMMAND': ") and "Traceback" not in line
+    assert queued_commands(idle) == []
+
+
+def test_without_an_orchestrator_send_still_queues_and_warns_once(idle: OrchestratorService) -> None:
+    command_id, stderr = send(idle, "make test")
+    assert command_id > 0 and queued_commands(idle) == ["make test"]
+    assert stderr.splitlines() == [
+        f"{WARNING} (last heartbeat: never); the command waits in the queue until one starts (tmux-agent run)"
+    ]
+
+
+def test_a_stale_heartbeat_is_no_orchestrator(idle: OrchestratorService) -> None:
+    old = iso_utc(time.time() - 120)
+    idle.meta_set(SESSION, "orchestrator_heartbeat", old)
+    [line] = send(idle, "true")[1].splitlines()
+    assert line.startswith(f"{WARNING} (last heartbeat: {old}, 2m0") and "waits in the queue" in line
+    idle.meta_set(SESSION, "orchestrator_heartbeat", iso_utc(time.time() - 1))
+    assert send(idle, "true")[1] == ""  # fresh: no warning
+
+
+# reply -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("state", "shown"), [(None, "in no reported state"), ("working", "working"), (3, "in no")])
+def test_reply_is_refused_unless_the_session_waits_for_input(idle: OrchestratorService, state: Any, shown: str) -> None:
+    if state is not None:
+        idle.meta_set(SESSION, "state", state)
+    result = idle.cli("reply", SESSION, "--", "yes", check=False)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert SESSION in line and f"is {shown}" in line and "not waiting_input" in line
+    assert "pending_reply" not in idle.metadata(SESSION)
+
+
+def test_reply_queues_the_text_for_the_orchestrator(idle: OrchestratorService) -> None:
+    idle.meta_set(SESSION, "state", "waiting_input")
+    before = time.time()
+    result = idle.cli("reply", SESSION, "--", "yes", "it's me")
+    assert result.stdout.strip() == f"reply queued for {SESSION}"
+    assert result.stderr.startswith(WARNING) and "the reply waits" in result.stderr  # nobody runs to type it
+    pending = idle.metadata(SESSION)["pending_reply"]
+    assert pending["text"] == "yes 'it'\"'\"'s me'"
+    assert before - 1 <= parse_iso_utc(pending["queued_at"]) <= time.time() + 1
+    [audited] = idle.audit_events(event="reply_queued")  # validated against the audit schema
+    assert audited["session"] == SESSION and "it's me" not in json.dumps(audited)
+    assert idle.cli("reply", SESSION, "--", " ", check=False).returncode == 2
+
+
+# status ----------------------------------------------------------------------------------------
+def status_json(service: OrchestratorService) -> dict[str, Any]:
+    [session] = service.status()["sessions"]
+    return dict(session)
+
+
+def test_status_shows_state_running_command_output_and_question(idle: OrchestratorService) -> None:
+    store = idle.store()
+    try:
+        store.ensure_session(SESSION, idle.panes[0].target)
+        command_id = store.enqueue(SESSION, "read -p 'Deploy? [y/N] ' answer")
+        started = iso_utc(time.time() - 42)
+        assert store.mark_running(command_id, started)
+        store.update_metadata(
+            SESSION,
+            {
+                "state": "waiting_input",
+                "state_detail": "a y/N prompt",
+                "running": {
+                    "command_id": command_id,
+                    "command": "read -p 'Deploy? [y/N] ' answer",
+                    "started_at": started,
+                    "output_tail": "building\nDeploy? [y/N] ",
+                    "question": "Deploy? [y/N]",
+                },
+                "orchestrator_heartbeat": iso_utc(time.time() - 3),
+            },
+        )
+    finally:
+        store.close()
+    session = status_json(idle)
+    for key in ("name", "target", "metadata", "queue_depth", "queued", "recent", "plan_progress"):
+        assert key in session  # every key status had before
+    assert (session["state"], session["state_detail"], session["question"]) == (
+        "waiting_input",
+        "a y/N prompt",
+        "Deploy? [y/N]",
+    )
+    running = session["running"]
+    assert (running["id"], running["command"], running["started_at"]) == (
+        command_id,
+        session["recent"][0]["command"],
+        started,
+    )
+    assert 42 <= running["elapsed_s"] < 60 and running["output_tail"] == "building\nDeploy? [y/N] "
+    assert session["heartbeat"]["at"] and session["heartbeat"]["fresh"] is True
+    assert 3 <= session["heartbeat"]["age_s"] < 10
+
+    text = idle.cli("status").stdout
+    assert "  state: waiting_input — a y/N prompt" in text
+    assert f"  running: #{command_id} for 4" in text and "    | building" in text
+    assert "  question: Deploy? [y/N]" in text and f"tmux-agent reply {SESSION} -- TEXT" in text
+    assert "  orchestrator heartbeat 3s ago" in text or "  orchestrator heartbeat 4s ago" in text
+
+
+def test_status_says_when_the_heartbeat_is_stale_or_missing(idle: OrchestratorService) -> None:
+    idle.cli("send", "--no-check", SESSION, "--", "true")
+    assert "  no orchestrator heartbeat" in idle.cli("status").stdout
+    assert status_json(idle)["heartbeat"] == {"at": None, "age_s": None, "fresh": False}
+    assert status_json(idle)["running"] is None and status_json(idle)["state"] is None
+    old = iso_utc(time.time() - 3700)
+    idle.meta_set(SESSION, "orchestrator_heartbeat", old)
+    assert f"  STALE (last heartbeat {old}, 1h01m ago)" in idle.cli("status").stdout
+    assert status_json(idle)["heartbeat"]["fresh"] is False
+
+
+def test_odd_metadata_is_shown_as_absent_never_a_traceback(idle: OrchestratorService) -> None:
+    odd = {
+        "state": 5,
+        "state_detail": ["x"],
+        "running": "busy",
+        "orchestrator_heartbeat": "yesterday",
+        "last_command_result": "oops",
+        "next_actions": {"recommendations": ["not an object", {"id": "a1", "title": "t"}]},
+        "task_decomposition": {"steps": "none"},
+        "blocked": "yes",
+    }
+    for key, value in odd.items():
+        idle.meta_set(SESSION, key, value)
+    store = idle.store()
+    try:
+        command_id = store.enqueue(SESSION, "sleep 1")
+        assert store.mark_running(command_id, "not a time")
+    finally:
+        store.close()
+    text = idle.cli("status")
+    assert text.returncode == 0 and text.stderr == ""
+    assert "  state: (not reported)" in text.stdout and "  no orchestrator heartbeat" in text.stdout
+    assert f"  running: #{command_id}  sleep 1" in text.stdout and "a1 t" in text.stdout
+    session = status_json(idle)
+    assert (session["state"], session["state_detail"], session["question"]) == (None, None, None)
+    assert session["running"]["elapsed_s"] is None and session["running"]["output_tail"] is None
+    assert session["heartbeat"] == {"at": None, "age_s": None, "fresh": False}
+
+
+def test_status_of_a_real_running_command(
+    agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory
+) -> None:
+    service = orchestrator_service([agent_pane(SESSION)])
+    command_id = service.send(SESSION, "sleep 30")
+    wait_until(lambda: (row := service.command(command_id)) is not None and row.status == "running", timeout=15)
+    session = wait_until(lambda: (s := status_json(service))["heartbeat"]["fresh"] and s["running"] and s, timeout=15)
+    assert session["running"]["id"] == command_id and session["running"]["command"] == "sleep 30"
+    assert session["running"]["elapsed_s"] >= 0
+    text = service.cli("status").stdout
+    assert f"  running: #{command_id} for " in text and "  orchestrator heartbeat " in text
