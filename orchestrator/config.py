@@ -39,6 +39,7 @@ class SessionConfig:
     requirements_doc: str | None = None
     interrupt_keys: tuple[str, ...] = ("C-c",)
     blocker_patterns: tuple[str, ...] = ()
+    retry_safe: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class OrchestratorSettings:
     poll_interval_seconds: float = 0.1
     output_tail_lines: int = 20
     interrupt_grace_seconds: float = 2.0
+    idle_probe_seconds: float = 2.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     env_file: Path = Path("~/.env").expanduser()
@@ -329,6 +331,7 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
                 requirements_doc=item.get("requirements_doc"),
                 interrupt_keys=tuple(item.get("interrupt_keys", ["C-c"])),
                 blocker_patterns=tuple(item.get("blocker_patterns", [])),
+                retry_safe=bool(item.get("retry_safe", False)),
             )
         )
         _check_patterns({f"sessions[{index}].blocker_patterns": sessions[-1].blocker_patterns}, config_file)

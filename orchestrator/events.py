@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from orchestrator.model import CommandResult, CommandRow
+from orchestrator.model import CommandResult, CommandRow, SessionStateName
 
 log = logging.getLogger("orchestrator.events")
 
@@ -131,6 +131,43 @@ class HeartbeatTick(Event):
 
     now: float
     queue_depths: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SessionStateChanged(Event):
+    """A session's state (DESIGN's vocabulary) changed; `detail` says why in one line."""
+
+    session: str
+    state: SessionStateName
+    previous: SessionStateName
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RunningProgress(Event):
+    """Once a liveness round while a command runs: what `tmux-agent status` shows of it."""
+
+    session: str
+    row: CommandRow
+    output_tail: str
+
+
+@dataclass(frozen=True)
+class InputRequested(Event):
+    """A running command waits for an answer from a person (a process blocked reading the pane)."""
+
+    session: str
+    row: CommandRow
+    question: str
+
+
+@dataclass(frozen=True)
+class ReplySent(Event):
+    session: str
+    row: CommandRow | None
+    text: str
+    delivered: bool
+    detail: str = ""
 
 
 E = TypeVar("E", bound=Event)

@@ -135,6 +135,9 @@ class Running:
     last_activity: float = 0.0
     interrupt_sent_at: float | None = None
     stalled_for: float = 0.0
+    waiting_since: float | None = None
+    progress_marker: int = -1
+    interrupt_marker: int | None = None
 
 
 @dataclass
@@ -144,6 +147,8 @@ class SessionState:
     config: SessionConfig
     running: Running | None = None
     dispatch_error: str | None = None
+    state: SessionStateName = "idle"
+    state_detail: str = ""
 
 
 StallAction = Literal["wait", "interrupt", "retry", "give_up"]
@@ -155,3 +160,29 @@ class StallVerdict:
 
     action: StallAction
     idle_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PaneInfo:
+    """One look at a pane, in one tmux call: its first process, mode, cursor and terminal."""
+
+    pane_id: str
+    pid: int
+    dead: bool
+    in_mode: bool
+    mode: str
+    current_command: str
+    cursor_x: int
+    cursor_y: int
+    width: int
+    tty: str
+    piped: bool
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """A driver's answer to "may work be typed into this pane now?", with the state that says why not."""
+
+    ready: bool
+    state: SessionStateName
+    detail: str = ""

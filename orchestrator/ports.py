@@ -10,7 +10,17 @@ from __future__ import annotations
 import queue
 from typing import Protocol
 
-from orchestrator.model import CommandRow, ExitRecord, PaneRef, Running, SessionKind, StallVerdict
+from orchestrator.model import (
+    CommandRow,
+    ExitRecord,
+    PaneInfo,
+    PaneRef,
+    Readiness,
+    Running,
+    SessionKind,
+    SessionStateName,
+    StallVerdict,
+)
 
 
 class PaneIO(Protocol):
@@ -34,6 +44,14 @@ class PaneIO(Protocol):
 
     def socket_path(self) -> str: ...
 
+    def pane_info(self, pane_id: str) -> PaneInfo | None: ...
+
+    def screen_line(self, pane_id: str, row: int) -> str: ...
+
+    def pipe_pane(self, pane_id: str, command: str) -> None: ...
+
+    def server_identity(self) -> str | None: ...
+
 
 class PaneLocator(Protocol):
     """Which pane a session's target names, looked up once and kept until it stops answering."""
@@ -44,6 +62,11 @@ class PaneLocator(Protocol):
 
     def forget(self, session: str) -> None:
         """Drop the cached id: the next lookup asks tmux again."""
+        ...
+
+    def refresh(self) -> bool:
+        """Ask the server who it is; True when it is another server than before (restarted), in
+        which case every cached id was dropped."""
         ...
 
 
@@ -68,8 +91,37 @@ class Driver(Protocol):
         """Ids of commands whose end was signalled; the engine blocks on it between rounds."""
         ...
 
+    def probe(self, pane_id: str) -> Readiness:
+        """May work be typed into the pane now? If not, the session state that says why."""
+        ...
+
     def deliver(self, row: CommandRow, pane_id: str) -> None:
         """Send the work into the pane; raises TmuxUnavailable when it could not be typed."""
+        ...
+
+    def adopt(self, row: CommandRow, pane_id: str) -> bool:
+        """After a restart: take up work a previous run delivered (`row.attempts` names it).
+        False when it certainly never reached the pane (safe to queue again)."""
+        ...
+
+    def forget_pane(self, pane_id: str) -> None:
+        """The pane or its server went away; set it up again when it is seen next."""
+        ...
+
+    def shell_idle(self, pane_id: str) -> bool:
+        """The pane's own program owns its terminal again (nothing runs in its foreground)."""
+        ...
+
+    def waiting_for_input(self, command_id: int) -> bool:
+        """The work waits for an answer from a person (exact where the driver can know it)."""
+        ...
+
+    def question(self, command_id: int) -> str:
+        """The question being asked, for the person (may come from the screen)."""
+        ...
+
+    def type_reply(self, pane_id: str, text: str) -> None:
+        """Type a person's answer; raises TmuxUnavailable."""
         ...
 
     def watch(self, command_id: int) -> None:
@@ -90,8 +142,9 @@ class Driver(Protocol):
         """A number that changes whenever the work shows activity (output)."""
         ...
 
-    def output_tail(self, command_id: int, lines: int, grace_seconds: float) -> str:
-        """The last lines of the work's output, unredacted."""
+    def output_tail(self, command_id: int, lines: int, grace_seconds: float, until: int | None = None) -> str:
+        """The last lines of the work's output, unredacted; `until` cuts it at an activity marker
+        (what was printed before an interrupt, not the shell's reaction to it)."""
         ...
 
     def interrupt(self, command_id: int, pane_id: str, keys: tuple[str, ...]) -> None:
@@ -113,6 +166,9 @@ class Notify(Protocol):
 
 class Gate(Protocol):
     """May the session's next command be dispatched now? Reads only: a gate has no side effects."""
+
+    closed_state: SessionStateName
+    """The session's state while this gate holds it (`cooldown`, `blocked`)."""
 
     def may_dispatch(self, session: str) -> bool: ...
 

@@ -15,7 +15,7 @@ from orchestrator.clock import ManualClock
 from orchestrator.config import OrchestratorSettings, SessionConfig
 from orchestrator.errors import PaneNotFound, TmuxUnavailable
 from orchestrator.events import Event, EventBus
-from orchestrator.model import CommandRow, ExitRecord, PaneRef, SessionKind
+from orchestrator.model import CommandRow, ExitRecord, PaneInfo, PaneRef, Readiness, SessionKind
 
 
 @dataclass
@@ -55,6 +55,22 @@ class FakePanes:
     def socket_path(self) -> str:
         return "/tmp/fake-tmux"
 
+    identity: str = "100 1"
+
+    def pane_info(self, pane_id: str) -> PaneInfo | None:
+        if pane_id not in self.alive:
+            return None
+        return PaneInfo(pane_id, 1, False, False, "", "bash", 2, 0, 80, "/dev/pts/9", True)
+
+    def screen_line(self, pane_id: str, row: int) -> str:
+        return "$ "
+
+    def pipe_pane(self, pane_id: str, command: str) -> None:
+        pass
+
+    def server_identity(self) -> str | None:
+        return self.identity if self.alive else None
+
 
 @dataclass
 class FakeDriver:
@@ -72,6 +88,11 @@ class FakeDriver:
     _watching: set[int] = field(default_factory=set)
     interrupts: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     closed: bool = False
+    readiness: Readiness = Readiness(True, "idle")
+    shell_is_idle: bool = False
+    asking: set[int] = field(default_factory=set)
+    replies: list[tuple[str, str]] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
 
     @property
     def completions(self) -> queue.Queue[int]:
@@ -80,11 +101,41 @@ class FakeDriver:
     def deliver(self, row: CommandRow, pane_id: str) -> None:
         self.panes.send_text(pane_id, row.command)
         self.delivered.append((row.id, pane_id))
+        self.typed.add(row.id)
         self._ends.pop(row.id, None)
         self._output[row.id] = []
         self._watching.add(row.id)
         if self.starts_on_delivery:
             self._started.add(row.id)
+
+    def probe(self, pane_id: str) -> Readiness:
+        if pane_id not in self.panes.alive:
+            return Readiness(False, "pane_missing", "the pane is gone")
+        return self.readiness
+
+    typed: set[int] = field(default_factory=set)
+
+    def adopt(self, row: CommandRow, pane_id: str) -> bool:
+        if row.id not in self._started and row.id not in self.typed:
+            return False
+        self._output.setdefault(row.id, [])
+        return True
+
+    def forget_pane(self, pane_id: str) -> None:
+        self.forgotten.append(pane_id)
+
+    def shell_idle(self, pane_id: str) -> bool:
+        return self.shell_is_idle
+
+    def waiting_for_input(self, command_id: int) -> bool:
+        return command_id in self.asking
+
+    def question(self, command_id: int) -> str:
+        return "continue? [y/N]"
+
+    def type_reply(self, pane_id: str, text: str) -> None:
+        self.replies.append((pane_id, text))
+        self.panes.send_text(pane_id, text)
 
     # what the test does to a running command
     def start(self, command_id: int) -> None:
@@ -110,13 +161,15 @@ class FakeDriver:
         return command_id in self._started
 
     def end_record(self, command_id: int) -> ExitRecord | None:
-        return self._ends.get(command_id)
+        """Like the shell's: an exit record counts only beside the attempt's own start record."""
+        return self._ends.get(command_id) if command_id in self._started else None
 
     def activity_marker(self, command_id: int) -> int:
         return len(self._output.get(command_id, []))
 
-    def output_tail(self, command_id: int, lines: int, grace_seconds: float) -> str:
-        return "\n".join(self._output.get(command_id, [])[-lines:])
+    def output_tail(self, command_id: int, lines: int, grace_seconds: float, until: int | None = None) -> str:
+        printed = self._output.get(command_id, [])
+        return "\n".join(printed[: until if until is not None else len(printed)][-lines:])
 
     def interrupt(self, command_id: int, pane_id: str, keys: tuple[str, ...]) -> None:
         self.interrupts.append((command_id, keys))

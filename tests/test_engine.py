@@ -25,10 +25,12 @@ from orchestrator.events import (
     StallGaveUp,
     StallRetried,
 )
+from orchestrator.guards.attention import AttentionGuard
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
 from orchestrator.state.audit import AuditLog, read_events
 from orchestrator.state.audit_trail import AuditTrail
+from orchestrator.state.session_writer import SessionStateWriter
 from orchestrator.state.store import StateStore
 
 from .engine_fakes import EventLog, FakeDriver, FakePanes, RecordingNotify, session, settings
@@ -69,8 +71,11 @@ def make_rig(
     sessions: list[SessionConfig] | None = None,
     cfg: OrchestratorSettings | None = None,
     started: frozenset[int] = frozenset(),
+    missing: frozenset[str] = frozenset(),
+    typed: frozenset[int] = frozenset(),
 ) -> Rig:
-    """`started`: commands whose start record the (restarted) pane already holds."""
+    """`started`: commands whose start record the (restarted) pane already holds; `missing`:
+    targets whose pane does not exist yet."""
     sessions = sessions or [session()]
     cfg = cfg or settings()
     clock = ManualClock()
@@ -80,10 +85,12 @@ def make_rig(
     metrics = OrchestratorMetrics()
     notify = RecordingNotify()
     panes = FakePanes({s.target: f"%{i}" for i, s in enumerate(sessions)})
+    panes.alive -= {panes.targets[t] for t in missing}
     driver = FakeDriver(panes, clock)
     driver._started.update(started)
+    driver.typed.update(typed)
     bus = EventBus(raise_errors=True)
-    stall = StallGuard(cfg, store=store, audit=audit, notify=notify, clock=clock)
+    stall = StallGuard(cfg, store=store, audit=audit, notify=notify, clock=clock, sessions=sessions)
     streak = FailureStreak(
         [s.name for s in sessions],
         cfg.failure_alert_threshold,
@@ -94,6 +101,8 @@ def make_rig(
     )
     AuditTrail(audit).subscribe(bus)
     MetricsRecorder(metrics).subscribe(bus)
+    SessionStateWriter(store).subscribe(bus)
+    AttentionGuard(notify).subscribe(bus)
     stall.subscribe(bus)
     streak.subscribe(bus)
     log = EventLog(bus, CommandDispatched, CommandFinished, DispatchFailed, StallDetected, StallRetried, StallGaveUp)
@@ -189,16 +198,20 @@ def test_a_missing_pane_keeps_the_command_queued_and_says_so_once(tmp_path: Path
     assert rig.audit().count("dispatch_failed") == 1
 
 
-def test_a_send_to_a_stale_pane_id_looks_the_target_up_again(tmp_path: Path) -> None:
+def test_a_failed_send_keeps_the_command_queued_and_looks_the_target_up_again(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     rig.panes.fail_sends = 1
+    rig.panes.targets["weather:bot"] = "%0"
     cid = rig.send("echo hi")
     rig.sup.step()
+    assert rig.status(cid) == "queued" and rig.driver.forgotten == ["%0"]
+    rig.sup.step()
     assert rig.status(cid) == "running" and rig.driver.delivered == [(cid, "%0")]
+    assert rig.store.command(cid).attempts == 2  # type: ignore[union-attr]
 
 
 def test_stall_interrupts_retries_then_alerts_and_cools_down(tmp_path: Path) -> None:
-    rig = make_rig(tmp_path)
+    rig = make_rig(tmp_path, [session(retry_safe=True)])
     stuck, after = rig.send("sleep 600"), rig.send("echo recovered")
     rig.sup.step()
     rig.driver.emit(stuck, "waiting-for-weather-api")
@@ -218,7 +231,7 @@ def test_stall_interrupts_retries_then_alerts_and_cools_down(tmp_path: Path) -> 
     row = rig.store.command(stuck)
     assert row is not None and (row.status, row.exit_code, row.attempts) == ("stalled", 130, 2)
     [gave_up] = rig.log.of(StallGaveUp)
-    assert gave_up.waited_s == pytest.approx(10.5, abs=0.2)  # type: ignore[attr-defined]
+    assert gave_up.waited_s == pytest.approx(22.2, abs=0.2)  # type: ignore[attr-defined]  # both attempts
     [alert] = rig.notify.sent
     assert alert["title"] == f"命令卡顿 · {S}" and "sleep 600" in alert["body"] and "waited" in alert["body"]
     assert rig.store.metadata(S)["stall_count"] == 2
@@ -329,18 +342,115 @@ def test_a_bad_stored_streak_is_counted_from_zero(tmp_path: Path) -> None:
     assert rig.store.metadata(S)["failure_streak"] == 1
 
 
-def test_recovery_resumes_a_started_command_and_requeues_one_that_never_started(tmp_path: Path) -> None:
-    rig = make_rig(tmp_path, [session(), session("weather/api", "weather:api")])
+def test_recovery_resumes_a_started_command_and_never_retypes_one_that_did_not_start(tmp_path: Path) -> None:
+    two = [session(), session("weather/api", "weather:api")]
+    rig = make_rig(tmp_path, two)
     started, lost = rig.send("sleep 5"), rig.send("sleep 5", "weather/api")
     rig.driver.starts_on_delivery = False
     rig.sup.step()
 
-    again = make_rig(tmp_path, [session(), session("weather/api", "weather:api")], started=frozenset({started}))
-    assert again.status(lost) == "queued"
-    assert again.sup.sessions[S].running is not None
+    again = make_rig(tmp_path, two, started=frozenset({started}), typed=frozenset({lost}))
+    assert again.driver.delivered == []  # nothing typed again
+    assert again.status(lost) == "running"  # its line may still sit in a busy shell's input
+    again.advance(3.0)
+    assert again.status(lost) == "running"  # the shell is still busy: keep waiting
+    again.driver.shell_is_idle = True
+    again.advance(1.0)
+    row = again.store.command(lost)
+    assert row is not None and row.status == "cancelled" and again.driver.delivered == []
     again.driver.end(started, 0)
     again.sup.step()
     assert again.status(started) == "succeeded"
+
+
+def test_a_command_whose_line_was_never_typed_is_queued_again_after_a_restart(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    cid = rig.send("echo once")
+    rig.store.mark_running(cid, "2026-01-01T00:00:00.000000Z")  # the previous run died right here
+    again = make_rig(tmp_path)
+    assert again.status(cid) == "queued"
+    again.sup.step()
+    assert again.driver.delivered == [(cid, "%0")]
+
+
+def test_a_line_that_did_not_start_its_command_is_cancelled_not_accepted(tmp_path: Path) -> None:
+    """A result needs the attempt's own start record: a typed line that ran something else (text
+    already on the prompt) ends cancelled once the shell is back at its prompt."""
+    rig = make_rig(tmp_path)
+    rig.driver.starts_on_delivery = False
+    cid = rig.send("echo from-orchestrator")
+    rig.sup.step()
+    rig.driver.end(cid, 0)  # an exit without a start record is not a result
+    rig.sup.step()
+    assert rig.status(cid) == "running"
+    rig.driver.shell_is_idle = True
+    rig.advance(2.5)
+    row = rig.store.command(cid)
+    assert row is not None and (row.status, row.exit_code) == ("cancelled", None)
+
+
+def test_without_retry_safe_a_stall_is_not_run_again(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)  # retry_safe defaults to false
+    cid = rig.send("deploy --once")
+    rig.sup.step()
+    rig.advance(10.5)
+    rig.advance(1.0)
+    row = rig.store.command(cid)
+    assert row is not None and (row.status, row.attempts) == ("stalled", 1)
+    assert [c for c, _ in rig.driver.delivered] == [cid]
+
+
+def test_a_question_is_not_a_stall_and_a_reply_is_typed(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    cid = rig.send("read -p 'continue? [y/N] ' ans")
+    rig.sup.step()
+    rig.driver.asking.add(cid)
+    for _ in range(40):  # 40 s: four stall timeouts
+        rig.advance(1.0)
+    assert rig.driver.interrupts == [] and rig.status(cid) == "running"
+    meta = rig.store.metadata(S)
+    assert meta["state"] == "waiting_input" and meta["running"]["question"] == "continue? [y/N]"
+    assert [n["title"] for n in rig.notify.sent] == [f"需要输入 · {S}"]
+    assert rig.audit().count("input_requested") == 1
+
+    rig.store.update_metadata(S, {"pending_reply": {"text": "y", "queued_at": "x"}})
+    rig.driver.asking.discard(cid)
+    rig.sup.step()
+    assert rig.driver.replies == [("%0", "y")]
+    assert rig.store.metadata(S)["pending_reply"] is None
+    assert rig.store.metadata(S)["state"] == "working"
+    rig.advance(9.0)
+    assert rig.driver.interrupts == []  # the stall clock started again at the answer
+    rig.advance(1.5)
+    assert rig.driver.interrupts == [(cid, ("C-c",))]
+
+
+def test_a_missing_pane_at_start_leaves_the_other_sessions_running(tmp_path: Path) -> None:
+    two = [session(), session("weather/api", "weather:api")]
+    rig = make_rig(tmp_path, two, missing=frozenset({"weather:api"}))
+    assert rig.store.metadata("weather/api")["state"] == "pane_missing"
+    a, b = rig.send("echo a"), rig.send("echo b", "weather/api")
+    rig.sup.step()
+    assert rig.status(a) == "running" and rig.status(b) == "queued"
+    assert rig.metrics.session_state.labels(session="weather/api", state="pane_missing")._value.get() == 1
+    rig.panes.alive.add("%1")  # the pane appears
+    rig.advance(2.5)
+    assert rig.status(b) == "running"
+    assert rig.store.metadata("weather/api")["state"] == "working"
+    assert rig.audit().count("session_state") >= 1
+
+
+def test_a_restarted_tmux_server_is_never_taken_for_the_old_one(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.sup.step()
+    rig.advance(1.1)  # a liveness round learns the server's identity
+    rig.panes.identity = "200 2"  # a new server; its %0 may be another session's pane
+    rig.panes.targets["weather:bot"] = "%7"
+    rig.panes.alive.add("%7")
+    rig.advance(1.1)
+    cid = rig.send("echo hi")
+    rig.sup.step()
+    assert rig.driver.delivered == [(cid, "%7")]
 
 
 def test_once_mode_is_idle_when_the_queues_are_drained(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from orchestrator.model import CommandResult, CommandRow, ResultStatus, Running
 from orchestrator.state.audit import AuditLog, read_events
 from orchestrator.state.store import StateStore
 
-from .engine_fakes import RecordingNotify, settings
+from .engine_fakes import RecordingNotify, session, settings
 
 S = "weather/bot"
 
@@ -46,7 +46,9 @@ def parts(tmp_path: Path) -> Parts:
 
 def test_stall_verdicts_follow_the_timeout_the_grace_and_the_retries(parts: Parts) -> None:
     clock, store, audit, notify = parts
-    guard = StallGuard(settings(), store=store, audit=audit, notify=notify, clock=clock)
+    guard = StallGuard(
+        settings(), store=store, audit=audit, notify=notify, clock=clock, sessions=[session(retry_safe=True)]
+    )
     running = Running(row(attempts=1), "%0", sent_at=0.0, last_activity=0.0)
     assert guard.verdict(running, 9.9).action == "wait"
     verdict = guard.verdict(running, 10.0)
@@ -124,3 +126,10 @@ def test_the_streak_gauges_follow_the_db(parts: Parts) -> None:
     streak.tick()
     assert metrics.blocked.labels(session=S)._value.get() == 1
     assert metrics.failure_streak.labels(session=S)._value.get() == 4
+
+
+def test_a_session_not_marked_retry_safe_gives_up_at_the_first_interrupt(parts: Parts) -> None:
+    clock, store, audit, notify = parts
+    guard = StallGuard(settings(), store=store, audit=audit, notify=notify, clock=clock, sessions=[session()])
+    running = Running(row(attempts=1), "%0", sent_at=0.0, last_activity=0.0, interrupt_sent_at=10.0)
+    assert guard.after_interrupt(running).action == "give_up"

@@ -1,6 +1,8 @@
-"""Scenario B (卡顿检测与自愈): `sleep 600` stalls; the orchestrator interrupts and
-retries it, then ends it `stalled`, sends "命令卡顿", cools the session down, and
-runs the next command after the cooldown. A chatty long command is not a stall.
+"""Scenario B (卡顿检测与自愈): `sleep 600` stalls; the orchestrator interrupts it, retries it
+when the session is marked retry-safe, then ends it `stalled`, sends "命令卡顿" with the real time
+waited, cools the session down, and runs the next command after the cooldown. A chatty long
+command is not a stall, and neither is a question: a command waiting for an answer is
+`waiting_input` until `tmux-agent reply` answers it.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.clock import parse_iso_utc
+from pytest_tmuxagent.waiting import wait_until
+from tmuxagent_scenarios.common import loop_ran
 
 pytestmark = pytest.mark.scenario_b
 
@@ -22,7 +26,9 @@ STALL = {
 
 def test_stalled_command_is_healed_alerted_and_cooled_down(agent_pane, orchestrator_service, wecom_mock) -> None:
     pane = agent_pane(SESSION)
-    service = orchestrator_service([pane], settings=STALL, env=wecom_mock.env("webhook"))
+    service = orchestrator_service(
+        [pane], settings=STALL, env=wecom_mock.env("webhook"), session_overrides={SESSION: {"retry_safe": True}}
+    )
     stuck = service.send(SESSION, "echo waiting-for-weather-api; sleep 600")
     after = service.send(SESSION, "echo recovered")
 
@@ -75,22 +81,63 @@ def test_a_long_command_that_keeps_printing_is_not_a_stall(command, agent_pane, 
 
 
 def test_interrupt_keys_are_configurable_per_session(agent_pane, orchestrator_service, wecom_mock) -> None:
-    """An agent TUI that ignores Ctrl-C but leaves on Escape: the session's keys are what is sent."""
+    """A program that ignores Ctrl-C but not Ctrl-\\: the session's keys are what is sent."""
     pane = agent_pane(SESSION)
     service = orchestrator_service(
         [pane],
-        settings={**STALL, "stall_retries_before_notify": 0},
+        settings=STALL,
         env=wecom_mock.env("webhook"),
-        session_overrides={SESSION: {"interrupt_keys": ["Escape"]}},
+        session_overrides={SESSION: {"interrupt_keys": ["C-\\"]}},
     )
-    tui = (
-        'python3 -c "import signal,sys,termios,tty; signal.signal(signal.SIGINT, signal.SIG_IGN); '
-        "print('agent tui ready', flush=True); tty.setcbreak(0); key = sys.stdin.read(1); "
-        "print('agent got', 'ESC' if key == chr(27) else repr(key))\""
+    stubborn = (
+        'python3 -c "import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); '
+        "print('stubborn ready', flush=True); time.sleep(600)\""
     )
-    row = service.wait_result(service.send(SESSION, tui), timeout=20)
-    assert row.status == "stalled" and row.exit_code == 0  # it left by itself when Escape arrived
-    assert row.output_tail.endswith("agent got ESC")
+    row = service.wait_result(service.send(SESSION, stubborn), timeout=20)
+    assert (row.status, row.exit_code) == ("stalled", 131)  # SIGQUIT ended it: 128 + 3
+    assert row.attempts == 1  # not retry-safe: not run again
     [interrupt] = service.audit_events(event="stall_interrupt")
-    assert interrupt["detail"] == "sent Escape"
+    assert interrupt["detail"] == "sent C-\\"
     assert "命令卡顿" in wecom_mock.wait_for_messages(1)[0]
+
+
+def test_a_question_is_not_a_stall_and_reply_answers_it(agent_pane, orchestrator_service, wecom_mock) -> None:
+    pane = agent_pane(SESSION)
+    service = orchestrator_service([pane], settings=STALL, env=wecom_mock.env("webhook"))
+    command_id = service.send(SESSION, "read -p 'continue? [y/N] ' answer; echo \"answer=$answer\"")
+    wait_until(lambda: service.metadata(SESSION).get("state") == "waiting_input", timeout=15, message="waiting_input")
+    [alert] = wecom_mock.wait_for_messages(1, timeout=10)
+    assert "需要输入" in alert and SESSION in alert and "continue? [y/N]" in alert
+    # three stall timeouts later: still waiting, never interrupted, never counted
+    loop_ran(service, rounds=3)
+    wait_until(lambda: service.metrics.value("orchestrator_heartbeat_timestamp_seconds"), timeout=5)
+    first = service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0
+    wait_until(
+        lambda: (
+            (service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0)
+            > first + 3 * STALL["stall_timeout_seconds"]
+        ),
+        timeout=15,
+        message="three stall timeouts pass",
+    )
+    assert service.command(command_id).status == "running"  # type: ignore[union-attr]
+    assert not service.audit_events(event="stall_detected")
+    assert service.metrics.value("orchestrator_stall_count_total", session=SESSION) == 0.0
+    assert sum(line.startswith("continue? [y/N]") for line in pane.capture()) == 1  # asked once, never re-run
+
+    service.cli("reply", SESSION, "--", "y")
+    row = service.wait_result(command_id, timeout=15)
+    assert (row.status, row.exit_code) == ("succeeded", 0)
+    assert row.output_tail.splitlines() == ["continue? [y/N] y", "answer=y"]  # the terminal, as the person saw it
+    kinds = [e["event"] for e in service.audit_events(session=SESSION)]
+    assert "input_requested" in kinds and "reply_sent" in kinds
+
+
+def test_a_command_not_marked_retry_safe_runs_once(agent_pane, orchestrator_service, wecom_mock) -> None:
+    pane = agent_pane(SESSION)
+    service = orchestrator_service([pane], settings=STALL, env=wecom_mock.env("webhook"))
+    row = service.wait_result(service.send(SESSION, "echo deploying >> deploys.log; sleep 600"), timeout=20)
+    assert (row.status, row.attempts) == ("stalled", 1)
+    assert (pane.workdir / "deploys.log").read_text().split() == ["deploying"]
+    [alert] = wecom_mock.wait_for_messages(1, timeout=10)
+    assert "命令卡顿" in alert

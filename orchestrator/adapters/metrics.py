@@ -11,6 +11,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from orchestrator.errors import UserError
+from orchestrator.model import SESSION_STATES, SessionStateName
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 AI_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
@@ -52,6 +53,15 @@ class OrchestratorMetrics:
             "orchestrator_audit_write_errors", "Audit lines the disk refused (kept in memory and retried).", registry=r
         )
         self.stall_count = Counter("orchestrator_stall_count", "Stalls detected per session.", ["session"], registry=r)
+        self.session_state = Gauge(
+            "orchestrator_session_state",
+            "1 for the session's current state, 0 for the others.",
+            ["session", "state"],
+            registry=r,
+        )
+        self.input_requests = Counter(
+            "orchestrator_input_requests", "Times a session waited for a person's answer.", ["session"], registry=r
+        )
         self.failure_streak = Gauge(
             "orchestrator_failure_streak", "Consecutive failures per session.", ["session"], registry=r
         )
@@ -132,6 +142,12 @@ class OrchestratorMetrics:
         self.stall_count.labels(session=session)
         self.failure_streak.labels(session=session).set(0)
         self.blocked.labels(session=session).set(0)
+        self.input_requests.labels(session=session)
+        self.set_session_state(session, "idle")
+
+    def set_session_state(self, session: str, current: SessionStateName) -> None:
+        for state in SESSION_STATES:
+            self.session_state.labels(session=session, state=state).set(1 if state == current else 0)
 
 
 def serve(metrics: OrchestratorMetrics, host: str, port: int, source: str = "metrics_port") -> WSGIServer:

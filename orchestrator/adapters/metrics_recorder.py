@@ -9,7 +9,9 @@ from orchestrator.events import (
     DispatchFailed,
     EventBus,
     HeartbeatTick,
+    InputRequested,
     SessionAttached,
+    SessionStateChanged,
     StallDetected,
 )
 
@@ -25,6 +27,8 @@ class MetricsRecorder:
         bus.subscribe(CommandFinished, self._finished)
         bus.subscribe(StallDetected, self._stall)
         bus.subscribe(HeartbeatTick, self._tick)
+        bus.subscribe(SessionStateChanged, self._state)
+        bus.subscribe(InputRequested, self._input)
 
     def _attached(self, e: SessionAttached) -> None:
         self.metrics.register_session(e.session)
@@ -48,3 +52,9 @@ class MetricsRecorder:
         self.metrics.heartbeat.set(e.now)
         for name, depth in e.queue_depths.items():
             self.metrics.queue_depth.labels(session=name).set(depth)
+
+    def _state(self, e: SessionStateChanged) -> None:
+        self.metrics.set_session_state(e.session, e.state)
+
+    def _input(self, e: InputRequested) -> None:
+        self.metrics.input_requests.labels(session=e.session).inc()

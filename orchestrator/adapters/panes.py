@@ -19,6 +19,7 @@ class PaneDirectory:
         self.targets = {s.name: s.target for s in sessions}
         self._ids: dict[str, str] = {}
         self.last_error: dict[str, str] = {}
+        self._identity: str | None = None
 
     def pane_id(self, session: str) -> str | None:
         cached = self._ids.get(session)
@@ -33,11 +34,25 @@ class PaneDirectory:
             self.last_error[session] = exc.detail
             return None
         self.last_error.pop(session, None)
+        if self._identity is None:
+            self._identity = self.tmux.server_identity()
         self._ids[session] = found
         return found
 
     def forget(self, session: str) -> None:
         self._ids.pop(session, None)
+
+    def refresh(self) -> bool:
+        """A restarted server numbers its panes from %0 again: its identity (pid, start time) tells
+        it from the one whose ids are cached, and every cached id is dropped."""
+        identity = self.tmux.server_identity()
+        if identity is None:
+            return False
+        changed = self._identity is not None and identity != self._identity
+        self._identity = identity
+        if changed:
+            self._ids.clear()
+        return changed
 
     def cached(self, session: str) -> str | None:
         """The id known now, without asking tmux."""

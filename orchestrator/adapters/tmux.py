@@ -14,7 +14,35 @@ import libtmux
 
 from orchestrator.config import TmuxConfig
 from orchestrator.errors import PaneNotFound, TmuxUnavailable
-from orchestrator.model import PaneRef
+from orchestrator.model import PaneInfo, PaneRef
+
+PANE_FIELDS = (
+    "pane_id",
+    "pane_pid",
+    "pane_dead",
+    "pane_in_mode",
+    "pane_mode",
+    "pane_current_command",
+    "cursor_x",
+    "cursor_y",
+    "pane_width",
+    "pane_tty",
+    "pane_pipe",
+)
+PANE_FORMAT = "\t".join(f"#{{{name}}}" for name in PANE_FIELDS)
+
+
+def parse_pane_info(line: str) -> PaneInfo | None:
+    parts = line.split("\t")
+    if len(parts) != len(PANE_FIELDS) or not parts[0].startswith("%"):
+        return None
+    pane_id, pid, dead, in_mode, mode, command, x, y, width, tty, piped = parts
+    try:
+        return PaneInfo(
+            pane_id, int(pid), dead == "1", in_mode == "1", mode, command, int(x), int(y), int(width), tty, piped == "1"
+        )
+    except ValueError:
+        return None
 
 
 class TmuxAdapter:
@@ -70,6 +98,32 @@ class TmuxAdapter:
         while out and not out[-1].strip():
             out.pop()
         return out[-lines:]
+
+    def pane_info(self, pane_id: str) -> PaneInfo | None:
+        """Mode, cursor, first process and terminal of a pane; None when it is gone."""
+        try:
+            out = self._run("display-message", "-p", "-t", pane_id, PANE_FORMAT)
+        except TmuxUnavailable:
+            return None
+        return parse_pane_info(out[0]) if out else None
+
+    def screen_line(self, pane_id: str, row: int) -> str:
+        """One row of the visible screen with its trailing spaces (cursor rows count from 0)."""
+        out = self._run("capture-pane", "-p", "-N", "-t", pane_id, "-S", str(row), "-E", str(row))
+        return out[0] if out else ""
+
+    def pipe_pane(self, pane_id: str, command: str) -> None:
+        """Copy everything the pane's program writes to `command`'s stdin (tmux pipe-pane)."""
+        self._run("pipe-pane", "-t", pane_id, command)
+
+    def server_identity(self) -> str | None:
+        """The server's pid and start time: a restarted server (whose pane ids start at %0 again)
+        has another identity. None when no server answers."""
+        try:
+            out = self._run("display-message", "-p", "#{pid} #{start_time}")
+        except TmuxUnavailable:
+            return None
+        return out[0].strip() if out else None
 
     def socket_path(self) -> str:
         return self._run("display-message", "-p", "#{socket_path}")[0].strip()

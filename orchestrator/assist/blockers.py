@@ -23,6 +23,7 @@ from typing import Any, Literal
 from orchestrator.assist.advisor import STREAK_PREFIX
 from orchestrator.clock import Clock
 from orchestrator.config import DecisionSettings, SessionConfig
+from orchestrator.drivers.shell_files import is_header_line
 from orchestrator.ports import PaneReader
 from orchestrator.redact import redact
 from orchestrator.state.audit import AuditLog
@@ -105,9 +106,11 @@ class BlockerWatch:
         if self.scan_every <= 0 or now < self._next_scan.get(name, 0.0):
             return []
         self._next_scan[name] = now + self.scan_every
-        lines = self.panes.capture_session(name, PANE_SCAN_LINES)
-        if lines is None:
+        captured = self.panes.capture_session(name, PANE_SCAN_LINES)
+        if captured is None:
             return []
+        # The orchestrator's own `▶ #N command` headers show the command, not what it printed.
+        lines = [line for line in captured if not is_header_line(line)]
         previous, previous_last = self._pane_lines.get(name), self._pane_last.get(name)
         # The cursor's line may still be being written: it counts once it is the same on two looks.
         last = lines[-1] if lines else ""

@@ -18,11 +18,13 @@ from orchestrator.config import Config
 from orchestrator.drivers.shell import ShellDriver
 from orchestrator.engine.supervisor import Supervisor
 from orchestrator.events import EventBus
+from orchestrator.guards.attention import AttentionGuard
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
 from orchestrator.ports import Notify, PaneIO
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.audit_trail import AuditTrail
+from orchestrator.state.session_writer import SessionStateWriter
 from orchestrator.state.store import StateStore
 
 
@@ -59,7 +61,7 @@ def build_orchestrator(
     settings = config.settings
     names = [s.name for s in config.sessions]
     panes = PaneDirectory(tmux, config.sessions)
-    stall = StallGuard(settings, store=store, audit=audit, notify=notify, clock=clock)
+    stall = StallGuard(settings, store=store, audit=audit, notify=notify, clock=clock, sessions=config.sessions)
     streak = FailureStreak(
         names, settings.failure_alert_threshold, store=store, audit=audit, metrics=metrics, notify=notify
     )
@@ -74,7 +76,9 @@ def build_orchestrator(
         panes=panes,
     )
     AuditTrail(audit).subscribe(bus)
+    SessionStateWriter(store).subscribe(bus)
     MetricsRecorder(metrics).subscribe(bus)
+    AttentionGuard(notify).subscribe(bus)
     stall.subscribe(bus)
     streak.subscribe(bus)
     assist.subscribe(bus)

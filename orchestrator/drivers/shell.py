@@ -1,34 +1,87 @@
 """The shell driver: a unit of work is a shell command typed into an interactive bash or zsh.
 
-How a command reaches the pane and how its end is known is described in
-`orchestrator.drivers.shell_files` (sourced scripts, an exit record written by the shell,
-output teed to a file) and `orchestrator.drivers.waiters` (one `tmux wait-for` per running
-command). This class keeps the per-command files and waiters, keyed by command id, behind the
-`orchestrator.ports.Driver` seam, so the engine never sees a path or a channel.
+How a command reaches the pane and how its end is known is in `shell_files` (sourced scripts, an
+exit record per attempt written by the shell, output through `pipe-pane`) and `waiters` (one
+`tmux wait-for` per running command). This class keeps the per-command state behind the
+`orchestrator.ports.Driver` seam, so the engine never sees a path, a token or a channel.
+
+Before anything is typed, `probe` makes sure typing is safe: the pane's program is bash ≥ 4.4 or
+zsh, the shell itself owns the terminal (no program runs in the foreground), the pane is not in
+copy mode, and the command line is empty. That last fact has no exact channel, so it is read
+from the screen — and said so: the cursor row left of the cursor must be the prompt the shell
+drew after our previous command (learned, with the pane log's size: if nothing was written since,
+nothing was typed), or, before any command of ours, end like a prompt (`$ `, `# `, `% `, `> `,
+`❯ `); text right of the cursor is always typed text. A line that fails is left alone: the
+dispatch waits and the session's state says why.
 """
 
 from __future__ import annotations
 
 import hashlib
 import queue
+import re
+import shlex
 import shutil
+import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import TmuxConfig
-from orchestrator.drivers.shell_files import CommandFiles
+from orchestrator.drivers import procfs
+from orchestrator.drivers.shell_files import CommandFiles, PaneLog, display_width
 from orchestrator.drivers.waiters import CompletionWaiters
-from orchestrator.model import CommandRow, ExitRecord, SessionKind
+from orchestrator.errors import TmuxUnavailable
+from orchestrator.model import CommandRow, ExitRecord, PaneInfo, Readiness, SessionKind
 from orchestrator.ports import PaneIO
 
+SUPPORTED_SHELLS = ("bash", "zsh")
+PROMPT_ENDINGS = ("$ ", "# ", "% ", "> ", "❯ ", "» ", "➜ ", "$", "#", "%", ">", "❯")
+PANE_LOG_LIMIT = 1024 * 1024
+BASH_VERSION = re.compile(rb"version (\d+)\.(\d+)")
 
-def channel_token(state_db: Path, command_id: int) -> str:
-    """Unique per state DB, so two orchestrators on one tmux server never share a channel."""
-    digest = hashlib.sha1(str(state_db).encode()).hexdigest()[:8]
-    return f"{digest}-{command_id}"
+
+def state_db_digest(state_db: Path) -> str:
+    return hashlib.sha1(str(state_db).encode()).hexdigest()[:8]
+
+
+def channel_token(state_db: Path, command_id: int, attempt: int) -> str:
+    """Unique per state DB, command and attempt: a stale typed line can never run a later attempt,
+    and two orchestrators on one tmux server never share a channel."""
+    return f"{state_db_digest(state_db)}-{command_id}-{attempt}"
 
 
 def wait_for_argv(tmux: TmuxConfig, channel: str) -> list[str]:
     return [shutil.which("tmux") or "tmux", *tmux.cli_args(), "wait-for", channel]
+
+
+@dataclass
+class Attempt:
+    files: CommandFiles
+    pane_id: str
+    log_offset: int
+
+
+@dataclass(frozen=True)
+class PromptSignature:
+    text: str
+    log_size: int
+
+
+def split_at_cursor(line: str, cursor_x: int) -> tuple[str, str]:
+    """The screen row left and right of the cursor, counting terminal cells."""
+    cells = 0
+    for index, ch in enumerate(line):
+        if cells >= cursor_x:
+            return line[:index], line[index:]
+        cells += display_width(ch)
+    return line, ""
+
+
+def looks_like_prompt(left: str) -> bool:
+    return left.rstrip(" ").endswith(tuple(e.strip() for e in PROMPT_ENDINGS)) and (
+        left.endswith(" ") or left.rstrip().endswith(("$", "#", "%", ">", "❯"))
+    )
 
 
 class ShellDriver:
@@ -38,55 +91,208 @@ class ShellDriver:
         self.panes = panes
         self.runtime_dir = runtime_dir
         self.state_db = state_db
+        self.digest = state_db_digest(state_db)
         self.waiters = CompletionWaiters(lambda channel: wait_for_argv(tmux, channel))
         self._socket_path: str | None = None
+        self._attempts: dict[int, Attempt] = {}
+        self._piped: dict[str, PaneLog] = {}
+        self._prompts: dict[str, PromptSignature] = {}
+        self._ended_at: dict[str, float] = {}
+        self._bash_ok: dict[int, bool] = {}
 
     @property
     def completions(self) -> queue.Queue[int]:
         return self.waiters.events
-
-    def files(self, command_id: int) -> CommandFiles:
-        return CommandFiles(self.runtime_dir, channel_token(self.state_db, command_id))
 
     def _socket(self) -> str:
         if self._socket_path is None:
             self._socket_path = self.panes.socket_path()
         return self._socket_path
 
+    # the pane ----------------------------------------------------------------------------
+    def pane_log(self, pane_id: str) -> PaneLog:
+        """The pane's log, piped once per pane and orchestrator run (pipe-pane replaces any other)."""
+        log = self._piped.get(pane_id)
+        if log is None:
+            identity = (self.panes.server_identity() or "0 0").split()[0]
+            log = PaneLog(self.runtime_dir / f"pane-{self.digest}-{identity}-{pane_id.lstrip('%')}.log")
+            self.runtime_dir.mkdir(parents=True, exist_ok=True)
+            log.path.touch()
+            self.panes.pipe_pane(pane_id, f"exec cat >> {shlex.quote(str(log.path))}")
+            self._piped[pane_id] = log
+        return log
+
+    def forget_pane(self, pane_id: str) -> None:
+        """The pane (or its whole server) went away: pipe it again when it is seen next."""
+        self._piped.pop(pane_id, None)
+        self._prompts.pop(pane_id, None)
+
+    def _supported(self, info: PaneInfo) -> str | None:
+        """Why the pane's program cannot be driven, or None."""
+        program = procfs.executable_name(info.pid) or info.current_command
+        if program not in SUPPORTED_SHELLS:
+            return f"the pane runs {program}; commands are typed only into bash (≥ 4.4) or zsh"
+        if program == "bash" and not self._bash_recent(info.pid):
+            return "the pane's bash is older than 4.4; commands are typed only into bash ≥ 4.4 or zsh"
+        return None
+
+    def _bash_recent(self, pid: int) -> bool:
+        known = self._bash_ok.get(pid)
+        if known is None:
+            try:
+                out = subprocess.run(
+                    [f"/proc/{pid}/exe", "--version"], capture_output=True, timeout=5, check=False
+                ).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                out = b""
+            found = BASH_VERSION.search(out)
+            known = found is None or (int(found.group(1)), int(found.group(2))) >= (4, 4)
+            self._bash_ok[pid] = known
+        return known
+
+    def probe(self, pane_id: str) -> Readiness:
+        info = self.panes.pane_info(pane_id)
+        if info is None:
+            return Readiness(False, "pane_missing", "the pane is gone")
+        if info.dead:
+            return Readiness(False, "exited", "the pane's program has exited")
+        why = self._supported(info)
+        if why is not None:
+            return Readiness(False, "unsupported", why)
+        foreground = procfs.foreground_group(info.pid)
+        if foreground is not None and foreground != info.pid:
+            return Readiness(
+                False, "unsupported", f"the shell is running {info.current_command}; nothing is typed until its prompt"
+            )
+        if info.in_mode:
+            return Readiness(False, "idle", f"the pane is in {info.mode or 'a tmux mode'}; dispatch waits")
+        if not procfs.waiting_for_key(info.pid):
+            return Readiness(False, "idle", "the shell is busy drawing its prompt")
+        try:
+            line = self.panes.screen_line(pane_id, info.cursor_y)
+        except TmuxUnavailable:
+            return Readiness(False, "pane_missing", "the pane did not answer")
+        left, right = split_at_cursor(line, info.cursor_x)
+        log = self.pane_log(pane_id)
+        size = log.size()
+        ended = self._ended_at.pop(pane_id, None)
+        if ended is not None and not right.strip() and (looks_like_prompt(left) or time.monotonic() - ended < 1.0):
+            self._prompts[pane_id] = PromptSignature(left, size)  # the prompt drawn after our command
+        known = self._prompts.get(pane_id)
+        empty = not right.strip() and (
+            (known is not None and (known.log_size == size or known.text == left)) or looks_like_prompt(left)
+        )
+        if not empty:
+            typed = (left + right).strip()
+            return Readiness(
+                False, "idle", f"the command line holds typed text ({typed[-60:]!r}); dispatch waits until it is empty"
+            )
+        return Readiness(True, "idle", "")
+
+    def shell_idle(self, pane_id: str) -> bool:
+        """The pane's shell owns its terminal again (nothing of ours, or anything else, runs)."""
+        info = self.panes.pane_info(pane_id)
+        if info is None or info.dead:
+            return False
+        return procfs.foreground_group(info.pid) == info.pid
+
+    # one command ---------------------------------------------------------------------------
     def deliver(self, row: CommandRow, pane_id: str) -> None:
-        files = self.files(row.id)
-        line = files.write_scripts(row.command, self._socket())
+        info = self.panes.pane_info(pane_id)
+        log = self.pane_log(pane_id)
+        log.rotate_if_larger(PANE_LOG_LIMIT)
+        files = CommandFiles(self.runtime_dir, channel_token(self.state_db, row.id, row.attempts))
+        erase = 0
+        if info is not None and info.width > 0:
+            erase = (info.cursor_x + display_width(files.typed_line())) // info.width + 1
+        line = files.write_scripts(row.id, row.command, self._socket(), erase)
+        self._attempts[row.id] = Attempt(files, pane_id, log.size())
         self.watch(row.id)
         try:
             self.panes.send_text(pane_id, line)
         except BaseException:
             self.discard(row.id)
             raise
+        files.sent_file.touch()
+
+    def adopt(self, row: CommandRow, pane_id: str) -> bool:
+        """After a restart: take up a command a previous run delivered (its attempt's files).
+        False when its line was certainly never typed (the previous run died before typing)."""
+        files = CommandFiles(self.runtime_dir, channel_token(self.state_db, row.id, row.attempts))
+        if not (files.sent_file.exists() or files.started() or files.exit_file.exists()):
+            files.remove()
+            return False
+        offset = self.pane_log(pane_id).find(files.token) if pane_id else 0
+        self._attempts[row.id] = Attempt(files, pane_id, max(0, offset))
+        return True
+
+    def _files(self, command_id: int) -> CommandFiles | None:
+        attempt = self._attempts.get(command_id)
+        return attempt.files if attempt else None
 
     def watch(self, command_id: int) -> None:
-        self.waiters.watch(command_id, self.files(command_id).channel)
+        files = self._files(command_id)
+        if files is not None:
+            self.waiters.watch(command_id, files.channel)
 
     def watching(self, command_id: int) -> bool:
         return self.waiters.watching(command_id)
 
     def started(self, command_id: int) -> bool:
-        return self.files(command_id).started()
+        files = self._files(command_id)
+        return files is not None and files.started()
 
     def end_record(self, command_id: int) -> ExitRecord | None:
-        return self.files(command_id).read_exit()
+        files = self._files(command_id)
+        return files.read_exit() if files else None
 
     def activity_marker(self, command_id: int) -> int:
-        return self.files(command_id).output_size()
+        attempt = self._attempts.get(command_id)
+        if attempt is None or not attempt.pane_id:
+            return 0
+        return self.pane_log(attempt.pane_id).size()
 
-    def output_tail(self, command_id: int, lines: int, grace_seconds: float) -> str:
-        return self.files(command_id).read_tail(lines, grace_seconds)
+    def output_tail(self, command_id: int, lines: int, grace_seconds: float, until: int | None = None) -> str:
+        attempt = self._attempts.get(command_id)
+        if attempt is None or not attempt.pane_id:
+            return ""
+        log = self.pane_log(attempt.pane_id)
+        return log.output(attempt.files.token, attempt.log_offset, lines, grace_seconds, until)
+
+    def waiting_for_input(self, command_id: int) -> bool:
+        """A foreground process of the pane is blocked reading the terminal (exact, from /proc)."""
+        attempt = self._attempts.get(command_id)
+        if attempt is None or not attempt.pane_id:
+            return False
+        info = self.panes.pane_info(attempt.pane_id)
+        if info is None or info.dead:
+            return False
+        return procfs.waiting_for_terminal_input(info.pid, info.tty) is not None
+
+    def question(self, command_id: int) -> str:
+        """The line the person is asked (words on the screen, for the person only)."""
+        attempt = self._attempts.get(command_id)
+        if attempt is None or not attempt.pane_id:
+            return ""
+        try:
+            lines = [line for line in self.panes.capture(attempt.pane_id, 20) if line.strip()]
+        except TmuxUnavailable:
+            return ""
+        return lines[-1].strip() if lines else ""
+
+    def type_reply(self, pane_id: str, text: str) -> None:
+        self.panes.send_text(pane_id, text)
 
     def interrupt(self, command_id: int, pane_id: str, keys: tuple[str, ...]) -> None:
         self.panes.send_keys(pane_id, *keys)
 
     def discard(self, command_id: int) -> None:
         self.waiters.forget(command_id)
-        self.files(command_id).remove()
+        attempt = self._attempts.pop(command_id, None)
+        if attempt is not None:
+            attempt.files.remove()
+            if attempt.pane_id:
+                self._ended_at[attempt.pane_id] = time.monotonic()
 
     def close(self) -> None:
         self.waiters.close()

@@ -1,12 +1,23 @@
-"""Exact command feedback without scraping the screen.
+"""Exact command feedback without scraping the screen, on the pane's own terminal.
 
-A command is written to a small script that the pane's own shell *sources*, so
-`cd` and `export` keep their effect. A second sourced script, run right after
-the first, writes the exit code and the shell's own start/end clock to a file
+A command is written to a small script that the pane's own shell *sources*, so `cd` and
+`export` keep their effect and the command runs on the pane's terminal exactly as if a person had
+typed it (`isatty()` is true, colours and line buffering behave). A second sourced script, run
+right after the first, writes the exit code and the shell's own start/end clock to a file
 (atomically, via rename) and wakes the orchestrator with `tmux wait-for -S`.
-The command's output is teed to a per-command file, which is both the output
-tail and the activity signal for stall detection. Nothing depends on a marker
-printed to the screen, so a command cannot fake, split or scroll away its result.
+
+Every dispatch attempt has its own token (state DB, command id, attempt), so the files of one
+attempt can never be mistaken for another's, and an exit record is written only when that
+attempt's own start record exists: a typed line that did not start the command as sent (text was
+already on the prompt, the shell dropped it) leaves no result to accept.
+
+The output tail and the activity signal come from tmux: `pipe-pane` copies everything the pane's
+program writes into a per-pane log, and the body brackets the command's output with two invisible
+OSC sequences carrying the token (tmux drops unknown OSC sequences from the screen; the raw log
+keeps them). The markers only delimit the output tail; the result never depends on them.
+
+What the person watching sees: the typed line is erased and replaced by a dim `▶ #12 make test`
+header; bash's history gets the user's command instead of the internal line.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +33,37 @@ from orchestrator.model import ExitRecord
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 TAIL_READ_BYTES = 64 * 1024
+MARK_PREFIX = "\x1b]7701;"
+HEADER_MAX_CHARS = 160
+
+
+def mark(kind: str, token: str) -> bytes:
+    return f"{MARK_PREFIX}{kind};{token}\x07".encode()
+
+
+def display_width(text: str) -> int:
+    """Terminal cells a string takes (wide CJK characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def header_text(command_id: int, command: str) -> str:
+    first = " ".join(command.strip().splitlines()[0].split()) if command.strip() else ""
+    more = " …" if len(command.strip().splitlines()) > 1 or len(first) > HEADER_MAX_CHARS else ""
+    clean = "".join(ch for ch in first[:HEADER_MAX_CHARS] if ch.isprintable())
+    return f"▶ #{command_id} {clean}{more}"
+
+
+HEADER_LINE = re.compile(r"^▶ #\d+ ")
+
+
+def is_header_line(line: str) -> bool:
+    """A `▶ #12 make test` line the driver printed in place of the typed line."""
+    return HEADER_LINE.match(line) is not None
 
 
 @dataclass(frozen=True)
 class CommandFiles:
-    """The files of one dispatched command in the runtime directory."""
+    """The files of one dispatch attempt in the runtime directory."""
 
     run_dir: Path
     token: str
@@ -35,11 +73,11 @@ class CommandFiles:
 
     @property
     def body(self) -> Path:
-        return self._path("cmd", ".sh")
+        return self._path("c", ".sh")
 
     @property
     def epilogue(self) -> Path:
-        return self._path("post", ".sh")
+        return self._path("p", ".sh")
 
     @property
     def exit_file(self) -> Path:
@@ -50,55 +88,76 @@ class CommandFiles:
         return self._path("start")
 
     @property
-    def output(self) -> Path:
-        return self._path("out")
-
-    @property
-    def tee_done(self) -> Path:
-        return self._path("teedone")
+    def sent_file(self) -> Path:
+        """Written right after the line was typed: without it, a restart knows it never was."""
+        return self._path("sent")
 
     @property
     def channel(self) -> str:
         return f"tmuxagent-{self.token}"
 
     def all(self) -> list[Path]:
-        return [
-            self.body,
-            self.epilogue,
-            self.exit_file,
-            self.start_file,
-            self.output,
-            self.tee_done,
-            self._path("rc", ".tmp"),
-        ]
+        return [self.body, self.epilogue, self.exit_file, self.start_file, self.sent_file, self._path("rc", ".tmp")]
 
-    def write_scripts(self, command: str, tmux_socket: str) -> str:
+    def typed_line(self) -> str:
+        q = shlex.quote
+        return f" . {q(str(self.body))}; . {q(str(self.epilogue))}"
+
+    def write_scripts(self, command_id: int, command: str, tmux_socket: str, erase_rows: int) -> str:
         """Write both scripts and return the one short line to type into the pane."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         q = shlex.quote
         now = "${EPOCHREALTIME:-$(date +%s.%N)}"
+        token = self.token
+        header = header_text(command_id, command)
+        erase = f"\\033[{erase_rows}A\\r\\033[{erase_rows}M" if erase_rows > 0 else "\\r"
         body = (
+            "__ta_e=${-//[^e]/}; set +e\n"
+            '[ -n "${ZSH_VERSION:-}" ] && zmodload zsh/datetime 2>/dev/null\n'
+            # history: the user's command, never the internal line (bash); zsh skips our lines from
+            # the second dispatch on (its hook cannot see the first).
+            'if [ -n "${BASH_VERSION:-}" ] && shopt -oq history; then\n'
+            "  __ta_h=$(HISTTIMEFORMAT= builtin history 1 2>/dev/null)\n"
+            f'  case "$__ta_h" in *{q(token)}*) __ta_h=${{__ta_h#"${{__ta_h%%[! ]*}}"}};'
+            ' builtin history -d "${__ta_h%% *}" 2>/dev/null;; esac\n'
+            f"  builtin history -s -- {q(command)}\n"
+            'elif [ -n "${ZSH_VERSION:-}" ]; then\n'
+            f'  __ta_skip() {{ [[ "$1" != *{q(str(self.run_dir))}* ]]; }}\n'
+            "  autoload -Uz add-zsh-hook 2>/dev/null && add-zsh-hook zshaddhistory __ta_skip 2>/dev/null\n"
+            f"  print -s -- {q(command)}\n"
+            "fi\n"
+            f"printf '{erase}\\033[2m%s\\033[0m\\n' {q(header)}\n"
+            f"printf '\\033]7701;s;%s\\007' {q(token)}\n"
             f"__ta_t0={now}\n"
             f"printf '%s\\n' \"$__ta_t0\" > {q(str(self.start_file))}\n"
             "{\n"
             f"{command}\n"
-            f"}} > >(tee -a {q(str(self.output))}; : > {q(str(self.tee_done))}) 2>&1\n"
+            "}\n"
         )
         tmp = q(str(self._path("rc", ".tmp")))
         epilogue = (
             "__ta_rc=$?\n"
-            f"__ta_t1={now}\n"
-            f'printf \'%s %s %s\\n\' "$__ta_rc" "${{__ta_t0:-$__ta_t1}}" "$__ta_t1" > {tmp}'
+            f"printf '\\033]7701;e;%s\\007' {q(token)}\n"
+            f"if [ -e {q(str(self.start_file))} ]; then\n"
+            f"  __ta_t1={now}\n"
+            f'  printf \'%s %s %s\\n\' "$__ta_rc" "${{__ta_t0:-$__ta_t1}}" "$__ta_t1" > {tmp}'
             f" && mv -f {tmp} {q(str(self.exit_file))}\n"
+            "fi\n"
             f"tmux -S {q(tmux_socket)} wait-for -S {q(self.channel)} 2>/dev/null\n"
-            "unset __ta_t0 __ta_t1\n"
+            "unset __ta_t0 __ta_t1 __ta_h\n"
+            # Under `set -e` from the user's rc a non-zero status here would end the shell: the
+            # exact code is in the exit record, the prompt's $? shows 0.
+            'if [ -n "${__ta_e:-}" ]; then unset __ta_e; set -e; return 0; fi\n'
             'return "$__ta_rc" 2>/dev/null\n'
         )
         self.body.write_text(body, encoding="utf-8")
         self.epilogue.write_text(epilogue, encoding="utf-8")
-        return f" . {q(str(self.body))}; . {q(str(self.epilogue))}"
+        return self.typed_line()
 
     def read_exit(self) -> ExitRecord | None:
+        """The attempt's exit record — only ever written after its own start record."""
+        if not self.start_file.exists():
+            return None
         try:
             parts = self.exit_file.read_text(encoding="utf-8").split()
             return ExitRecord(int(parts[0]), float(parts[1]), float(parts[2]))
@@ -108,30 +167,68 @@ class CommandFiles:
     def started(self) -> bool:
         return self.start_file.exists()
 
-    def output_size(self) -> int:
-        try:
-            return self.output.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def read_tail(self, lines: int, tee_grace_seconds: float = 0.5) -> str:
-        """The last lines of output, once the tee has flushed (bounded wait)."""
-        deadline = time.monotonic() + tee_grace_seconds
-        while not self.tee_done.exists() and time.monotonic() < deadline:
-            time.sleep(0.002)
-        try:
-            with self.output.open("rb") as fh:
-                fh.seek(0, 2)
-                size = fh.tell()
-                fh.seek(max(0, size - TAIL_READ_BYTES))
-                data = fh.read()
-        except FileNotFoundError:
-            return ""
-        return clean_tail(data.decode("utf-8", errors="replace"), lines)
-
     def remove(self) -> None:
         for path in self.all():
             path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PaneLog:
+    """Everything a pane's program wrote, as `tmux pipe-pane` copies it."""
+
+    path: Path
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def output(self, token: str, since: int, lines: int, grace_seconds: float, until: int | None = None) -> str:
+        """The command's output between its start and end marks (waiting, bounded, for the end
+        mark to arrive through tmux); before the end, everything since the start mark. Reads at
+        most two windows of the log, however much the command printed."""
+        start_mark, end_mark = mark("s", token), mark("e", token)
+        deadline = time.monotonic() + grace_seconds
+        while True:
+            head = self._read(since, TAIL_READ_BYTES)
+            found = head.find(start_mark)
+            if found < 0:
+                if time.monotonic() >= deadline:
+                    return ""
+                time.sleep(0.005)
+                continue
+            start = since + found + len(start_mark)
+            stop = self.size() if until is None else max(start, until)
+            window = max(start, stop - 4 * TAIL_READ_BYTES)
+            data = self._read(window, stop - window)
+            end = data.find(end_mark)
+            if end >= 0 or until is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        body = data[: end if end >= 0 else len(data)]
+        return clean_tail(body[-TAIL_READ_BYTES:].decode("utf-8", errors="replace"), lines)
+
+    def _read(self, offset: int, length: int | None) -> bytes:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read() if length is None else fh.read(length)
+        except FileNotFoundError:
+            return b""
+
+    def find(self, token: str) -> int:
+        """Where the token's start mark is in the log, or -1 (for a command adopted after a restart)."""
+        try:
+            return self.path.read_bytes().find(mark("s", token))
+        except FileNotFoundError:
+            return -1
+
+    def rotate_if_larger(self, limit: int) -> None:
+        """Empty the log between commands (pipe-pane's `cat >>` appends at the new end)."""
+        if self.size() > limit:
+            with self.path.open("r+b") as fh:
+                fh.truncate(0)
 
 
 def clean_tail(text: str, lines: int) -> str:
@@ -145,4 +242,6 @@ def clean_tail(text: str, lines: int) -> str:
         out.append(line)
     while out and not out[-1].strip():
         out.pop()
+    while out and not out[0].strip():
+        out.pop(0)
     return "\n".join(out[-lines:])

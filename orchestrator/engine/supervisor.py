@@ -1,12 +1,17 @@
 """The supervisor loop: take each session's next queued command, deliver it through the
 session's driver, and record its exact result when the driver's channel reports it.
 
-One command at a time per pane, FIFO per session. The loop wakes on completion signals and
-otherwise checks the queue every poll interval. Everything that happens is published as a typed
-event (`orchestrator.events`); the audit trail, metrics, guards and decision assist subscribe.
-The engine asks three kinds of questions and acts on the answers itself: gates (may this session
-dispatch now?), the stall policy's verdict (wait, interrupt, retry, give up) and the
-background's busy flag (for `--once`). It imports no guard, assist or adapter module.
+One command at a time per pane, FIFO per session, and only into a pane the driver says is ready
+(its shell at an empty prompt). The loop wakes on completion signals and otherwise checks every
+poll interval. Everything that happens is published as a typed event (`orchestrator.events`);
+the audit trail, metrics, guards and decision assist subscribe. The engine asks questions and
+acts on the answers itself: gates (may this session dispatch now?), the stall policy's verdict
+(wait, interrupt, retry, give up), the driver's readiness and input probes, and the background's
+busy flag (for `--once`). It imports no guard, assist, driver or adapter module.
+
+Sessions are independent: a missing pane makes that session `pane_missing` while the others
+run, and it is found again when the pane appears (a restarted tmux server included: its pane ids
+are not trusted, the targets are looked up again).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from collections.abc import Sequence
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
 from orchestrator.config import OrchestratorSettings, SessionConfig
-from orchestrator.errors import TmuxUnavailable
+from orchestrator.engine.watch import RunningWatch
+from orchestrator.errors import PaneNotFound, TmuxUnavailable
 from orchestrator.events import (
     CommandDispatched,
     CommandFinished,
@@ -30,21 +36,16 @@ from orchestrator.events import (
     OrchestratorStarted,
     OrchestratorStopped,
     SessionAttached,
-    StallDetected,
-    StallGaveUp,
-    StallInterrupted,
-    StallRetried,
+    SessionStateChanged,
 )
-from orchestrator.model import CommandResult, ExitRecord, ResultStatus, Running, SessionState, StallVerdict
+from orchestrator.model import CommandResult, Running, SessionState, SessionStateName
 from orchestrator.ports import Background, Driver, Gate, PaneIO, PaneLocator, StallPolicy, Ticker
-from orchestrator.redact import redact
 from orchestrator.state.store import StateStore
 
 log = logging.getLogger("orchestrator")
 
 LIVENESS_CHECK_SECONDS = 1.0
 HEARTBEAT_WRITE_SECONDS = 2.0
-NEVER_STARTED_GRACE_SECONDS = 2.0
 
 
 class Supervisor:
@@ -71,50 +72,67 @@ class Supervisor:
         self.panes = panes
         self.locator = locator
         self.bus = bus
-        self.stall = stall
         self.gates = tuple(gates)
         self.tickers = tuple(tickers)
         self.background = tuple(background)
         self.clock = clock or SystemClock()
         self.dry_run = dry_run
         self.sessions = {s.name: SessionState(s) for s in sessions}
+        self.watch = RunningWatch(self, stall)
         self.stop_event = threading.Event()
         self._last_liveness = float("-inf")
         self._last_heartbeat_write = float("-inf")
+        self._next_probe: dict[str, float] = {}
         self._dry_run_seen: set[int] = set()
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
-        """Find every session's pane, then resume whatever the DB says was running.
+        """Find the sessions' panes, then resume whatever the DB says was running.
 
-        A pane that does not exist is a user error (PaneNotFound, exit 2) raised before the
-        loop starts.
+        A session whose pane is missing is `pane_missing` and the others run; when no session's
+        pane exists at all the configuration names the wrong server or targets: PaneNotFound
+        (one line, exit 2) before the loop starts.
         """
+        missing: list[PaneNotFound] = []
         for name, state in self.sessions.items():
-            self.panes.resolve(state.config.target)  # PaneNotFound here is the user's error, exit 2
-            pane_id = self.locator.pane_id(name) or ""
             self.store.ensure_session(name, state.config.target)
+            try:
+                self.panes.resolve(state.config.target)
+            except PaneNotFound as exc:
+                missing.append(exc)
+                self.set_state(state, "pane_missing", exc.detail)
+                continue
+            pane_id = self.locator.pane_id(name) or ""
             self.bus.publish(SessionAttached(name, pane_id))
+            self.bus.publish(SessionStateChanged(name, state.state, state.state, "attached"))
             log.info("session %s → pane %s", name, pane_id)
+        if missing and len(missing) == len(self.sessions):
+            raise missing[0]
         self.bus.publish(OrchestratorStarted(len(self.sessions), self.dry_run))
         self._recover()
 
     def _recover(self) -> None:
+        """A command that started is waited on; one that was typed but never started is waited on
+        too — its line may still sit in the shell's input — and never typed again; one that was
+        never typed goes back to the queue."""
         for row in self.store.running():
             state = self.sessions.get(row.session)
             if state is None:
                 continue
-            if self.driver.end_record(row.id) is not None or self.driver.started(row.id):
-                mono = self.clock.monotonic()
-                pane_id = self.locator.pane_id(row.session) or ""
-                state.running = Running(row, pane_id, mono, self.driver.activity_marker(row.id), mono)
-                self.driver.watch(row.id)
-                self.bus.publish(CommandRecovered(row.session, row, "resumed waiting for result"))
-                self._complete_if_ended(state)
-            else:
+            pane_id = self.locator.pane_id(row.session) or ""
+            if not self.driver.adopt(row, pane_id):
                 self.store.revert_to_queued(row.id)
-                self.driver.discard(row.id)
-                self.bus.publish(CommandRecovered(row.session, row, "never started; re-queued"))
+                self.bus.publish(CommandRecovered(row.session, row, "never typed; re-queued"))
+                continue
+            started = self.driver.started(row.id) or self.driver.end_record(row.id) is not None
+            mono = self.clock.monotonic()
+            state.running = Running(row, pane_id, mono, self.driver.activity_marker(row.id), mono)
+            self.driver.watch(row.id)
+            self.watch.first_sent.setdefault(row.id, mono)
+            detail = "resumed waiting for result" if started else "typed before a restart; waiting, not re-typed"
+            self.bus.publish(CommandRecovered(row.session, row, detail))
+            self.set_state(state, "working")
+            self.watch.complete_if_ended(state)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -141,7 +159,7 @@ class Supervisor:
     def _on_signal(self, command_id: int) -> None:
         for state in self.sessions.values():
             if state.running and state.running.row.id == command_id:
-                self._complete_if_ended(state)
+                self.watch.complete_if_ended(state)
 
     def _drain_signals(self) -> None:
         while True:
@@ -157,22 +175,58 @@ class Supervisor:
         check_liveness = mono - self._last_liveness >= LIVENESS_CHECK_SECONDS
         if check_liveness:
             self._last_liveness = mono
+            if self.locator.refresh():
+                self._server_changed()
         for state in self.sessions.values():
             if state.running:
-                self._check_running(state, check_liveness)
+                self.watch.check(state, check_liveness)
         for ticker in self.tickers:
             ticker.tick()
         for state in self.sessions.values():
-            name = state.config.name
-            if state.running is None and self.may_dispatch(name) and self.store.next_queued(name):
-                self._dispatch_next(state)
-                self._drain_signals()  # a result never waits behind a round of sends
+            if state.running is None:
+                self._consider(state, mono)
         depths = {n: d for n, d in self.store.queue_depths().items() if n in self.sessions}
         self.bus.publish(HeartbeatTick(now, depths))
         if now - self._last_heartbeat_write >= HEARTBEAT_WRITE_SECONDS:
             self._last_heartbeat_write = now
             for name in self.sessions:
                 self.store.update_metadata(name, {"orchestrator_heartbeat": iso_utc(now)})
+
+    def _server_changed(self) -> None:
+        log.warning("the tmux server was restarted: looking every session's pane up again")
+        for state in self.sessions.values():
+            if state.running and state.running.pane_id:
+                self.driver.forget_pane(state.running.pane_id)
+        for name in self.sessions:
+            pane = self.locator.pane_id(name)
+            if pane:
+                self.driver.forget_pane(pane)
+
+    def _consider(self, state: SessionState, mono: float) -> None:
+        """An idle session: dispatch its next command if every gate and the pane agree; otherwise
+        keep its state current (probing a quiet pane only every `idle_probe_seconds`)."""
+        name = state.config.name
+        closed = next((g for g in self.gates if not g.may_dispatch(name)), None)
+        if closed is not None:
+            self.set_state(state, closed.closed_state)
+            return
+        queued = self.store.next_queued(name) is not None
+        if not queued and mono < self._next_probe.get(name, float("-inf")):
+            return
+        self._next_probe[name] = mono + self.settings.idle_probe_seconds
+        if queued and self.dry_run:
+            self._dispatch_next(state, "")
+            return
+        pane_id = self._pane_for(state, report=queued)
+        if pane_id is None:
+            return
+        readiness = self.driver.probe(pane_id)
+        if readiness.state == "pane_missing":
+            self.locator.forget(name)
+            self.driver.forget_pane(pane_id)
+        self.set_state(state, readiness.state, readiness.detail)
+        if readiness.ready and queued:
+            self._dispatch_next(state, pane_id)
 
     def may_dispatch(self, session: str) -> bool:
         """Every gate agrees (a stall's cooldown, a failure streak's block). Gates only read."""
@@ -186,10 +240,26 @@ class Supervisor:
             return True
         if any(b.busy() for b in self.background):
             return False
-        return not any(self.may_dispatch(name) and self.store.next_queued(name) for name in self.sessions)
+        return not any(
+            self.may_dispatch(name)
+            and s.state not in ("pane_missing", "unsupported", "exited")
+            and self.store.next_queued(name)
+            for name, s in self.sessions.items()
+        )
+
+    def set_state(self, state: SessionState, new: SessionStateName, detail: str = "") -> None:
+        if (state.state, state.state_detail) == (new, detail):
+            return
+        previous = state.state
+        state.state, state.state_detail = new, detail
+        if previous == "pane_missing" and new != "pane_missing":
+            pane = self.locator.pane_id(state.config.name)
+            if pane:
+                self.bus.publish(SessionAttached(state.config.name, pane))
+        self.bus.publish(SessionStateChanged(state.config.name, new, previous, detail))
 
     # dispatch ----------------------------------------------------------------
-    def _dispatch_next(self, state: SessionState) -> None:
+    def _dispatch_next(self, state: SessionState, pane_id: str) -> None:
         name = state.config.name
         row = self.store.next_queued(name)
         if row is None:
@@ -199,45 +269,32 @@ class Supervisor:
                 self._dry_run_seen.add(row.id)
                 self.bus.publish(DryRunDispatch(name, row))
             return
-        pane_id = self._pane_for(state)
-        if pane_id is None:
-            return
         if not self.store.mark_running(row.id, iso_utc(self.clock.now())):
             return
         row = self.store.command(row.id) or row
-        sent = self._deliver(state, row.id, pane_id)
-        if sent is None:
+        try:
+            self.driver.deliver(row, pane_id)
+        except TmuxUnavailable as exc:
             self.store.revert_to_queued(row.id)
+            self.locator.forget(name)
+            self.driver.forget_pane(pane_id)
+            self._dispatch_failed(state, "tmux_unavailable", str(exc))
             return
         state.dispatch_error = None
         mono = self.clock.monotonic()
-        state.running = Running(row, sent, mono, 0, mono)
+        state.running = Running(row, pane_id, mono, self.driver.activity_marker(row.id), mono)
+        self.watch.first_sent.setdefault(row.id, mono)
         depth = max(0, self.store.queue_depths().get(name, 1))
         self.bus.publish(CommandDispatched(name, row, depth))
+        self.set_state(state, "working")
 
-    def _deliver(self, state: SessionState, command_id: int, pane_id: str) -> str | None:
-        """Deliver; if the cached pane is gone, look the target up once more."""
-        row = self.store.command(command_id)
-        assert row is not None
-        try:
-            self.driver.deliver(row, pane_id)
-            return pane_id
-        except TmuxUnavailable:
-            self.locator.forget(state.config.name)
-        fresh = self._pane_for(state)
-        if fresh is None:
-            return None
-        try:
-            self.driver.deliver(row, fresh)
-            return fresh
-        except TmuxUnavailable as exc:
-            self._dispatch_failed(state, "tmux_unavailable", str(exc))
-            return None
-
-    def _pane_for(self, state: SessionState) -> str | None:
+    def _pane_for(self, state: SessionState, report: bool) -> str | None:
         pane_id = self.locator.pane_id(state.config.name)
         if pane_id is None:
-            self._dispatch_failed(state, "pane_not_found", f"no tmux pane for target '{state.config.target}'")
+            detail = f"no tmux pane for target '{state.config.target}'"
+            self.set_state(state, "pane_missing", detail)
+            if report:
+                self._dispatch_failed(state, "pane_not_found", detail)
         return pane_id
 
     def _dispatch_failed(self, state: SessionState, reason: str, detail: str) -> None:
@@ -248,119 +305,7 @@ class Supervisor:
             log.warning("dispatch to %s failed (%s): %s; command stays queued", state.config.name, reason, detail)
         self.bus.publish(DispatchFailed(state.config.name, reason, detail, first))
 
-    # watching a running command ----------------------------------------------
-    def _check_running(self, state: SessionState, check_liveness: bool) -> None:
-        running = state.running
-        assert running is not None
-        command_id = running.row.id
-        marker = self.driver.activity_marker(command_id)
-        if marker != running.last_activity_marker:
-            running.last_activity_marker = marker
-            running.last_activity = self.clock.monotonic()
-        if self._complete_if_ended(state):
-            return
-        if self.stall is not None:
-            self._carry_out(state, self.stall.verdict(running, self.clock.monotonic()))
-        if state.running is None or not check_liveness:
-            return
-        if not self.driver.watching(command_id) and self.driver.end_record(command_id) is None:
-            self.driver.watch(command_id)
-        never_started = not self.driver.started(command_id)
-        if never_started and self.clock.monotonic() - running.sent_at <= NEVER_STARTED_GRACE_SECONDS:
-            return
-        if not running.pane_id or not self.panes.pane_alive(running.pane_id):
-            why = "pane closed before the command started" if never_started else "pane closed or tmux server gone"
-            self._finish_without_exit(state, why)
-
-    def _carry_out(self, state: SessionState, verdict: StallVerdict) -> None:
-        running = state.running
-        assert running is not None
-        name, row = state.config.name, running.row
-        if verdict.action == "interrupt":
-            running.stalled_for = self.clock.monotonic() - running.sent_at
-            self.bus.publish(StallDetected(name, row, verdict.idle_s, self.output_tail(running.row.id)))
-            keys = state.config.interrupt_keys
-            try:
-                self.driver.interrupt(row.id, running.pane_id, keys)
-            except TmuxUnavailable as exc:
-                log.warning("could not interrupt %s: %s", name, exc)
-            running.interrupt_sent_at = self.clock.monotonic()
-            self.bus.publish(StallInterrupted(name, row, keys))
-        elif verdict.action in ("retry", "give_up"):
-            self._end_stalled(state, None, retry=verdict.action == "retry")
-
-    def _end_stalled(self, state: SessionState, record: ExitRecord | None, *, retry: bool) -> None:
-        """The interrupted command is over: queue it again, or give up (the guard alerts)."""
-        running = state.running
-        assert running is not None
-        name, row = state.config.name, running.row
-        if retry:
-            self.release(state)
-            self.store.revert_to_queued(row.id)
-            self.bus.publish(StallRetried(name, row, row.attempts, self.settings.stall_retries_before_notify))
-            return
-        now = self.clock.now()
-        tail = self.output_tail(row.id)
-        waited = running.stalled_for
-        result = CommandResult(
-            exit_code=record.exit_code if record else None,
-            status="stalled",
-            started_at=iso_utc(record.started) if record else (row.started_at or iso_utc(now)),
-            finished_at=iso_utc(record.finished if record else now),
-            duration_s=round(record.finished - record.started if record else waited, 6),
-            output_tail=tail,
-        )
-        self.record(state, result, detail=f"stalled after {row.attempts} attempt(s)")
-        self.bus.publish(StallGaveUp(name, row, row.attempts, waited, tail))
-
-    # completion ----------------------------------------------------------------
-    def _complete_if_ended(self, state: SessionState) -> bool:
-        running = state.running
-        if running is None:
-            return False
-        record = self.driver.end_record(running.row.id)
-        if record is None:
-            return False
-        if running.interrupt_sent_at is not None:
-            assert self.stall is not None  # only the stall policy interrupts
-            self._end_stalled(state, record, retry=self.stall.after_interrupt(running).action == "retry")
-            return True
-        status: ResultStatus = "succeeded" if record.exit_code == 0 else "failed"
-        result = CommandResult(
-            exit_code=record.exit_code,
-            status=status,
-            started_at=iso_utc(record.started),
-            finished_at=iso_utc(record.finished),
-            duration_s=round(max(0.0, record.finished - record.started), 6),
-            output_tail=self.output_tail(running.row.id),
-        )
-        self.record(state, result, latency=max(0.0, self.clock.now() - record.finished))
-        return True
-
-    def _finish_without_exit(self, state: SessionState, why: str) -> None:
-        running = state.running
-        assert running is not None
-        now = self.clock.now()
-        result = CommandResult(
-            exit_code=None,
-            status="cancelled",
-            started_at=running.row.started_at or iso_utc(now),
-            finished_at=iso_utc(now),
-            duration_s=round(max(0.0, self.clock.monotonic() - running.sent_at), 6),
-            output_tail=self.output_tail(running.row.id, grace_seconds=0),
-        )
-        log.warning("command %s in %s ended cancelled: %s", running.row.id, state.config.name, why)
-        self.record(state, result, detail=why)
-
-    def output_tail(self, command_id: int, grace_seconds: float = 0.5) -> str:
-        return redact(self.driver.output_tail(command_id, self.settings.output_tail_lines, grace_seconds))
-
-    def release(self, state: SessionState) -> None:
-        """Stop tracking the running command without recording a result."""
-        if state.running is not None:
-            self.driver.discard(state.running.row.id)
-        state.running = None
-
+    # results -------------------------------------------------------------------
     def record(
         self, state: SessionState, result: CommandResult, detail: str | None = None, latency: float | None = None
     ) -> None:
@@ -370,5 +315,14 @@ class Supervisor:
         first = self.store.finish(running.row.id, result)
         state.running = None
         self.driver.discard(running.row.id)
+        self.watch.first_sent.pop(running.row.id, None)
         if first:
             self.bus.publish(CommandFinished(state.config.name, running.row, result, detail, latency))
+        self.set_state(state, "idle")
+        self._next_probe.pop(state.config.name, None)
+
+    def release(self, state: SessionState) -> None:
+        """Stop tracking the running command without recording a result."""
+        if state.running is not None:
+            self.driver.discard(state.running.row.id)
+        state.running = None

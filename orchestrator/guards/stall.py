@@ -3,7 +3,8 @@
 A running command whose output has not grown for `stall_timeout_seconds` is stalled (a command
 that keeps printing, a progress bar or a build log, is not). The guard's verdict is `interrupt`;
 the engine sends the session's interrupt keys. After the interrupt, the command is queued again
-(`retry`) up to `stall_retries_before_notify` times; then it ends `stalled` (`give_up`), the guard
+(`retry`) up to `stall_retries_before_notify` times — only when the session is marked
+`retry_safe: true`, since a command is not always safe to run twice; then it ends `stalled` (`give_up`), the guard
 sends "命令卡顿" and the session cools down for `cooldown_seconds`.
 
 Why the guard decides after a grace: an interactive shell that sees its foreground job die of
@@ -18,11 +19,12 @@ of a cooldown is noticed and recorded by `tick()`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from orchestrator.clock import Clock, iso_utc, parse_iso_utc
-from orchestrator.config import OrchestratorSettings
+from orchestrator.config import OrchestratorSettings, SessionConfig
 from orchestrator.events import EventBus, SessionAttached, StallDetected, StallGaveUp
-from orchestrator.model import Running, StallVerdict
+from orchestrator.model import Running, SessionStateName, StallVerdict
 from orchestrator.notify.notifier import alert_markdown
 from orchestrator.ports import Notify
 from orchestrator.state.audit import AuditLog
@@ -36,10 +38,20 @@ WAIT = StallVerdict("wait")
 
 
 class StallGuard:
+    closed_state: SessionStateName = "cooldown"
+
     def __init__(
-        self, settings: OrchestratorSettings, *, store: StateStore, audit: AuditLog, notify: Notify, clock: Clock
+        self,
+        settings: OrchestratorSettings,
+        *,
+        store: StateStore,
+        audit: AuditLog,
+        notify: Notify,
+        clock: Clock,
+        sessions: Sequence[SessionConfig] = (),
     ) -> None:
         self.settings = settings
+        self.retry_safe = {s.name: s.retry_safe for s in sessions}
         self.store = store
         self.audit = audit
         self.notify = notify
@@ -63,6 +75,9 @@ class StallGuard:
         return StallVerdict("interrupt", idle_s=idle)
 
     def after_interrupt(self, running: Running) -> StallVerdict:
+        """Retry only what is safe to repeat (the session says `retry_safe: true`)."""
+        if not self.retry_safe.get(running.row.session, False):
+            return StallVerdict("give_up")
         if running.row.attempts <= self.settings.stall_retries_before_notify:
             return StallVerdict("retry")
         return StallVerdict("give_up")

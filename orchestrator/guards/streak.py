@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.events import CommandFinished, EventBus
+from orchestrator.model import SessionStateName
 from orchestrator.notify.notifier import alert_markdown
 from orchestrator.ports import Notify
 from orchestrator.state.audit import AuditLog
@@ -31,6 +32,8 @@ def streak_value(value: object) -> int:
 
 
 class FailureStreak:
+    closed_state: SessionStateName = "blocked"
+
     def __init__(
         self,
         sessions: list[str],

@@ -14,13 +14,20 @@ from orchestrator.events import (
     DispatchFailed,
     DryRunDispatch,
     EventBus,
+    InputRequested,
     OrchestratorStarted,
     OrchestratorStopped,
+    ReplySent,
+    SessionStateChanged,
     StallDetected,
     StallInterrupted,
     StallRetried,
 )
 from orchestrator.state.audit import AuditLog
+
+# Transitions every command makes; the audit log records the others (pane_missing, unsupported,
+# waiting_input, exited, …) so a reader sees why a session did not run its queue.
+ROUTINE = {"idle", "working"}
 
 
 class AuditTrail:
@@ -38,6 +45,9 @@ class AuditTrail:
         bus.subscribe(StallDetected, self._stall_detected)
         bus.subscribe(StallInterrupted, self._stall_interrupted)
         bus.subscribe(StallRetried, self._stall_retried)
+        bus.subscribe(SessionStateChanged, self._state)
+        bus.subscribe(InputRequested, self._input)
+        bus.subscribe(ReplySent, self._reply)
 
     def _started(self, e: OrchestratorStarted) -> None:
         self.audit.record("orchestrator_started", None, dry_run=e.dry_run, detail=f"{e.sessions} sessions")
@@ -97,4 +107,25 @@ class AuditTrail:
             command_id=e.row.id,
             command=e.row.command,
             detail=f"retry {e.attempt} of {e.retries}",
+        )
+
+    def _state(self, e: SessionStateChanged) -> None:
+        if e.state in ROUTINE and e.previous in ROUTINE:
+            return
+        if e.state == "waiting_input" or (e.previous == "waiting_input" and e.state == "working"):
+            return  # input_requested / reply_sent say it
+        self.audit.record("session_state", e.session, state=e.state, detail=e.detail or f"from {e.previous}")
+
+    def _input(self, e: InputRequested) -> None:
+        self.audit.record(
+            "input_requested", e.session, command_id=e.row.id, command=e.row.command, detail=e.question or "(none)"
+        )
+
+    def _reply(self, e: ReplySent) -> None:
+        self.audit.record(
+            "reply_sent",
+            e.session,
+            command_id=e.row.id if e.row else None,
+            command=e.row.command if e.row else None,
+            detail=("typed into the pane" if e.delivered else f"not delivered: {e.detail}"),
         )

@@ -1,0 +1,123 @@
+"""What the kernel knows about a pane's processes: which one owns the terminal, and whether it is
+blocked reading it.
+
+This is how a question is told from a stall exactly, without reading words on the screen: a
+command that waits for an answer (`read -p`, a `y/N` prompt, Python's `input()`) is a process in
+the terminal's foreground process group sleeping in a `read` of that terminal. A process that
+sleeps or computes is not. Linux only; elsewhere every answer is "unknown" (None / False).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+# Kernel functions a task sleeps in while reading a tty (n_tty_read waits with wait_woken).
+TTY_READ_WCHAN = {"wait_woken", "n_tty_read"}
+# read-family syscall numbers, for /proc/PID/syscall where the kernel lets us read it.
+READ_SYSCALLS = {"x86_64": {0, 17, 19}, "aarch64": {63, 65, 67}}.get(platform.machine(), set())
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    pid: int
+    comm: str
+    state: str
+    pgrp: int
+    tty_nr: int
+    tpgid: int
+
+
+def stat(pid: int, proc: Path = PROC) -> ProcStat | None:
+    try:
+        raw = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # comm is in parentheses and may itself contain spaces or parentheses
+    left, right = raw.index("("), raw.rindex(")")
+    fields = raw[right + 2 :].split()
+    try:
+        return ProcStat(pid, raw[left + 1 : right], fields[0], int(fields[2]), int(fields[4]), int(fields[5]))
+    except (IndexError, ValueError):
+        return None
+
+
+def executable_name(pid: int, proc: Path = PROC) -> str | None:
+    """The basename of the process's program (bash, zsh, python3…), or None when it is gone."""
+    try:
+        return os.path.basename(os.readlink(proc / str(pid) / "exe"))
+    except OSError:
+        found = stat(pid, proc)
+        return found.comm if found else None
+
+
+def foreground_group(shell_pid: int, proc: Path = PROC) -> int | None:
+    """The terminal's foreground process group, as the pane's first process sees it."""
+    found = stat(shell_pid, proc)
+    return found.tpgid if found and found.tpgid > 0 else None
+
+
+def group_members(pgrp: int, tty_nr: int, proc: Path = PROC) -> list[ProcStat]:
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        found = stat(int(entry.name), proc)
+        if found is not None and found.pgrp == pgrp and found.tty_nr == tty_nr:
+            members.append(found)
+    return members
+
+
+def _reads_tty(pid: int, tty: str, proc: Path = PROC) -> bool:
+    base = proc / str(pid)
+    try:
+        wchan = (base / "wchan").read_text().strip()
+    except OSError:
+        return False
+    if wchan not in TTY_READ_WCHAN:
+        return False
+    try:
+        parts = (base / "syscall").read_text().split()
+    except OSError:
+        parts = []  # not ours to inspect (ptrace rules): fall back to the wchan and stdin
+    if len(parts) >= 2 and parts[0].isdigit() and READ_SYSCALLS:
+        if int(parts[0]) not in READ_SYSCALLS:
+            return False
+        fd = str(int(parts[1], 16))
+    else:
+        fd = "0"
+    try:
+        return os.readlink(base / "fd" / fd) == tty
+    except OSError:
+        return False
+
+
+# Where a line editor (readline, zle) sleeps while it waits for the next key.
+KEY_WAIT_WCHAN = {"poll_schedule_timeout", "poll_schedule_timeout.constprop.0", "do_select", "do_sys_poll"}
+
+
+def waiting_for_key(pid: int, proc: Path = PROC) -> bool:
+    """The shell sits in its line editor waiting for a key: its prompt is fully drawn."""
+    found = stat(pid, proc)
+    if found is None or found.state != "S":
+        return False
+    try:
+        wchan = (proc / str(pid) / "wchan").read_text().strip()
+    except OSError:
+        return True  # cannot tell: do not hold dispatch on it
+    return wchan in KEY_WAIT_WCHAN or wchan in TTY_READ_WCHAN or wchan.startswith("poll_schedule_timeout")
+
+
+def waiting_for_terminal_input(shell_pid: int, tty: str, proc: Path = PROC) -> int | None:
+    """The pid of a foreground process blocked reading the pane's terminal, or None."""
+    shell = stat(shell_pid, proc)
+    if shell is None or shell.tpgid <= 0:
+        return None
+    for member in group_members(shell.tpgid, shell.tty_nr, proc):
+        if member.state == "S" and _reads_tty(member.pid, tty, proc):
+            return member.pid
+    return None

@@ -1,0 +1,54 @@
+"""The engine's view of each session, kept in its metadata for `tmux-agent status`, the dashboard
+and `tmux-agent reply`: `state` and `state_detail`, and while a command runs, `running`
+({command_id, command, started_at, output_tail, question?})."""
+
+from __future__ import annotations
+
+from orchestrator.events import CommandFinished, EventBus, InputRequested, RunningProgress, SessionStateChanged
+from orchestrator.state.store import StateStore
+
+
+class SessionStateWriter:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(SessionStateChanged, self._state)
+        bus.subscribe(RunningProgress, self._progress)
+        bus.subscribe(InputRequested, self._input)
+        bus.subscribe(CommandFinished, self._finished)
+
+    def _state(self, e: SessionStateChanged) -> None:
+        changes: dict[str, object] = {"state": e.state, "state_detail": e.detail}
+        if e.state == "working":
+            changes["pending_reply"] = None
+        self.store.update_metadata(e.session, changes)
+
+    def _progress(self, e: RunningProgress) -> None:
+        previous = self.store.metadata(e.session).get("running")
+        question = previous.get("question") if isinstance(previous, dict) else None
+        running: dict[str, object] = {
+            "command_id": e.row.id,
+            "command": e.row.command,
+            "started_at": e.row.started_at,
+            "output_tail": e.output_tail,
+        }
+        if question and isinstance(previous, dict) and previous.get("command_id") == e.row.id:
+            running["question"] = question
+        self.store.update_metadata(e.session, {"running": running})
+
+    def _input(self, e: InputRequested) -> None:
+        self.store.update_metadata(
+            e.session,
+            {
+                "running": {
+                    "command_id": e.row.id,
+                    "command": e.row.command,
+                    "started_at": e.row.started_at,
+                    "question": e.question,
+                }
+            },
+        )
+
+    def _finished(self, e: CommandFinished) -> None:
+        self.store.update_metadata(e.session, {"running": None})
