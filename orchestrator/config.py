@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import jsonschema
 import yaml
@@ -24,6 +24,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+SessionKind = Literal["shell", "agent"]
+AgentProvider = Literal["claude", "codex", "generic"]
 
 DEFAULT_CONFIG_NAME = "agent-config.yaml"
 ORCHESTRATOR_RELATIVE = Path(".tmuxagent") / "orchestrator.toml"
@@ -40,6 +43,10 @@ class SessionConfig:
     interrupt_keys: tuple[str, ...] = ("C-c",)
     blocker_patterns: tuple[str, ...] = ()
     retry_safe: bool = False
+    kind: SessionKind = "shell"
+    provider: AgentProvider | None = None
+    launch: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,12 +336,32 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
                 target=item["target"],
                 workdir=_resolve(base, item.get("workdir", ".")),
                 requirements_doc=item.get("requirements_doc"),
-                interrupt_keys=tuple(item.get("interrupt_keys", ["C-c"])),
+                interrupt_keys=tuple(
+                    item.get("interrupt_keys", ["Escape"] if item.get("kind") == "agent" else ["C-c"])
+                ),
                 blocker_patterns=tuple(item.get("blocker_patterns", [])),
                 retry_safe=bool(item.get("retry_safe", False)),
+                kind=item.get("kind", "shell"),
+                provider=item.get("provider", "claude" if item.get("kind") == "agent" else None),
+                launch=item.get("launch"),
+                env=tuple((str(k), str(v)) for k, v in (item.get("env") or {}).items()),
             )
         )
         _check_patterns({f"sessions[{index}].blocker_patterns": sessions[-1].blocker_patterns}, config_file)
+        if sessions[-1].provider == "generic":
+            raise ConfigError(
+                "provider 'generic' is not supported yet",
+                file=str(config_file),
+                key=f"sessions[{index}].provider",
+                fix="use claude or codex",
+            )
+        if sessions[-1].kind != "agent" and (item.get("provider") or item.get("launch") or item.get("env")):
+            raise ConfigError(
+                "provider, launch and env belong to agent sessions",
+                file=str(config_file),
+                key=f"sessions[{index}].kind",
+                fix="add kind: agent, or remove them",
+            )
     settings = settings_from_mapping(toml_data, orch_file.parent)
     _check_patterns(
         {f"decision.{k}": getattr(settings.decision, k) for k in ("blocker_patterns", "allowlist", "denylist")},

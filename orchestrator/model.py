@@ -7,8 +7,14 @@ vocabulary is one `Literal` here, not strings spread over modules.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired
+else:  # pragma: no cover
+    from typing_extensions import NotRequired
 
 from orchestrator.config import SessionConfig
 
@@ -18,7 +24,6 @@ Status = Literal["queued", "running", "succeeded", "failed", "stalled", "cancell
 ResultStatus = Literal["succeeded", "failed", "stalled", "cancelled"]
 TERMINAL_STATUSES: tuple[ResultStatus, ...] = ("succeeded", "failed", "stalled", "cancelled")
 
-SessionKind = Literal["shell", "agent"]
 
 SessionStateName = Literal[
     "idle",
@@ -61,6 +66,17 @@ class LastCommandResult(TypedDict):
     finished_at: str
     duration_s: float
     output_tail: str
+    reply: NotRequired[str]
+    tools: NotRequired[list[ToolCall]]
+
+
+class ToolCall(TypedDict, total=False):
+    """One tool call of an agent's turn (`command` for shell tools), as the agent recorded it."""
+
+    name: str
+    command: str
+    input: dict[str, Any]
+    decided_by: str
 
 
 @dataclass(frozen=True)
@@ -95,9 +111,11 @@ class CommandResult:
     finished_at: str
     duration_s: float
     output_tail: str
+    reply: str | None = None
+    tools: tuple[ToolCall, ...] | None = None
 
     def as_last_result(self, command_id: int, command: str) -> LastCommandResult:
-        return LastCommandResult(
+        last = LastCommandResult(
             command_id=command_id,
             command=command,
             exit_code=self.exit_code,
@@ -107,15 +125,25 @@ class CommandResult:
             duration_s=self.duration_s,
             output_tail=self.output_tail,
         )
+        if self.reply is not None:
+            last["reply"] = self.reply
+        if self.tools is not None:
+            last["tools"] = list(self.tools)
+        return last
 
 
 @dataclass(frozen=True)
 class ExitRecord:
-    """A unit of work's end as its own channel reports it (for a shell: the shell's exit record)."""
+    """A unit of work's end as its own channel reports it: for a shell the shell's exit record;
+    for an agent's turn its hook or notify event (no exit code; `status` says how it ended, and
+    `reply` and `tools` come from the agent's transcript)."""
 
-    exit_code: int
+    exit_code: int | None
     started: float
     finished: float
+    status: ResultStatus | None = None
+    reply: str | None = None
+    tools: tuple[ToolCall, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 from typing import Protocol
 
+from orchestrator.config import SessionKind
 from orchestrator.model import (
     CommandRow,
     ExitRecord,
@@ -17,7 +18,6 @@ from orchestrator.model import (
     PaneRef,
     Readiness,
     Running,
-    SessionKind,
     SessionStateName,
     StallVerdict,
 )
@@ -38,6 +38,10 @@ class PaneIO(Protocol):
 
     def send_keys(self, pane_id: str, *keys: str) -> None:
         """Named keys such as C-c or Escape; raises TmuxUnavailable."""
+        ...
+
+    def paste_text(self, pane_id: str, text: str, *, enter: bool = True) -> None:
+        """Paste text whole (bracketed paste: multi-line, unicode, quotes), then Enter."""
         ...
 
     def capture(self, pane_id: str, lines: int = 50) -> list[str]: ...

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.clock import ManualClock
-from orchestrator.config import OrchestratorSettings, SessionConfig
+from orchestrator.config import OrchestratorSettings, SessionConfig, SessionKind
 from orchestrator.errors import PaneNotFound, TmuxUnavailable
 from orchestrator.events import Event, EventBus
-from orchestrator.model import CommandRow, ExitRecord, PaneInfo, PaneRef, Readiness, SessionKind
+from orchestrator.model import CommandRow, ExitRecord, PaneInfo, PaneRef, Readiness
 
 
 @dataclass

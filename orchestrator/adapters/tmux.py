@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 
 import libtmux
 
@@ -88,6 +89,15 @@ class TmuxAdapter:
             self._run("send-keys", "-t", pane_id, "-l", "--", text, ";", "send-keys", "-t", pane_id, "Enter")
         else:
             self._run("send-keys", "-t", pane_id, "-l", "--", text)
+
+    def paste_text(self, pane_id: str, text: str, *, enter: bool = True) -> None:
+        """Paste text whole through a private tmux buffer, bracketed (`paste-buffer -p`) so a TUI
+        takes multi-line, unicode and quoted text as one paste; then Enter if asked."""
+        buffer = f"tmuxagent-{uuid.uuid4().hex[:12]}"
+        args = ["set-buffer", "-b", buffer, "--", text, ";", "paste-buffer", "-p", "-d", "-b", buffer, "-t", pane_id]
+        if enter:
+            args += [";", "send-keys", "-t", pane_id, "Enter"]
+        self._run(*args)
 
     def send_keys(self, pane_id: str, *keys: str) -> None:
         """Named keys such as C-c or Escape, not literal text."""

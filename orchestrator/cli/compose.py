@@ -15,13 +15,14 @@ from orchestrator.adapters.panes import PaneDirectory
 from orchestrator.assist.coordinator import Assist
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config
+from orchestrator.drivers.agent import AgentDriver
 from orchestrator.drivers.shell import ShellDriver
 from orchestrator.engine.supervisor import Supervisor
 from orchestrator.events import EventBus
 from orchestrator.guards.attention import AttentionGuard
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
-from orchestrator.ports import Notify, PaneIO
+from orchestrator.ports import Driver, Notify, PaneIO
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.audit_trail import AuditTrail
 from orchestrator.state.session_writer import SessionStateWriter
@@ -83,11 +84,17 @@ def build_orchestrator(
     streak.subscribe(bus)
     assist.subscribe(bus)
     driver = ShellDriver(tmux, config.tmux, config.runtime_dir, config.state_db)
+    agents: dict[str, Driver] = {
+        s.name: AgentDriver(s, tmux, config.tmux, config.runtime_dir, config.state_db, driver.completions)
+        for s in config.sessions
+        if s.kind == "agent"
+    }
     supervisor = Supervisor(
         config.sessions,
         settings,
         store=store,
         driver=driver,
+        drivers=agents,
         panes=tmux,
         locator=panes,
         bus=bus,

@@ -27,12 +27,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import TmuxConfig
+from orchestrator.config import SessionKind, TmuxConfig
 from orchestrator.drivers import procfs
 from orchestrator.drivers.shell_files import CommandFiles, PaneLog, display_width
 from orchestrator.drivers.waiters import CompletionWaiters
 from orchestrator.errors import TmuxUnavailable
-from orchestrator.model import CommandRow, ExitRecord, PaneInfo, Readiness, SessionKind
+from orchestrator.model import CommandRow, ExitRecord, PaneInfo, Readiness
 from orchestrator.ports import PaneIO
 
 SUPPORTED_SHELLS = ("bash", "zsh")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
 from orchestrator.config import OrchestratorSettings, SessionConfig
@@ -56,6 +56,8 @@ class Supervisor:
         *,
         store: StateStore,
         driver: Driver,
+        drivers: Mapping[str, Driver] | None = None,
+        completions: queue.Queue[int] | None = None,
         panes: PaneIO,
         locator: PaneLocator,
         bus: EventBus,
@@ -69,6 +71,8 @@ class Supervisor:
         self.settings = settings
         self.store = store
         self.driver = driver
+        self.drivers = dict(drivers or {})
+        self.completions = completions if completions is not None else driver.completions
         self.panes = panes
         self.locator = locator
         self.bus = bus
@@ -120,14 +124,15 @@ class Supervisor:
             if state is None:
                 continue
             pane_id = self.locator.pane_id(row.session) or ""
-            if not self.driver.adopt(row, pane_id):
+            driver = self.driver_for(row.session)
+            if not driver.adopt(row, pane_id):
                 self.store.revert_to_queued(row.id)
                 self.bus.publish(CommandRecovered(row.session, row, "never typed; re-queued"))
                 continue
-            started = self.driver.started(row.id) or self.driver.end_record(row.id) is not None
+            started = driver.started(row.id) or driver.end_record(row.id) is not None
             mono = self.clock.monotonic()
-            state.running = Running(row, pane_id, mono, self.driver.activity_marker(row.id), mono)
-            self.driver.watch(row.id)
+            state.running = Running(row, pane_id, mono, driver.activity_marker(row.id), mono)
+            driver.watch(row.id)
             self.watch.first_sent.setdefault(row.id, mono)
             detail = "resumed waiting for result" if started else "typed before a restart; waiting, not re-typed"
             self.bus.publish(CommandRecovered(row.session, row, detail))
@@ -138,7 +143,8 @@ class Supervisor:
         self.stop_event.set()
 
     def close(self) -> None:
-        self.driver.close()
+        for driver in {id(d): d for d in (self.driver, *self.drivers.values())}.values():
+            driver.close()
         self.bus.publish(OrchestratorStopped())
 
     def run(self, once: bool = False) -> None:
@@ -151,7 +157,7 @@ class Supervisor:
     # one turn of the loop ----------------------------------------------------
     def _wait_for_signal(self, timeout: float) -> None:
         try:
-            command_id = self.driver.completions.get(timeout=timeout)
+            command_id = self.completions.get(timeout=timeout)
         except queue.Empty:
             return
         self._on_signal(command_id)
@@ -164,7 +170,7 @@ class Supervisor:
     def _drain_signals(self) -> None:
         while True:
             try:
-                self._on_signal(self.driver.completions.get_nowait())
+                self._on_signal(self.completions.get_nowait())
             except queue.Empty:
                 return
 
@@ -196,11 +202,11 @@ class Supervisor:
         log.warning("the tmux server was restarted: looking every session's pane up again")
         for state in self.sessions.values():
             if state.running and state.running.pane_id:
-                self.driver.forget_pane(state.running.pane_id)
+                self.driver_for(state.config.name).forget_pane(state.running.pane_id)
         for name in self.sessions:
             pane = self.locator.pane_id(name)
             if pane:
-                self.driver.forget_pane(pane)
+                self.driver_for(name).forget_pane(pane)
 
     def _consider(self, state: SessionState, mono: float) -> None:
         """An idle session: dispatch its next command if every gate and the pane agree; otherwise
@@ -220,13 +226,18 @@ class Supervisor:
         pane_id = self._pane_for(state, report=queued)
         if pane_id is None:
             return
-        readiness = self.driver.probe(pane_id)
+        driver = self.driver_for(name)
+        readiness = driver.probe(pane_id)
         if readiness.state == "pane_missing":
             self.locator.forget(name)
-            self.driver.forget_pane(pane_id)
+            driver.forget_pane(pane_id)
         self.set_state(state, readiness.state, readiness.detail)
         if readiness.ready and queued:
             self._dispatch_next(state, pane_id)
+
+    def driver_for(self, session: str) -> Driver:
+        """The session's driver: its kind's (an agent session has its own), else the default."""
+        return self.drivers.get(session, self.driver)
 
     def may_dispatch(self, session: str) -> bool:
         """Every gate agrees (a stall's cooldown, a failure streak's block). Gates only read."""
@@ -272,17 +283,18 @@ class Supervisor:
         if not self.store.mark_running(row.id, iso_utc(self.clock.now())):
             return
         row = self.store.command(row.id) or row
+        driver = self.driver_for(name)
         try:
-            self.driver.deliver(row, pane_id)
+            driver.deliver(row, pane_id)
         except TmuxUnavailable as exc:
             self.store.revert_to_queued(row.id)
             self.locator.forget(name)
-            self.driver.forget_pane(pane_id)
+            driver.forget_pane(pane_id)
             self._dispatch_failed(state, "tmux_unavailable", str(exc))
             return
         state.dispatch_error = None
         mono = self.clock.monotonic()
-        state.running = Running(row, pane_id, mono, self.driver.activity_marker(row.id), mono)
+        state.running = Running(row, pane_id, mono, driver.activity_marker(row.id), mono)
         self.watch.first_sent.setdefault(row.id, mono)
         depth = max(0, self.store.queue_depths().get(name, 1))
         self.bus.publish(CommandDispatched(name, row, depth))
@@ -314,7 +326,7 @@ class Supervisor:
         assert running is not None
         first = self.store.finish(running.row.id, result)
         state.running = None
-        self.driver.discard(running.row.id)
+        self.driver_for(state.config.name).discard(running.row.id)
         self.watch.first_sent.pop(running.row.id, None)
         if first:
             self.bus.publish(CommandFinished(state.config.name, running.row, result, detail, latency))
@@ -324,5 +336,5 @@ class Supervisor:
     def release(self, state: SessionState) -> None:
         """Stop tracking the running command without recording a result."""
         if state.running is not None:
-            self.driver.discard(state.running.row.id)
+            self.driver_for(state.config.name).discard(state.running.row.id)
         state.running = None

@@ -43,12 +43,13 @@ class Engine(Protocol):
 
     settings: OrchestratorSettings
     store: StateStore
-    driver: Driver
     panes: PaneIO
     bus: EventBus
     clock: Clock
 
     def set_state(self, state: SessionState, new: SessionStateName, detail: str = "") -> None: ...
+
+    def driver_for(self, session: str) -> Driver: ...
 
     def record(
         self, state: SessionState, result: CommandResult, detail: str | None = None, latency: float | None = None
@@ -63,18 +64,21 @@ class RunningWatch:
         self.stall = stall
         self.first_sent: dict[int, float] = {}
 
+    def _driver(self, state: SessionState) -> Driver:
+        return self.sup.driver_for(state.config.name)
+
     def check(self, state: SessionState, check_liveness: bool) -> None:
         running = state.running
         assert running is not None
         sup, command_id = self.sup, running.row.id
         mono = sup.clock.monotonic()
-        marker = sup.driver.activity_marker(command_id)
+        marker = self._driver(state).activity_marker(command_id)
         if marker != running.last_activity_marker:
             running.last_activity_marker = marker
             running.last_activity = mono
         if self.complete_if_ended(state):
             return
-        started = sup.driver.started(command_id)
+        started = self._driver(state).started(command_id)
         if started and check_liveness and mono - running.last_activity >= INPUT_CHECK_AFTER_SECONDS:
             self._check_input(state)
         elif running.waiting_since is not None and running.last_activity > running.waiting_since:
@@ -93,8 +97,8 @@ class RunningWatch:
         running = state.running
         assert running is not None
         sup, command_id = self.sup, running.row.id
-        if not sup.driver.watching(command_id) and sup.driver.end_record(command_id) is None:
-            sup.driver.watch(command_id)
+        if not self._driver(state).watching(command_id) and self._driver(state).end_record(command_id) is None:
+            self._driver(state).watch(command_id)
         if not running.pane_id or not sup.panes.pane_alive(running.pane_id):
             why = "pane closed before the command started" if not started else "pane closed or tmux server gone"
             self.finish_without_exit(state, why)
@@ -102,7 +106,7 @@ class RunningWatch:
         if (
             not started
             and mono - running.sent_at > NEVER_STARTED_GRACE_SECONDS
-            and sup.driver.shell_idle(running.pane_id)
+            and self._driver(state).shell_idle(running.pane_id)
         ):
             self.finish_without_exit(
                 state, "the typed line did not start the command (the shell is back at its prompt); not typed again"
@@ -110,16 +114,16 @@ class RunningWatch:
             return
         if running.last_activity_marker != running.progress_marker:
             running.progress_marker = running.last_activity_marker
-            sup.bus.publish(RunningProgress(state.config.name, running.row, self.output_tail(command_id, 0)))
+            sup.bus.publish(RunningProgress(state.config.name, running.row, self.output_tail(state, command_id, 0)))
 
     # a person is needed ------------------------------------------------------------------
     def _check_input(self, state: SessionState) -> None:
         running = state.running
         assert running is not None
-        waiting = self.sup.driver.waiting_for_input(running.row.id)
+        waiting = self._driver(state).waiting_for_input(running.row.id)
         if waiting and running.waiting_since is None:
             running.waiting_since = self.sup.clock.monotonic()
-            question = redact(self.sup.driver.question(running.row.id))
+            question = redact(self._driver(state).question(running.row.id))
             self.sup.set_state(state, "waiting_input", question)
             self.sup.bus.publish(InputRequested(state.config.name, running.row, question))
         elif not waiting and running.waiting_since is not None:
@@ -141,7 +145,7 @@ class RunningWatch:
         text = pending["text"]
         self.sup.store.update_metadata(state.config.name, {"pending_reply": None})
         try:
-            self.sup.driver.type_reply(running.pane_id, text)
+            self._driver(state).type_reply(running.pane_id, text)
         except TmuxUnavailable as exc:
             self.sup.bus.publish(ReplySent(state.config.name, running.row, text, False, str(exc)))
             return
@@ -155,11 +159,11 @@ class RunningWatch:
         sup, name, row = self.sup, state.config.name, running.row
         if verdict.action == "interrupt":
             running.stalled_for = sup.clock.monotonic() - running.sent_at
-            running.interrupt_marker = sup.driver.activity_marker(row.id)
-            sup.bus.publish(StallDetected(name, row, verdict.idle_s, self.output_tail(row.id, 0)))
+            running.interrupt_marker = self._driver(state).activity_marker(row.id)
+            sup.bus.publish(StallDetected(name, row, verdict.idle_s, self.output_tail(state, row.id, 0)))
             keys = state.config.interrupt_keys
             try:
-                sup.driver.interrupt(row.id, running.pane_id, keys)
+                self._driver(state).interrupt(row.id, running.pane_id, keys)
             except TmuxUnavailable as exc:
                 log.warning("could not interrupt %s: %s", name, exc)
             running.interrupt_sent_at = sup.clock.monotonic()
@@ -180,7 +184,7 @@ class RunningWatch:
             sup.set_state(state, "idle")
             return
         now = sup.clock.now()
-        tail = self.output_tail(row.id, until=None if record else running.interrupt_marker)
+        tail = self.output_tail(state, row.id, until=None if record else running.interrupt_marker)
         waited = sup.clock.monotonic() - self.first_sent.get(row.id, running.sent_at)
         result = CommandResult(
             exit_code=record.exit_code if record else None,
@@ -199,20 +203,22 @@ class RunningWatch:
         if running is None:
             return False
         sup = self.sup
-        record = sup.driver.end_record(running.row.id)
+        record = self._driver(state).end_record(running.row.id)
         if record is None:
             return False
         if running.interrupt_sent_at is not None and self.stall is not None:
             self._end_stalled(state, record, retry=self.stall.after_interrupt(running).action == "retry")
             return True
-        status: ResultStatus = "succeeded" if record.exit_code == 0 else "failed"
+        status: ResultStatus = record.status or ("succeeded" if record.exit_code == 0 else "failed")
         result = CommandResult(
             exit_code=record.exit_code,
             status=status,
             started_at=iso_utc(record.started),
             finished_at=iso_utc(record.finished),
             duration_s=round(max(0.0, record.finished - record.started), 6),
-            output_tail=self.output_tail(running.row.id),
+            output_tail=self.output_tail(state, running.row.id),
+            reply=redact(record.reply) if record.reply is not None else None,
+            tools=record.tools,
         )
         sup.record(state, result, latency=max(0.0, sup.clock.now() - record.finished))
         return True
@@ -228,11 +234,13 @@ class RunningWatch:
             started_at=running.row.started_at or iso_utc(now),
             finished_at=iso_utc(now),
             duration_s=round(max(0.0, sup.clock.monotonic() - running.sent_at), 6),
-            output_tail=self.output_tail(running.row.id, grace_seconds=0),
+            output_tail=self.output_tail(state, running.row.id, grace_seconds=0),
         )
         log.warning("command %s in %s ended cancelled: %s", running.row.id, state.config.name, why)
         sup.record(state, result, detail=why)
 
-    def output_tail(self, command_id: int, grace_seconds: float = 0.5, until: int | None = None) -> str:
+    def output_tail(
+        self, state: SessionState, command_id: int, grace_seconds: float = 0.5, until: int | None = None
+    ) -> str:
         lines = self.sup.settings.output_tail_lines
-        return redact(self.sup.driver.output_tail(command_id, lines, grace_seconds, until))
+        return redact(self._driver(state).output_tail(command_id, lines, grace_seconds, until))

@@ -82,6 +82,8 @@ class AuditTrail:
             exit_code=r.exit_code,
             duration_s=r.duration_s,
             output_tail=r.output_tail,
+            reply=r.reply,
+            tools=list(r.tools) if r.tools is not None else None,
             detail=e.detail,
         )
 

@@ -1,0 +1,317 @@
+"""The agent driver: a unit of work is a prompt to an AI coding agent's own terminal UI.
+
+One driver per agent session. Feedback is exact and event-driven where the agent offers it: the
+agent is launched (when the pane is at a shell prompt and the session has `launch`) with its
+hooks or `notify` program wired to `orchestrator.cli.agent_hook`, which appends the agent's events
+to this session's events file and signals a tmux channel; one `tmux wait-for` loop per session
+turns each signal into a wake-up of the engine. A turn ends when the provider's end event for
+*this* prompt arrives (Claude Code's `Stop` after the `UserPromptSubmit` of the prompt; codex's
+`agent-turn-complete` whose input is the prompt); its reply and tool calls come from the agent's
+transcript.
+
+Screen patterns are the fallback, and only for states no event reports: whether the agent's
+prompt is drawn and ready to take input (codex drops an Enter that arrives before its footer
+names the model), and whether the pane shows an agent at all (an adopted agent, or something
+else: `unsupported`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import SessionConfig, SessionKind, TmuxConfig
+from orchestrator.drivers import procfs
+from orchestrator.drivers.agent_events import AgentEvent, EventLog
+from orchestrator.drivers.agent_providers import PROVIDERS, Provider
+from orchestrator.drivers.shell_files import PaneLog, clean_tail
+from orchestrator.errors import TmuxUnavailable
+from orchestrator.model import CommandRow, ExitRecord, Readiness
+from orchestrator.ports import PaneIO
+
+SHELLS = ("bash", "zsh", "sh", "dash", "fish")
+LAUNCH_GRACE_SECONDS = 30.0
+PASTE_SEEN_SECONDS = 3.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+@dataclass
+class Turn:
+    command_id: int
+    prompt: str
+    delivered_at: float
+    events_from: int
+    started: AgentEvent | None = None
+    ended: AgentEvent | None = None
+
+
+class SessionSignal:
+    """A `tmux wait-for CHANNEL` loop on its own thread: every signal calls `on_wake`."""
+
+    def __init__(self, argv: list[str], on_wake: queue.Queue[int], current: Callable[[], int | None]) -> None:
+        self.argv = argv
+        self.wake = on_wake
+        self.current = current
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"agent-signal-{argv[-1]}")
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent,
+                )
+                code = self._proc.wait()
+            except OSError:
+                code = 1
+            if self._stop.is_set():
+                return
+            command_id = self.current()
+            if command_id is not None:
+                self.wake.put(command_id)
+            if code != 0:  # no server yet, or it went away: don't spin
+                self._stop.wait(0.5)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+
+
+class AgentDriver:
+    kind: SessionKind = "agent"
+
+    def __init__(
+        self,
+        session: SessionConfig,
+        panes: PaneIO,
+        tmux: TmuxConfig,
+        runtime_dir: Path,
+        state_db: Path,
+        completions: queue.Queue[int],
+    ) -> None:
+        self.session = session
+        self.provider: Provider = PROVIDERS[session.provider or "claude"]()
+        self.panes = panes
+        self.tmux = tmux
+        self.runtime_dir = runtime_dir
+        self._completions = completions
+        slug = hashlib.sha1(f"{state_db}\0{session.name}".encode()).hexdigest()[:12]
+        self.channel = f"tmuxagent-agent-{slug}"
+        self.events = EventLog(runtime_dir / f"agent-{slug}.events.jsonl")
+        self.env = dict(session.env)
+        self.turn: Turn | None = None
+        self._signal: SessionSignal | None = None
+        self._launched_at: float | None = None
+        self._logs: dict[str, PaneLog] = {}
+        self._socket: str | None = None
+
+    @property
+    def completions(self) -> queue.Queue[int]:
+        return self._completions
+
+    # wiring ------------------------------------------------------------------------------------
+    def _socket_path(self) -> str:
+        if self._socket is None:
+            self._socket = self.panes.socket_path()
+        return self._socket
+
+    def hook_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "orchestrator.cli.agent_hook",
+            str(self.events.path),
+            self._socket_path(),
+            self.channel,
+        ]
+
+    def _ensure_signal(self) -> None:
+        if self._signal is None or not self._signal.alive():
+            argv = [shutil.which("tmux") or "tmux", *self.tmux.cli_args(), "wait-for", self.channel]
+            self._signal = SessionSignal(argv, self._completions, lambda: self.turn.command_id if self.turn else None)
+
+    def _launch(self, pane_id: str) -> None:
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        self.events.reset()
+        self._ensure_signal()
+        launch = self.session.launch or self.provider.name
+        line = self.provider.launch_line(launch, self.hook_argv(), self.runtime_dir, self.env)
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        typed = f"cd {shlex.quote(str(self.session.workdir))} && " + (f"env {env} " if env else "") + line
+        self.panes.send_text(pane_id, typed)
+        self._launched_at = time.monotonic()
+
+    # the pane --------------------------------------------------------------------------------------
+    def probe(self, pane_id: str) -> Readiness:
+        info = self.panes.pane_info(pane_id)
+        if info is None:
+            return Readiness(False, "pane_missing", "the pane is gone")
+        if info.dead:
+            return Readiness(False, "exited", "the pane's program has exited")
+        self.events.poll()
+        program = procfs.executable_name(info.pid) or info.current_command
+        at_shell = program in SHELLS and procfs.foreground_group(info.pid) == info.pid
+        launching = self._launched_at is not None and time.monotonic() - self._launched_at < LAUNCH_GRACE_SECONDS
+        if at_shell and not launching:
+            if self.session.launch and program in ("bash", "zsh"):
+                self._launch(pane_id)
+                return Readiness(False, "idle", f"starting {self.provider.name} in the pane")
+            return Readiness(False, "exited", f"{self.provider.name} is not running in the pane (a shell is)")
+        try:
+            screen = self.panes.capture(pane_id, 60)
+        except TmuxUnavailable:
+            return Readiness(False, "pane_missing", "the pane did not answer")
+        if info.in_mode:
+            return Readiness(False, "idle", f"the pane is in {info.mode or 'a tmux mode'}; prompts wait")
+        if self.provider.is_ready(screen):
+            self._ensure_signal()
+            return Readiness(True, "idle")
+        if launching or self.provider.looks_like_agent(screen):
+            return Readiness(False, "idle", f"waiting for {self.provider.name}'s prompt")
+        return Readiness(
+            False, "unsupported", f"the pane runs {info.current_command}, not {self.provider.name}; nothing is typed"
+        )
+
+    def pane_log(self, pane_id: str) -> PaneLog:
+        log = self._logs.get(pane_id)
+        if log is None:
+            log = PaneLog(self.runtime_dir / f"{self.events.path.stem}-{pane_id.lstrip('%')}.pane.log")
+            log.path.parent.mkdir(parents=True, exist_ok=True)
+            log.path.touch()
+            self.panes.pipe_pane(pane_id, f"exec cat >> {shlex.quote(str(log.path))}")
+            self._logs[pane_id] = log
+        return log
+
+    def forget_pane(self, pane_id: str) -> None:
+        self._logs.pop(pane_id, None)
+
+    def shell_idle(self, pane_id: str) -> bool:
+        """The agent is at its prompt and our prompt never started a turn."""
+        if self.turn is None:
+            return True
+        self._poll()
+        if self.turn.started is not None:
+            return False
+        try:
+            return self.provider.is_ready(self.panes.capture(pane_id, 60))
+        except TmuxUnavailable:
+            return False
+
+    # one prompt ------------------------------------------------------------------------------------
+    def deliver(self, row: CommandRow, pane_id: str) -> None:
+        self._ensure_signal()
+        self.pane_log(pane_id).rotate_if_larger(1024 * 1024)
+        self.events.poll()
+        self.turn = Turn(row.id, row.command, time.time(), len(self.events.seen))
+        try:
+            self.panes.paste_text(pane_id, row.command, enter=False)
+            self._wait_pasted(pane_id, row.command)
+            self.panes.send_keys(pane_id, "Enter")
+        except BaseException:
+            self.turn = None
+            raise
+
+    def _wait_pasted(self, pane_id: str, text: str) -> None:
+        """An Enter that arrives before the TUI has taken the paste is lost: wait (bounded) until
+        the prompt box shows the text's first line or a paste placeholder."""
+        first = " ".join(text.strip().splitlines()[0].split())[:20] if text.strip() else ""
+        deadline = time.monotonic() + PASTE_SEEN_SECONDS
+        while time.monotonic() < deadline:
+            screen = " ".join(" ".join(line.split()) for line in self.panes.capture(pane_id, 60))
+            if (first and first in screen) or "Pasted" in screen:
+                return
+            time.sleep(0.02)
+
+    def adopt(self, row: CommandRow, pane_id: str) -> bool:
+        self.events.poll()
+        self.turn = Turn(row.id, row.command, time.time(), 0)
+        self._ensure_signal()
+        return True
+
+    def _poll(self) -> None:
+        self.events.poll()
+        turn = self.turn
+        if turn is None:
+            return
+        for event in self.events.seen[turn.events_from :]:
+            if turn.started is None and self.provider.turn_started(event, turn.prompt):
+                turn.started = event
+            if turn.started is not None and turn.ended is None and event.ts >= turn.started.ts:
+                if self.provider.turn_ended(event, turn.prompt):
+                    turn.ended = event
+        turn.events_from = len(self.events.seen) if turn.ended else turn.events_from
+
+    def watch(self, command_id: int) -> None:
+        self._ensure_signal()
+
+    def watching(self, command_id: int) -> bool:
+        return self._signal is not None and self._signal.alive()
+
+    def started(self, command_id: int) -> bool:
+        self._poll()
+        return self.turn is not None and self.turn.command_id == command_id and self.turn.started is not None
+
+    def end_record(self, command_id: int) -> ExitRecord | None:
+        self._poll()
+        turn = self.turn
+        if turn is None or turn.command_id != command_id or turn.ended is None or turn.started is None:
+            return None
+        status, reply, tools = self.provider.result(turn.ended, turn.prompt, self.env)
+        started = min(turn.started.ts, turn.ended.ts)
+        return ExitRecord(None, started, turn.ended.ts, status=status, reply=reply, tools=tuple(tools))
+
+    def activity_marker(self, command_id: int) -> int:
+        size = sum(log.size() for log in self._logs.values())
+        return size + len(self.events.seen)
+
+    def output_tail(self, command_id: int, lines: int, grace_seconds: float, until: int | None = None) -> str:
+        record = self.end_record(command_id)
+        return clean_tail(record.reply or "", lines) if record else ""
+
+    def waiting_for_input(self, command_id: int) -> bool:
+        return False
+
+    def question(self, command_id: int) -> str:
+        return ""
+
+    def type_reply(self, pane_id: str, text: str) -> None:
+        self.panes.paste_text(pane_id, text)
+
+    def interrupt(self, command_id: int, pane_id: str, keys: tuple[str, ...]) -> None:
+        self.panes.send_keys(pane_id, *keys)
+
+    def discard(self, command_id: int) -> None:
+        if self.turn is not None and self.turn.command_id == command_id:
+            self.turn = None
+
+    def close(self) -> None:
+        if self._signal is not None:
+            self._signal.close()
