@@ -50,6 +50,8 @@ class PaneIO(Protocol):
 
     def pane_info(self, pane_id: str) -> PaneInfo | None: ...
 
+    def all_pane_info(self) -> dict[str, PaneInfo]: ...
+
     def screen_line(self, pane_id: str, row: int) -> str: ...
 
     def pipe_pane(self, pane_id: str, command: str) -> None: ...
@@ -95,8 +97,9 @@ class Driver(Protocol):
         """Ids of commands whose end was signalled; the engine blocks on it between rounds."""
         ...
 
-    def probe(self, pane_id: str) -> Readiness:
-        """May work be typed into the pane now? If not, the session state that says why."""
+    def probe(self, pane_id: str, *, dispatch: bool = True) -> Readiness:
+        """May work be typed into the pane now? If not, the session state that says why.
+        `dispatch=False`: only the state is wanted (no queued work), skip the costlier checks."""
         ...
 
     def deliver(self, row: CommandRow, pane_id: str) -> None:

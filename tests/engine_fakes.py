@@ -62,6 +62,12 @@ class FakePanes:
             return None
         return PaneInfo(pane_id, 1, False, False, "", "bash", 2, 0, 80, "/dev/pts/9", True)
 
+    def all_pane_info(self) -> dict[str, PaneInfo]:
+        return {p: info for p in self.alive if (info := self.pane_info(p)) is not None}
+
+    def paste_text(self, pane_id: str, text: str, *, enter: bool = True) -> None:
+        self.send_text(pane_id, text)
+
     def screen_line(self, pane_id: str, row: int) -> str:
         return "$ "
 
@@ -108,7 +114,7 @@ class FakeDriver:
         if self.starts_on_delivery:
             self._started.add(row.id)
 
-    def probe(self, pane_id: str) -> Readiness:
+    def probe(self, pane_id: str, *, dispatch: bool = True) -> Readiness:
         if pane_id not in self.panes.alive:
             return Readiness(False, "pane_missing", "the pane is gone")
         return self.readiness

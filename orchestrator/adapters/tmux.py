@@ -117,6 +117,15 @@ class TmuxAdapter:
             return None
         return parse_pane_info(out[0]) if out else None
 
+    def all_pane_info(self) -> dict[str, PaneInfo]:
+        """Every pane of the server in one tmux call (what a loop round needs of all of them)."""
+        try:
+            out = self._run("list-panes", "-a", "-F", PANE_FORMAT)
+        except TmuxUnavailable:
+            return {}
+        found = (parse_pane_info(line) for line in out)
+        return {info.pane_id: info for info in found if info is not None}
+
     def screen_line(self, pane_id: str, row: int) -> str:
         """One row of the visible screen with its trailing spaces (cursor rows count from 0)."""
         out = self._run("capture-pane", "-p", "-N", "-t", pane_id, "-S", str(row), "-E", str(row))

@@ -159,6 +159,7 @@ class AgentDriver:
             self._signal = SessionSignal(argv, self._completions, lambda: self.turn.command_id if self.turn else None)
 
     def _launch(self, pane_id: str) -> None:
+        """Type the launch line into the pane's shell (only when there is work to do)."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.events.reset()
         self._ensure_signal()
@@ -170,7 +171,7 @@ class AgentDriver:
         self._launched_at = time.monotonic()
 
     # the pane --------------------------------------------------------------------------------------
-    def probe(self, pane_id: str) -> Readiness:
+    def probe(self, pane_id: str, *, dispatch: bool = True) -> Readiness:
         info = self.panes.pane_info(pane_id)
         if info is None:
             return Readiness(False, "pane_missing", "the pane is gone")
@@ -181,7 +182,7 @@ class AgentDriver:
         at_shell = program in SHELLS and procfs.foreground_group(info.pid) == info.pid
         launching = self._launched_at is not None and time.monotonic() - self._launched_at < LAUNCH_GRACE_SECONDS
         if at_shell and not launching:
-            if self.session.launch and program in ("bash", "zsh"):
+            if self.session.launch and program in ("bash", "zsh") and dispatch:
                 self._launch(pane_id)
                 return Readiness(False, "idle", f"starting {self.provider.name} in the pane")
             return Readiness(False, "exited", f"{self.provider.name} is not running in the pane (a shell is)")
@@ -284,7 +285,8 @@ class AgentDriver:
         turn = self.turn
         if turn is None or turn.command_id != command_id or turn.ended is None or turn.started is None:
             return None
-        status, reply, tools = self.provider.result(turn.ended, turn.prompt, self.env)
+        events = [e for e in self.events.seen if turn.started.ts <= e.ts <= turn.ended.ts]
+        status, reply, tools = self.provider.result(turn.ended, turn.prompt, self.env, events)
         started = min(turn.started.ts, turn.ended.ts)
         return ExitRecord(None, started, turn.ended.ts, status=status, reply=reply, tools=tuple(tools))
 

@@ -55,7 +55,11 @@ class Provider(Protocol):
         """The agent is back at its prompt after this event (no turn in flight)."""
         ...
 
-    def result(self, end: AgentEvent, prompt: str, env: dict[str, str]) -> tuple[ResultStatus, str, list[ToolCall]]: ...
+    def result(
+        self, end: AgentEvent, prompt: str, env: dict[str, str], turn: Sequence[AgentEvent]
+    ) -> tuple[ResultStatus, str, list[ToolCall]]:
+        """How the turn ended, its reply and tool calls; `turn` is the events from its start to its end."""
+        ...
 
 
 def tool_call(name: str, arguments: Any) -> ToolCall:
@@ -124,7 +128,16 @@ class ClaudeProvider:
     def idle_event(self, event: AgentEvent) -> bool:
         return event.event in ("Stop", "SessionStart")
 
-    def result(self, end: AgentEvent, prompt: str, env: dict[str, str]) -> tuple[ResultStatus, str, list[ToolCall]]:
+    def result(
+        self, end: AgentEvent, prompt: str, env: dict[str, str], turn: Sequence[AgentEvent]
+    ) -> tuple[ResultStatus, str, list[ToolCall]]:
+        """Tool calls from the PreToolUse hooks of the turn (exact, in order); reply and errors from
+        the Stop hook and the transcript."""
+        hooked: dict[str, ToolCall] = {}
+        for event in turn:
+            if event.event == "PreToolUse":
+                key = str(event.payload.get("tool_use_id") or len(hooked))
+                hooked.setdefault(key, tool_call(str(event.payload.get("tool_name")), event.payload.get("tool_input")))
         reply = end.payload.get("last_assistant_message")
         transcript = end.payload.get("transcript_path")
         entries = read_jsonl(Path(transcript)) if isinstance(transcript, str) else []
@@ -153,7 +166,7 @@ class ClaudeProvider:
                     texts.append(str(block["text"]))
         if not isinstance(reply, str):
             reply = texts[-1] if texts else ""
-        return status, reply, tools
+        return status, reply, list(hooked.values()) if hooked else tools
 
 
 CODEX_FOOTER = re.compile(r"^\s*\S+.* · ")
@@ -187,9 +200,11 @@ class CodexProvider:
     def idle_event(self, event: AgentEvent) -> bool:
         return event.event == "notify"
 
-    def result(self, end: AgentEvent, prompt: str, env: dict[str, str]) -> tuple[ResultStatus, str, list[ToolCall]]:
+    def result(
+        self, end: AgentEvent, prompt: str, env: dict[str, str], turn: Sequence[AgentEvent]
+    ) -> tuple[ResultStatus, str, list[ToolCall]]:
         reply = end.payload.get("last-assistant-message")
-        thread, turn = end.payload.get("thread-id"), end.payload.get("turn-id")
+        thread, turn_id = end.payload.get("thread-id"), end.payload.get("turn-id")
         home = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
         tools: list[ToolCall] = []
         status: ResultStatus = "succeeded"
@@ -200,8 +215,8 @@ class CodexProvider:
             kind = payload.get("type")
             if entry.get("type") == "event_msg" and kind == "task_started":
                 attribution = payload.get("turn_attribution") or {}
-                inside = attribution.get("turn_id") == turn or payload.get("turn_id") == turn
-            elif entry.get("type") == "event_msg" and kind == "task_complete" and payload.get("turn_id") == turn:
+                inside = turn_id in (attribution.get("turn_id"), payload.get("turn_id"))
+            elif entry.get("type") == "event_msg" and kind == "task_complete" and payload.get("turn_id") == turn_id:
                 inside = False
             elif inside and entry.get("type") == "event_msg" and kind in ("error", "stream_error"):
                 status = "failed"

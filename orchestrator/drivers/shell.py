@@ -38,6 +38,7 @@ from orchestrator.ports import PaneIO
 SUPPORTED_SHELLS = ("bash", "zsh")
 PROMPT_ENDINGS = ("$ ", "# ", "% ", "> ", "❯ ", "» ", "➜ ", "$", "#", "%", ">", "❯")
 PANE_LOG_LIMIT = 1024 * 1024
+SNAPSHOT_SECONDS = 0.02
 BASH_VERSION = re.compile(rb"version (\d+)\.(\d+)")
 
 
@@ -98,6 +99,10 @@ class ShellDriver:
         self._piped: dict[str, PaneLog] = {}
         self._prompts: dict[str, PromptSignature] = {}
         self._ended_at: dict[str, float] = {}
+        self._after_end: dict[str, int] = {}
+        self._prompt_bytes: dict[str, bytes] = {}
+        self._snapshot: dict[str, PaneInfo] = {}
+        self._snapshot_at = float("-inf")
         self._bash_ok: dict[int, bool] = {}
 
     @property
@@ -150,8 +155,16 @@ class ShellDriver:
             self._bash_ok[pid] = known
         return known
 
-    def probe(self, pane_id: str) -> Readiness:
-        info = self.panes.pane_info(pane_id)
+    def _info(self, pane_id: str) -> PaneInfo | None:
+        """One `list-panes` per loop round serves every session's probe and delivery."""
+        now = time.monotonic()
+        if now - self._snapshot_at > SNAPSHOT_SECONDS or pane_id not in self._snapshot:
+            self._snapshot = self.panes.all_pane_info()
+            self._snapshot_at = now
+        return self._snapshot.get(pane_id)
+
+    def probe(self, pane_id: str, *, dispatch: bool = True) -> Readiness:
+        info = self._info(pane_id)
         if info is None:
             return Readiness(False, "pane_missing", "the pane is gone")
         if info.dead:
@@ -166,14 +179,19 @@ class ShellDriver:
             )
         if info.in_mode:
             return Readiness(False, "idle", f"the pane is in {info.mode or 'a tmux mode'}; dispatch waits")
+        if not dispatch:
+            return Readiness(False, "idle", "")
         if not procfs.waiting_for_key(info.pid):
             return Readiness(False, "idle", "the shell is busy drawing its prompt")
+        log = self.pane_log(pane_id)
+        since_end = self._since_end(pane_id, log)
+        if since_end is not None and since_end == self._prompt_bytes.get(pane_id):
+            return Readiness(True, "idle", "")  # exactly the prompt drawn last time: nothing typed
         try:
             line = self.panes.screen_line(pane_id, info.cursor_y)
         except TmuxUnavailable:
             return Readiness(False, "pane_missing", "the pane did not answer")
         left, right = split_at_cursor(line, info.cursor_x)
-        log = self.pane_log(pane_id)
         size = log.size()
         ended = self._ended_at.pop(pane_id, None)
         if ended is not None and not right.strip() and (looks_like_prompt(left) or time.monotonic() - ended < 1.0):
@@ -187,18 +205,31 @@ class ShellDriver:
             return Readiness(
                 False, "idle", f"the command line holds typed text ({typed[-60:]!r}); dispatch waits until it is empty"
             )
+        if since_end is not None:
+            self._prompt_bytes[pane_id] = since_end  # the shell's prompt redraw, to recognise next time
         return Readiness(True, "idle", "")
+
+    def _since_end(self, pane_id: str, log: PaneLog) -> bytes | None:
+        """What the pane printed after our last command's end mark (its prompt, and any typing)."""
+        offset = self._after_end.get(pane_id)
+        if offset is None:
+            return None
+        size = log.size()
+        if size < offset or size - offset > 4096:
+            return None
+        return log.read_range(offset, size - offset)
 
     def shell_idle(self, pane_id: str) -> bool:
         """The pane's shell owns its terminal again (nothing of ours, or anything else, runs)."""
-        info = self.panes.pane_info(pane_id)
+        info = self._info(pane_id)
         if info is None or info.dead:
             return False
         return procfs.foreground_group(info.pid) == info.pid
 
     # one command ---------------------------------------------------------------------------
     def deliver(self, row: CommandRow, pane_id: str) -> None:
-        info = self.panes.pane_info(pane_id)
+        info = self._info(pane_id)
+        self._after_end.pop(pane_id, None)
         log = self.pane_log(pane_id)
         log.rotate_if_larger(PANE_LOG_LIMIT)
         files = CommandFiles(self.runtime_dir, channel_token(self.state_db, row.id, row.attempts))
@@ -293,6 +324,9 @@ class ShellDriver:
             attempt.files.remove()
             if attempt.pane_id:
                 self._ended_at[attempt.pane_id] = time.monotonic()
+                end = self.pane_log(attempt.pane_id).end_of(attempt.files.token, attempt.log_offset)
+                if end is not None:
+                    self._after_end[attempt.pane_id] = end
 
     def close(self) -> None:
         self.waiters.close()

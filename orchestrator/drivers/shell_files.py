@@ -217,6 +217,16 @@ class PaneLog:
         except FileNotFoundError:
             return b""
 
+    def read_range(self, offset: int, length: int) -> bytes:
+        return self._read(offset, length)
+
+    def end_of(self, token: str, since: int) -> int | None:
+        """The offset just past the token's end mark, or None when it is not (yet) in the log."""
+        end_mark = mark("e", token)
+        window = max(since, self.size() - 4 * TAIL_READ_BYTES)
+        found = self._read(window, None).find(end_mark)
+        return None if found < 0 else window + found + len(end_mark)
+
     def find(self, token: str) -> int:
         """Where the token's start mark is in the log, or -1 (for a command adopted after a restart)."""
         try:

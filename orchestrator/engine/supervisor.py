@@ -191,6 +191,7 @@ class Supervisor:
         for state in self.sessions.values():
             if state.running is None:
                 self._consider(state, mono)
+                self._drain_signals()  # a result never waits behind a round of sends
         depths = {n: d for n, d in self.store.queue_depths().items() if n in self.sessions}
         self.bus.publish(HeartbeatTick(now, depths))
         if now - self._last_heartbeat_write >= HEARTBEAT_WRITE_SECONDS:
@@ -227,7 +228,7 @@ class Supervisor:
         if pane_id is None:
             return
         driver = self.driver_for(name)
-        readiness = driver.probe(pane_id)
+        readiness = driver.probe(pane_id, dispatch=queued)
         if readiness.state == "pane_missing":
             self.locator.forget(name)
             driver.forget_pane(pane_id)

@@ -1,0 +1,126 @@
+"""Scenario A (命令执行反馈) for agent sessions: the real Claude Code and the real codex in a tmux
+pane, launched by the orchestrator with their feedback wired, driven by the scripted model
+server. A prompt's turn lands in `last_command_result` with the agent's reply and tool calls —
+from the agent's own hooks, notify program and transcript, never from the screen — exactly once,
+with the same metrics and schema-valid audit events as a shell command.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_tmuxagent.model_server import text, tool_call
+from pytest_tmuxagent.waiting import wait_until
+
+pytestmark = pytest.mark.scenario_a
+
+SESSION = "weather/agent"
+PROVIDERS = ["claude", "codex"]
+SHELL_TOOL = {"claude": "Bash", "codex": "exec_command"}
+TURN_TIMEOUT = 60
+
+
+def shell_call(provider: str, command: str) -> object:
+    if provider == "claude":
+        return tool_call("Bash", {"command": command, "description": "look around"})
+    return tool_call("exec_command", {"cmd": command})
+
+
+def script(model_server, provider: str, *replies: object) -> None:  # type: ignore[no-untyped-def]
+    (model_server.anthropic if provider == "claude" else model_server.openai).script(*replies)
+
+
+@pytest.fixture
+def agent(agent_pane, orchestrator_service, agent_session, model_server):  # type: ignore[no-untyped-def]
+    """Factory: a started orchestrator supervising one agent session of `provider`."""
+
+    def start(provider: str):  # type: ignore[no-untyped-def]
+        pane = agent_pane(SESSION)
+        entry = agent_session(provider, pane, model_server)
+        service = orchestrator_service(
+            [pane], session_overrides={SESSION: dict(entry)}, settings={"stall_timeout_seconds": 120}
+        )
+        return pane, service
+
+    return start
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_prompt_turn_lands_with_the_agents_reply(provider, agent, model_server) -> None:  # type: ignore[no-untyped-def]
+    pane, service = agent(provider)
+    script(model_server, provider, text("The weather bot is ready."))
+    command_id = service.send(SESSION, "say whether the weather bot is ready")
+    row = service.wait_result(command_id, timeout=TURN_TIMEOUT)
+    assert (row.status, row.exit_code) == ("succeeded", None)
+    last = service.metadata(SESSION)["last_command_result"]
+    assert last["command_id"] == command_id and last["command"] == "say whether the weather bot is ready"
+    assert (last["status"], last["exit_code"], last["reply"]) == ("succeeded", None, "The weather bot is ready.")
+    assert last["tools"] == []
+    assert row.output_tail == "The weather bot is ready."
+    assert service.metrics.wait_until_value("orchestrator_commands_total", 1.0, session=SESSION, result="succeeded")
+    events = service.audit_events(session=SESSION)  # every line schema-validated
+    kinds = [e["event"] for e in events if e.get("command_id") == command_id]
+    assert kinds == ["command_queued", "command_dispatched", "command_result"]
+    assert events[-1]["reply"] == "The weather bot is ready." if events[-1]["event"] == "command_result" else True
+    assert service.metadata(SESSION)["state"] == "idle"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_read_only_tool_is_listed_and_its_output_reaches_the_model(provider, agent, model_server) -> None:  # type: ignore[no-untyped-def]
+    pane, service = agent(provider)
+    (pane.workdir / "forecast.txt").write_text("sunny\n")
+    script(model_server, provider, shell_call(provider, "cat forecast.txt"), text("It will be sunny."))
+    row = service.wait_result(service.send(SESSION, "read the forecast file"), timeout=TURN_TIMEOUT)
+    assert row.status == "succeeded"
+    last = service.metadata(SESSION)["last_command_result"]
+    assert last["reply"] == "It will be sunny."
+    assert [(t["name"], t.get("command")) for t in last["tools"]] == [(SHELL_TOOL[provider], "cat forecast.txt")]
+    outputs = [r.output for r in model_server.tool_results()]
+    assert any("sunny" in output for output in outputs), outputs
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_multi_line_unicode_prompt_arrives_whole(provider, agent, model_server) -> None:  # type: ignore[no-untyped-def]
+    pane, service = agent(provider)
+    prompt = "Plan the 天气 bot:\n1. fetch \"today\" — and 'tomorrow'\n2. report ☀️ $HOME `x`"
+    script(model_server, provider, text("planned"))
+    row = service.wait_result(service.send(SESSION, prompt), timeout=TURN_TIMEOUT)
+    assert row.status == "succeeded"
+    assert model_server.last_user_text() is not None
+    assert " ".join(model_server.last_user_text().split()) == " ".join(prompt.split())
+    assert service.metadata(SESSION)["last_command_result"]["reply"] == "planned"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_two_queued_prompts_run_in_order_one_turn_at_a_time(provider, agent, model_server) -> None:  # type: ignore[no-untyped-def]
+    pane, service = agent(provider)
+    script(model_server, provider, shell_call(provider, "echo first-tool"), text("first done"), text("second done"))
+    first = service.send(SESSION, "do the first thing")
+    second = service.send(SESSION, "do the second thing")
+    rows = [service.wait_result(i, timeout=TURN_TIMEOUT) for i in (first, second)]
+    assert [r.status for r in rows] == ["succeeded", "succeeded"]
+    turns = model_server.requests(kind="turn")
+    firsts = [i for i, r in enumerate(turns) if "do the first thing" in (r.last_user_text() or "")]
+    seconds = [i for i, r in enumerate(turns) if "do the second thing" in (r.last_user_text() or "")]
+    assert firsts and seconds and max(firsts) < min(seconds)
+    # the second prompt was typed only after the first turn ended
+    assert rows[0].finished_at <= rows[1].started_at  # type: ignore[operator]
+    results = [e for e in service.audit_events(event="command_result", session=SESSION)]
+    assert [(e["command_id"], e["reply"]) for e in results] == [(first, "first done"), (second, "second done")]
+
+
+def test_an_agent_session_on_a_pane_running_something_else_types_nothing(
+    agent_pane, orchestrator_service, agent_session, model_server
+) -> None:  # type: ignore[no-untyped-def]
+    pane = agent_pane(SESSION)
+    pane.type("python3 -q")
+    wait_until(lambda: any(line.startswith(">>>") for line in pane.capture()), timeout=15, message="python REPL")
+    entry = agent_session("claude", pane, model_server)
+    service = orchestrator_service([pane], session_overrides={SESSION: dict(entry)})
+    before = pane.capture()
+    command_id = service.send(SESSION, "hello agent")
+    wait_until(lambda: service.metadata(SESSION).get("state") == "unsupported", timeout=15, message="unsupported")
+    assert "python3" in service.metadata(SESSION)["state_detail"]
+    assert service.command(command_id).status == "queued"  # type: ignore[union-attr]
+    assert pane.capture() == before
+    assert model_server.requests(kind="turn") == []
