@@ -18,6 +18,7 @@ from .prometheus import PrometheusServer, PrometheusServerFactory
 from .registry import BUILTIN_SCENARIOS, EPIC, Scenario, builtin, scenarios
 from .report import Criterion, ScenarioSummary, scenarios_pass
 from .service import COMPRESSED_SETTINGS, OrchestratorService, OrchestratorServiceFactory, make_service
+from .shells import SHELL_NAMES, SUPPORTED_SHELL_NAMES, PaneShell, ShellName, prepare_shell
 from .tmux_server import PANE_SHELL, AgentPane, AgentPaneFactory, TmuxTestServer
 from .waiting import WaitTimeout, wait_until
 from .wecom_mock import WeComMock
@@ -27,6 +28,8 @@ __all__ = [
     "COMPRESSED_SETTINGS",
     "EPIC",
     "PANE_SHELL",
+    "SHELL_NAMES",
+    "SUPPORTED_SHELL_NAMES",
     "AgentPane",
     "AgentPaneFactory",
     "Criterion",
@@ -41,15 +44,18 @@ __all__ = [
     "MetricsSnapshot",
     "OrchestratorService",
     "OrchestratorServiceFactory",
+    "PaneShell",
     "PrometheusServer",
     "PrometheusServerFactory",
     "Scenario",
     "ScenarioSummary",
+    "ShellName",
     "TmuxTestServer",
     "WaitTimeout",
     "WeComMock",
     "builtin",
     "make_service",
+    "prepare_shell",
     "scenarios",
     "scenarios_pass",
     "wait_until",

@@ -69,7 +69,9 @@ def tmuxagent_settings() -> dict[str, Any]:
 
 @pytest.fixture
 def tmuxagent_pane_shell() -> str:
-    """The command every agent pane runs; default PANE_SHELL, a bash without rc files."""
+    """What every agent pane runs unless `agent_pane(name, shell=...)` says: a shell name
+    (`bash`, `bash-rc`, `bash-errexit`, `zsh`, `dash`; see pytest_tmuxagent.shells) or a command
+    line. Default PANE_SHELL, a bash without rc files."""
     return PANE_SHELL
 
 
@@ -149,7 +151,8 @@ def tmux_server(
 
 @pytest.fixture
 def agent_pane(tmux_server: TmuxTestServer) -> AgentPaneFactory:
-    """Factory: `agent_pane("weather/bot")` makes that session's pane on the test's server."""
+    """Factory: `agent_pane("weather/bot", shell="zsh")` makes that session's pane on the test's
+    server, running `shell` (default `tmuxagent_pane_shell`), once its prompt is drawn."""
     return tmux_server.agent_pane
 
 

@@ -53,7 +53,7 @@ def test_factories_have_real_keyword_parameters() -> None:
             "start",
             "start_args",
         ],
-        pytest_tmuxagent.AgentPaneFactory: ["name", "workdir"],
+        pytest_tmuxagent.AgentPaneFactory: ["name", "workdir", "shell"],
         pytest_tmuxagent.PrometheusServerFactory: ["base_config", "targets", "scrape_interval", "evaluation_interval"],
         pytest_tmuxagent.DashboardServerFactory: ["db", "audit_log", "token", "extra_args"],
     }

@@ -1,6 +1,13 @@
 """Scenario A (命令执行反馈): a command injected into the `weather/bot` pane lands its
 exact result in `last_command_result`, in Prometheus counters scraped over HTTP,
 and in schema-valid audit events.
+
+Each test runs in several pane shells (the `shell` parameter): `bash` is the project's
+`tmuxagent_pane_shell` (the bare bash without rc files unless a conftest overrides it);
+`bash-rc` and `zsh` are shells as people configure them (coloured prompts, a title-setting
+PROMPT_COMMAND / precmd, vi keys, history kept, `set -u`); `bash-errexit` (its rc ends in
+`set -e`) runs the failure cases. Live mode (`--tmuxagent-live`) uses only the project's pane
+shell: the rc shells test the driver, not the user's setup.
 """
 
 from __future__ import annotations
@@ -10,10 +17,13 @@ from dataclasses import dataclass
 import pytest
 
 from orchestrator.clock import parse_iso_utc
+from pytest_tmuxagent import options
 
 pytestmark = pytest.mark.scenario_a
 
 SESSION = "weather/bot"
+SHELLS = ("bash", "bash-rc", "zsh")  # every test here runs in each
+ERREXIT_CASES = ("plain-failure", "chosen-exit-code", "fake-result-marker")  # also under `set -e`
 
 
 @dataclass(frozen=True)
@@ -44,9 +54,29 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_command_feedback(case: Case, agent_pane, orchestrator_service) -> None:
-    pane = agent_pane(SESSION)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`shell` for every test that asks for it; `test_command_feedback` gets (shell, case) pairs."""
+    if "shell" not in metafunc.fixturenames:
+        return
+    shells = ("bash",) if options.live(metafunc.config) else SHELLS
+    if "case" in metafunc.fixturenames:
+        pairs = [(shell, name) for shell in shells for name in CASES]
+        if not options.live(metafunc.config):
+            pairs += [("bash-errexit", name) for name in ERREXIT_CASES]
+        metafunc.parametrize(
+            ("shell", "case"), [pytest.param(shell, CASES[name], id=f"{shell}-{name}") for shell, name in pairs]
+        )
+    else:
+        metafunc.parametrize("shell", shells)
+
+
+def pane_in(agent_pane, shell: str):
+    """The session's pane running `shell`; `bash` is the project's `tmuxagent_pane_shell`."""
+    return agent_pane(SESSION, shell=None if shell == "bash" else shell)
+
+
+def test_command_feedback(shell: str, case: Case, agent_pane, orchestrator_service) -> None:
+    pane = pane_in(agent_pane, shell)
     service = orchestrator_service([pane])
 
     command_id = service.send(SESSION, case.command)
@@ -89,8 +119,8 @@ def test_five_thousand_lines_keep_only_the_configured_tail(agent_pane, orchestra
     assert row.output_tail.splitlines() == ["4996", "4997", "4998", "4999", "5000"]
 
 
-def test_cd_and_export_keep_their_effect_on_the_pane_shell(agent_pane, orchestrator_service) -> None:
-    pane = agent_pane(SESSION)
+def test_cd_and_export_keep_their_effect_on_the_pane_shell(shell: str, agent_pane, orchestrator_service) -> None:
+    pane = pane_in(agent_pane, shell)
     service = orchestrator_service([pane])
     first = service.send(SESSION, "mkdir -p deep/er && cd deep/er && export WEATHER_CITY=Shenzhen")
     second = service.send(SESSION, 'echo "$(basename "$PWD") $WEATHER_CITY"')
@@ -98,15 +128,15 @@ def test_cd_and_export_keep_their_effect_on_the_pane_shell(agent_pane, orchestra
     assert service.wait_result(second).output_tail == "er Shenzhen"
 
 
-def test_duration_is_measured_by_the_pane_shell(agent_pane, orchestrator_service) -> None:
-    pane = agent_pane(SESSION)
+def test_duration_is_measured_by_the_pane_shell(shell: str, agent_pane, orchestrator_service) -> None:
+    pane = pane_in(agent_pane, shell)
     service = orchestrator_service([pane])
     row = service.wait_result(service.send(SESSION, "sleep 0.4"))
     assert 0.4 <= row.duration_s < 3.0
 
 
-def test_commands_run_one_at_a_time_in_fifo_order(agent_pane, orchestrator_service) -> None:
-    pane = agent_pane(SESSION)
+def test_commands_run_one_at_a_time_in_fifo_order(shell: str, agent_pane, orchestrator_service) -> None:
+    pane = pane_in(agent_pane, shell)
     service = orchestrator_service([pane], start=False)
     ids = [service.send(SESSION, f"echo step-{i} >> order.log; sleep 0.1") for i in range(4)]
     assert service.status()["sessions"][0]["queue_depth"] == 4
