@@ -14,6 +14,20 @@ from .evidence import Evidence, EvidenceItem
 from .fake_codex import FakeCodex
 from .live import LiveCodex, LiveContext
 from .metrics_scraper import MetricsScraper, MetricsSnapshot
+from .model_server import (
+    HangReply,
+    ModelRequest,
+    ModelServer,
+    ToolResult,
+    garbage,
+    hang,
+    http_error,
+    overloaded,
+    rate_limited,
+    server_error,
+    text,
+    tool_call,
+)
 from .prometheus import PrometheusServer, PrometheusServerFactory
 from .registry import BUILTIN_SCENARIOS, EPIC, Scenario, builtin, scenarios
 from .report import Criterion, ScenarioSummary, scenarios_pass
@@ -38,10 +52,13 @@ __all__ = [
     "Evidence",
     "EvidenceItem",
     "FakeCodex",
+    "HangReply",
     "LiveCodex",
     "LiveContext",
     "MetricsScraper",
     "MetricsSnapshot",
+    "ModelRequest",
+    "ModelServer",
     "OrchestratorService",
     "OrchestratorServiceFactory",
     "PaneShell",
@@ -51,12 +68,21 @@ __all__ = [
     "ScenarioSummary",
     "ShellName",
     "TmuxTestServer",
+    "ToolResult",
     "WaitTimeout",
     "WeComMock",
     "builtin",
+    "garbage",
+    "hang",
+    "http_error",
     "make_service",
+    "overloaded",
     "prepare_shell",
+    "rate_limited",
     "scenarios",
     "scenarios_pass",
+    "server_error",
+    "text",
+    "tool_call",
     "wait_until",
 ]
