@@ -143,16 +143,12 @@ def test_an_unsupported_shell_gets_nothing_typed(agent_pane, orchestrator_servic
     assert pane.capture() == before  # nothing was typed
 
 
-# Driver bugs the realistic shells expose (orchestrator/drivers/shell_files.py); strict xfails, so
-# the fix turns them into failures that ask for the mark to go.
+# Driver bugs the realistic shells exposed (orchestrator/drivers/shell_files.py), fixed: zsh's fatal
+# errors abort the typed line (the epilogue now runs from an `always` block), zsh's `.` returns 126
+# for an error inside (the epilogue reports 1, as typed), and error messages named the sourced file
+# (the command now runs through `eval`).
 
 
-@pytest.mark.xfail(
-    reason="driver bug: in zsh a fatal expansion error (`${VAR:?msg}`) in the sourced c-*.sh aborts the "
-    "whole typed line, so `. p-*.sh` never runs: no exit record, no wait-for signal; the command never "
-    "ends and the session reads `waiting_input` with the prompt as its question",
-    strict=True,
-)
 def test_zsh_a_fatal_expansion_error_still_ends_the_command(agent_pane, orchestrator_service) -> None:
     pane = agent_pane(SESSION, shell="zsh")
     service = orchestrator_service([pane])
@@ -160,11 +156,6 @@ def test_zsh_a_fatal_expansion_error_still_ends_the_command(agent_pane, orchestr
     assert (row.status, row.exit_code) == ("failed", 1)  # what `echo $?` shows after typing it
 
 
-@pytest.mark.xfail(
-    reason="driver bug: in zsh an error inside the sourced c-*.sh (`$((1/0))`, a bad pattern) makes `.` "
-    "return 126, and the epilogue records 126; typed at the prompt the same command leaves $? = 1",
-    strict=True,
-)
 def test_zsh_an_evaluation_error_keeps_the_exit_code_a_person_sees(agent_pane, orchestrator_service) -> None:
     pane = agent_pane(SESSION, shell="zsh")
     service = orchestrator_service([pane])
@@ -172,12 +163,6 @@ def test_zsh_an_evaluation_error_keeps_the_exit_code_a_person_sees(agent_pane, o
     assert (row.status, row.exit_code) == ("failed", 1)
 
 
-@pytest.mark.xfail(
-    reason="driver bug: the shell names the sourced script in its own error messages — zsh prefixes every "
-    "builtin error with `/…/run/c-<token>.sh:cd:17:`, bash a syntax error with `bash: /…/run/c-<token>.sh: "
-    "line 17:` — so the internal path shows in the pane and in output_tail",
-    strict=True,
-)
 @pytest.mark.parametrize(("shell", "command"), [("zsh", "cd /nonexistent-dir"), ("bash-rc", "echo (")])
 def test_error_messages_never_name_the_internal_script(shell, command, agent_pane, orchestrator_service) -> None:
     pane = agent_pane(SESSION, shell=shell)

@@ -61,6 +61,7 @@ class Attempt:
     files: CommandFiles
     pane_id: str
     log_offset: int
+    log: PaneLog  # the pane's log as it was piped for this attempt: reading it never calls tmux
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class ShellDriver:
         self._socket_path: str | None = None
         self._attempts: dict[int, Attempt] = {}
         self._piped: dict[str, PaneLog] = {}
+        self._piped_at: dict[str, float] = {}
         self._prompts: dict[str, PromptSignature] = {}
         self._ended_at: dict[str, float] = {}
         self._after_end: dict[str, int] = {}
@@ -125,12 +127,22 @@ class ShellDriver:
             log.path.touch()
             self.panes.pipe_pane(pane_id, f"exec cat >> {shlex.quote(str(log.path))}")
             self._piped[pane_id] = log
+            self._piped_at[pane_id] = time.monotonic()
         return log
+
+    def _check_pipe(self, info: PaneInfo) -> None:
+        """tmux says the pane has no pipe (a restarted server's pane with an old id, a pipe someone
+        closed): pipe it again, whatever this run remembers."""
+        if not info.piped and self._piped_at.get(info.pane_id, float("inf")) < self._snapshot_at:
+            self.forget_pane(info.pane_id)
 
     def forget_pane(self, pane_id: str) -> None:
         """The pane (or its whole server) went away: pipe it again when it is seen next."""
         self._piped.pop(pane_id, None)
+        self._piped_at.pop(pane_id, None)
         self._prompts.pop(pane_id, None)
+        self._after_end.pop(pane_id, None)
+        self._prompt_bytes.pop(pane_id, None)
 
     def _supported(self, info: PaneInfo) -> str | None:
         """Why the pane's program cannot be driven, or None."""
@@ -183,7 +195,11 @@ class ShellDriver:
             return Readiness(False, "idle", "")
         if not procfs.waiting_for_key(info.pid):
             return Readiness(False, "idle", "the shell is busy drawing its prompt")
-        log = self.pane_log(pane_id)
+        self._check_pipe(info)
+        try:
+            log = self.pane_log(pane_id)
+        except TmuxUnavailable:
+            return Readiness(False, "pane_missing", "the pane did not answer")
         since_end = self._since_end(pane_id, log)
         if since_end is not None and since_end == self._prompt_bytes.get(pane_id):
             return Readiness(True, "idle", "")  # exactly the prompt drawn last time: nothing typed
@@ -220,31 +236,40 @@ class ShellDriver:
         return log.read_range(offset, size - offset)
 
     def shell_idle(self, pane_id: str) -> bool:
-        """The pane's shell owns its terminal again (nothing of ours, or anything else, runs)."""
+        """The pane's shell is back at its prompt with nothing left to read: it owns its terminal,
+        waits for a key (not blocked writing, as under XOFF), and nothing typed waits in the
+        terminal's input. A typed line still in a busy or stopped shell's input is not over."""
         info = self._info(pane_id)
         if info is None or info.dead:
             return False
-        return procfs.foreground_group(info.pid) == info.pid
+        if procfs.foreground_group(info.pid) != info.pid or not procfs.waiting_for_key(info.pid):
+            return False
+        return not procfs.terminal_input_pending(info.tty)
 
     # one command ---------------------------------------------------------------------------
     def deliver(self, row: CommandRow, pane_id: str) -> None:
         info = self._info(pane_id)
         self._after_end.pop(pane_id, None)
+        if info is not None:
+            self._check_pipe(info)
         log = self.pane_log(pane_id)
         log.rotate_if_larger(PANE_LOG_LIMIT)
         files = CommandFiles(self.runtime_dir, channel_token(self.state_db, row.id, row.attempts))
+        zsh = info is not None and (procfs.executable_name(info.pid) or info.current_command) == "zsh"
         erase = 0
         if info is not None and info.width > 0:
-            erase = (info.cursor_x + display_width(files.typed_line())) // info.width + 1
-        line = files.write_scripts(row.id, row.command, self._socket(), erase)
-        self._attempts[row.id] = Attempt(files, pane_id, log.size())
+            erase = (info.cursor_x + display_width(files.typed_line(zsh))) // info.width + 1
+        line = files.write_scripts(row.id, row.command, self._socket(), erase, zsh)
+        self._attempts[row.id] = Attempt(files, pane_id, log.size(), log)
         self.watch(row.id)
+        # Before typing, not after: a run killed in between leaves a line that may have been typed,
+        # which a restart waits for and never types again (at most once, never twice).
+        files.sent_file.touch()
         try:
             self.panes.send_text(pane_id, line)
         except BaseException:
             self.discard(row.id)
             raise
-        files.sent_file.touch()
 
     def adopt(self, row: CommandRow, pane_id: str) -> bool:
         """After a restart: take up a command a previous run delivered (its attempt's files).
@@ -253,8 +278,13 @@ class ShellDriver:
         if not (files.sent_file.exists() or files.started() or files.exit_file.exists()):
             files.remove()
             return False
-        offset = self.pane_log(pane_id).find(files.token) if pane_id else 0
-        self._attempts[row.id] = Attempt(files, pane_id, max(0, offset))
+        try:
+            log = self.pane_log(pane_id) if pane_id else None
+        except TmuxUnavailable:
+            log = None
+        if log is None:  # no pane to read now: the liveness check ends it
+            log = PaneLog(self.runtime_dir / f"pane-{self.digest}-none.log")
+        self._attempts[row.id] = Attempt(files, pane_id, max(0, log.find(files.token)), log)
         return True
 
     def _files(self, command_id: int) -> CommandFiles | None:
@@ -281,14 +311,13 @@ class ShellDriver:
         attempt = self._attempts.get(command_id)
         if attempt is None or not attempt.pane_id:
             return 0
-        return self.pane_log(attempt.pane_id).size()
+        return attempt.log.size()
 
     def output_tail(self, command_id: int, lines: int, grace_seconds: float, until: int | None = None) -> str:
         attempt = self._attempts.get(command_id)
         if attempt is None or not attempt.pane_id:
             return ""
-        log = self.pane_log(attempt.pane_id)
-        return log.output(attempt.files.token, attempt.log_offset, lines, grace_seconds, until)
+        return attempt.log.output(attempt.files.token, attempt.log_offset, lines, grace_seconds, until)
 
     def waiting_for_input(self, command_id: int) -> bool:
         """A foreground process of the pane is blocked reading the terminal (exact, from /proc)."""
@@ -324,7 +353,7 @@ class ShellDriver:
             attempt.files.remove()
             if attempt.pane_id:
                 self._ended_at[attempt.pane_id] = time.monotonic()
-                end = self.pane_log(attempt.pane_id).end_of(attempt.files.token, attempt.log_offset)
+                end = attempt.log.end_of(attempt.files.token, attempt.log_offset)
                 if end is not None:
                     self._after_end[attempt.pane_id] = end
 

@@ -89,7 +89,7 @@ class CommandFiles:
 
     @property
     def sent_file(self) -> Path:
-        """Written right after the line was typed: without it, a restart knows it never was."""
+        """Written right before the line is typed: without it, a restart knows it never was."""
         return self._path("sent")
 
     @property
@@ -99,11 +99,15 @@ class CommandFiles:
     def all(self) -> list[Path]:
         return [self.body, self.epilogue, self.exit_file, self.start_file, self.sent_file, self._path("rc", ".tmp")]
 
-    def typed_line(self) -> str:
+    def typed_line(self, zsh: bool = False) -> str:
+        """The one line typed. zsh aborts the whole line on a fatal error in a sourced file
+        (`${X:?}`, `$((1/0))`), so there the epilogue runs from an `always` block."""
         q = shlex.quote
+        if zsh:
+            return f" {{ . {q(str(self.body))}; }} always {{ . {q(str(self.epilogue))}; }}"
         return f" . {q(str(self.body))}; . {q(str(self.epilogue))}"
 
-    def write_scripts(self, command_id: int, command: str, tmux_socket: str, erase_rows: int) -> str:
+    def write_scripts(self, command_id: int, command: str, tmux_socket: str, erase_rows: int, zsh: bool = False) -> str:
         """Write both scripts and return the one short line to type into the pane."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         q = shlex.quote
@@ -112,7 +116,7 @@ class CommandFiles:
         header = header_text(command_id, command)
         erase = f"\\033[{erase_rows}A\\r\\033[{erase_rows}M" if erase_rows > 0 else "\\r"
         body = (
-            "__ta_e=${-//[^e]/}; set +e\n"
+            "__ta_e=${-//[^e]/}; set +e; unset __ta_done\n"
             '[ -n "${ZSH_VERSION:-}" ] && zmodload zsh/datetime 2>/dev/null\n'
             # history: the user's command, never the internal line (bash); zsh skips our lines from
             # the second dispatch on (its hook cannot see the first).
@@ -130,21 +134,28 @@ class CommandFiles:
             f"printf '\\033]7701;s;%s\\007' {q(token)}\n"
             f"__ta_t0={now}\n"
             f"printf '%s\\n' \"$__ta_t0\" > {q(str(self.start_file))}\n"
-            "{\n"
-            f"{command}\n"
-            "}\n"
+            # eval, not the command's own lines in this file: the shell's error messages then name
+            # `eval`, never this script's path, and `cd` / `export` still act on the pane's shell.
+            f"__ta_cmd={q(command)}\n"
+            'eval "$__ta_cmd"\n'
+            "__ta_rc=$?; __ta_done=1\n"
         )
         tmp = q(str(self._path("rc", ".tmp")))
         epilogue = (
-            "__ta_rc=$?\n"
+            # The body records the command's status itself; a body that did not get there was cut
+            # short by a shell error (zsh: `${X:?}`, `$((1/0))`), which typed at the prompt leaves 1.
+            'if [ -z "${__ta_done:-}" ]; then __ta_rc=1; fi\n'
+            '[ -n "${ZSH_VERSION:-}" ] && TRY_BLOCK_ERROR=0\n'
             f"printf '\\033]7701;e;%s\\007' {q(token)}\n"
             f"if [ -e {q(str(self.start_file))} ]; then\n"
             f"  __ta_t1={now}\n"
             f'  printf \'%s %s %s\\n\' "$__ta_rc" "${{__ta_t0:-$__ta_t1}}" "$__ta_t1" > {tmp}'
             f" && mv -f {tmp} {q(str(self.exit_file))}\n"
             "fi\n"
-            f"tmux -S {q(tmux_socket)} wait-for -S {q(self.channel)} 2>/dev/null\n"
-            "unset __ta_t0 __ta_t1 __ta_h\n"
+            # in the background of a subshell: the signal never holds the terminal's foreground, so
+            # the shell is at its prompt (not "running tmux") the moment the result is read
+            f"( tmux -S {q(tmux_socket)} wait-for -S {q(self.channel)} </dev/null >/dev/null 2>&1 & )\n"
+            "unset __ta_t0 __ta_t1 __ta_h __ta_cmd __ta_done\n"
             # Under `set -e` from the user's rc a non-zero status here would end the shell: the
             # exact code is in the exit record, the prompt's $? shows 0.
             'if [ -n "${__ta_e:-}" ]; then unset __ta_e; set -e; return 0; fi\n'
@@ -152,7 +163,7 @@ class CommandFiles:
         )
         self.body.write_text(body, encoding="utf-8")
         self.epilogue.write_text(epilogue, encoding="utf-8")
-        return self.typed_line()
+        return self.typed_line(zsh)
 
     def read_exit(self) -> ExitRecord | None:
         """The attempt's exit record — only ever written after its own start record."""
