@@ -9,8 +9,11 @@ sleeps or computes is not. Linux only; elsewhere every answer is "unknown" (None
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
+import struct
+import termios
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +103,15 @@ def _reads_tty(pid: int, tty: str, proc: Path = PROC) -> bool:
 KEY_WAIT_WCHAN = {"poll_schedule_timeout", "poll_schedule_timeout.constprop.0", "do_select", "do_sys_poll"}
 
 
+# Syscalls a line editor waits for a key in (read, poll, select and their relatives). A shell
+# blocked in `write` (its terminal's output stopped by XOFF, say) sleeps in the same kernel
+# function as one blocked reading — the syscall tells them apart.
+KEY_WAIT_SYSCALLS = {
+    "x86_64": {0, 7, 17, 19, 23, 232, 270, 271, 281, 441},
+    "aarch64": {22, 63, 65, 67, 72, 73, 441},
+}.get(platform.machine(), set())
+
+
 def waiting_for_key(pid: int, proc: Path = PROC) -> bool:
     """The shell sits in its line editor waiting for a key: its prompt is fully drawn."""
     found = stat(pid, proc)
@@ -109,7 +121,33 @@ def waiting_for_key(pid: int, proc: Path = PROC) -> bool:
         wchan = (proc / str(pid) / "wchan").read_text().strip()
     except OSError:
         return True  # cannot tell: do not hold dispatch on it
-    return wchan in KEY_WAIT_WCHAN or wchan in TTY_READ_WCHAN or wchan.startswith("poll_schedule_timeout")
+    if not (wchan in KEY_WAIT_WCHAN or wchan in TTY_READ_WCHAN or wchan.startswith("poll_schedule_timeout")):
+        return False
+    try:
+        parts = (proc / str(pid) / "syscall").read_text().split()
+    except OSError:
+        return True  # not ours to inspect: the wchan has to do
+    if parts and parts[0].isdigit() and KEY_WAIT_SYSCALLS:
+        return int(parts[0]) in KEY_WAIT_SYSCALLS
+    return True
+
+
+def terminal_input_pending(tty: str) -> int | None:
+    """Bytes typed into the terminal that no process has read yet (a typed line waiting in a busy
+    or stopped shell's input); None when the terminal cannot be asked."""
+    if not tty:
+        return None
+    try:
+        fd = os.open(tty, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+        return int(struct.unpack("i", raw)[0])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def waiting_for_terminal_input(shell_pid: int, tty: str, proc: Path = PROC) -> int | None:
