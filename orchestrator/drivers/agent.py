@@ -61,6 +61,7 @@ class Turn:
     events_from: int
     started: AgentEvent | None = None
     ended: AgentEvent | None = None
+    record: ExitRecord | None = None  # read once from the transcript when the turn ended
 
 
 class SessionSignal:
@@ -285,10 +286,13 @@ class AgentDriver:
         turn = self.turn
         if turn is None or turn.command_id != command_id or turn.ended is None or turn.started is None:
             return None
+        if turn.record is not None:
+            return turn.record
         events = [e for e in self.events.seen if turn.started.ts <= e.ts <= turn.ended.ts]
         status, reply, tools = self.provider.result(turn.ended, turn.prompt, self.env, events)
         started = min(turn.started.ts, turn.ended.ts)
-        return ExitRecord(None, started, turn.ended.ts, status=status, reply=reply, tools=tuple(tools))
+        turn.record = ExitRecord(None, started, turn.ended.ts, status=status, reply=reply, tools=tuple(tools))
+        return turn.record
 
     def activity_marker(self, command_id: int) -> int:
         size = sum(log.size() for log in self._logs.values())

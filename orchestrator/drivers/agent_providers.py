@@ -175,6 +175,9 @@ CODEX_FOOTER = re.compile(r"^\s*\S+.* · ")
 class CodexProvider:
     name = "codex"
 
+    def __init__(self) -> None:
+        self._rollouts: dict[str, Path] = {}  # thread id → its rollout file, found once
+
     def launch_line(self, launch: str, hook_argv: Sequence[str], run_dir: Path, env: dict[str, str]) -> str:
         notify = "notify=" + json.dumps([*hook_argv, "notify"])
         return f"{launch} -c {shlex.quote(notify)}"
@@ -208,7 +211,12 @@ class CodexProvider:
         home = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
         tools: list[ToolCall] = []
         status: ResultStatus = "succeeded"
-        files = sorted((home / "sessions").rglob(f"rollout-*-{thread}.jsonl")) if isinstance(thread, str) else []
+        files: list[Path] = []
+        if isinstance(thread, str):
+            known = self._rollouts.get(thread)
+            files = [known] if known is not None else sorted((home / "sessions").rglob(f"rollout-*-{thread}.jsonl"))
+            if files:
+                self._rollouts[thread] = files[-1]
         inside = False
         for entry in read_jsonl(files[-1]) if files else []:
             payload = entry.get("payload") or {}
