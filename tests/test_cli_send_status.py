@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator.clock import iso_utc, parse_iso_utc
+from orchestrator.model import CommandResult, ToolCall
 from pytest_tmuxagent.service import OrchestratorService, OrchestratorServiceFactory
 from pytest_tmuxagent.tmux_server import AgentPaneFactory
 from pytest_tmuxagent.waiting import wait_until
@@ -219,3 +220,112 @@ def test_status_of_a_real_running_command(
     assert session["running"]["elapsed_s"] >= 0
     text = service.cli("status").stdout
     assert f"  running: #{command_id} for " in text and "  orchestrator heartbeat " in text
+
+
+# agent sessions --------------------------------------------------------------------------------
+AGENT = "weather/agent"
+REPLY = "Here is what I found:\n" + "the README explains the weather bot. " * 12 + "END"
+
+
+@pytest.fixture
+def agents(agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory) -> OrchestratorService:
+    """A shell session and a codex agent session, and no orchestrator running."""
+    return orchestrator_service(
+        [agent_pane(SESSION), agent_pane(AGENT)],
+        session_overrides={AGENT: {"kind": "agent", "provider": "codex", "launch": "codex"}},
+        start=False,
+    )
+
+
+def sessions_json(service: OrchestratorService) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in service.status()["sessions"]}
+
+
+def agent_turn_done(service: OrchestratorService, prompt: str) -> int:
+    store = service.store()
+    try:
+        store.ensure_session(AGENT, service.panes[1].target)
+        command_id = store.enqueue(AGENT, prompt)
+        assert store.mark_running(command_id, iso_utc(time.time() - 30))
+        tools: tuple[ToolCall, ...] = (
+            {"name": "exec_command", "command": "ls -la", "input": {"cmd": "ls -la"}},
+            {"name": "update_plan", "input": {"plan": []}},
+        )
+        result = CommandResult(
+            None, "succeeded", iso_utc(time.time() - 30), iso_utc(time.time() - 20), 10.0, "", REPLY, tools
+        )
+        assert store.finish(command_id, result)
+    finally:
+        store.close()
+    return command_id
+
+
+def test_status_of_an_agent_shows_provider_prompt_reply_tools_and_question(agents: OrchestratorService) -> None:
+    done = agent_turn_done(agents, "List the files\nand explain them")
+    store = agents.store()
+    try:
+        running_id = store.enqueue(AGENT, "Deploy to which environment?")
+        started = iso_utc(time.time() - 75)
+        assert store.mark_running(running_id, started)
+        store.update_metadata(
+            AGENT,
+            {
+                "state": "waiting_input",
+                "state_detail": "codex asks a question",
+                "running": {
+                    "command_id": running_id,
+                    "command": "Deploy to which environment?",
+                    "started_at": started,
+                    "question": "staging or prod?",
+                },
+            },
+        )
+    finally:
+        store.close()
+    sessions = sessions_json(agents)
+    agent = sessions[AGENT]
+    for key in ("name", "target", "metadata", "queue_depth", "queued", "recent", "plan_progress", "state"):
+        assert key in agent  # every key status had before
+    for key in ("state_detail", "question", "running", "heartbeat"):
+        assert key in agent
+    assert (agent["kind"], agent["provider"], agent["state"]) == ("agent", "codex", "waiting_input")
+    assert agent["running"]["id"] == running_id and agent["running"]["command"] == "Deploy to which environment?"
+    assert 75 <= agent["running"]["elapsed_s"] < 100
+    assert agent["question"] == "staging or prod?"
+    assert agent["last_reply"] == REPLY  # whole in --json
+    assert agent["last_tools"] == [
+        {"name": "exec_command", "command": "ls -la"},
+        {"name": "update_plan", "command": None},
+    ]
+    assert agent["metadata"]["last_command_result"]["exit_code"] is None
+    shell = sessions[SESSION]
+    assert (shell["kind"], shell["provider"], shell["last_reply"], shell["last_tools"]) == ("shell", None, None, None)
+
+    text = agents.cli("status", AGENT).stdout
+    assert "  kind: agent  provider: codex" in text
+    assert "  state: waiting_input — codex asks a question" in text
+    assert f"  prompt: #{running_id} for 1m1" in text and "Deploy to which environment?" in text
+    assert "  question: staging or prod?  (answer: tmux-agent reply weather/agent -- TEXT)" in text
+    assert f"  last: #{done} succeeded 10.0s  List the files and explain them" in text
+    [reply] = [line for line in text.splitlines() if line.startswith("  reply: ")]
+    assert reply.startswith("  reply: Here is what I found: the README") and reply.endswith("…")
+    assert len(reply) <= len("  reply: ") + 200 and "END" not in reply  # shortened in the text
+    assert "  tools: exec_command: ls -la; update_plan" in text
+    assert "exit=" not in text
+    assert "  kind: shell" in agents.cli("status", SESSION).stdout
+
+
+def test_an_agent_without_a_finished_turn_and_odd_results(agents: OrchestratorService) -> None:
+    agents.meta_set(AGENT, "state", "idle")
+    agent = sessions_json(agents)[AGENT]
+    assert (agent["last_reply"], agent["last_tools"], agent["running"], agent["question"]) == (None, None, None, None)
+    text = agents.cli("status", AGENT).stdout
+    assert "  kind: agent  provider: codex" in text and "reply:" not in text and "tools:" not in text
+    agents.meta_set(
+        AGENT, "last_command_result", {"command_id": 1, "command": "p", "reply": 5, "tools": ["x", {"name": 3}]}
+    )
+    agent = sessions_json(agents)[AGENT]
+    assert agent["last_reply"] is None and agent["last_tools"] == [{"name": "?", "command": None}]
+    agents.meta_set(AGENT, "last_command_result", {"command_id": 2, "command": "p", "reply": "", "tools": []})
+    result = agents.cli("status", AGENT)
+    assert result.returncode == 0 and "  reply: (empty)" in result.stdout and "  tools: none" in result.stdout

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.config import AgentProvider, SessionConfig
 from orchestrator.dashboard.server import DashboardApp, DashboardServer
-from orchestrator.model import CommandResult
+from orchestrator.model import CommandResult, ToolCall
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore
 from pytest_tmuxagent.dashboard import http_get
@@ -89,8 +90,10 @@ class Running:
 def dashboard(tmp_path: Path, store: StateStore) -> Iterator[Any]:
     started: list[DashboardServer] = []
 
-    def start(token: str | None = None, db: Path | None = None) -> Running:
-        app = DashboardApp(db=db or store.path, audit_log=tmp_path / "logs" / "a.jsonl", token=token, interval=0.05)
+    def start(token: str | None = None, db: Path | None = None, sessions: tuple[SessionConfig, ...] = ()) -> Running:
+        app = DashboardApp(
+            db=db or store.path, audit_log=tmp_path / "logs" / "a.jsonl", token=token, interval=0.05, sessions=sessions
+        )
         server = DashboardServer(app, "127.0.0.1", 0)
         threading.Thread(target=server.serve, daemon=True).start()
         started.append(server)
@@ -123,6 +126,132 @@ def test_state_api_carries_results_cards_plan_and_events(dashboard, store: State
     assert (session["task_decomposition"]["done"], session["task_decomposition"]["total"]) == (1, 3)
     assert state["events"][0]["event"] == "metadata_set"
     assert state["totals"]["failure_rate"] == 1.0
+
+
+AGENT = "weather/agent"
+TOOLS: list[ToolCall] = [
+    {"name": "Bash", "command": "ls -la && cat README.md", "input": {"command": "ls -la && cat README.md"}},
+    {"name": "Read", "input": {"file_path": "/w/README.md"}},
+]
+
+
+def agent_turn(store: StateStore, prompt: str, reply: str, tools: list[ToolCall]) -> int:
+    """A finished agent turn as the engine records it: the prompt as command, no exit code, reply and tools."""
+    command_id = store.enqueue(AGENT, prompt)
+    store.mark_running(command_id, "2026-11-01T08:00:00.000000Z")
+    result = CommandResult(
+        None, "succeeded", "2026-11-01T08:00:00.000000Z", "2026-11-01T08:00:04.500000Z", 4.5, reply, reply, tuple(tools)
+    )
+    assert store.finish(command_id, result)
+    return command_id
+
+
+@pytest.fixture
+def agent_store(store: StateStore) -> StateStore:
+    """An agent session with a finished turn, a prompt running and a question pending."""
+    store.ensure_session(AGENT, "weather:agent")
+    agent_turn(store, "List the files\nand read the README", "There are 3 files; README says hi.", TOOLS)
+    running_id = store.enqueue(AGENT, "Deploy it?")
+    store.mark_running(running_id, "2026-11-01T08:01:00.000000Z")
+    store.update_metadata(
+        AGENT,
+        {
+            "state": "waiting_input",
+            "state_detail": "claude asks a question",
+            "running": {
+                "command_id": running_id,
+                "command": "Deploy it?",
+                "started_at": "2026-11-01T08:01:00.000000Z",
+                "question": "Which environment: staging or prod?",
+            },
+        },
+    )
+    return store
+
+
+def agent_config(provider: AgentProvider = "claude") -> tuple[SessionConfig, ...]:
+    return (
+        SessionConfig(BOT, "weather:bot", Path(".")),
+        SessionConfig(AGENT, "weather:agent", Path("."), kind="agent", provider=provider, launch=provider),
+    )
+
+
+def test_an_agent_session_shows_provider_state_prompt_reply_tools_and_question(
+    dashboard, agent_store: StateStore
+) -> None:
+    finish(agent_store, BOT, "make test", 0, "ok")
+    sessions = {s["name"]: s for s in dashboard(sessions=agent_config("codex")).json("api/state")["sessions"]}
+    agent = sessions[AGENT]
+    assert (agent["kind"], agent["provider"]) == ("agent", "codex")
+    assert (agent["state"], agent["state_detail"]) == ("waiting_input", "claude asks a question")
+    assert agent["running"]["command"] == "Deploy it?"
+    assert agent["running"]["started_at"] == "2026-11-01T08:01:00.000000Z"
+    assert agent["question"] == "Which environment: staging or prod?"
+    last = agent["last_command_result"]
+    assert (last["command"], last["exit_code"], last["status"]) == (
+        "List the files\nand read the README",
+        None,
+        "succeeded",
+    )
+    assert last["reply"] == "There are 3 files; README says hi."
+    assert last["tools"] == [{"name": "Bash", "command": "ls -la && cat README.md"}, {"name": "Read", "command": None}]
+    for key in ("queued", "results", "failure_streak", "blockers", "next_actions", "task_decomposition"):
+        assert key in agent  # the keys every session has
+    shell = sessions[BOT]
+    assert (shell["kind"], shell["provider"], shell["question"]) == ("shell", None, None)
+    assert (shell["last_command_result"]["reply"], shell["last_command_result"]["tools"]) == (None, None)
+
+
+def test_without_the_config_an_agent_is_known_by_its_turn(dashboard, agent_store: StateStore) -> None:
+    sessions = {s["name"]: s for s in dashboard().json("api/state")["sessions"]}
+    assert (sessions[AGENT]["kind"], sessions[AGENT]["provider"]) == ("agent", None)
+    assert (sessions[BOT]["kind"], sessions[BOT]["provider"]) == (None, None)  # nothing finished: unknown
+    agent_store.update_metadata(AGENT, {"provider": "claude"})
+    finish(agent_store, BOT, "true", 0)
+    sessions = {s["name"]: s for s in dashboard().json("api/state")["sessions"]}
+    assert (sessions[AGENT]["kind"], sessions[AGENT]["provider"]) == ("agent", "claude")
+    assert sessions[BOT]["kind"] == "shell"
+
+
+def test_the_question_shows_only_while_the_session_waits(dashboard, agent_store: StateStore) -> None:
+    agent_store.update_metadata(AGENT, {"state": "working"})
+    [agent] = [s for s in dashboard().json("api/state")["sessions"] if s["name"] == AGENT]
+    assert agent["question"] is None and agent["running"]["command"] == "Deploy it?"
+
+
+def test_odd_agent_values_become_text(dashboard, store: StateStore) -> None:
+    store.ensure_session(AGENT, "weather:agent")
+    store.update_metadata(
+        AGENT,
+        {
+            "kind": "robot",
+            "provider": ["claude"],
+            "state": {"x": 1},
+            "running": {"question": "<b>?</b>"},  # nothing runs: no question
+            "last_command_result": {
+                "command_id": 1,
+                "command": "p",
+                "status": "succeeded",
+                "reply": {"text": "hi"},
+                "tools": ["Bash", {"name": 5, "command": ["ls"]}, {"command": "<img src=x>"}],
+            },
+        },
+    )
+    [agent] = [s for s in dashboard().json("api/state")["sessions"] if s["name"] == AGENT]
+    assert (agent["kind"], agent["provider"], agent["state"], agent["question"]) == ("agent", None, '{"x": 1}', None)
+    assert agent["last_command_result"]["reply"] == '{"text": "hi"}'
+    assert agent["last_command_result"]["tools"] == [
+        {"name": "Bash", "command": None},
+        {"name": "5", "command": '["ls"]'},
+        {"name": "?", "command": "<img src=x>"},
+    ]
+
+
+def test_the_page_renders_agent_values_as_text(dashboard) -> None:
+    script = dashboard().get("static/app.js")[2].decode()
+    for needed in ("last-reply", "tool-command", "question-text", "running-prompt", "provider"):
+        assert needed in script
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script
 
 
 def test_other_apis_and_quoted_session_names(dashboard, store: StateStore) -> None:

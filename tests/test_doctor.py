@@ -219,3 +219,122 @@ def test_a_stranger_on_the_dashboard_port_fails(project: Path) -> None:
         result = doctor(project, "--dashboard-port", str(busy.getsockname()[1]))
     line = line_of(result, "dashboard port")
     assert result.returncode == 1 and line.startswith("FAIL") and "--dashboard-port N" in line
+
+
+# agent sessions ----------------------------------------------------------------------------------
+def stand_in(folder: Path, name: str, body: str) -> Path:
+    """A small executable script standing in for an agent's binary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def write_agent_config(project: Path, socket_name: str, sessions: list[dict[str, object]]) -> None:
+    (project / "agent-config.yaml").write_text(
+        json.dumps(
+            {"tmux": {"socket_name": socket_name}, "state_db": "st/state.db", "log_dir": "logs", "sessions": sessions}
+        )
+    )
+
+
+def test_agent_binaries_found_by_launch_path_or_on_path_with_their_version(
+    project: Path, tmux_server: TmuxTestServer, pane: AgentPane, agent_pane: AgentPaneFactory
+) -> None:
+    claude = stand_in(project / "agents", "claude", 'echo "2.1.197 (Claude Code)"')
+    stand_in(project / "bin", "codex", 'echo "codex-cli 0.171.0"')
+    stand_in(project / "old", "claude", 'echo "2.0.1 (Claude Code)"')
+    second = agent_pane("weather/codex")
+    write_agent_config(
+        project,
+        tmux_server.socket_name,
+        [
+            {"name": "weather/bot", "target": pane.target},
+            {
+                "name": "weather/agent",
+                "target": pane.target,
+                "kind": "agent",
+                "provider": "claude",
+                "launch": f"{claude} --model x",
+            },
+            # no launch: the provider's name on the session's PATH
+            {
+                "name": "weather/codex",
+                "target": second.target,
+                "kind": "agent",
+                "provider": "codex",
+                "env": {"PATH": f"{project / 'bin'}:/usr/bin:/bin"},
+            },
+            # a bare name on PATH, another version than the verified one: a warning
+            {
+                "name": "weather/old",
+                "target": pane.target,
+                "kind": "agent",
+                "launch": "claude",
+                "env": {"PATH": str(project / "old")},
+            },
+        ],
+    )
+    result = doctor(project)
+    assert result.returncode == 0, result.stdout
+    found = line_of(result, "agent weather/agent")
+    assert found.startswith("ok") and f"claude {claude}: 2.1.197 (Claude Code)" in found
+    on_path = line_of(result, "agent weather/codex")
+    assert on_path.startswith("ok") and f"{project / 'bin' / 'codex'}: codex-cli 0.171.0" in on_path
+    old = line_of(result, "agent weather/old")
+    assert old.startswith("WARN") and "2.0.1 (Claude Code) (tmuxagent is verified with 2.1.197)" in old
+    assert "fix: install @anthropic-ai/claude-code@2.1.197, or set launch to its path" in old
+    assert not any(" agent weather/bot " in f"{line} " for line in result.stdout.splitlines())  # a shell session
+    # an agent session's pane: at bash with launch the agent is started there; without launch, nothing starts it
+    assert "the orchestrator launches claude there" in line_of(result, "pane weather/agent")
+    codex_pane = line_of(result, "pane weather/codex")
+    assert codex_pane.startswith("WARN") and "no launch" in codex_pane and "fix: start codex in the pane" in codex_pane
+
+
+def test_a_missing_or_hanging_agent_binary_fails_with_the_fix(
+    project: Path, tmux_server: TmuxTestServer, pane: AgentPane
+) -> None:
+    empty = project / "empty-bin"
+    empty.mkdir()
+    hanging = stand_in(project / "agents", "codex", "exec sleep 30")
+    broken = stand_in(project / "agents", "claude", "echo 'cannot load' >&2; exit 3")
+    write_agent_config(
+        project,
+        tmux_server.socket_name,
+        [
+            {
+                "name": "no/claude",
+                "target": pane.target,
+                "kind": "agent",
+                "provider": "claude",
+                "launch": "/nonexistent/claude --settings x",
+                "env": {"PATH": str(empty)},
+            },
+            {
+                "name": "no/codex",
+                "target": pane.target,
+                "kind": "agent",
+                "provider": "codex",
+                "launch": "codex-not-here",
+                "env": {"PATH": str(empty)},
+            },
+            {"name": "hung/codex", "target": pane.target, "kind": "agent", "provider": "codex", "launch": str(hanging)},
+            {"name": "broken/claude", "target": pane.target, "kind": "agent", "launch": str(broken)},
+        ],
+    )
+    toml = project / ".tmuxagent" / "orchestrator.toml"
+    toml.write_text(toml.read_text().replace("timeout_seconds = 10", "timeout_seconds = 1"))
+    result = doctor(project)
+    assert result.returncode == 1
+    claude = line_of(result, "agent no/claude")
+    assert claude.startswith("FAIL") and "claude: not found (/nonexistent/claude, claude on PATH)" in claude
+    assert claude.endswith("fix: install @anthropic-ai/claude-code@2.1.197, or set launch to its path")
+    codex = line_of(result, "agent no/codex")
+    assert codex.startswith("FAIL") and "not found (codex-not-here on PATH, codex on PATH)" in codex
+    assert codex.endswith("fix: install @openai/codex@0.171.0, or set launch to its path")
+    hung = line_of(result, "agent hung/codex")
+    assert hung.startswith("FAIL") and f"`{hanging} --version` hung for 1s" in hung and "@openai/codex@0.171.0" in hung
+    bad = line_of(result, "agent broken/claude")
+    assert bad.startswith("FAIL") and f"`{broken} --version` exited 3" in bad
+    assert "failing: " in result.stdout and "agent no/claude" in result.stdout.splitlines()[-1]

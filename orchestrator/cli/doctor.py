@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from orchestrator.cli.dashboard import DEFAULT_PORT as DASHBOARD_PORT
-from orchestrator.config import Config, TmuxConfig, load_config
+from orchestrator.config import Config, SessionConfig, TmuxConfig, load_config
 from orchestrator.envfile import EnvSource
 from orchestrator.errors import UserError
 from orchestrator.redact import redact
@@ -34,6 +35,9 @@ MIN_TMUX = (3, 0)
 SUPPORTED_SHELLS = ("bash", "zsh")
 DASHBOARD_HOST = "127.0.0.1"  # `tmux-agent run --dashboard-host` and `tmux-agent dashboard --host` default
 TMUX_TIMEOUT_SECONDS = 5.0
+AGENT_VERSION_TIMEOUT_SECONDS = 10.0  # `<agent> --version`, at most (the codex timeout, when shorter)
+# provider -> (npm package, the version the agent driver is verified with; docs/agent-sessions.md)
+AGENT_PACKAGES = {"claude": ("@anthropic-ai/claude-code", "2.1.197"), "codex": ("@openai/codex", "0.171.0")}
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,75 @@ def check_codex(config: Config, env: dict[str, str], timeout: float) -> CheckRes
             "run `codex exec 'hi'` by hand to see why",
         )
     return CheckResult("codex", True, f"{seen}; answered a tiny prompt")
+
+
+def _launch_program(launch: str | None) -> str | None:
+    """The program of a `launch` line: its first word after any `VAR=value` words (and `env`)."""
+    try:
+        words = shlex.split(launch or "")
+    except ValueError:
+        words = (launch or "").split()
+    while words and (words[0] == "env" or ("=" in words[0] and not words[0].startswith(("/", ".", "~")))):
+        words = words[1:]
+    return words[0] if words else None
+
+
+def agent_binary(session: SessionConfig, env: Mapping[str, str]) -> tuple[str | None, str]:
+    """(the agent's executable or None, where it was looked for). The session's `launch` first word
+    when it is a path (relative to `workdir`, where the pane starts it) or on PATH, else the
+    provider's name on PATH. PATH is the session's `env` PATH when it sets one: the agent is
+    started as `env PATH=… <launch>`."""
+    provider = session.provider or "claude"
+    path = dict(session.env).get("PATH", env.get("PATH", os.defpath))
+    program = _launch_program(session.launch)
+    looked: list[str] = []
+    if program is not None:
+        if "/" in program or program.startswith("~"):
+            candidate = Path(program).expanduser()
+            candidate = candidate if candidate.is_absolute() else session.workdir / candidate
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate), str(candidate)
+            looked.append(str(candidate))
+        else:
+            found = shutil.which(program, path=path)
+            if found:
+                return found, f"{program} on PATH"
+            looked.append(f"{program} on PATH")
+    if program != provider:
+        found = shutil.which(provider, path=path)
+        if found:
+            return found, f"{provider} on PATH"
+        looked.append(f"{provider} on PATH")
+    return None, ", ".join(looked)
+
+
+def check_agent(session: SessionConfig, env: dict[str, str], timeout: float) -> CheckResult:
+    """The session's agent binary is found and answers `--version` (within `timeout`)."""
+    provider = session.provider or "claude"
+    package, verified = AGENT_PACKAGES.get(provider, (provider, "?"))
+    name = f"agent {session.name}"
+    fix = f"install {package}@{verified}, or set launch to its path"
+    binary, where = agent_binary(session, env)
+    if binary is None:
+        return CheckResult(name, False, f"{provider}: not found ({where})", fix)
+    try:
+        done = run_bounded([binary, "--version"], timeout, {**env, **dict(session.env)})
+    except subprocess.TimeoutExpired:
+        return CheckResult(name, False, f"{provider}: `{binary} --version` hung for {timeout:g}s", fix)
+    except OSError as exc:
+        return CheckResult(name, False, f"{provider}: {binary} cannot run ({exc.strerror or exc})", fix)
+    if done.returncode != 0:
+        return CheckResult(name, False, f"{provider}: `{binary} --version` exited {done.returncode}", fix)
+    lines = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    version = lines[0].strip() if lines else "no version printed"
+    seen = f"{provider} {binary}: {version}"
+    if not re.search(rf"(?<![\d.]){re.escape(verified)}(?![\d.])", version):
+        return CheckResult(name, True, f"{seen} (tmuxagent is verified with {verified})", fix, warn=True)
+    return CheckResult(name, True, seen)
+
+
+def check_agents(config: Config, env: dict[str, str], timeout: float) -> list[CheckResult]:
+    return [check_agent(s, env, timeout) for s in config.sessions if s.kind == "agent"]
 
 
 def check_openai_key(env: dict[str, str]) -> CheckResult:
@@ -336,6 +409,25 @@ def _running_command(config: Config, session: str) -> tuple[int, str] | None:
     return (row.id, row.command) if row is not None else None
 
 
+def _agent_pane(session: SessionConfig, name: str, program: str) -> CheckResult:
+    """An agent session's pane: at a shell prompt the orchestrator launches the agent (with `launch`);
+    anything else is taken for the running agent, adopted once its prompt shows."""
+    provider = session.provider or "claude"
+    if program in SUPPORTED_SHELLS and session.launch:
+        return CheckResult(name, True, f"'{session.target}' runs {program}; the orchestrator launches {provider} there")
+    if program in SUPPORTED_SHELLS:
+        return CheckResult(
+            name,
+            True,
+            f"'{session.target}' runs {program} and the session has no launch: nothing starts {provider}",
+            f"start {provider} in the pane, or set launch for '{session.name}' in agent-config.yaml",
+            warn=True,
+        )
+    return CheckResult(
+        name, True, f"'{session.target}' runs {program or '?'} (taken for {provider} once its prompt shows)"
+    )
+
+
 def check_panes(config: Config) -> list[CheckResult]:
     """Each session's pane exists and runs a shell we type into (bash or zsh)."""
     out: list[CheckResult] = []
@@ -361,6 +453,9 @@ def check_panes(config: Config) -> list[CheckResult]:
             )
             continue
         shell = os.path.basename(program.lstrip("-"))
+        if session.kind == "agent":
+            out.append(_agent_pane(session, name, shell))
+            continue
         if shell in SUPPORTED_SHELLS:
             out.append(CheckResult(name, True, f"'{session.target}' runs {shell}"))
             continue
@@ -448,6 +543,7 @@ def run_checks(args: argparse.Namespace) -> list[CheckResult]:
     checks: list[Callable[[], CheckResult | list[CheckResult]]] = [
         lambda: tmux_checks(config),
         lambda: check_codex(config, {**os.environ, **env}, timeout),
+        lambda: check_agents(config, {**os.environ, **env}, min(timeout, AGENT_VERSION_TIMEOUT_SECONDS)),
         lambda: check_openai_key(env),
         lambda: check_wecom(env, args.send_test, min(timeout, 10.0)),
         lambda: check_metrics_port(config, metrics_port),
@@ -480,7 +576,9 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_config_flags: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    parser = sub.add_parser("doctor", help="self-check: tmux, panes, codex, env, config, ports, DB, log dir")
+    parser = sub.add_parser(
+        "doctor", help="self-check: tmux, panes, codex, agent binaries, env, config, ports, DB, log dir"
+    )
     add_config_flags(parser)
     parser.add_argument("--send-test", action="store_true", help="send a real test message to WeCom")
     parser.add_argument("--metrics-port", type=int, default=None)

@@ -55,6 +55,9 @@ def _open(args: argparse.Namespace) -> tuple[Config, StateStore, AuditLog]:
 # a running orchestrator writes every session's `orchestrator_heartbeat` about every 2 s
 HEARTBEAT_FRESH_SECONDS = 10.0
 OUTPUT_TAIL_SHOWN = 5  # lines of a running command's output in the text status
+REPLY_SHOWN = 200  # characters of an agent's last reply in the text status (--json has it whole)
+PROMPT_SHOWN = 120  # characters of an agent's prompt on one line of the text status
+ASKING_STATES = ("waiting_input", "waiting_approval")  # states whose `running.question` is shown
 
 
 def _text(value: object) -> str | None:
@@ -190,6 +193,44 @@ def cmd_reply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _short(text: str, limit: int) -> str:
+    """One line of at most `limit` characters: whitespace runs become one space, a cut ends in `…`."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: max(0, limit - 1)].rstrip() + "…"
+
+
+def _last_reply(last: object) -> str | None:
+    """An agent turn's reply, from `last_command_result.reply` (None for a shell command's result)."""
+    return last.get("reply") if isinstance(last, dict) and isinstance(last.get("reply"), str) else None
+
+
+def _last_tools(last: object) -> list[dict[str, str | None]] | None:
+    """The tool calls of an agent's last turn as `{name, command}` (`command` for shell tools, else
+    None); None when the last result holds no tool list (a shell command's result)."""
+    tools = last.get("tools") if isinstance(last, dict) else None
+    if not isinstance(tools, list):
+        return None
+    out: list[dict[str, str | None]] = []
+    for tool in tools:
+        if isinstance(tool, dict):
+            name, command = tool.get("name"), tool.get("command")
+            out.append(
+                {
+                    "name": name if isinstance(name, str) else "?",
+                    "command": command if isinstance(command, str) else None,
+                }
+            )
+    return out
+
+
+def _tools_text(tools: list[dict[str, str | None]]) -> str:
+    if not tools:
+        return "none"
+    return "; ".join(
+        f"{t['name']}: {_short(t['command'], PROMPT_SHOWN)}" if t["command"] else str(t["name"]) for t in tools
+    )
+
+
 def _running_report(row: CommandRow | None, live: Mapping[str, Any], now: float) -> dict[str, Any] | None:
     """The session's running command (its `running` row), with the engine's output tail if it wrote one."""
     if row is None:
@@ -236,13 +277,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     for name in names:
         metadata = store.metadata(name)
+        session = config.session(name)
         row = running_rows.get(name)
         live = _live(metadata, row)
         state = _text(metadata.get("state"))
+        last = metadata.get("last_command_result")
         report.append(
             {
                 "name": name,
-                "target": config.session(name).target,
+                "target": session.target,
+                "kind": session.kind,
+                "provider": session.provider,
                 "metadata": metadata,
                 "queue_depth": depths.get(name, 0),
                 "queued": [{"id": r.id, "command": r.command} for r in store.queued(name)],
@@ -250,9 +295,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "plan_progress": plan_progress(metadata.get("task_decomposition")),
                 "state": state,
                 "state_detail": _text(metadata.get("state_detail")),
-                "question": _text(live.get("question")) if state == "waiting_input" else None,
+                "question": _text(live.get("question")) if state in ASKING_STATES else None,
                 "running": _running_report(row, live, now),
                 "heartbeat": Heartbeat.of(metadata, now).as_dict(),
+                "last_reply": _last_reply(last),
+                "last_tools": _last_tools(last),
             }
         )
     notifications = Outbox(store).health()
@@ -269,26 +316,41 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def print_session(item: Mapping[str, Any], beat: Heartbeat) -> None:
     metadata: Mapping[str, Any] = item["metadata"]
+    agent = item["kind"] == "agent"
     blocked = " BLOCKED" if metadata.get("blocked") else ""
     print(f"{item['name']} ({item['target']}) queue={item['queue_depth']}{blocked}")
+    print(f"  kind: {item['kind']}" + (f"  provider: {item['provider']}" if agent else ""))
     state = item["state"] or "(not reported)"
     print(f"  state: {state}" + (f" — {item['state_detail']}" if item["state_detail"] else ""))
     running = item["running"]
     if running is not None:
         elapsed = "" if running["elapsed_s"] is None else f" for {_duration(running['elapsed_s'])}"
-        print(f"  running: #{running['id']}{elapsed}  {running['command']}")
-        if running["output_tail"]:
-            for line in running["output_tail"].splitlines()[-OUTPUT_TAIL_SHOWN:]:
-                print(f"    | {line}")
+        if agent:
+            print(f"  prompt: #{running['id']}{elapsed}  {_short(running['command'], PROMPT_SHOWN)}")
+        else:
+            print(f"  running: #{running['id']}{elapsed}  {running['command']}")
+            if running["output_tail"]:
+                for line in running["output_tail"].splitlines()[-OUTPUT_TAIL_SHOWN:]:
+                    print(f"    | {line}")
     if item["question"]:
-        print(f"  question: {item['question']}  (answer: tmux-agent reply {item['name']} -- TEXT)")
+        hint = f"  (answer: tmux-agent reply {item['name']} -- TEXT)" if item["state"] == "waiting_input" else ""
+        print(f"  question: {item['question']}{hint}")
     print(f"  {beat.describe()}")
     last = metadata.get("last_command_result")
     if isinstance(last, dict) and last:
-        print(
-            f"  last: #{last.get('command_id')} {last.get('status')} exit={last.get('exit_code')} "
-            f"{last.get('duration_s')}s  {last.get('command')}"
-        )
+        if agent:
+            command = last.get("command")
+            shown = _short(command, PROMPT_SHOWN) if isinstance(command, str) else command
+            print(f"  last: #{last.get('command_id')} {last.get('status')} {last.get('duration_s')}s  {shown}")
+        else:
+            print(
+                f"  last: #{last.get('command_id')} {last.get('status')} exit={last.get('exit_code')} "
+                f"{last.get('duration_s')}s  {last.get('command')}"
+            )
+    if item["last_reply"] is not None:
+        print(f"  reply: {_short(item['last_reply'], REPLY_SHOWN) or '(empty)'}")
+    if item["last_tools"] is not None:
+        print(f"  tools: {_tools_text(item['last_tools'])}")
     for line in status_lines(item["name"], _for_status_lines(metadata)):
         print(line)
 

@@ -38,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from orchestrator.clock import parse_iso_utc
+from orchestrator.config import SessionConfig
 from orchestrator.dashboard.state import build_state, tail_events
 from orchestrator.state.snapshot import StateSnapshot
 
@@ -171,10 +172,14 @@ class DashboardApp:
     token: str | None = None
     interval: float = 1.0
     event_limit: int = 40
+    sessions: tuple[SessionConfig, ...] = ()  # the config's sessions, when known: their kind and provider
 
     def __post_init__(self) -> None:
         self.snapshot = StateSnapshot(Path(self.db))
-        self.hub = StateHub(lambda: build_state(self.snapshot, Path(self.audit_log), self.event_limit), self.interval)
+        configs = {s.name: s for s in self.sessions}
+        self.hub = StateHub(
+            lambda: build_state(self.snapshot, Path(self.audit_log), self.event_limit, configs=configs), self.interval
+        )
         self.metrics = DashboardMetrics(self.hub)
         self.pages = {"/": _static("index.html"), **{path: _static(path.rsplit("/", 1)[1]) for path in STATIC}}
 

@@ -4,16 +4,23 @@ only) and the tail of the audit log.
 Metadata written by other producers (`next_actions`, `task_decomposition`,
 `blockers`) is normalised here to fixed shapes with string values, so the page
 only ever renders known fields, as text.
+
+A session's `kind` and `provider` come from the config the dashboard was given
+(`DashboardApp.sessions`), else from metadata `kind` / `provider` when a producer
+wrote them, else `kind` is inferred from the last result (an agent's turn has a
+`reply` and `tools`, a shell command's has neither); what cannot be known stays null.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
+from orchestrator.config import SessionConfig
 from orchestrator.model import TERMINAL_STATUSES
 from orchestrator.state.replay import rates
 from orchestrator.state.snapshot import SnapshotError, StateSnapshot
@@ -31,6 +38,9 @@ LAST_RESULT_KEYS = (
     "duration_s",
     "output_tail",
 )
+KINDS = ("shell", "agent")
+PROVIDERS = ("claude", "codex", "generic")
+ASKING_STATES = ("waiting_input", "waiting_approval")
 
 
 def _text(value: Any) -> str | None:
@@ -95,13 +105,57 @@ def decomposition(value: Any) -> dict[str, Any] | None:
     return {"source": _text(value.get("source")), "steps": steps, "done": done, "total": len(steps)}
 
 
+def tools(value: Any) -> list[dict[str, str | None]] | None:
+    """An agent turn's tool calls as `[{name, command}]` (`command` for shell tools); None when the
+    result holds no tool list (a shell command's result)."""
+    if not isinstance(value, list):
+        return None
+    out: list[dict[str, str | None]] = []
+    for item in value:
+        item = item if isinstance(item, dict) else {"name": item}
+        out.append({"name": _text(item.get("name")) or "?", "command": _text(item.get("command"))})
+    return out
+
+
 def last_result(value: Any) -> dict[str, Any] | None:
+    """The shell keys always; `reply` (text or null) and `tools` (list or null) for an agent's turn."""
     if not isinstance(value, dict):
         return None
     out = {key: value.get(key) for key in LAST_RESULT_KEYS}
     for key in ("command", "status", "output_tail", "started_at", "finished_at"):
         out[key] = _text(out[key])
+    out["reply"] = _text(value.get("reply"))
+    out["tools"] = tools(value.get("tools"))
     return out
+
+
+def _choice(value: Any, allowed: tuple[str, ...]) -> str | None:
+    return value if isinstance(value, str) and value in allowed else None
+
+
+def _kind(
+    config: SessionConfig | None, meta: dict[str, Any], last: dict[str, Any] | None
+) -> tuple[str | None, str | None]:
+    """(kind, provider): the config's, else the metadata's, else inferred from the last result."""
+    if config is not None:
+        return config.kind, config.provider
+    kind = _choice(meta.get("kind"), KINDS)
+    provider = _choice(meta.get("provider"), PROVIDERS)
+    if kind is None and provider is not None:
+        kind = "agent"
+    if kind is None and last is not None:  # an agent's turn always has a reply and a tool list
+        kind = "agent" if last["reply"] is not None or last["tools"] is not None else "shell"
+    return kind, provider if kind == "agent" else None
+
+
+def question(meta: dict[str, Any], row: dict[str, Any] | None) -> str | None:
+    """Metadata `running.question` of the running command, while the session waits for an answer."""
+    live = meta.get("running")
+    if row is None or meta.get("state") not in ASKING_STATES or not isinstance(live, dict):
+        return None
+    if live.get("command_id") not in (None, row["id"]):
+        return None
+    return _text(live.get("question")) or None
 
 
 def tail_events(path: Path, limit: int) -> list[dict[str, Any]]:
@@ -131,18 +185,32 @@ def tail_events(path: Path, limit: int) -> list[dict[str, Any]]:
 
 
 def _session(
-    row: dict[str, Any], queued: list[dict[str, Any]], running: list[dict[str, Any]], results: dict[str, int]
+    row: dict[str, Any],
+    queued: list[dict[str, Any]],
+    running: list[dict[str, Any]],
+    results: dict[str, int],
+    config: SessionConfig | None,
 ) -> dict[str, Any]:
     meta = row["metadata"]
+    last = last_result(meta.get("last_command_result"))
+    kind, provider = _kind(config, meta, last)
+    row_running = running[0] if running else None
     return {
         "name": row["name"],
         "target": row["target"],
+        "kind": kind,
+        "provider": provider,
+        "state": _text(meta.get("state")),
+        "state_detail": _text(meta.get("state_detail")),
         "updated_at": row["updated_at"],
         "queue_depth": len(queued),
         "queued": [{"id": q["id"], "command": q["command"]} for q in queued[:QUEUED_SHOWN]],
-        "running": {k: running[0][k] for k in ("id", "command", "started_at")} if running else None,
+        # no elapsed time here: it would change every refresh and wake every live stream; the page
+        # counts it from started_at, as it does the heartbeat's age
+        "running": {k: row_running[k] for k in ("id", "command", "started_at")} if row_running else None,
+        "question": question(meta, row_running),
         "results": results,
-        "last_command_result": last_result(meta.get("last_command_result")),
+        "last_command_result": last,
         "failure_streak": _int(meta.get("failure_streak")),
         "stall_count": _int(meta.get("stall_count")),
         "blocked": bool(meta.get("blocked")),
@@ -156,10 +224,16 @@ def _session(
 
 
 def build_state(
-    snapshot: StateSnapshot, audit_log: Path, event_limit: int = 40, clock: Clock | None = None
+    snapshot: StateSnapshot,
+    audit_log: Path,
+    event_limit: int = 40,
+    clock: Clock | None = None,
+    configs: Mapping[str, SessionConfig] | None = None,
 ) -> dict[str, Any]:
-    """Everything the page shows. A DB that cannot be read yields an `error` and no sessions."""
+    """Everything the page shows. A DB that cannot be read yields an `error` and no sessions.
+    `configs` (session name → its config) says each session's kind and provider."""
     clock = clock or SystemClock()
+    configs = configs or {}
     state: dict[str, Any] = {
         "generated_at": iso_utc(clock.now()),
         "db": str(snapshot.path),
@@ -178,7 +252,14 @@ def build_state(
         state["error"] = str(exc)
         rows, queued, running, counts = [], {}, {}, {}
     sessions = [
-        _session(r, queued.get(r["name"], []), running.get(r["name"], []), counts.get(r["name"], {})) for r in rows
+        _session(
+            r,
+            queued.get(r["name"], []),
+            running.get(r["name"], []),
+            counts.get(r["name"], {}),
+            configs.get(r["name"]),
+        )
+        for r in rows
     ]
     state["sessions"] = sessions
     results: Counter[str] = Counter()

@@ -39,6 +39,16 @@
     return "heartbeat " + seconds + "s ago";
   }
 
+  function elapsedText(iso) {
+    const then = Date.parse(iso);
+    if (!iso || Number.isNaN(then)) return "";
+    const total = Math.max(0, Math.round((Date.now() - then) / 1000));
+    if (total < 60) return "for " + total + "s";
+    if (total < 3600) return "for " + Math.floor(total / 60) + "m" + String(total % 60).padStart(2, "0") + "s";
+    if (total < 86400) return "for " + Math.floor(total / 3600) + "h" + String(Math.floor((total % 3600) / 60)).padStart(2, "0") + "m";
+    return "for " + Math.floor(total / 86400) + "d" + String(Math.floor((total % 86400) / 3600)).padStart(2, "0") + "h";
+  }
+
   function details(key, summary, body) {
     const node = el("details", { "data-key": key }, el("summary", null, summary), body);
     if (openDetails.has(key)) node.open = true;
@@ -46,17 +56,43 @@
     return node;
   }
 
+  // An agent's tool calls: the name, and the shell command for shell tools.
+  function toolList(tools) {
+    if (!tools.length) return el("p", { class: "muted last-tools-none" }, "no tool calls");
+    return el("div", { class: "last-tools-box" }, el("span", { class: "muted" }, "tools (" + tools.length + ")"),
+      el("ul", { class: "last-tools" }, tools.map((t) =>
+      el("li", { class: "tool" }, el("span", { class: "tool-name" }, t.name || "?"),
+        t.command ? [" ", el("code", { class: "tool-command" }, t.command)] : null))));
+  }
+
   function lastResult(session) {
     const last = session.last_command_result;
-    if (!last) return el("p", { class: "muted last-none" }, "no command has finished yet");
+    const agent = session.kind === "agent";
+    if (!last) return el("p", { class: "muted last-none" }, agent ? "no turn has finished yet" : "no command has finished yet");
     return el("div", { class: "last" },
       el("div", { class: "last-line" },
         badge(last.status || "unknown", "status-" + token(last.status), "last-status"),
-        el("span", { class: "last-exit" }, "exit " + (last.exit_code === null ? "—" : last.exit_code)),
+        agent && last.exit_code === null ? null
+          : el("span", { class: "last-exit" }, "exit " + (last.exit_code === null ? "—" : last.exit_code)),
         el("span", { class: "muted" }, seconds(last.duration_s)),
         el("span", { class: "muted" }, "#" + last.command_id + " at " + time(last.finished_at))),
       el("code", { class: "last-command" }, last.command || ""),
-      details(session.name + ":tail", "output tail", el("pre", { class: "last-output" }, last.output_tail || "(no output)")));
+      last.reply !== null && last.reply !== undefined
+        ? el("div", { class: "last-reply-box" }, el("span", { class: "muted" }, "reply"),
+          el("pre", { class: "last-reply" }, last.reply || "(empty)"))
+        : null,
+      Array.isArray(last.tools) ? toolList(last.tools) : null,
+      agent ? null
+        : details(session.name + ":tail", "output tail", el("pre", { class: "last-output" }, last.output_tail || "(no output)")));
+  }
+
+  function runningLine(s) {
+    if (!s.running) return null;
+    const agent = s.kind === "agent";
+    return el("p", { class: "running", "data-started": s.running.started_at },
+      (agent ? "prompt #" : "running #") + s.running.id + " ",
+      el("span", { class: "muted elapsed" }, elapsedText(s.running.started_at)), ": ",
+      el("code", { class: agent ? "running-prompt" : "running-command" }, s.running.command));
   }
 
   function recommendations(next) {
@@ -99,12 +135,16 @@
       el("div", { class: "session-head" },
         el("h2", { class: "session-name" }, s.name),
         el("span", { class: "muted target" }, s.target),
+        s.kind === "agent" ? badge(s.provider || "agent", "info", "provider") : null,
+        badge(s.state || "no state", "state-" + token(s.state), "state"),
         s.blocked ? badge("BLOCKED", "blocked-badge") : null,
         badge("failure streak " + s.failure_streak, s.failure_streak ? "warn" : "ok", "streak"),
         badge("stalls " + s.stall_count, s.stall_count ? "warn" : "ok", "stalls"),
         badge("queue " + s.queue_depth, s.queue_depth ? "info" : "ok", "queue"),
         el("span", { class: "muted heartbeat" }, ageText(s.heartbeat))),
-      s.running ? el("p", { class: "running" }, "running #" + s.running.id + ": ", el("code", null, s.running.command)) : null,
+      s.state_detail ? el("p", { class: "muted state-detail" }, s.state_detail) : null,
+      runningLine(s),
+      s.question ? el("p", { class: "question" }, el("strong", null, "question: "), el("span", { class: "question-text" }, s.question)) : null,
       lastResult(s),
       queued,
       s.blockers.length ? el("ul", { class: "blockers" }, s.blockers.map((b) => el("li", null, "blocker: ", b))) : null,
@@ -189,6 +229,10 @@
       for (const node of document.querySelectorAll(".heartbeat")) {
         const panel = node.closest("[data-session]");
         if (panel && panel.dataset.heartbeat) node.textContent = ageText(panel.dataset.heartbeat);
+      }
+      for (const node of document.querySelectorAll(".running .elapsed")) {
+        const line = node.closest("[data-started]");
+        if (line) node.textContent = elapsedText(line.dataset.started);
       }
     }, 1000);
   });
