@@ -453,6 +453,21 @@ def test_a_restarted_tmux_server_is_never_taken_for_the_old_one(tmp_path: Path) 
     assert rig.driver.delivered == [(cid, "%7")]
 
 
+def test_a_server_restarted_between_liveness_rounds_is_caught_before_typing(tmp_path: Path) -> None:
+    """No liveness round has run since the restart: the cached %0 is another session's pane now,
+    and the target is looked up again right before anything is typed."""
+    rig = make_rig(tmp_path)
+    rig.sup.step()
+    rig.panes.identity = "200 2"
+    rig.panes.targets["weather:bot"] = "%7"
+    rig.panes.alive.add("%7")  # %0 still answers: on the new server it is someone else's pane
+    cid = rig.send("echo hi")
+    rig.sup.step()
+    rig.sup.step()
+    assert rig.driver.delivered == [(cid, "%7")]
+    assert "%0" in rig.driver.forgotten
+
+
 def test_once_mode_is_idle_when_the_queues_are_drained(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     cid = rig.send("true")

@@ -233,8 +233,27 @@ class Supervisor:
             self.locator.forget(name)
             driver.forget_pane(pane_id)
         self.set_state(state, readiness.state, readiness.detail)
-        if readiness.ready and queued:
+        if readiness.ready and queued and self._still_the_target(state, pane_id):
             self._dispatch_next(state, pane_id)
+
+    def _still_the_target(self, state: SessionState, pane_id: str) -> bool:
+        """Right before typing, ask tmux again which pane the target names. A cached id is not
+        proof: a tmux server restarted since the last liveness round numbers its panes from %0
+        again, so the id may now be another session's pane. If it moved, look again next round."""
+        name = state.config.name
+        try:
+            current: str | None = self.panes.resolve(state.config.target).pane_id
+        except PaneNotFound:
+            current = None
+        if current == pane_id:
+            return True
+        log.warning(
+            "%s: target %s now names pane %s, not %s; looking again", name, state.config.target, current, pane_id
+        )
+        self.locator.forget(name)
+        self.driver_for(name).forget_pane(pane_id)
+        self._next_probe.pop(name, None)
+        return False
 
     def driver_for(self, session: str) -> Driver:
         """The session's driver: its kind's (an agent session has its own), else the default."""
