@@ -21,6 +21,13 @@ tar -C "$repo" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*
 "$work/venv/bin/pip" install -q "$work/src"
 
 bin="$work/venv/bin"
+# the real agents .ci/run installed into the checkout's .agents/ (the empty folder has none)
+for agent in claude codex; do
+  var="TMUXAGENT_$(echo "$agent" | tr a-z A-Z)_BIN"
+  if [ -z "${!var:-}" ] && [ -x "$repo/.agents/node_modules/.bin/$agent" ]; then
+    export "$var=$repo/.agents/node_modules/.bin/$agent"
+  fi
+done
 mkdir "$work/empty"
 cd "$work/empty"
 export PATH="$bin:$PATH"

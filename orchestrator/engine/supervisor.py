@@ -100,6 +100,7 @@ class Supervisor:
         missing: list[PaneNotFound] = []
         for name, state in self.sessions.items():
             self.store.ensure_session(name, state.config.target)
+            self.store.update_metadata(name, {"kind": state.config.kind, "provider": state.config.provider})
             try:
                 self.panes.resolve(state.config.target)
             except PaneNotFound as exc:
