@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired
@@ -40,19 +40,7 @@ SessionStateName = Literal[
 ]
 """Every session's state, as DESIGN.md names them (metadata `state`, the session-state gauge)."""
 
-SESSION_STATES: tuple[SessionStateName, ...] = (
-    "idle",
-    "working",
-    "waiting_input",
-    "waiting_approval",
-    "stalled",
-    "blocked",
-    "cooldown",
-    "error",
-    "exited",
-    "pane_missing",
-    "unsupported",
-)
+SESSION_STATES: tuple[SessionStateName, ...] = get_args(SessionStateName)
 
 
 class LastCommandResult(TypedDict):

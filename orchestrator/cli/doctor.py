@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from orchestrator.adapters.ai_client import resolve_timeout
 from orchestrator.cli.dashboard import DEFAULT_PORT as DASHBOARD_PORT
 from orchestrator.config import Config, SessionConfig, TmuxConfig, load_config
 from orchestrator.envfile import EnvSource
@@ -72,17 +73,9 @@ def codex_argv(config: Config, *args: str) -> list[str]:
 
 
 def codex_timeout(config: Config, env: Mapping[str, str]) -> float:
-    """`CODEX_TIMEOUT_SECONDS` wins over `[codex] timeout_seconds` when it is a positive number.
-
-    The orchestrator's rule (`ai_client.resolve_timeout`): a value like "soon" or "0" is ignored,
-    so doctor must not crash on it or time codex out at once.
-    """
-    raw = env.get("CODEX_TIMEOUT_SECONDS")
-    try:
-        value = float(raw) if raw else 0.0
-    except ValueError:
-        value = 0.0
-    return value if value > 0 else config.settings.codex.timeout_seconds
+    """The orchestrator's own rule (`ai_client.resolve_timeout`): `CODEX_TIMEOUT_SECONDS` wins when it
+    is a positive number, so doctor neither crashes on "soon" nor times codex out at once on "0"."""
+    return resolve_timeout(config.settings.codex, env)
 
 
 def run_bounded(argv: list[str], timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
