@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from feedback_latency import percentile  # this folder is on sys.path when run as a script
+from common import percentile  # this folder is on sys.path when run as a script
 
 from orchestrator.state.store import StateStore
 from pytest_tmuxagent.fake_codex import FakeCodex

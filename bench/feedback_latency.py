@@ -41,27 +41,22 @@ the tmux servers and the temp directories are cleaned up even on error.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
+
+import common  # this folder is on sys.path when run as a script
 
 from orchestrator.clock import parse_iso_utc
 from orchestrator.model import TERMINAL_STATUSES, CommandRow
-from orchestrator.state.store import StateStore
 from pytest_tmuxagent.service import OrchestratorService, make_service
 from pytest_tmuxagent.tmux_server import AgentPane, TmuxTestServer
 from pytest_tmuxagent.waiting import wait_until
@@ -72,60 +67,23 @@ TARGET_RATIO = 10.0
 DEFAULT_SLEEP = "0.05"
 
 
-# statistics ---------------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-@dataclass
-class Summary:
+@dataclass(kw_only=True)
+class PaneSummary(common.Summary):
+    SUBJECT: ClassVar[str] = "panes"
     panes: int
-    method: str
-    n: int
-    p50_ms: float
-    p95_ms: float
-    max_ms: float
-    min_ms: float
-    mean_ms: float
-    expected: int
-    notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def of(cls, panes: int, method: str, samples_ms: list[float], expected: int) -> Summary:
-        return cls(
-            panes=panes,
-            method=method,
-            n=len(samples_ms),
-            p50_ms=percentile(samples_ms, 50),
-            p95_ms=percentile(samples_ms, 95),
-            max_ms=max(samples_ms) if samples_ms else math.nan,
-            min_ms=min(samples_ms) if samples_ms else math.nan,
-            mean_ms=sum(samples_ms) / len(samples_ms) if samples_ms else math.nan,
-            expected=expected,
-        )
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    @property
+    def label(self) -> str:
+        return f"{self.panes} pane(s)"
 
 
 # the orchestrator ------------------------------------------------------------------------------
 def measure_orchestrator(
     root: Path, tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, sleep_s: str, stack: ExitStack
-) -> Summary:
+) -> PaneSummary:
     service: OrchestratorService = make_service(root, tmux, panes)
-    stack.callback(service.stop)
-    service.start()
+    store = common.start_service(service, stack)
     expected = per_pane * len(panes)
-    store = StateStore(service.state_db)
-    stack.callback(store.close)
     ids: list[int] = []
     for _ in range(per_pane):  # round-robin, so every pane has work queued from the start
         for pane in panes:
@@ -150,7 +108,7 @@ def measure_orchestrator(
     notes: list[str] = []
     statuses: dict[str, int] = {}
     for row in rows:
-        statuses[row.status] = statuses.get(row.status, 0) + 1
+        common.count_status(statuses, row.status)
         if row.finished_at is None or row.recorded_at is None:
             notes.append(f"command {row.id}: finished_at={row.finished_at} recorded_at={row.recorded_at}")
             continue
@@ -158,10 +116,9 @@ def measure_orchestrator(
         if latency < 0:
             notes.append(f"command {row.id}: negative latency {latency:.2f} ms")
         samples.append(latency)
-    if set(statuses) != {"succeeded"}:
-        notes.append(f"statuses: {statuses}")
+    notes += common.status_notes(statuses)
 
-    summary = Summary.of(len(panes), "orchestrator", samples, expected)
+    summary = PaneSummary.of(samples, panes=len(panes), method="orchestrator", expected=expected)
     summary.extra["statuses"] = statuses
     # The service's own view of the same quantity, from /metrics, as a cross-check.
     if service.metrics is not None:
@@ -174,20 +131,12 @@ def measure_orchestrator(
         except Exception as exc:
             notes.append(f"metrics scrape failed: {exc}")
 
-    code = service.stop()
-    if code not in (0, None):
-        notes.append(f"service exited {code}")
+    notes += common.stop_notes(service)
     runtime_dir = service.state_db.parent / "run"
     leftovers = sorted(p.name for p in runtime_dir.iterdir()) if runtime_dir.is_dir() else []
     if leftovers:
         notes.append(f"{len(leftovers)} files left in runtime dir, e.g. {leftovers[:4]}")
-    suspicious = [
-        line
-        for line in service.log_text().splitlines()
-        if any(word in line for word in ("WARNING", "ERROR", "Traceback"))
-    ]
-    if suspicious:
-        notes.append(f"{len(suspicious)} warning/error lines in service log, first: {suspicious[0][:200]}")
+    notes += common.log_notes(service)
     summary.notes = notes
     return summary
 
@@ -205,7 +154,7 @@ class BaselinePane:
 
 def measure_baseline(
     tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, interval: float, sleep_s: str, rng: random.Random
-) -> Summary:
+) -> PaneSummary:
     """Poll every pane with capture-pane on a fixed tick; type each next command at a random phase.
 
     Typing the next command right at the tick that saw the previous one finish would phase-lock
@@ -244,13 +193,9 @@ def measure_baseline(
             for state in states:
                 if state.pattern is None:
                     continue
-                out = subprocess.run(
-                    [tmux_bin, "-L", tmux.socket_name, "capture-pane", "-p", "-J", "-t", state.pane.pane_id],
-                    capture_output=True,
-                    text=True,
-                )
+                lines = common.capture(tmux_bin, tmux, state.pane)
                 detected = time.time()
-                match = next((m for m in map(state.pattern.match, out.stdout.splitlines()) if m), None)
+                match = next((m for m in map(state.pattern.match, lines) if m), None)
                 if match:
                     samples.append((detected - float(match.group(1))) * 1000.0)
                     state.pattern = None
@@ -261,7 +206,8 @@ def measure_baseline(
                     state.type_at = time.monotonic() + rng.uniform(0, interval)
         wake = min([next_poll, *(s.type_at for s in states if s.type_at is not None)])
         time.sleep(max(0.0, min(wake - time.monotonic(), interval)))
-    summary = Summary.of(len(panes), f"baseline capture-pane every {interval:g}s", samples, per_pane * len(panes))
+    method = f"baseline capture-pane every {interval:g}s"
+    summary = PaneSummary.of(samples, panes=len(panes), method=method, expected=per_pane * len(panes))
     summary.notes = notes
     return summary
 
@@ -278,10 +224,9 @@ def _socket_file(tmux: TmuxTestServer) -> Path:
 
 def run_pane_count(
     n_panes: int, per_pane: int, baseline_per_pane: int, interval: float, sleep_s: str, rng: random.Random
-) -> list[Summary]:
+) -> list[PaneSummary]:
     with ExitStack() as stack:
-        tmp = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX))
-        stack.callback(shutil.rmtree, tmp, True)
+        tmp = common.temp_dir(stack, SOCKET_PREFIX)
         sockets: list[Path] = []
 
         def remove_sockets() -> None:  # registered before kill-server, so it runs after it
@@ -289,91 +234,44 @@ def run_pane_count(
                 path.unlink(missing_ok=True)
 
         stack.callback(remove_sockets)
-        tmux = TmuxTestServer(socket_name=f"{SOCKET_PREFIX}{uuid.uuid4().hex[:10]}", root=tmp)
-        stack.callback(tmux.kill)
+        tmux = common.tmux_server(stack, SOCKET_PREFIX, tmp)
         panes = [tmux.agent_pane(f"bench/p{i}") for i in range(n_panes)]
         sockets.append(_socket_file(tmux))
-        log(f"{n_panes} pane(s): orchestrator, {per_pane} command(s) per pane")
+        common.log(f"{n_panes} pane(s): orchestrator, {per_pane} command(s) per pane")
         ours = measure_orchestrator(tmp / "orch", tmux, panes, per_pane, sleep_s, stack)
         base_panes = [tmux.agent_pane(f"base/p{i}") for i in range(n_panes)]
-        log(f"{n_panes} pane(s): baseline, {baseline_per_pane} command(s) per pane, every {interval:g}s")
+        common.log(f"{n_panes} pane(s): baseline, {baseline_per_pane} command(s) per pane, every {interval:g}s")
         base = measure_baseline(tmux, base_panes, baseline_per_pane, interval, sleep_s, rng)
         return [ours, base]
 
 
 # reporting ----------------------------------------------------------------------------------
-def ratio(a: float, b: float) -> float:
-    return a / b if b > 0 and not math.isnan(a) and not math.isnan(b) else math.nan
-
-
-def evaluate(results: dict[int, list[Summary]]) -> list[dict[str, Any]]:
+def evaluate(results: dict[int, list[PaneSummary]]) -> list[dict[str, Any]]:
     verdicts: list[dict[str, Any]] = []
     for n_panes, (ours, base) in results.items():
         limit = TARGET_P95_MS.get(n_panes)
         if limit is not None:
-            verdicts.append(
-                {
-                    "panes": n_panes,
-                    "target": f"orchestrator p95 <= {limit:g} ms",
-                    "value": round(ours.p95_ms, 2),
-                    "met": ours.p95_ms <= limit and ours.n == ours.expected,
-                }
-            )
-        for label, value in (("p50", ratio(base.p50_ms, ours.p50_ms)), ("p95", ratio(base.p95_ms, ours.p95_ms))):
-            verdicts.append(
-                {
-                    "panes": n_panes,
-                    "target": f"baseline_{label} / orchestrator_{label} >= {TARGET_RATIO:g}x",
-                    "value": round(value, 1),
-                    "met": value >= TARGET_RATIO,
-                }
-            )
+            verdicts.append(common.p95_verdict("panes", ours, limit))
+        verdicts += common.ratio_verdicts("panes", ours, base, "baseline", TARGET_RATIO)
     return verdicts
 
 
-def print_table(results: dict[int, list[Summary]], verdicts: list[dict[str, Any]]) -> None:
-    header = f"{'panes':>5}  {'method':<34} {'n':>4}  {'p50 ms':>8}  {'p95 ms':>8}  {'max ms':>8}"
-    print(header)
-    print("-" * len(header))
-    for _n_panes, (ours, base) in results.items():
-        for s in (ours, base):
-            n = f"{s.n}" if s.n == s.expected else f"{s.n}/{s.expected}"
-            print(f"{s.panes:>5}  {s.method:<34} {n:>4}  {s.p50_ms:>8.1f}  {s.p95_ms:>8.1f}  {s.max_ms:>8.1f}")
-        print(
-            f"{'':>5}  ratio baseline/orchestrator: p50 {ratio(base.p50_ms, ours.p50_ms):.1f}x, "
-            f"p95 {ratio(base.p95_ms, ours.p95_ms):.1f}x"
-        )
-        mean = ours.extra.get("metrics_mean_ms")
-        if mean is not None:
-            print(
-                f"{'':>5}  (service /metrics feedback_latency: n={ours.extra.get('metrics_count'):.0f}, "
-                f"mean {mean:.1f} ms; bench mean {ours.mean_ms:.1f} ms)"
-            )
-    print()
-    print("targets:")
-    for v in verdicts:
-        print(f"  {v['panes']:>3} pane(s): {v['target']:<48} {v['value']:>8}  {'met' if v['met'] else 'NOT MET'}")
-    notes = [(s.panes, s.method, note) for summaries in results.values() for s in summaries for note in s.notes]
-    if notes:
-        print()
-        print("notes:")
-        for panes, method, note in notes:
-            print(f"  [{panes} pane(s), {method}] {note}")
+def metrics_line(ours: PaneSummary) -> str:
+    """The service's own /metrics view of the feedback latency, under the ratio line (if scraped)."""
+    mean = ours.extra.get("metrics_mean_ms")
+    if mean is None:
+        return ""
+    return (
+        f"\n{'':>5}  (service /metrics feedback_latency: n={ours.extra.get('metrics_count'):.0f}, "
+        f"mean {mean:.1f} ms; bench mean {ours.mean_ms:.1f} ms)"
+    )
 
 
-def _finite(value: Any) -> Any:
-    """NaN/inf (an empty sample set) become null, so the output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through every ExitStack, so cleanup runs
+def print_table(results: dict[int, list[PaneSummary]], verdicts: list[dict[str, Any]]) -> None:
+    common.print_header(f"{'panes':>5}", 4)
+    common.print_rows(results, ">5", 4, "baseline", metrics_line)
+    common.print_targets(verdicts, lambda v: f"{v['panes']:>3} pane(s):", 48)
+    common.print_notes(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,39 +289,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead")
     args = parser.parse_args(argv)
     float(args.sleep)  # reject anything that is not a number before it reaches a shell
-    signal.signal(signal.SIGTERM, _terminate)
+    common.exit_on_signals()
     rng = random.Random(args.seed)
 
     started = time.monotonic()
-    results: dict[int, list[Summary]] = {}
+    results: dict[int, list[PaneSummary]] = {}
     for n_panes in args.panes:
         per_pane = args.commands or (10 if n_panes == 1 else 5)
         base_per_pane = args.baseline_commands or (10 if n_panes == 1 else 3)
         results[n_panes] = run_pane_count(n_panes, per_pane, base_per_pane, args.baseline_interval, args.sleep, rng)
     verdicts = evaluate(results)
-    elapsed = time.monotonic() - started
-    if args.json:
-        print(
-            json.dumps(
-                _finite(
-                    {
-                        "elapsed_s": round(elapsed, 1),
-                        "baseline_interval_s": args.baseline_interval,
-                        "results": [asdict(s) for summaries in results.values() for s in summaries],
-                        "ratios": {
-                            str(n): {"p50": ratio(b.p50_ms, o.p50_ms), "p95": ratio(b.p95_ms, o.p95_ms)}
-                            for n, (o, b) in results.items()
-                        },
-                        "targets": verdicts,
-                        "sleep_s": float(args.sleep),
-                    }
-                ),
-                indent=2,
-            )
-        )
-    else:
-        print_table(results, verdicts)
-        print(f"\n(elapsed {elapsed:.1f}s)")
+    settings = {"baseline_interval_s": args.baseline_interval}
+    table = lambda: print_table(results, verdicts)  # noqa: E731
+    common.report(args.json, started, settings, results, verdicts, table, after={"sleep_s": float(args.sleep)})
     return 0
 
 

@@ -58,24 +58,22 @@ import math
 import random
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
+
+import common  # this folder is on sys.path when run as a script
 
 from orchestrator.clock import parse_iso_utc
 from orchestrator.drivers.agent_events import AgentEvent
 from orchestrator.drivers.agent_providers import PROVIDERS as DRIVER_PROVIDERS
 from orchestrator.model import TERMINAL_STATUSES, CommandRow
-from orchestrator.state.store import StateStore
 from pytest_tmuxagent.agents import AgentHome, AgentProvider, agent_version, find_agent, install_hint
 from pytest_tmuxagent.model_server import ModelServer, text
 from pytest_tmuxagent.service import OrchestratorService, make_service
@@ -89,50 +87,16 @@ TURN_TIMEOUT = 60.0  # seconds one turn may take (the first includes the agent's
 START_TIMEOUT = 60.0  # seconds the poller's agent has to draw its prompt
 
 
-# statistics ---------------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-@dataclass
-class Summary:
+@dataclass(kw_only=True)
+class AgentSummary(common.Summary):
+    SUBJECT: ClassVar[str] = "provider"
     provider: str
-    method: str
-    n: int
-    p50_ms: float
-    p95_ms: float
-    max_ms: float
-    min_ms: float
-    mean_ms: float
-    expected: int
-    samples_ms: list[float] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list)  # each sample, rounded to 0.01 ms
 
     @classmethod
-    def of(cls, provider: str, method: str, samples_ms: list[float], expected: int) -> Summary:
-        return cls(
-            provider=provider,
-            method=method,
-            n=len(samples_ms),
-            p50_ms=percentile(samples_ms, 50),
-            p95_ms=percentile(samples_ms, 95),
-            max_ms=max(samples_ms) if samples_ms else math.nan,
-            min_ms=min(samples_ms) if samples_ms else math.nan,
-            mean_ms=sum(samples_ms) / len(samples_ms) if samples_ms else math.nan,
-            expected=expected,
-            samples_ms=[round(s, 2) for s in samples_ms],
-        )
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    def of_turns(cls, provider: str, method: str, samples: list[float], expected: int) -> AgentSummary:
+        rounded = [round(s, 2) for s in samples]
+        return cls.of(samples, provider=provider, method=method, expected=expected, samples_ms=rounded)
 
 
 # turns and their end events --------------------------------------------------------------------
@@ -197,20 +161,29 @@ def script(server: ModelServer, provider: AgentProvider, reply: str) -> None:
     (server.anthropic if provider == "claude" else server.openai).script(text(reply))
 
 
+@dataclass
+class Rig:
+    """What both methods of one agent share: the agent, its binary, the tmux and model servers, and
+    every agent home made so far (reaped at cleanup)."""
+
+    provider: AgentProvider
+    binary: Path
+    tmux: TmuxTestServer
+    server: ModelServer
+    homes: list[AgentHome] = field(default_factory=list)
+
+    def agent(self, pane_name: str, root: Path) -> tuple[AgentPane, AgentHome]:
+        """A new pane, and an agent home for it under `root`."""
+        pane = self.tmux.agent_pane(pane_name)
+        home = AgentHome.prepare(self.provider, pane.workdir, self.server, root / "agent", binary=self.binary)
+        self.homes.append(home)
+        return pane, home
+
+
 # the orchestrator ------------------------------------------------------------------------------
-def measure_orchestrator(
-    provider: AgentProvider,
-    root: Path,
-    tmux: TmuxTestServer,
-    server: ModelServer,
-    binary: Path,
-    turns: list[Turn],
-    homes: list[AgentHome],
-    stack: ExitStack,
-) -> Summary:
-    pane = tmux.agent_pane(f"bench/{provider}")
-    home = AgentHome.prepare(provider, pane.workdir, server, root / "agent", binary=binary)
-    homes.append(home)
+def measure_orchestrator(rig: Rig, root: Path, turns: list[Turn], stack: ExitStack) -> AgentSummary:
+    provider, tmux, server = rig.provider, rig.tmux, rig.server
+    pane, home = rig.agent(f"bench/{provider}", root)
     service: OrchestratorService = make_service(
         root / "orch",
         tmux,
@@ -218,10 +191,7 @@ def measure_orchestrator(
         session_overrides={pane.name: dict(home.session_override())},
         settings={"stall_timeout_seconds": 120},
     )
-    stack.callback(service.stop)
-    service.start()
-    store = StateStore(service.state_db)
-    stack.callback(store.close)
+    store = common.start_service(service, stack)
     notes: list[str] = []
     rows: list[tuple[Turn, CommandRow]] = []
     for turn in turns:
@@ -250,7 +220,7 @@ def measure_orchestrator(
     replies_ok = 0
     worst: tuple[float, int] = (-math.inf, -1)
     for turn, row in rows:
-        statuses[row.status] = statuses.get(row.status, 0) + 1
+        common.count_status(statuses, row.status)
         ts = end_ts(events, turn.reply)
         if ts is None or row.recorded_at is None:
             notes.append(f"turn {turn.k}: end event ts={ts} recorded_at={row.recorded_at}")
@@ -263,27 +233,18 @@ def measure_orchestrator(
         samples.append(latency)
         worst = max(worst, (latency, turn.k))
         replies_ok += (row.output_tail or "").strip() == turn.reply
-    if set(statuses) != {"succeeded"}:
-        notes.append(f"statuses: {statuses}")
+    notes += common.status_notes(statuses)
     if replies_ok != len(rows):
         notes.append(f"{len(rows) - replies_ok} turn(s) whose stored reply is not the scripted one")
 
-    summary = Summary.of(provider, "orchestrator", samples, len(turns))
+    summary = AgentSummary.of_turns(provider, "orchestrator", samples, len(turns))
     summary.extra["statuses"] = statuses
     summary.extra["slowest_turn"] = worst[1]
     last = service.metadata(pane.name).get("last_command_result") or {}
     summary.extra["last_command_result_reply_ok"] = last.get("reply") == turns[-1].reply
     summary.extra["result_read"] = time_result_read(provider, events, turns[-1], home)
-    code = service.stop()
-    if code not in (0, None):
-        notes.append(f"service exited {code}")
-    suspicious = [
-        line
-        for line in service.log_text().splitlines()
-        if any(word in line for word in ("WARNING", "ERROR", "Traceback")) and "no WeCom channel" not in line
-    ]
-    if suspicious:
-        notes.append(f"{len(suspicious)} warning/error lines in service log, first: {suspicious[0][:200]}")
+    notes += common.stop_notes(service)
+    notes += common.log_notes(service, ignore=("no WeCom channel",))
     summary.notes = notes
     return summary
 
@@ -313,7 +274,7 @@ def time_result_read(
         files = sorted((Path(home.env["CODEX_HOME"]) / "sessions").rglob(f"rollout-*-{thread}.jsonl"))
     size = sum(f.stat().st_size for f in files if f.exists())
     lines = sum(len(f.read_bytes().splitlines()) for f in files if f.exists())
-    return {"ms": round(percentile(costs, 50), 2), "bytes": size, "lines": lines}
+    return {"ms": round(common.percentile(costs, 50), 2), "bytes": size, "lines": lines}
 
 
 def measure_signal_path(tmux: TmuxTestServer, root: Path, count: int = 10) -> dict[str, float]:
@@ -357,9 +318,9 @@ def measure_signal_path(tmux: TmuxTestServer, root: Path, count: int = 10) -> di
         if woke:
             wake.append((woke[0] - ts) * 1000.0)
     return {
-        "hook_startup_p50_ms": round(percentile(startup, 50), 2),
-        "ts_to_waiter_wake_p50_ms": round(percentile(wake, 50), 2),
-        "ts_to_waiter_wake_p95_ms": round(percentile(wake, 95), 2),
+        "hook_startup_p50_ms": round(common.percentile(startup, 50), 2),
+        "ts_to_waiter_wake_p50_ms": round(common.percentile(wake, 50), 2),
+        "ts_to_waiter_wake_p95_ms": round(common.percentile(wake, 95), 2),
     }
 
 
@@ -380,42 +341,22 @@ def baseline_launch(home: AgentHome, events: Path, run_dir: Path) -> str:
     return home.launch_line("-c", "notify=" + json.dumps(hook_entry(events, "notify")))
 
 
-def capture(tmux_bin: str, tmux: TmuxTestServer, pane: AgentPane) -> list[str]:
-    out = subprocess.run(
-        [tmux_bin, "-L", tmux.socket_name, "capture-pane", "-p", "-J", "-t", pane.pane_id],
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.splitlines()
-
-
-def measure_baseline(
-    provider: AgentProvider,
-    root: Path,
-    tmux: TmuxTestServer,
-    server: ModelServer,
-    binary: Path,
-    turns: list[Turn],
-    interval: float,
-    rng: random.Random,
-    homes: list[AgentHome],
-) -> Summary:
+def measure_baseline(rig: Rig, root: Path, turns: list[Turn], interval: float, rng: random.Random) -> AgentSummary:
     """Type each prompt at a random phase of a fixed capture-pane tick; detect the reply on screen.
 
     States per turn: waiting to type (`type_at`), typed and waiting for the text to show (then
     Enter), running (only the tick's capture looks at the screen), then waiting for the end event
     (the hook may write it a moment after the reply is drawn) before the next turn is scheduled.
     """
-    pane = tmux.agent_pane(f"base/{provider}")
-    home = AgentHome.prepare(provider, pane.workdir, server, root / "agent", binary=binary)
-    homes.append(home)
+    provider, tmux, server = rig.provider, rig.tmux, rig.server
+    pane, home = rig.agent(f"base/{provider}", root)
     events_path = root / "events.jsonl"
     events_path.touch()
     tmux_bin = shutil.which("tmux") or "tmux"
     ready = DRIVER_PROVIDERS[provider]().is_ready
     pane.type(f"cd {shlex.quote(str(pane.workdir))} && {baseline_launch(home, events_path, root)}")
     wait_until(
-        lambda: ready(capture(tmux_bin, tmux, pane)),
+        lambda: ready(common.capture(tmux_bin, tmux, pane)),
         timeout=START_TIMEOUT,
         interval=0.1,
         message=f"{provider} to draw its prompt in the poller's pane",
@@ -436,14 +377,14 @@ def measure_baseline(
         now = time.monotonic()
         turn = turns[index]
         if phase == "wait_type" and type_at is not None and now >= type_at:
-            if ready(capture(tmux_bin, tmux, pane)):
+            if ready(common.capture(tmux_bin, tmux, pane)):
                 script(server, provider, turn.reply)
                 tmux.server.cmd("send-keys", "-t", pane.pane_id, "-l", "--", turn.prompt)
                 phase, typed_at = "echo", now
             else:
                 type_at = now + 0.02  # not at its prompt yet: codex drops an early Enter
         elif phase == "echo":
-            screen = " ".join(normalize(line) for line in capture(tmux_bin, tmux, pane))
+            screen = " ".join(normalize(line) for line in common.capture(tmux_bin, tmux, pane))
             if normalize(turn.prompt) in screen:
                 tmux.server.cmd("send-keys", "-t", pane.pane_id, "Enter")
                 phase, typed_at = "running", time.monotonic()
@@ -455,7 +396,7 @@ def measure_baseline(
             while next_poll <= now:
                 next_poll += interval
             if phase == "running":
-                lines = capture(tmux_bin, tmux, pane)
+                lines = common.capture(tmux_bin, tmux, pane)
                 detected = time.time()
                 if any(turn.reply in line for line in lines):
                     seen_at, phase = detected, "wait_event"
@@ -482,7 +423,7 @@ def measure_baseline(
         time.sleep(max(0.0, min(min(waits) - time.monotonic(), interval)))
     if negatives:
         notes.append(f"{negatives} turn(s) whose reply was on screen before the end event was written")
-    summary = Summary.of(provider, f"poller capture-pane every {interval:g}s", samples, len(turns))
+    summary = AgentSummary.of_turns(provider, f"poller capture-pane every {interval:g}s", samples, len(turns))
     summary.notes = notes
     return summary
 
@@ -490,10 +431,9 @@ def measure_baseline(
 # one agent ----------------------------------------------------------------------------------
 def run_provider(
     provider: AgentProvider, binary: Path, n_turns: int, n_baseline: int, interval: float, rng: random.Random
-) -> list[Summary]:
+) -> list[AgentSummary]:
     with ExitStack() as stack:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{SOCKET_PREFIX}{provider}-"))
-        stack.callback(shutil.rmtree, tmp, True)
+        tmp = common.temp_dir(stack, f"{SOCKET_PREFIX}{provider}-")
         server = ModelServer(default=text("(unscripted)")).start()
         stack.callback(server.stop)
         homes: list[AgentHome] = []
@@ -503,82 +443,38 @@ def run_provider(
                 try:
                     home.reap()
                 except RuntimeError as error:
-                    log(f"cleanup: {error}")
+                    common.log(f"cleanup: {error}")
 
         stack.callback(reap_all)
-        tmux = TmuxTestServer(socket_name=f"{SOCKET_PREFIX}{uuid.uuid4().hex[:10]}", root=tmp)
-        stack.callback(tmux.kill)
+        tmux = common.tmux_server(stack, SOCKET_PREFIX, tmp)
         stack.callback(reap_all)  # and before it, so no agent is still talking to a dying server
+        rig = Rig(provider, binary, tmux, server, homes)
         nonce = uuid.uuid4().hex[:6]
-        log(f"{provider}: orchestrator, {n_turns} turn(s)")
-        ours = measure_orchestrator(
-            provider,
-            tmp / "orchestrator",
-            tmux,
-            server,
-            binary,
-            make_turns("orchestrator", n_turns, nonce),
-            homes,
-            stack,
-        )
-        log(f"{provider}: poller, {n_baseline} turn(s), capture-pane every {interval:g}s")
-        base = measure_baseline(
-            provider,
-            tmp / "poller",
-            tmux,
-            server,
-            binary,
-            make_turns("poller", n_baseline, nonce),
-            interval,
-            rng,
-            homes,
-        )
+        common.log(f"{provider}: orchestrator, {n_turns} turn(s)")
+        ours = measure_orchestrator(rig, tmp / "orchestrator", make_turns("orchestrator", n_turns, nonce), stack)
+        common.log(f"{provider}: poller, {n_baseline} turn(s), capture-pane every {interval:g}s")
+        base = measure_baseline(rig, tmp / "poller", make_turns("poller", n_baseline, nonce), interval, rng)
         ours.extra["signal_path"] = measure_signal_path(tmux, tmp / "probe")
         return [ours, base]
 
 
 # reporting ----------------------------------------------------------------------------------
-def ratio(a: float, b: float) -> float:
-    return a / b if b > 0 and not math.isnan(a) and not math.isnan(b) else math.nan
-
-
-def evaluate(results: dict[str, list[Summary]]) -> list[dict[str, Any]]:
+def evaluate(results: dict[str, list[AgentSummary]]) -> list[dict[str, Any]]:
     verdicts: list[dict[str, Any]] = []
-    for provider, (ours, base) in results.items():
-        verdicts.append(
-            {
-                "provider": provider,
-                "target": f"orchestrator p95 <= {TARGET_P95_MS:g} ms",
-                "value": round(ours.p95_ms, 2),
-                "met": ours.p95_ms <= TARGET_P95_MS and ours.n == ours.expected,
-            }
-        )
-        for label, value in (("p50", ratio(base.p50_ms, ours.p50_ms)), ("p95", ratio(base.p95_ms, ours.p95_ms))):
-            verdicts.append(
-                {
-                    "provider": provider,
-                    "target": f"poller_{label} / orchestrator_{label} >= {TARGET_RATIO:g}x",
-                    "value": round(value, 1),
-                    "met": value >= TARGET_RATIO,
-                }
-            )
+    for ours, base in results.values():
+        verdicts.append(common.p95_verdict("provider", ours, TARGET_P95_MS))
+        verdicts += common.ratio_verdicts("provider", ours, base, "poller", TARGET_RATIO)
     return verdicts
 
 
 def print_table(
-    results: dict[str, list[Summary]], verdicts: list[dict[str, Any]], skipped: dict[str, str], versions: dict[str, Any]
+    results: dict[str, list[AgentSummary]],
+    verdicts: list[dict[str, Any]],
+    skipped: dict[str, str],
+    versions: dict[str, Any],
 ) -> None:
-    header = f"{'agent':<8}  {'method':<34} {'n':>5}  {'p50 ms':>8}  {'p95 ms':>8}  {'max ms':>8}"
-    print(header)
-    print("-" * len(header))
-    for provider, (ours, base) in results.items():
-        for s in (ours, base):
-            n = f"{s.n}" if s.n == s.expected else f"{s.n}/{s.expected}"
-            print(f"{s.provider:<8}  {s.method:<34} {n:>5}  {s.p50_ms:>8.1f}  {s.p95_ms:>8.1f}  {s.max_ms:>8.1f}")
-        print(
-            f"{'':<8}  ratio poller/orchestrator: p50 {ratio(base.p50_ms, ours.p50_ms):.1f}x, "
-            f"p95 {ratio(base.p95_ms, ours.p95_ms):.1f}x   ({versions.get(provider)})"
-        )
+    common.print_header(f"{'agent':<8}", 5)
+    common.print_rows(results, "<8", 5, "poller", lambda ours: f"   ({versions.get(ours.provider)})")
     for provider, why in skipped.items():
         print(f"{provider:<8}  skipped: {why}")
     print()
@@ -595,31 +491,8 @@ def print_table(
                 f"  {provider:<7} provider result() at the last turn: {read['ms']:.1f} ms, called twice per turn "
                 f"(transcript {read['bytes'] / 1024:.0f} KiB, {read['lines']} lines)"
             )
-    print()
-    print("targets:")
-    for v in verdicts:
-        print(f"  {v['provider']:<7} {v['target']:<44} {v['value']:>8}  {'met' if v['met'] else 'NOT MET'}")
-    notes = [(s.provider, s.method, note) for summaries in results.values() for s in summaries for note in s.notes]
-    if notes:
-        print()
-        print("notes:")
-        for provider, method, note in notes:
-            print(f"  [{provider}, {method}] {note}")
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf (an empty sample set) become null, so the output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through every ExitStack, so cleanup runs
+    common.print_targets(verdicts, lambda v: f"{v['provider']:<7}", 44)
+    common.print_notes(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -635,47 +508,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.turns < 1 or args.baseline_turns < 1 or args.poll_interval <= 0:
         parser.error("--turns and --baseline-turns must be >= 1, --poll-interval > 0")
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
+    common.exit_on_signals()
     rng = random.Random(args.seed)
 
     started = time.monotonic()
-    results: dict[str, list[Summary]] = {}
+    results: dict[str, list[AgentSummary]] = {}
     skipped: dict[str, str] = {}
     versions: dict[str, str | None] = {}
     for provider in dict.fromkeys(args.providers):
         binary = find_agent(provider)
         if binary is None:
             skipped[provider] = install_hint(provider)
-            log(f"{provider}: skipped: {skipped[provider]}")
+            common.log(f"{provider}: skipped: {skipped[provider]}")
             continue
         versions[provider] = agent_version(provider, binary)
         results[provider] = run_provider(provider, binary, args.turns, args.baseline_turns, args.poll_interval, rng)
     verdicts = evaluate(results)
-    elapsed = time.monotonic() - started
-    if args.json:
-        print(
-            json.dumps(
-                _finite(
-                    {
-                        "elapsed_s": round(elapsed, 1),
-                        "poll_interval_s": args.poll_interval,
-                        "versions": versions,
-                        "skipped": skipped,
-                        "results": [asdict(s) for summaries in results.values() for s in summaries],
-                        "ratios": {
-                            p: {"p50": ratio(b.p50_ms, o.p50_ms), "p95": ratio(b.p95_ms, o.p95_ms)}
-                            for p, (o, b) in results.items()
-                        },
-                        "targets": verdicts,
-                    }
-                ),
-                indent=2,
-            )
-        )
-    else:
-        print_table(results, verdicts, skipped, versions)
-        print(f"\n(elapsed {elapsed:.1f}s)")
+    settings = {"poll_interval_s": args.poll_interval, "versions": versions, "skipped": skipped}
+    table = lambda: print_table(results, verdicts, skipped, versions)  # noqa: E731
+    common.report(args.json, started, settings, results, verdicts, table)
     return 0
 
 
