@@ -477,3 +477,17 @@ def test_once_mode_is_idle_when_the_queues_are_drained(tmp_path: Path) -> None:
     rig.driver.end(cid, 0)
     rig.sup.step()
     assert rig.sup.idle()
+
+
+def test_a_question_that_starts_between_liveness_rounds_is_still_not_a_stall(tmp_path: Path) -> None:
+    """The stall timeout may run out between two liveness rounds: the engine asks the driver about
+    input before it interrupts, not only once a round."""
+    rig = make_rig(tmp_path)
+    cid = rig.send("read -p 'continue? [y/N] ' ans")
+    rig.sup.step()
+    for _ in range(14):  # 0.7 s steps: a liveness round every other step, the last at 9.8 s
+        rig.advance(0.7)
+    rig.driver.asking.add(cid)  # the question appears right after that round
+    rig.advance(0.7)  # 10.5 s without output: past the timeout, not a liveness round
+    assert rig.driver.interrupts == []
+    assert rig.store.metadata(S)["state"] == "waiting_input"

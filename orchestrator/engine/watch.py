@@ -86,7 +86,11 @@ class RunningWatch:
         if running.waiting_since is not None:
             self._deliver_reply(state)
         elif started and self.stall is not None and running.interrupt_sent_at is None:
-            self._carry_out(state, self.stall.verdict(running, mono))
+            verdict = self.stall.verdict(running, mono)
+            if verdict.action == "interrupt":
+                self._check_input(state)  # a question is never a stall, whenever the rounds fall
+            if running.waiting_since is None:
+                self._carry_out(state, verdict)
         elif self.stall is not None and running.interrupt_sent_at is not None:
             self._carry_out(state, self.stall.verdict(running, mono))
         if state.running is None or not check_liveness:
