@@ -58,10 +58,14 @@ def test_a_prompt_turn_lands_with_the_agents_reply(provider, agent, model_server
     assert last["tools"] == []
     assert row.output_tail == "The weather bot is ready."
     assert service.metrics.wait_until_value("orchestrator_commands_total", 1.0, session=SESSION, result="succeeded")
-    events = service.audit_events(session=SESSION)  # every line schema-validated
+    events = wait_until(
+        lambda: (found := service.audit_events(session=SESSION)) and found[-1]["event"] == "command_result" and found,
+        timeout=10,
+        message="the command_result audit line",
+    )  # every line schema-validated
     kinds = [e["event"] for e in events if e.get("command_id") == command_id]
     assert kinds == ["command_queued", "command_dispatched", "command_result"]
-    assert events[-1]["reply"] == "The weather bot is ready." if events[-1]["event"] == "command_result" else True
+    assert events[-1]["reply"] == "The weather bot is ready."
     assert service.metadata(SESSION)["state"] == "idle"
 
 
@@ -105,7 +109,12 @@ def test_two_queued_prompts_run_in_order_one_turn_at_a_time(provider, agent, mod
     assert firsts and seconds and max(firsts) < min(seconds)
     # the second prompt was typed only after the first turn ended
     assert rows[0].finished_at <= rows[1].started_at  # type: ignore[operator]
-    results = [e for e in service.audit_events(event="command_result", session=SESSION)]
+    # the audit line follows the DB commit of the result: wait for it, then check both in order
+    results = wait_until(
+        lambda: (found := service.audit_events(event="command_result", session=SESSION)) and len(found) == 2 and found,
+        timeout=10,
+        message="both command_result audit lines",
+    )
     assert [(e["command_id"], e["reply"]) for e in results] == [(first, "first done"), (second, "second done")]
 
 
@@ -124,3 +133,23 @@ def test_an_agent_session_on_a_pane_running_something_else_types_nothing(
     assert service.command(command_id).status == "queued"  # type: ignore[union-attr]
     assert pane.capture() == before
     assert model_server.requests(kind="turn") == []
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_agent_already_running_without_hooks_is_adopted(
+    provider, agent_pane, orchestrator_service, tmuxagent_agent_home, model_server
+) -> None:  # type: ignore[no-untyped-def]
+    """Started by a person, not by the orchestrator: no hook reports its turns, so they are followed
+    on its screen (the documented fallback) — the reply from the screen, no tool list."""
+    pane = agent_pane(SESSION)
+    home = tmuxagent_agent_home(provider, pane, model_server)
+    pane.type(home.launch_line())
+    entry = dict(home.session_override())
+    entry.pop("launch")  # the session does not launch it: the agent is adopted
+    script(model_server, provider, text("Adopted and answering."))
+    service = orchestrator_service([pane], session_overrides={SESSION: entry})
+    row = service.wait_result(service.send(SESSION, "are you there"), timeout=TURN_TIMEOUT)
+    assert (row.status, row.exit_code) == ("succeeded", None)
+    last = service.metadata(SESSION)["last_command_result"]
+    assert last["reply"] == "Adopted and answering." and last["tools"] == []
+    assert model_server.last_user_text() == "are you there"

@@ -34,7 +34,7 @@ from pathlib import Path
 from orchestrator.config import SessionConfig, SessionKind, TmuxConfig
 from orchestrator.drivers import procfs
 from orchestrator.drivers.agent_events import AgentEvent, EventLog
-from orchestrator.drivers.agent_providers import PROVIDERS, Provider
+from orchestrator.drivers.agent_providers import PROVIDERS, Provider, screen_busy
 from orchestrator.drivers.shell_files import PaneLog, clean_tail
 from orchestrator.errors import TmuxUnavailable
 from orchestrator.model import CommandRow, ExitRecord, Readiness
@@ -43,6 +43,8 @@ from orchestrator.ports import PaneIO
 SHELLS = ("bash", "zsh", "sh", "dash", "fish")
 LAUNCH_GRACE_SECONDS = 30.0
 PASTE_SEEN_SECONDS = 3.0
+SCREEN_LOOK_SECONDS = 0.2
+SCREEN_SETTLE_SECONDS = 0.6
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -62,6 +64,11 @@ class Turn:
     started: AgentEvent | None = None
     ended: AgentEvent | None = None
     record: ExitRecord | None = None  # read once from the transcript when the turn ended
+    on_screen: bool = False  # an adopted agent without our hooks: followed on its screen (fallback)
+    busy_seen: bool = False
+    idle_since: float | None = None
+    last_look: float = 0.0
+    before: tuple[str, ...] = ()
 
 
 class SessionSignal:
@@ -133,6 +140,7 @@ class AgentDriver:
         self._launched_at: float | None = None
         self._logs: dict[str, PaneLog] = {}
         self._socket: str | None = None
+        self._pane = ""
 
     @property
     def completions(self) -> queue.Queue[int]:
@@ -233,7 +241,11 @@ class AgentDriver:
         self.pane_log(pane_id).rotate_if_larger(1024 * 1024)
         self.events.poll()
         self.turn = Turn(row.id, row.command, time.time(), len(self.events.seen))
+        self.turn.on_screen = self._launched_at is None and not self.events.seen
+        self._pane = pane_id
         try:
+            if self.turn.on_screen:
+                self.turn.before = tuple(self.panes.capture(pane_id, 60))
             self.panes.paste_text(pane_id, row.command, enter=False)
             self._wait_pasted(pane_id, row.command)
             self.panes.send_keys(pane_id, "Enter")
@@ -263,6 +275,9 @@ class AgentDriver:
         turn = self.turn
         if turn is None:
             return
+        if turn.on_screen:
+            self._poll_screen(turn)
+            return
         for event in self.events.seen[turn.events_from :]:
             if turn.started is None and self.provider.turn_started(event, turn.prompt):
                 turn.started = event
@@ -270,6 +285,36 @@ class AgentDriver:
                 if self.provider.turn_ended(event, turn.prompt):
                     turn.ended = event
         turn.events_from = len(self.events.seen) if turn.ended else turn.events_from
+
+    def _poll_screen(self, turn: Turn) -> None:
+        """The fallback for an agent that was already running without our hooks (adopted): nothing
+        reports its turn, so it is read off the screen, and said so in the result. Started when the
+        busy mark shows (or the screen changed and the prompt is back); ended when the agent's ready
+        prompt has been back, without the busy mark, for SCREEN_SETTLE_SECONDS."""
+        now = time.monotonic()
+        if turn.ended is not None or now - turn.last_look < SCREEN_LOOK_SECONDS or not self._pane:
+            return
+        turn.last_look = now
+        try:
+            screen = self.panes.capture(self._pane, 60)
+        except TmuxUnavailable:
+            return
+        busy, ready = screen_busy(screen), self.provider.is_ready(screen)
+        if busy:
+            turn.busy_seen, turn.idle_since = True, None
+        if turn.started is None and (
+            busy or (ready and tuple(screen) != turn.before and time.time() - turn.delivered_at > 1)
+        ):
+            turn.started = AgentEvent("screen-busy", time.time(), {})
+        if turn.started is None or busy or not ready:
+            turn.idle_since = None
+            return
+        if turn.idle_since is None:
+            turn.idle_since = now
+        elif now - turn.idle_since >= SCREEN_SETTLE_SECONDS:
+            reply = self.provider.reply_on_screen(screen)
+            turn.ended = AgentEvent("screen-idle", time.time(), {})
+            turn.record = ExitRecord(None, turn.started.ts, turn.ended.ts, status="succeeded", reply=reply, tools=())
 
     def watch(self, command_id: int) -> None:
         self._ensure_signal()

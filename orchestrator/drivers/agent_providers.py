@@ -28,6 +28,26 @@ from orchestrator.drivers.agent_events import AgentEvent
 from orchestrator.model import ResultStatus, ToolCall
 
 SHELL_TOOLS = {"Bash", "exec_command", "shell", "local_shell"}
+BUSY_MARK = "esc to interrupt"  # both TUIs show it while a turn runs
+
+
+def screen_busy(screen: Sequence[str]) -> bool:
+    return any(BUSY_MARK in line for line in screen)
+
+
+def last_block(screen: Sequence[str], bullet: str, stops: Sequence[str]) -> str:
+    """The text of the last `bullet`-led block above the input box, continuation lines included."""
+    lines = list(screen)
+    end = max((i for i, line in enumerate(lines) if line.lstrip().startswith(tuple(stops))), default=len(lines))
+    start = max((i for i, line in enumerate(lines[:end]) if line.lstrip().startswith(bullet)), default=-1)
+    if start < 0:
+        return ""
+    block = [lines[start].lstrip()[len(bullet) :].strip()]
+    for line in lines[start + 1 : end]:
+        if not line.strip() or line.lstrip().startswith(("─", "❯", "›", "✻", "•", "●", "╭", "╰")):
+            break
+        block.append(line.strip())
+    return "\n".join(block).strip()
 
 
 def normalize(text: str) -> str:
@@ -53,6 +73,10 @@ class Provider(Protocol):
 
     def idle_event(self, event: AgentEvent) -> bool:
         """The agent is back at its prompt after this event (no turn in flight)."""
+        ...
+
+    def reply_on_screen(self, screen: Sequence[str]) -> str:
+        """The last reply block on the screen — the fallback for an adopted agent without hooks."""
         ...
 
     def result(
@@ -128,6 +152,9 @@ class ClaudeProvider:
     def idle_event(self, event: AgentEvent) -> bool:
         return event.event in ("Stop", "SessionStart")
 
+    def reply_on_screen(self, screen: Sequence[str]) -> str:
+        return last_block(screen, "● ", ("─", "❯"))
+
     def result(
         self, end: AgentEvent, prompt: str, env: dict[str, str], turn: Sequence[AgentEvent]
     ) -> tuple[ResultStatus, str, list[ToolCall]]:
@@ -202,6 +229,9 @@ class CodexProvider:
 
     def idle_event(self, event: AgentEvent) -> bool:
         return event.event == "notify"
+
+    def reply_on_screen(self, screen: Sequence[str]) -> str:
+        return last_block(screen, "• ", ("›",))
 
     def result(
         self, end: AgentEvent, prompt: str, env: dict[str, str], turn: Sequence[AgentEvent]
