@@ -37,6 +37,7 @@ def agent(agent_pane, orchestrator_service, agent_session, model_server):  # typ
     def start(provider: str):  # type: ignore[no-untyped-def]
         pane = agent_pane(SESSION)
         entry = agent_session(provider, pane, model_server)
+        pane.secrets = [v for k, v in entry["env"].items() if k.endswith(("TOKEN", "KEY"))]
         service = orchestrator_service(
             [pane], session_overrides={SESSION: dict(entry)}, settings={"stall_timeout_seconds": 120}
         )
@@ -67,6 +68,9 @@ def test_a_prompt_turn_lands_with_the_agents_reply(provider, agent, model_server
     assert kinds == ["command_queued", "command_dispatched", "command_result"]
     assert events[-1]["reply"] == "The weather bot is ready."
     assert service.metadata(SESSION)["state"] == "idle"
+    # the session's API keys went to a 0600 launch script, never onto the typed line or the screen
+    screen = "\n".join(pane.capture(500))
+    assert pane.secrets and not [secret for secret in pane.secrets if secret in screen]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import queue
 import shlex
 import shutil
@@ -168,15 +169,25 @@ class AgentDriver:
             self._signal = SessionSignal(argv, self._completions, lambda: self.turn.command_id if self.turn else None)
 
     def _launch(self, pane_id: str) -> None:
-        """Type the launch line into the pane's shell (only when there is work to do)."""
+        """Start the agent from the pane's shell (only when there is work to do).
+
+        The session's `env` may hold API keys: it goes into a 0600 launch script in the runtime
+        directory, never onto the typed line, so no key reaches the screen, the pane log or the
+        shell's history. The script runs the agent as a child of its own shell; when the agent
+        exits, the pane is back at the user's prompt."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.events.reset()
         self._ensure_signal()
         launch = self.session.launch or self.provider.name
         line = self.provider.launch_line(launch, self.hook_argv(), self.runtime_dir, self.env)
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        typed = f"cd {shlex.quote(str(self.session.workdir))} && " + (f"env {env} " if env else "") + line
-        self.panes.send_text(pane_id, typed)
+        script = self.runtime_dir / f"{self.events.path.stem}.launch.sh"
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"cd {shlex.quote(str(self.session.workdir))} || exit\n")
+            fh.write((f"exec env {env} " if env else "exec ") + line + "\n")
+        os.chmod(script, 0o600)
+        self.panes.send_text(pane_id, f" sh {shlex.quote(str(script))}")
         self._launched_at = time.monotonic()
 
     # the pane --------------------------------------------------------------------------------------
