@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -25,8 +25,12 @@ from .agents import (
     install_hint,
 )
 from .evidence import Evidence
+from .live import LIVE_CAPABLE_MARKER, LiveContext
 from .model_server import ModelServer
 from .tmux_server import AgentPane
+
+if TYPE_CHECKING:
+    from _pytest.nodes import Node  # what `request.node` is; pytest exports no public name for it
 
 __all__ = ["agent_session", "model_server", "tmuxagent_agent_home"]
 
@@ -58,6 +62,7 @@ def model_server(request: pytest.FixtureRequest) -> Iterator[ModelServer]:
 AGENT_FIXTURES = frozenset({"tmuxagent_agent_home", "agent_session"})
 AGENT_TEST_PROPERTY = "tmuxagent_agent_test"  # user property: the test uses an agent fixture
 AGENT_PROVIDER_PROPERTY = "tmuxagent_agent"  # user property: the provider a test asked for
+LIVE_SKIP_PROPERTY = "tmuxagent_live_skip"  # user property: a live-mode skip the user chose (not a CI failure)
 AGENTS_EXECUTED = Path("reports") / "agents-executed.json"  # under the rootdir
 _VERSIONS: dict[tuple[str, Path], str | None] = {}
 
@@ -83,6 +88,20 @@ def require_agent(provider: AgentProvider) -> Path:
     pytest.skip(reason)
 
 
+def live_skip(node: pytest.Item | Node, reason: str) -> NoReturn:
+    """Skip a live agent test for a reason the user's own choice decides (no opt-in to spend
+    tokens, a test that needs scripted replies): recorded so that CI=true does not fail it."""
+    properties: list[tuple[str, object]] = getattr(node, "user_properties", [])
+    properties.append((LIVE_SKIP_PROPERTY, reason))
+    pytest.skip(reason)
+
+
+NOT_LIVE_CAPABLE = (
+    "live: this agent test scripts the model server's replies, which your real model account cannot "
+    f"give, so it runs only embedded (a test that needs no scripted reply is marked {LIVE_CAPABLE_MARKER})"
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if AGENT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
@@ -103,7 +122,9 @@ class AgentRunLedger:
             return
         entry = self.tests.setdefault(report.nodeid, {"providers": set(), "passed": False, "bad": None})
         entry["providers"].update(v for name, v in props if name == AGENT_PROVIDER_PROPERTY)
-        if report.skipped:
+        if report.skipped and any(name == LIVE_SKIP_PROPERTY for name, _ in props):
+            entry["live_skip"] = True  # the user's choice in live mode: neither run nor a CI failure
+        elif report.skipped:
             longrepr = report.longrepr
             reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
             entry["bad"] = entry["bad"] or f"skipped: {reason}"
@@ -146,16 +167,51 @@ class AgentRunLedger:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{LIVE_CAPABLE_MARKER}: an agent test that needs no scripted model reply, so --tmuxagent-live runs "
+        "it against your own agent and account (when you allowed that provider to spend tokens)",
+    )
     if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
         config.pluginmanager.register(AgentRunLedger(config), "tmuxagent-agent-ledger")
 
 
+def _live_home(
+    live: LiveContext, provider: AgentProvider, folder: Path, root: Path, model: str | None, node: pytest.Item | Node
+) -> AgentHome:
+    """Live mode: the user's own agent, when they allowed it to spend tokens (else skip)."""
+    if provider not in live.spend_tokens:
+        live_skip(node, live.opt_in_reason(provider))
+    binary = live.agent_binary(provider)
+    if binary is None:
+        reason = live.missing_agent_reason(provider)
+        if under_ci():
+            pytest.fail(f"{reason} [CI=true: a missing agent fails]", pytrace=False)
+        pytest.skip(reason)
+    home = live.agent_home(provider, folder, root, binary, model=model)
+    Evidence(node).add(
+        "note",
+        "live plan",
+        f"{provider}: your own {binary} with your HOME {home.home} and model account, no scripted model "
+        "server — this test spends tokens",
+    )
+    return home
+
+
 @pytest.fixture
-def tmuxagent_agent_home(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[AgentHomeFactory]:
+def tmuxagent_agent_home(
+    tmp_path: Path, request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None
+) -> Iterator[AgentHomeFactory]:
     """Factory: `tmuxagent_agent_home(provider, workdir, model_server) -> AgentHome` — the agent's
     binary (skip when missing; fail under CI) and a private first-run state for `workdir` (a Path
     or an AgentPane) pointed at `model_server`; `.env` is what the agent runs with. After the
-    test every process under each home (the agent, codex's app-server daemons) is ended, by pid."""
+    test every process under each home (the agent, codex's app-server daemons) is ended, by pid.
+
+    Live mode: a test not marked `tmuxagent_live_capable` skips; one that is gets the user's own
+    agent, HOME and provider variables (no scripted model server) for each provider the user
+    allowed to spend tokens (`TMUXAGENT_LIVE_SPEND_TOKENS`), and skips for the others."""
+    if tmuxagent_live is not None and request.node.get_closest_marker(LIVE_CAPABLE_MARKER) is None:
+        live_skip(request.node, NOT_LIVE_CAPABLE)
     homes: list[AgentHome] = []
 
     def factory(
@@ -166,10 +222,13 @@ def tmuxagent_agent_home(tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         model: str | None = None,
     ) -> AgentHome:
         request.node.user_properties.append((AGENT_PROVIDER_PROPERTY, provider))
-        binary = require_agent(provider)
         folder = workdir.workdir if isinstance(workdir, AgentPane) else Path(workdir)
         root = tmp_path / f"agent-{provider}-{len(homes)}"
-        home = AgentHome.prepare(provider, folder, model_server, root, binary=binary, model=model)
+        if tmuxagent_live is not None:
+            home = _live_home(tmuxagent_live, provider, folder, root, model, request.node)
+        else:
+            binary = require_agent(provider)
+            home = AgentHome.prepare(provider, folder, model_server, root, binary=binary, model=model)
         homes.append(home)
         return home
 

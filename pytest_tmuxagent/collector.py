@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from . import options
+from .agents import PROVIDERS
 from .evidence import EvidenceItem, evidence_from_properties
 from .registry import Scenario, scenarios
-from .report import Criterion, ScenarioSummary, TestRecord, criteria, render, summarize, write_report
+from .report import (
+    Criterion,
+    ScenarioSummary,
+    TestRecord,
+    agents_cell,
+    criteria,
+    json_path,
+    render,
+    render_json,
+    summarize,
+    write_report,
+)
 
 DEFAULT_REPORT = options.DEFAULT_REPORT
 
@@ -24,6 +37,25 @@ def _reason(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     return ""
+
+
+def kinds_of(nodeid: str, properties: Sequence[tuple[str, Any]]) -> list[str]:
+    """The kinds of session a test ran on: the providers its agent fixtures were asked for (user
+    property `tmuxagent_agent`, set on the worker, so it rides over xdist); for an agent test that
+    skipped before asking, the providers in its parametrize id (`test_x[claude]`), else `agent`;
+    `shell` for a test without an agent fixture. Properties accumulate on the item, so each
+    phase's report knows at least what the one before it did; the teardown's has them all."""
+    # imported here: agents_plugin is a pytest plugin module (plugin.py's `pytest_plugins`), and
+    # importing it before pytest does would cost it assertion rewriting (PytestAssertRewriteWarning)
+    from .agents_plugin import AGENT_PROVIDER_PROPERTY, AGENT_TEST_PROPERTY
+
+    providers = [str(value) for name, value in properties if name == AGENT_PROVIDER_PROPERTY]
+    if providers:
+        return list(dict.fromkeys(providers))
+    if any(name == AGENT_TEST_PROPERTY for name, _ in properties):
+        words = nodeid.rpartition("[")[2].rstrip("]").replace("-", " ").split() if nodeid.endswith("]") else []
+        return [p for p in PROVIDERS if p in words] or ["agent"]
+    return ["shell"]
 
 
 class ReportCollector:
@@ -50,6 +82,7 @@ class ReportCollector:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = self.records.setdefault(report.nodeid, TestRecord(report.nodeid, self._letters(report.keywords)))
+        record.kinds = kinds_of(report.nodeid, report.user_properties)
         record.duration += report.duration
         if report.failed:
             record.outcome = "failed"
@@ -108,6 +141,10 @@ class ReportCollector:
             started=self.started,
         )
         self.written = write_report(self.report_path(), text)
+        write_report(
+            json_path(self.written),
+            render_json(summaries, rows, live=options.live(self.config), failures=failures),
+        )
         unmet = [c.text for c in rows if not c.met]
         if options.gate(self.config) and unmet and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -122,4 +159,5 @@ class ReportCollector:
                 f"scenario {letter.upper()}: {summary.result:<8} {len(summary.tests):>3} test(s) "
                 f"{summary.duration:6.1f}s  {summary.title}"
             )
-        terminalreporter.line(f"report: {self.report_path()}")
+            terminalreporter.line(f"            agents: {agents_cell(summary)}")
+        terminalreporter.line(f"report: {self.report_path()} (and {json_path(self.report_path()).name})")

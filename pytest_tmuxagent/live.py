@@ -5,6 +5,12 @@ Nothing of the user's is touched: scenarios get panes in a scratch session that
 is killed afterwards, the orchestrator under test keeps its own temp state, and
 WeCom traffic passes through a local recording proxy so the scenarios can still
 see (and, for degradation checks, interrupt) what was delivered.
+
+Agent tests (the `tmuxagent_agent_home` / `agent_session` fixtures) run live only when the
+test says it needs no scripted model reply (marker `tmuxagent_live_capable`) and the user
+allowed that provider to spend tokens on their account: `TMUXAGENT_LIVE_SPEND_TOKENS=claude,codex`
+in their env file (or environment). Then the agent is the user's own binary with the user's own
+HOME and provider variables — no private first-run state, no scripted model server.
 """
 
 from __future__ import annotations
@@ -25,11 +31,20 @@ from orchestrator.config import Config, load_config
 from orchestrator.envfile import EnvSource
 from orchestrator.errors import UserError
 
+from .agents import BIN_ENV, PROVIDERS, AgentHome, AgentProvider
 from .tmux_server import PANE_SHELL, TmuxTestServer
 from .wecom_mock import RecordedRequest, WeComMock
 
 WECOM_DEFAULT_BASE = "https://qyapi.weixin.qq.com"
 APP_VARS = ("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_APP_SECRET")
+SPEND_TOKENS_KEY = "TMUXAGENT_LIVE_SPEND_TOKENS"  # env file: the providers live agent tests may spend tokens on
+LIVE_CAPABLE_MARKER = "tmuxagent_live_capable"  # an agent test that needs no scripted model reply
+LIVE_AGENT_TAG = "TMUXAGENT_LIVE_AGENT_DIR"  # set for a live agent so teardown finds its processes
+# the user's variables a live agent gets besides HOME: its account, endpoint and settings
+AGENT_ENV_PREFIXES: dict[AgentProvider, tuple[str, ...]] = {
+    "claude": ("ANTHROPIC_", "CLAUDE_"),
+    "codex": ("OPENAI_", "CODEX_"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,7 +58,12 @@ class LiveContext:
             config = load_config(path)
         except UserError as exc:
             raise pytest.UsageError(f"--tmuxagent-live: {exc.render()}") from None
-        return cls(config=config, env=EnvSource(config.settings.env_file).current())
+        context = cls(config=config, env=EnvSource(config.settings.env_file).current())
+        try:
+            _ = context.spend_tokens  # an unknown provider in the opt-in is a usage error, said at start
+        except ValueError as exc:
+            raise pytest.UsageError(f"--tmuxagent-live: {exc}") from None
+        return context
 
     def describe(self) -> str:
         tmux = self.config.tmux.socket_path or self.config.tmux.socket_name or "default"
@@ -52,9 +72,14 @@ class LiveContext:
             if self.env.get("WECOM_WEBHOOK")
             else ("app" if all(self.env.get(v) for v in APP_VARS) else "none")
         )
+        try:
+            agents = ", ".join(sorted(self.spend_tokens)) or f"none (set {SPEND_TOKENS_KEY} to allow)"
+        except ValueError:
+            agents = f"none ({SPEND_TOKENS_KEY} is invalid)"
         return (
             f"live: tmux server {tmux!r} (scratch session per test), codex {self.config.settings.codex.bin!r}, "
-            f"WeCom {wecom} via a local recording proxy, env file {self.config.settings.env_file}"
+            f"WeCom {wecom} via a local recording proxy, env file {self.config.settings.env_file}, "
+            f"agents that may spend tokens: {agents}"
         )
 
     def service_env(self) -> dict[str, str]:
@@ -64,6 +89,94 @@ class LiveContext:
     def codex_settings(self) -> dict[str, Any]:
         codex = self.config.settings.codex
         return {"bin": codex.bin, "extra_args": list(codex.extra_args), "timeout_seconds": codex.timeout_seconds}
+
+    # agents ------------------------------------------------------------------------------------
+
+    @property
+    def spend_tokens(self) -> frozenset[str]:
+        """The providers the user allowed to spend tokens in live agent tests (`SPEND_TOKENS_KEY`,
+        a comma- or space-separated list); ValueError names a word that is not a provider."""
+        words = self.env.get(SPEND_TOKENS_KEY, "").replace(",", " ").split()
+        for word in words:
+            if word not in PROVIDERS:
+                raise ValueError(
+                    f"{SPEND_TOKENS_KEY}={self.env[SPEND_TOKENS_KEY]!r} (env file {self.config.settings.env_file} "
+                    f"or your environment) names {word!r}, not an agent provider; list some of: {', '.join(PROVIDERS)}"
+                )
+        return frozenset(words)
+
+    def opt_in_reason(self, provider: AgentProvider) -> str:
+        """Why a live agent test of `provider` skips when the user did not allow it: one sentence, the key in it."""
+        return (
+            f"live: {provider} may not spend tokens on your account — set {SPEND_TOKENS_KEY}={provider} "
+            f"(a comma-separated list of providers) in {self.config.settings.env_file} to run this agent test live"
+        )
+
+    def agent_binary(self, provider: AgentProvider) -> Path | None:
+        """The user's own agent: `$TMUXAGENT_<NAME>_BIN` (env file or environment; it must exist),
+        else `<name>` on the user's PATH — not the project's pinned `.agents/` copy."""
+        override = self.env.get(BIN_ENV[provider])
+        if override:
+            path = Path(override).expanduser()
+            found = str(path) if path.is_file() else shutil.which(override, path=self.env.get("PATH"))
+        else:
+            found = shutil.which(provider, path=self.env.get("PATH"))
+        return Path(found).absolute() if found else None
+
+    def missing_agent_reason(self, provider: AgentProvider) -> str:
+        return (
+            f"live: your {provider} was not found on PATH (or set {BIN_ENV[provider]} in "
+            f"{self.config.settings.env_file})"
+        )
+
+    def agent_env(self, provider: AgentProvider) -> dict[str, str]:
+        """What the user's agent runs with: the user's HOME and their provider variables
+        (`ANTHROPIC_*`/`CLAUDE_*` or `OPENAI_*`/`CODEX_*`) as the env file and environment have them."""
+        prefixes = AGENT_ENV_PREFIXES[provider]
+        env = {k: v for k, v in self.env.items() if k.startswith(prefixes)}
+        env["HOME"] = self.env.get("HOME") or str(Path.home())
+        return env
+
+    def agent_home(
+        self, provider: AgentProvider, workdir: Path, root: Path, binary: Path, *, model: str | None = None
+    ) -> LiveAgentHome:
+        """A live `AgentHome`: nothing written under the user's home; `root` (a scratch folder)
+        only tags the agent's processes so teardown can end them."""
+        root = root.resolve()
+        tag = root / "live-agent"
+        tag.mkdir(parents=True, exist_ok=True)
+        return LiveAgentHome(
+            provider=provider,
+            workdir=Path(workdir).resolve(),
+            root=root,
+            base_url="",
+            binary=binary,
+            model=model or "",
+            token="",
+            env={**self.agent_env(provider), LIVE_AGENT_TAG: str(tag)},
+        )
+
+
+@dataclass
+class LiveAgentHome(AgentHome):
+    """The user's own agent in live mode: their binary, HOME, login and model account.
+
+    `env` is the user's (see `LiveContext.agent_env`) plus `TMUXAGENT_LIVE_AGENT_DIR`, a folder
+    under `root` whose name in the agent's environment lets `reap()` find it and its children.
+    `write()` writes nothing; `model` is only what a test asked for (the user's agent picks its own)."""
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env.get("HOME") or Path.home())
+
+    @property
+    def codex_home(self) -> Path | None:
+        if self.provider != "codex":
+            return None
+        return Path(self.env.get("CODEX_HOME") or self.home / ".codex")
+
+    def write(self) -> None:
+        """Nothing: the user's own state is used as it is."""
 
 
 class LiveTmuxServer(TmuxTestServer):

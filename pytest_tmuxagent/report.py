@@ -1,12 +1,16 @@
-"""The real-world test report: one Markdown file for the whole run.
+"""The real-world test report: one Markdown file for the whole run, and its
+machine-readable twin (`render_json`, written beside it as `<name>.json`).
 
 Built on the controller from test reports (xdist workers send their evidence
-along with each report), so it is correct under `-n 2`.
+along with each report), so it is correct under `-n 2`. Each scenario also says on which
+kinds of session its tests proved it (`KINDS`: shell, claude, codex): a test's kinds are the
+agent providers it asked for, or `shell` when it used no agent fixture.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import shutil
 import subprocess
@@ -14,14 +18,28 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from orchestrator.redact import redact
 
 from .evidence import EvidenceItem
 from .registry import BUILTIN_SCENARIOS, Scenario, builtin
 
-__all__ = ["Criterion", "ScenarioSummary", "TestRecord", "criteria", "render", "scenarios_pass", "summarize"]
+__all__ = [
+    "KINDS",
+    "Criterion",
+    "ScenarioSummary",
+    "TestRecord",
+    "agents_cell",
+    "criteria",
+    "json_path",
+    "render",
+    "render_json",
+    "scenarios_pass",
+    "summarize",
+]
 
+KINDS = ("shell", "claude", "codex")  # the report's agents column, in this order; others follow
 PACKAGES = ("tmuxagent", "libtmux", "prometheus-client", "pytest", "pytest-xdist", "allure-pytest", "openai")
 
 
@@ -35,10 +53,22 @@ class TestRecord:
     duration: float = 0.0
     evidence: list[EvidenceItem] = field(default_factory=list)
     reason: str = ""
+    kinds: list[str] = field(default_factory=lambda: ["shell"])  # the kinds of session it ran on
 
     @property
     def name(self) -> str:
         return self.nodeid.split("::", 1)[-1]
+
+
+def _outcome(outcomes: set[str]) -> str:
+    """What a group of test outcomes adds up to, as the scenario table says it."""
+    if not outcomes:
+        return "not run"
+    if "failed" in outcomes:
+        return "failed"
+    if outcomes == {"skipped"}:
+        return "skipped"
+    return "passed"
 
 
 @dataclass
@@ -49,14 +79,24 @@ class ScenarioSummary:
 
     @property
     def result(self) -> str:
-        if not self.tests:
-            return "not run"
-        outcomes = {t.outcome for t in self.tests}
-        if "failed" in outcomes:
-            return "FAILED"
-        if outcomes == {"skipped"}:
-            return "skipped"
-        return "passed"
+        result = _outcome({t.outcome for t in self.tests})
+        return "FAILED" if result == "failed" else result
+
+    def kind_counts(self, kind: str) -> dict[str, int]:
+        """How many of this scenario's tests on `kind` passed, failed and were skipped."""
+        counts = {"passed": 0, "failed": 0, "skipped": 0}
+        for test in self.tests:
+            if kind in test.kinds:
+                counts[test.outcome] = counts.get(test.outcome, 0) + 1
+        return counts
+
+    @property
+    def agents(self) -> dict[str, str]:
+        """Per kind of session (shell, claude, codex, then any other seen): `passed`, `failed`,
+        `skipped` or `not run`, decided like the scenario's result but over that kind's tests."""
+        seen = [k for t in self.tests for k in t.kinds]
+        kinds = [*KINDS, *dict.fromkeys(k for k in seen if k not in KINDS)]
+        return {kind: _outcome({t.outcome for t in self.tests if kind in t.kinds}) for kind in kinds}
 
     @property
     def duration(self) -> float:
@@ -138,6 +178,22 @@ def _cell(text: str) -> str:
     return redact(text).replace("|", "\\|").replace("\n", " ")[:300]
 
 
+def agents_cell(summary: ScenarioSummary) -> str:
+    """`shell ✓ · claude ✓ (1 skipped) · codex ✗ (1 failed)`; a kind without tests is `– not run`."""
+    parts = []
+    for kind, status in summary.agents.items():
+        counts = summary.kind_counts(kind)
+        if status == "passed":
+            parts.append(f"{kind} ✓" + (f" ({counts['skipped']} skipped)" if counts["skipped"] else ""))
+        elif status == "failed":
+            parts.append(f"{kind} ✗ ({counts['failed']} failed)")
+        elif status == "skipped":
+            parts.append(f"{kind} – skipped ({counts['skipped']})")
+        else:
+            parts.append(f"{kind} – not run")
+    return " · ".join(parts)
+
+
 def render(
     summaries: Mapping[str, ScenarioSummary],
     rows: Iterable[Criterion],
@@ -168,8 +224,8 @@ def render(
         "",
         "## Scenarios",
         "",
-        "| scenario | result | tests | duration | evidence / why |",
-        "| --- | --- | --- | --- | --- |",
+        "| scenario | result | tests | duration | agents | evidence / why |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for letter, summary in summaries.items():
         why = next((t.reason for t in summary.tests if t.outcome == "failed"), "")
@@ -185,17 +241,24 @@ def render(
             )
         out.append(
             f"| {letter.upper()} {summary.title} | {summary.result} | {len(summary.tests)} | "
-            f"{summary.duration:.1f} s | {_cell(why)} |"
+            f"{summary.duration:.1f} s | {agents_cell(summary)} | {_cell(why)} |"
         )
+    out += [
+        "",
+        "agents: the kinds of session a scenario's tests proved it on — `shell` (tests without an agent "
+        "fixture), `claude` / `codex` (agent tests, by the provider they asked for); ✓ passed, "
+        "✗ failed, – skipped or not run.",
+    ]
     out += ["", "## Acceptance criteria (验收标准)", "", "| criterion | met | decided by |", "| --- | --- | --- |"]
     for c in rows:
         out.append(f"| {c.text} | {'✅ met' if c.met else '❌ not met'} | {_cell(c.decided_by)} |")
     out += ["", "## Evidence by scenario", ""]
     for letter, summary in summaries.items():
-        out += [f"### {letter.upper()} — {summary.title}: {summary.result}", ""]
+        out += [f"### {letter.upper()} — {summary.title}: {summary.result} · agents: {agents_cell(summary)}", ""]
         for test in summary.tests:
+            on = "" if test.kinds == ["shell"] else f" on {', '.join(test.kinds)}"
             out.append(
-                f"- `{test.name}` — **{test.outcome}** in {test.duration:.2f} s"
+                f"- `{test.name}`{on} — **{test.outcome}** in {test.duration:.2f} s"
                 + (f": {_cell(test.reason)}" if test.reason else "")
             )
             for item in test.evidence:
@@ -210,6 +273,52 @@ def render(
                 ]
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def render_json(
+    summaries: Mapping[str, ScenarioSummary], rows: Iterable[Criterion], *, live: bool, failures: int
+) -> str:
+    """The report for programs: per scenario its result and `agents`
+    (`{"shell": "passed", "claude": "failed", "codex": "not run"}`) with the counts behind them,
+    the acceptance criteria, and each scenario test's outcome and kinds. No evidence (the
+    Markdown has it); reasons are redacted."""
+    tests = {t.nodeid: t for s in summaries.values() for t in s.tests}
+    document: dict[str, Any] = {
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": "live" if live else "embedded",
+        "kinds": list(KINDS),
+        "scenarios": {
+            letter: {
+                "title": summary.title,
+                "result": summary.result.lower(),
+                "tests": len(summary.tests),
+                "duration_s": round(summary.duration, 3),
+                "agents": summary.agents,
+                "agent_tests": {kind: summary.kind_counts(kind) for kind in summary.agents},
+            }
+            for letter, summary in summaries.items()
+        },
+        "criteria": [{"text": c.text, "met": c.met, "decided_by": redact(c.decided_by)} for c in rows],
+        "failures": failures,
+        "tests": [
+            {
+                "nodeid": t.nodeid,
+                "scenarios": t.scenarios,
+                "kinds": t.kinds,
+                "outcome": t.outcome,
+                "duration_s": round(t.duration, 3),
+                "reason": redact(t.reason),
+            }
+            for t in tests.values()
+        ],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def json_path(report: Path) -> Path:
+    """Where the JSON twin of the Markdown report `report` goes: same folder and stem, `.json`."""
+    twin = report.with_suffix(".json")
+    return twin if twin != report else report.with_name(report.name + ".json")
 
 
 def write_report(path: Path, text: str) -> Path:

@@ -83,3 +83,100 @@ def test_feedback(case, tmuxagent_evidence):
         assert ("feature", "Scenario A — command execution feedback (命令执行反馈)") in labels
         assert any(name == "story" and value in ("success", "plain-failure") for name, value in labels)
         assert any(a["name"] == "pane: screen" for a in item.get("attachments", []))
+
+
+# the agents column: which kinds of session each scenario was proven on -------------------------
+
+AGENT_CASES = """
+import pytest
+
+
+@pytest.fixture
+def not_today():
+    pytest.skip("skipped before any agent was asked for")
+
+
+@pytest.mark.scenario_b
+def test_b_on_a_shell(agent_pane):
+    pass
+
+
+@pytest.mark.scenario_b
+@pytest.mark.parametrize("provider", ["claude", "codex"])
+def test_b_on_an_agent(provider, tmuxagent_agent_home, model_server, tmp_path):
+    tmuxagent_agent_home(provider, tmp_path, model_server)
+    assert provider != "codex", "induced failure on codex"
+
+
+@pytest.mark.scenario_c
+def test_c_on_claude(agent_session, model_server, tmp_path):
+    agent_session("claude", tmp_path, model_server)
+
+
+@pytest.mark.scenario_d
+def test_d_on_claude_skips(tmuxagent_agent_home, model_server, tmp_path):
+    tmuxagent_agent_home("claude", tmp_path, model_server)
+    pytest.skip("the test chose to skip")
+
+
+@pytest.mark.scenario_e
+@pytest.mark.parametrize("provider", ["codex"])
+def test_e_skips_at_setup(provider, not_today, tmuxagent_agent_home):
+    pass
+"""
+
+
+def fake_agent(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho '9.9.9 (fake {name})'\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_the_agents_column_says_per_kind_passed_failed_skipped_or_not_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for provider in ("claude", "codex"):
+        monkeypatch.setenv(f"TMUXAGENT_{provider.upper()}_BIN", str(fake_agent(pytester.path / "bin", provider)))
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makepyfile(test_agent_cases=AGENT_CASES)
+    # under xdist: the provider property is set on the worker and rides to the controller
+    result = pytester.runpytest_subprocess("--tmuxagent-report", "report.md", "-n", "2")
+    result.assert_outcomes(passed=3, failed=1, skipped=2)
+    report = read_report(pytester)
+    rows = {
+        line.split(" | ")[0].lstrip("| ")[0]: line
+        for line in report.splitlines()
+        if line.startswith("| ") and " — " in line
+    }
+    assert "| shell ✓ · claude ✓ · codex ✗ (1 failed) |" in rows["B"]
+    assert "| shell – not run · claude ✓ · codex – not run |" in rows["C"]
+    assert "| shell – not run · claude – skipped (1) · codex – not run |" in rows["D"]
+    assert "| shell – not run · claude – not run · codex – skipped (1) |" in rows["E"]  # from its id
+    assert "| shell – not run · claude – not run · codex – not run |" in rows["A"]
+    assert "- `test_b_on_an_agent[codex]` on codex — **failed**" in report
+    result.stdout.fnmatch_lines(["scenario B: FAILED *", "            agents: shell ✓ · claude ✓ · codex ✗ (1 failed)"])
+
+    data = json.loads((pytester.path / "report.json").read_text())
+    agents = {letter: s["agents"] for letter, s in data["scenarios"].items()}
+    assert agents["b"] == {"shell": "passed", "claude": "passed", "codex": "failed"}
+    assert agents["c"] == {"shell": "not run", "claude": "passed", "codex": "not run"}
+    assert agents["d"] == {"shell": "not run", "claude": "skipped", "codex": "not run"}
+    assert agents["e"] == {"shell": "not run", "claude": "not run", "codex": "skipped"}
+    assert agents["a"] == {"shell": "not run", "claude": "not run", "codex": "not run"}
+    assert data["scenarios"]["b"]["agent_tests"]["codex"] == {"passed": 0, "failed": 1, "skipped": 0}
+    assert data["scenarios"]["b"]["result"] == "failed" and data["failures"] == 1
+    kinds = {t["nodeid"].split("::")[-1]: t["kinds"] for t in data["tests"]}
+    assert kinds["test_b_on_a_shell"] == ["shell"] and kinds["test_b_on_an_agent[claude]"] == ["claude"]
+
+
+def test_shell_only_scenarios_say_so_and_the_json_twin_is_written(pytester: pytest.Pytester) -> None:
+    scenario_file(pytester)
+    assert pytester.runpytest_subprocess("--tmuxagent-report", "report.md").ret == 0
+    assert read_report(pytester).count("| shell ✓ · claude – not run · codex – not run |") == 7
+    data = json.loads((pytester.path / "report.json").read_text())
+    assert data["mode"] == "embedded" and data["kinds"] == ["shell", "claude", "codex"]
+    assert all(s["agents"]["shell"] == "passed" for s in data["scenarios"].values())
+    assert [c["met"] for c in data["criteria"]] == [True] * 5
+    assert "SUPERSECRET" not in (pytester.path / "report.json").read_text()
