@@ -94,6 +94,18 @@ class DecisionSettings:
 
 
 @dataclass(frozen=True)
+class ApprovalSettings:
+    """`[approvals]`: how an agent's tool requests are answered without a person. `allowlist`
+    regexes must match a shell tool's whole command to approve it; `denylist` adds to the
+    built-in destructive patterns; `deny_risky` also refuses high-risk commands (sudo, rm -r,
+    git push) instead of asking a person."""
+
+    allowlist: tuple[str, ...] = ()
+    denylist: tuple[str, ...] = ()
+    deny_risky: bool = True
+
+
+@dataclass(frozen=True)
 class PlanSettings:
     enabled: bool = True
     auto_execute: bool = True
@@ -128,6 +140,7 @@ class OrchestratorSettings:
     ai: AISettings = field(default_factory=AISettings)
     decision: DecisionSettings = field(default_factory=DecisionSettings)
     plan: PlanSettings = field(default_factory=PlanSettings)
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
 
 
 @dataclass(frozen=True)
@@ -262,7 +275,7 @@ def _table(cls: type[_Settings], values: dict[str, Any]) -> _Settings:
 def settings_from_mapping(data: dict[str, Any], base: Path) -> OrchestratorSettings:
     codex = data.get("codex", {})
     notes = data.get("notifications", {})
-    tables = {"codex", "notifications", "env_file", "runtime_dir", "ai", "decision", "plan"}
+    tables = {"codex", "notifications", "env_file", "runtime_dir", "ai", "decision", "plan", "approvals"}
     scalars = {k: v for k, v in data.items() if k not in tables}
     return OrchestratorSettings(
         **scalars,
@@ -279,6 +292,7 @@ def settings_from_mapping(data: dict[str, Any], base: Path) -> OrchestratorSetti
         ai=_table(AISettings, data.get("ai", {})),
         decision=_table(DecisionSettings, data.get("decision", {})),
         plan=_table(PlanSettings, data.get("plan", {})),
+        approvals=_table(ApprovalSettings, data.get("approvals", {})),
     )
 
 
@@ -364,7 +378,8 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
             )
     settings = settings_from_mapping(toml_data, orch_file.parent)
     _check_patterns(
-        {f"decision.{k}": getattr(settings.decision, k) for k in ("blocker_patterns", "allowlist", "denylist")},
+        {f"decision.{k}": getattr(settings.decision, k) for k in ("blocker_patterns", "allowlist", "denylist")}
+        | {f"approvals.{k}": getattr(settings.approvals, k) for k in ("allowlist", "denylist")},
         orch_file,
     )
     return Config(

@@ -21,7 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from orchestrator.model import CommandResult, CommandRow, SessionStateName
+from orchestrator.model import (
+    ApprovalDecider,
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalRuling,
+    CommandResult,
+    CommandRow,
+    SessionStateName,
+)
 
 log = logging.getLogger("orchestrator.events")
 
@@ -48,6 +56,8 @@ class SessionAttached(Event):
 
     session: str
     pane_id: str
+    kind: str = "shell"
+    provider: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,33 @@ class ReplySent(Event):
     row: CommandRow | None
     text: str
     delivered: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ApprovalRequested(Event):
+    """An agent waits for a tool to be approved; `ruling` is the safety policy's verdict
+    (`escalate`: a person must answer, `tmux-agent approve/deny SESSION`)."""
+
+    session: str
+    row: CommandRow
+    request: ApprovalRequest
+    ruling: ApprovalRuling
+
+
+@dataclass(frozen=True)
+class ApprovalAnswered(Event):
+    """The request was answered (keys sent, or the person answered in the pane); `delivered`
+    False when the keys could not be typed (the request stays pending)."""
+
+    session: str
+    row: CommandRow
+    request: ApprovalRequest
+    decision: ApprovalDecision
+    by: ApprovalDecider
+    reason: str
+    waited_s: float
+    delivered: bool = True
     detail: str = ""
 
 

@@ -8,7 +8,7 @@ vocabulary is one `Literal` here, not strings spread over modules.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, get_args
 
 if sys.version_info >= (3, 11):
@@ -56,6 +56,7 @@ class LastCommandResult(TypedDict):
     output_tail: str
     reply: NotRequired[str]
     tools: NotRequired[list[ToolCall]]
+    approvals: NotRequired[list[ApprovalRecord]]
 
 
 class ToolCall(TypedDict, total=False):
@@ -65,6 +66,53 @@ class ToolCall(TypedDict, total=False):
     command: str
     input: dict[str, Any]
     decided_by: str
+
+
+ApprovalDecision = Literal["approved", "denied", "unknown"]
+"""What was answered to an agent's request to run a tool (`unknown`: someone answered it in the
+pane itself, and the agent did not say which way)."""
+
+ApprovalDecider = Literal["policy", "person"]
+"""Who answered it: the safety policy on its own, or a person (`tmux-agent approve/deny`, or keys
+pressed in the pane)."""
+
+ApprovalVerdict = Literal["approve", "deny", "escalate"]
+"""The safety policy's verdict on a tool request: answer it alone, or ask a person."""
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """An agent asks to run a tool and waits (Claude Code's permission dialog, codex's approval
+    prompt). `key` tells one request from the next within a turn (the tool call's id where the
+    agent reports one); `source` says how it was known (`hook`, `rollout`, or `screen`)."""
+
+    key: str
+    tool: str
+    command: str
+    detail: str = ""
+    source: str = "hook"
+
+    def summary(self) -> str:
+        return f"{self.tool}: {self.command}" if self.command else self.tool
+
+
+class ApprovalRecord(TypedDict):
+    """One answered approval in a turn's result (`last_command_result.approvals`)."""
+
+    tool: str
+    command: str
+    decision: ApprovalDecision
+    by: ApprovalDecider
+    reason: str
+    waited_s: float
+
+
+@dataclass(frozen=True)
+class ApprovalRuling:
+    """The safety policy's answer to an `ApprovalRequest`, with the reason a person can read."""
+
+    verdict: ApprovalVerdict
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -101,6 +149,7 @@ class CommandResult:
     output_tail: str
     reply: str | None = None
     tools: tuple[ToolCall, ...] | None = None
+    approvals: tuple[ApprovalRecord, ...] = ()
 
     def as_last_result(self, command_id: int, command: str) -> LastCommandResult:
         last = LastCommandResult(
@@ -117,6 +166,8 @@ class CommandResult:
             last["reply"] = self.reply
         if self.tools is not None:
             last["tools"] = list(self.tools)
+        if self.approvals:
+            last["approvals"] = list(self.approvals)
         return last
 
 
@@ -132,6 +183,7 @@ class ExitRecord:
     status: ResultStatus | None = None
     reply: str | None = None
     tools: tuple[ToolCall, ...] | None = None
+    approvals: tuple[ApprovalRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +206,11 @@ class Running:
     waiting_since: float | None = None
     progress_marker: int = -1
     interrupt_marker: int | None = None
+    approval: ApprovalRequest | None = None  # the tool request the agent waits on, if any
+    approval_since: float | None = None
+    approval_ruling: ApprovalRuling | None = None
+    approvals: list[ApprovalRecord] = field(default_factory=list)  # answered in this turn
+    answered_keys: set[str] = field(default_factory=set)
 
 
 @dataclass

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from orchestrator.config import SessionKind
 from orchestrator.model import (
+    ApprovalRequest,
+    ApprovalRuling,
     CommandRow,
     ExitRecord,
     PaneInfo,
@@ -131,6 +133,16 @@ class Driver(Protocol):
         """Type a person's answer; raises TmuxUnavailable."""
         ...
 
+    def pending_approval(self, command_id: int) -> ApprovalRequest | None:
+        """The tool request the work waits on (an agent's permission dialog), or None. Exact
+        where the agent reports it (a hook); `source` says when it came from the screen."""
+        ...
+
+    def answer_approval(self, command_id: int, pane_id: str, approve: bool, note: str) -> None:
+        """Answer the pending request with the agent's own keys; on a denial the agent is told
+        `note` (why, and by whom). Raises TmuxUnavailable."""
+        ...
+
     def watch(self, command_id: int) -> None:
         """Listen for the command's end signal (idempotent)."""
         ...
@@ -190,6 +202,14 @@ class Background(Protocol):
     """Work the engine's `--once` mode must wait for before it exits."""
 
     def busy(self) -> bool: ...
+
+
+class ApprovalPolicy(Protocol):
+    """The safety policy as the engine sees it: a ruling per tool request, never an action."""
+
+    def rule(self, session: str, request: ApprovalRequest) -> ApprovalRuling:
+        """`approve` (allowlisted), `deny` (a destructive command), or `escalate` (ask a person)."""
+        ...
 
 
 class StallPolicy(Protocol):

@@ -15,7 +15,7 @@ from orchestrator.clock import ManualClock
 from orchestrator.config import OrchestratorSettings, SessionConfig, SessionKind
 from orchestrator.errors import PaneNotFound, TmuxUnavailable
 from orchestrator.events import Event, EventBus
-from orchestrator.model import CommandRow, ExitRecord, PaneInfo, PaneRef, Readiness
+from orchestrator.model import ApprovalRequest, CommandRow, ExitRecord, PaneInfo, PaneRef, Readiness
 
 
 @dataclass
@@ -99,6 +99,8 @@ class FakeDriver:
     asking: set[int] = field(default_factory=set)
     replies: list[tuple[str, str]] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    approval_requests: dict[int, ApprovalRequest] = field(default_factory=dict)
+    approval_answers: list[tuple[int, bool, str]] = field(default_factory=list)
 
     @property
     def completions(self) -> queue.Queue[int]:
@@ -142,6 +144,14 @@ class FakeDriver:
     def type_reply(self, pane_id: str, text: str) -> None:
         self.replies.append((pane_id, text))
         self.panes.send_text(pane_id, text)
+
+    def pending_approval(self, command_id: int) -> ApprovalRequest | None:
+        return self.approval_requests.get(command_id)
+
+    def answer_approval(self, command_id: int, pane_id: str, approve: bool, note: str) -> None:
+        self.approval_answers.append((command_id, approve, note))
+        self.approval_requests.pop(command_id, None)
+        self.panes.send_text(pane_id, "1" if approve else note)
 
     # what the test does to a running command
     def start(self, command_id: int) -> None:

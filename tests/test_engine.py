@@ -28,6 +28,7 @@ from orchestrator.events import (
 from orchestrator.guards.attention import AttentionGuard
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
+from orchestrator.ports import ApprovalPolicy
 from orchestrator.state.audit import AuditLog, read_events
 from orchestrator.state.audit_trail import AuditTrail
 from orchestrator.state.session_writer import SessionStateWriter
@@ -73,6 +74,7 @@ def make_rig(
     started: frozenset[int] = frozenset(),
     missing: frozenset[str] = frozenset(),
     typed: frozenset[int] = frozenset(),
+    approvals: ApprovalPolicy | None = None,
 ) -> Rig:
     """`started`: commands whose start record the (restarted) pane already holds; `missing`:
     targets whose pane does not exist yet."""
@@ -115,6 +117,7 @@ def make_rig(
         locator=PaneDirectory(panes, sessions),
         bus=bus,
         stall=stall,
+        approvals=approvals,
         gates=(stall, streak),
         tickers=(stall, streak),
         clock=clock,

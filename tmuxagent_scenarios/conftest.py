@@ -22,3 +22,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.is_relative_to(HERE) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
+@pytest.fixture
+def agent_under_test(agent_pane, orchestrator_service, agent_session, model_server):  # type: ignore[no-untyped-def]
+    """Factory: `agent_under_test(provider, session, settings=..., env=..., **session_keys)` →
+    `(pane, service)`: a started orchestrator supervising one real agent session of `provider`
+    (launched by the orchestrator, hooks wired) talking to the `model_server`. The session's
+    API keys are kept on `pane.secrets` (they must never reach the screen)."""
+
+    def start(provider: str, session: str, *, settings=None, env=None, **session_keys):  # type: ignore[no-untyped-def]
+        pane = agent_pane(session)
+        entry = dict(agent_session(provider, pane, model_server))
+        pane.secrets = [v for k, v in entry["env"].items() if k.endswith(("TOKEN", "KEY"))]
+        entry.update(session_keys)
+        service = orchestrator_service(
+            [pane],
+            session_overrides={session: entry},
+            settings={"stall_timeout_seconds": 120, **(settings or {})},
+            env=env,
+        )
+        return pane, service
+
+    return start

@@ -9,41 +9,19 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_tmuxagent.model_server import text, tool_call
+from pytest_tmuxagent.model_server import text
 from pytest_tmuxagent.waiting import wait_until
+from tmuxagent_scenarios.agent_cases import PROVIDERS, SHELL_TOOL, TURN_TIMEOUT, script, shell_call
 
 pytestmark = pytest.mark.scenario_a
 
 SESSION = "weather/agent"
-PROVIDERS = ["claude", "codex"]
-SHELL_TOOL = {"claude": "Bash", "codex": "exec_command"}
-TURN_TIMEOUT = 60
-
-
-def shell_call(provider: str, command: str) -> object:
-    if provider == "claude":
-        return tool_call("Bash", {"command": command, "description": "look around"})
-    return tool_call("exec_command", {"cmd": command})
-
-
-def script(model_server, provider: str, *replies: object) -> None:  # type: ignore[no-untyped-def]
-    (model_server.anthropic if provider == "claude" else model_server.openai).script(*replies)
 
 
 @pytest.fixture
-def agent(agent_pane, orchestrator_service, agent_session, model_server):  # type: ignore[no-untyped-def]
+def agent(agent_under_test):  # type: ignore[no-untyped-def]
     """Factory: a started orchestrator supervising one agent session of `provider`."""
-
-    def start(provider: str):  # type: ignore[no-untyped-def]
-        pane = agent_pane(SESSION)
-        entry = agent_session(provider, pane, model_server)
-        pane.secrets = [v for k, v in entry["env"].items() if k.endswith(("TOKEN", "KEY"))]
-        service = orchestrator_service(
-            [pane], session_overrides={SESSION: dict(entry)}, settings={"stall_timeout_seconds": 120}
-        )
-        return pane, service
-
-    return start
+    return lambda provider: agent_under_test(provider, SESSION)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

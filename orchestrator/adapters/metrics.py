@@ -62,6 +62,31 @@ class OrchestratorMetrics:
         self.input_requests = Counter(
             "orchestrator_input_requests", "Times a session waited for a person's answer.", ["session"], registry=r
         )
+        self.session_info = Gauge(
+            "orchestrator_session_info",
+            "1 per session, labelled with its kind (shell|agent) and provider (claude|codex|'').",
+            ["session", "kind", "provider"],
+            registry=r,
+        )
+        self.approval_requests = Counter(
+            "orchestrator_approval_requests",
+            "Agent tool requests, by the safety policy's verdict (approve|deny|escalate).",
+            ["session", "verdict"],
+            registry=r,
+        )
+        self.approvals = Counter(
+            "orchestrator_approvals",
+            "Agent tool requests answered, by decision (approved|denied|unknown) and by whom (policy|person).",
+            ["session", "decision", "by"],
+            registry=r,
+        )
+        self.approval_wait = Histogram(
+            "orchestrator_approval_wait_seconds",
+            "How long an agent waited for its tool request to be answered, by whom answered it.",
+            ["session", "by"],
+            buckets=(0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600),
+            registry=r,
+        )
         self.failure_streak = Gauge(
             "orchestrator_failure_streak", "Consecutive failures per session.", ["session"], registry=r
         )
@@ -133,8 +158,19 @@ class OrchestratorMetrics:
             "orchestrator_plan_steps", "Plan steps that ended, by status.", ["session", "status"], registry=r
         )
 
-    def register_session(self, session: str) -> None:
+    def register_session(self, session: str, kind: str = "shell", provider: str = "") -> None:
         """Create each per-session series at zero so dashboards see them before any event."""
+        self.session_info.labels(session=session, kind=kind, provider=provider).set(1)
+        if kind == "agent":
+            for verdict in ("approve", "deny", "escalate"):
+                self.approval_requests.labels(session=session, verdict=verdict)
+            for decision, by in (
+                ("approved", "policy"),
+                ("denied", "policy"),
+                ("approved", "person"),
+                ("denied", "person"),
+            ):
+                self.approvals.labels(session=session, decision=decision, by=by)
         for result in ("succeeded", "failed", "stalled", "cancelled"):
             self.commands.labels(session=session, result=result)
         self.dispatched.labels(session=session)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.events import (
+    ApprovalAnswered,
+    ApprovalRequested,
     CommandDispatched,
     CommandFinished,
     DispatchFailed,
@@ -29,9 +31,11 @@ class MetricsRecorder:
         bus.subscribe(HeartbeatTick, self._tick)
         bus.subscribe(SessionStateChanged, self._state)
         bus.subscribe(InputRequested, self._input)
+        bus.subscribe(ApprovalRequested, self._approval_requested)
+        bus.subscribe(ApprovalAnswered, self._approval_answered)
 
     def _attached(self, e: SessionAttached) -> None:
-        self.metrics.register_session(e.session)
+        self.metrics.register_session(e.session, e.kind, e.provider)
 
     def _dispatched(self, e: CommandDispatched) -> None:
         self.metrics.dispatched.labels(session=e.session).inc()
@@ -58,3 +62,12 @@ class MetricsRecorder:
 
     def _input(self, e: InputRequested) -> None:
         self.metrics.input_requests.labels(session=e.session).inc()
+
+    def _approval_requested(self, e: ApprovalRequested) -> None:
+        self.metrics.approval_requests.labels(session=e.session, verdict=e.ruling.verdict).inc()
+
+    def _approval_answered(self, e: ApprovalAnswered) -> None:
+        if not e.delivered:
+            return
+        self.metrics.approvals.labels(session=e.session, decision=e.decision, by=e.by).inc()
+        self.metrics.approval_wait.labels(session=e.session, by=e.by).observe(e.waited_s)

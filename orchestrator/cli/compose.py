@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.adapters.metrics_recorder import MetricsRecorder
 from orchestrator.adapters.panes import PaneDirectory
+from orchestrator.assist.approval_policy import ToolApprovalPolicy
 from orchestrator.assist.coordinator import Assist
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config
@@ -99,6 +100,7 @@ def build_orchestrator(
         locator=panes,
         bus=bus,
         stall=stall,
+        approvals=ToolApprovalPolicy(settings.approvals),
         gates=(stall, streak),
         tickers=(stall, streak, assist),
         background=(assist,),

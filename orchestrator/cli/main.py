@@ -1,5 +1,5 @@
 """`tmux-agent`: the user's command line (init, send, reply, status, meta set, unblock,
-approve, doctor, run, dashboard, validate)."""
+approve, deny, doctor, run, dashboard, validate)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from orchestrator.adapters.tmux import TmuxAdapter
 from orchestrator.cli import dashboard as dashboard_cli
 from orchestrator.cli import doctor, run_stack
+from orchestrator.cli.answers import answer_tool_request, refuse_suggestion
 from orchestrator.cli.common import add_config_flags, run_cli
 from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
 from orchestrator.cli.status import _open, _text, cmd_status, warn_unsupervised
@@ -120,12 +121,34 @@ def cmd_unblock(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from orchestrator.assist.decision import approve
-
     config, store, audit = _open(args)
     session = config.session(args.session)
+    if args.id is None:
+        pending = answer_tool_request(store, audit, session.name, "approved", None)
+        print(
+            f"approval queued for {session.name}: {_text(pending.get('tool'))} {_text(pending.get('command'))}".rstrip()
+        )
+        warn_unsupervised(store, session.name, "the approval")
+        return 0
+    from orchestrator.assist.decision import approve
+
     command_id, command = approve(config, store, audit, session.name, args.id)
     print(f"{command_id}\t{command}")
+    return 0
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    config, store, audit = _open(args)
+    session = config.session(args.session)
+    if args.id is None:
+        pending = answer_tool_request(store, audit, session.name, "denied", args.reason)
+        print(
+            f"denial queued for {session.name}: {_text(pending.get('tool'))} {_text(pending.get('command'))}".rstrip()
+        )
+        warn_unsupervised(store, session.name, "the denial")
+        return 0
+    command = refuse_suggestion(store, audit, session.name, args.id)
+    print(f"refused {args.id}\t{command}".rstrip())
     return 0
 
 
@@ -177,11 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session")
     p.set_defaults(func=cmd_unblock)
 
-    p = sub.add_parser("approve", help="queue a suggested command from next_actions (never a denied one)")
+    p = sub.add_parser(
+        "approve", help="approve the agent's pending tool request; with ID, queue a suggestion from next_actions"
+    )
     add_config_flags(p)
     p.add_argument("session")
-    p.add_argument("id", help="the suggestion's id, as `tmux-agent status` shows it")
+    p.add_argument("id", nargs="?", default=None, help="a suggestion's id, as `tmux-agent status` shows it")
     p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("deny", help="refuse the agent's pending tool request; with ID, refuse a suggestion")
+    add_config_flags(p)
+    p.add_argument("session")
+    p.add_argument("id", nargs="?", default=None, help="a suggestion's id, as `tmux-agent status` shows it")
+    p.add_argument("--reason", default=None, help="what the agent is told (default: denied by a person)")
+    p.set_defaults(func=cmd_deny)
 
     p = sub.add_parser("validate", help="run the A–G playbook through pytest and write the report")
     p.add_argument("--live", action="store_true")

@@ -29,16 +29,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config import SessionConfig, SessionKind, TmuxConfig
 from orchestrator.drivers import procfs
-from orchestrator.drivers.agent_events import AgentEvent, EventLog
+from orchestrator.drivers.agent_events import AgentEvent, EventLog, TranscriptTail
 from orchestrator.drivers.agent_providers import PROVIDERS, Provider, screen_busy
 from orchestrator.drivers.shell_files import PaneLog, clean_tail
 from orchestrator.errors import TmuxUnavailable
-from orchestrator.model import CommandRow, ExitRecord, Readiness
+from orchestrator.model import ApprovalRequest, CommandRow, ExitRecord, Readiness
 from orchestrator.ports import PaneIO
 
 SHELLS = ("bash", "zsh", "sh", "dash", "fish")
@@ -46,6 +46,9 @@ LAUNCH_GRACE_SECONDS = 30.0
 PASTE_SEEN_SECONDS = 3.0
 SCREEN_LOOK_SECONDS = 0.2
 SCREEN_SETTLE_SECONDS = 0.6
+TRANSCRIPT_LOOK_SECONDS = 0.25
+TOOL_IO_LOOK_SECONDS = 0.5
+AGENT_PROGRAMS = ("claude", "codex", "node")  # the agent itself, not a tool it runs
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -64,6 +67,12 @@ class Turn:
     events_from: int
     started: AgentEvent | None = None
     ended: AgentEvent | None = None
+    aborted: AgentEvent | None = None  # cut short (an interrupt): back at the prompt, no end event
+    follow_ups: list[str] = field(default_factory=list)  # typed after a denied tool (why, by whom)
+    current: AgentEvent | None = None  # the start of the latest prompt's part of the turn
+    first_event: int = 0  # index into the session's events where this turn's began
+    screen_approval: ApprovalRequest | None = None  # codex's prompt, read off the screen (fallback)
+    screen_approval_look: float = 0.0
     record: ExitRecord | None = None  # read once from the transcript when the turn ended
     on_screen: bool = False  # an adopted agent without our hooks: followed on its screen (fallback)
     busy_seen: bool = False
@@ -142,6 +151,10 @@ class AgentDriver:
         self._logs: dict[str, PaneLog] = {}
         self._socket: str | None = None
         self._pane = ""
+        self._transcript: TranscriptTail | None = None
+        self._transcript_look = 0.0
+        self._launched_wall = 0.0
+        self._tool_io = (0.0, 0)
 
     @property
     def completions(self) -> queue.Queue[int]:
@@ -177,6 +190,7 @@ class AgentDriver:
         exits, the pane is back at the user's prompt."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.events.reset()
+        self._transcript, self._launched_wall = None, time.time()
         self._ensure_signal()
         launch = self.session.launch or self.provider.name
         line = self.provider.launch_line(launch, self.hook_argv(), self.runtime_dir, self.env)
@@ -252,6 +266,7 @@ class AgentDriver:
         self.pane_log(pane_id).rotate_if_larger(1024 * 1024)
         self.events.poll()
         self.turn = Turn(row.id, row.command, time.time(), len(self.events.seen))
+        self.turn.first_event = self.turn.events_from
         self.turn.on_screen = self._launched_at is None and not self.events.seen
         self._pane = pane_id
         try:
@@ -281,20 +296,41 @@ class AgentDriver:
         self._ensure_signal()
         return True
 
+    def _read_transcript(self) -> None:
+        """Append the agent's transcript entries read since the last look to the session's events
+        (found once: from the hooks' `transcript_path`, or codex's rollout for this workdir)."""
+        if self._transcript is None:
+            now = time.monotonic()
+            if now - self._transcript_look < TRANSCRIPT_LOOK_SECONDS or not self._launched_wall:
+                return
+            self._transcript_look = now
+            path = self.provider.transcript_path(self.events.seen, self.env, self.session.workdir, self._launched_wall)
+            if path is None:
+                return
+            self._transcript = TranscriptTail(path)
+        read = (self.provider.transcript_event(entry) for entry in self._transcript.poll())
+        self.events.add([event for event in read if event is not None])
+
     def _poll(self) -> None:
         self.events.poll()
+        self._read_transcript()
         turn = self.turn
         if turn is None:
             return
         if turn.on_screen:
             self._poll_screen(turn)
             return
+        latest = turn.follow_ups[-1] if turn.follow_ups else turn.prompt
         for event in self.events.seen[turn.events_from :]:
             if turn.started is None and self.provider.turn_started(event, turn.prompt):
                 turn.started = event
-            if turn.started is not None and turn.ended is None and event.ts >= turn.started.ts:
-                if self.provider.turn_ended(event, turn.prompt):
+            if self.provider.turn_started(event, latest):
+                turn.current = turn.current or event
+            if turn.current is not None and turn.ended is None and event.ts >= turn.current.ts:
+                if self.provider.turn_ended(event, latest):
                     turn.ended = event
+                elif turn.aborted is None and self.provider.turn_aborted(event):
+                    turn.aborted = event
         turn.events_from = len(self.events.seen) if turn.ended else turn.events_from
 
     def _poll_screen(self, turn: Turn) -> None:
@@ -327,6 +363,46 @@ class AgentDriver:
             turn.ended = AgentEvent("screen-idle", time.time(), {})
             turn.record = ExitRecord(None, turn.started.ts, turn.ended.ts, status="succeeded", reply=reply, tools=())
 
+    # a tool waits to be approved ----------------------------------------------------------------
+    def pending_approval(self, command_id: int) -> ApprovalRequest | None:
+        """Exact from the agent's events where it reports its dialog (Claude Code's
+        PermissionRequest hook); for codex, whose notify program reports turn ends only, read
+        off the screen (the documented fallback, looked at most every SCREEN_LOOK_SECONDS)."""
+        self._poll()
+        turn = self.turn
+        if turn is None or turn.command_id != command_id or turn.ended is not None:
+            return None
+        if self.provider.approvals_reported and not turn.on_screen:
+            return self.provider.approval(self.events.seen[turn.first_event :])
+        now = time.monotonic()
+        if self._pane and now - turn.screen_approval_look >= SCREEN_LOOK_SECONDS:
+            turn.screen_approval_look = now
+            try:
+                turn.screen_approval = self.provider.approval_on_screen(self.panes.capture(self._pane, 60))
+            except TmuxUnavailable:
+                pass
+        return turn.screen_approval
+
+    def answer_approval(self, command_id: int, pane_id: str, approve: bool, note: str) -> None:
+        """The agent's own keys. A refusal hands the prompt back to the agent (both agents then
+        wait, the turn unfinished), so the reason is typed as the turn's next input: the agent is
+        told no, and the turn ends when it has answered that."""
+        turn = self.turn
+        if turn is None or turn.command_id != command_id:
+            return
+        turn.screen_approval, turn.screen_approval_look = None, time.monotonic() + SCREEN_SETTLE_SECONDS
+        self.panes.send_keys(pane_id, *(self.provider.approve_keys if approve else self.provider.deny_keys))
+        if approve or not note:
+            return
+        deadline = time.monotonic() + PASTE_SEEN_SECONDS * 2
+        while time.monotonic() < deadline and not self.provider.is_ready(self.panes.capture(pane_id, 60)):
+            time.sleep(0.05)
+        turn.follow_ups.append(note)
+        turn.current = None
+        self.panes.paste_text(pane_id, note, enter=False)
+        self._wait_pasted(pane_id, note)
+        self.panes.send_keys(pane_id, "Enter")
+
     def watch(self, command_id: int) -> None:
         self._ensure_signal()
 
@@ -340,19 +416,51 @@ class AgentDriver:
     def end_record(self, command_id: int) -> ExitRecord | None:
         self._poll()
         turn = self.turn
-        if turn is None or turn.command_id != command_id or turn.ended is None or turn.started is None:
+        if turn is not None and turn.command_id == command_id and turn.ended is None and turn.aborted is not None:
+            first_seen = turn.started or turn.current or turn.aborted
+            turn.record = turn.record or ExitRecord(
+                None, first_seen.ts, turn.aborted.ts, status="cancelled", reply="", tools=()
+            )
+            return turn.record
+        if turn is None or turn.command_id != command_id or turn.ended is None:
+            return None
+        first = turn.started or turn.current  # codex: an aborted first part reports no end of its own
+        if first is None:
             return None
         if turn.record is not None:
             return turn.record
-        events = [e for e in self.events.seen if turn.started.ts <= e.ts <= turn.ended.ts]
+        events = [e for e in self.events.seen if first.ts <= e.ts <= turn.ended.ts]
         status, reply, tools = self.provider.result(turn.ended, turn.prompt, self.env, events)
-        started = min(turn.started.ts, turn.ended.ts)
+        started = min(first.ts, turn.ended.ts)
         turn.record = ExitRecord(None, started, turn.ended.ts, status=status, reply=reply, tools=tuple(tools))
         return turn.record
 
     def activity_marker(self, command_id: int) -> int:
-        size = sum(log.size() for log in self._logs.values())
-        return size + len(self.events.seen)
+        """What the agent did, never its spinner: its events, its transcript's growth, and what
+        the tools it runs write (a long tool run that prints is busy, not stalled; a model that
+        hangs mid-stream moves none of them). An adopted agent without hooks has only its screen."""
+        self._poll()
+        turn = self.turn
+        if turn is None or turn.on_screen:
+            return sum(log.size() for log in self._logs.values()) + len(self.events.seen)
+        transcript = self._transcript.offset if self._transcript is not None else 0
+        return len(self.events.seen) * 1_000_003 + transcript + self._tools_written()
+
+    def _tools_written(self) -> int:
+        """Bytes written by the processes the agent runs (its descendants that are not the agent
+        itself), looked at most every TOOL_IO_LOOK_SECONDS."""
+        now = time.monotonic()
+        if now - self._tool_io[0] < TOOL_IO_LOOK_SECONDS or not self._pane:
+            return self._tool_io[1]
+        total = 0
+        info = self.panes.pane_info(self._pane)
+        if info is not None and not info.dead:
+            for pid in procfs.descendants(info.pid):
+                name = procfs.executable_name(pid) or ""
+                if not name.startswith(AGENT_PROGRAMS):
+                    total += procfs.written_bytes(pid) + 1
+        self._tool_io = (now, total)
+        return total
 
     def output_tail(self, command_id: int, lines: int, grace_seconds: float, until: int | None = None) -> str:
         record = self.end_record(command_id)

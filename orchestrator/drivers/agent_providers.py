@@ -20,12 +20,14 @@ import hashlib
 import json
 import re
 import shlex
+import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.drivers.agent_events import AgentEvent
-from orchestrator.model import ResultStatus, ToolCall
+from orchestrator.model import ApprovalRequest, ResultStatus, ToolCall
 
 SHELL_TOOLS = {"Bash", "exec_command", "shell", "local_shell"}
 BUSY_MARK = "esc to interrupt"  # both TUIs show it while a turn runs
@@ -54,6 +56,26 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def entry_time(entry: dict[str, Any]) -> float:
+    """An entry's ISO 8601 `timestamp` as epoch seconds (now when it has none)."""
+    stamp = entry.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time()
+
+
+def content_text(content: Any, kinds: tuple[str, ...] = ("text", "input_text")) -> str:
+    """The text blocks of a message's content (a string, or a list of typed blocks), joined."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") in kinds)
+
+
 class Provider(Protocol):
     name: str
 
@@ -77,6 +99,35 @@ class Provider(Protocol):
 
     def reply_on_screen(self, screen: Sequence[str]) -> str:
         """The last reply block on the screen — the fallback for an adopted agent without hooks."""
+        ...
+
+    approve_keys: tuple[str, ...]
+    """The agent's own keys that approve its tool request (the dialog's first choice)."""
+    deny_keys: tuple[str, ...]
+    """The keys that refuse it and hand the prompt back (the agent then waits to be told why)."""
+    approvals_reported: bool
+    """True when the agent's events say exactly when it asks; else the screen is read (fallback)."""
+
+    def approval(self, turn: Sequence[AgentEvent]) -> ApprovalRequest | None:
+        """The tool request the agent waits on, from the turn's events (None when none is open)."""
+        ...
+
+    def approval_on_screen(self, screen: Sequence[str]) -> ApprovalRequest | None:
+        """The approval prompt drawn on the screen (fallback for what no event reports)."""
+        ...
+
+    def transcript_path(
+        self, events: Sequence[AgentEvent], env: dict[str, str], workdir: Path, since: float
+    ) -> Path | None:
+        """The agent's own transcript of this session, once it exists (None until then)."""
+        ...
+
+    def transcript_event(self, entry: dict[str, Any]) -> AgentEvent | None:
+        """One transcript entry as an event (`transcript.*` / `rollout.*`), or None to skip it."""
+        ...
+
+    def turn_aborted(self, event: AgentEvent) -> bool:
+        """The turn was cut short (an interrupt): the agent is back at its prompt, no end event."""
         ...
 
     def result(
@@ -116,7 +167,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 class ClaudeProvider:
     name = "claude"
-    HOOKS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop")
+    HOOKS = (
+        "SessionStart",
+        "UserPromptSubmit",
+        "PreToolUse",
+        "PermissionRequest",
+        "PostToolUse",
+        "PostToolUseFailure",
+        "Notification",
+        "Stop",
+        "StopFailure",
+    )
+    approve_keys: tuple[str, ...] = ("1",)  # "❯ 1. Yes"
+    deny_keys: tuple[str, ...] = ("Escape",)  # same as "3. No": the turn ends, "What should Claude do instead?"
+    approvals_reported: bool = True
+    ANSWERED = ("PostToolUse", "PostToolUseFailure", "PermissionDenied", "Stop", "StopFailure", "UserPromptSubmit")
 
     def settings(self, hook_argv: Sequence[str]) -> dict[str, Any]:
         hooks: dict[str, Any] = {}
@@ -154,6 +219,57 @@ class ClaudeProvider:
 
     def reply_on_screen(self, screen: Sequence[str]) -> str:
         return last_block(screen, "● ", ("─", "❯"))
+
+    def approval(self, turn: Sequence[AgentEvent]) -> ApprovalRequest | None:
+        """`PermissionRequest` (sent when the dialog opens; it carries no tool_use_id, so the key
+        is the id of the `PreToolUse` with the same input) until a later event shows it answered."""
+        pending: ApprovalRequest | None = None
+        calls: list[AgentEvent] = []
+        for event in turn:
+            if event.event == "PreToolUse":
+                calls.append(event)
+            elif event.event == "PermissionRequest":
+                name, given = str(event.payload.get("tool_name") or "tool"), event.payload.get("tool_input")
+                match = next(
+                    (
+                        c
+                        for c in reversed(calls)
+                        if c.payload.get("tool_input") == given and c.payload.get("tool_name") == name
+                    ),
+                    None,
+                )
+                key = str(match.payload.get("tool_use_id")) if match is not None else f"permission-{event.ts:.6f}"
+                call = tool_call(name, given)
+                detail = given.get("description") if isinstance(given, dict) else None
+                pending = ApprovalRequest(key, name, call.get("command", ""), str(detail or ""), "hook")
+            elif event.event in self.ANSWERED:
+                pending = None
+        return pending
+
+    def approval_on_screen(self, screen: Sequence[str]) -> ApprovalRequest | None:
+        return None  # PermissionRequest reports it
+
+    def transcript_path(
+        self, events: Sequence[AgentEvent], env: dict[str, str], workdir: Path, since: float
+    ) -> Path | None:
+        """Every hook payload names the session's transcript (`transcript_path`)."""
+        for event in reversed(events):
+            path = event.payload.get("transcript_path")
+            if isinstance(path, str) and path:
+                return Path(path)
+        return None
+
+    def transcript_event(self, entry: dict[str, Any]) -> AgentEvent | None:
+        kind = entry.get("type")
+        if kind not in ("user", "assistant"):
+            return None
+        text = content_text((entry.get("message") or {}).get("content"))
+        if kind == "user" and text.startswith("[Request interrupted by user"):
+            return AgentEvent("transcript.interrupted", entry_time(entry), {"text": text})
+        return AgentEvent(f"transcript.{kind}", entry_time(entry), {"error": bool(entry.get("isApiErrorMessage"))})
+
+    def turn_aborted(self, event: AgentEvent) -> bool:
+        return event.event == "transcript.interrupted"
 
     def result(
         self, end: AgentEvent, prompt: str, env: dict[str, str], turn: Sequence[AgentEvent]
@@ -199,8 +315,14 @@ class ClaudeProvider:
 CODEX_FOOTER = re.compile(r"^\s*\S+.* · ")
 
 
+APPROVAL_HEADING = "Would you like to run the following command?"
+
+
 class CodexProvider:
     name = "codex"
+    approve_keys: tuple[str, ...] = ("y",)  # "1. Yes, proceed (y)"
+    deny_keys: tuple[str, ...] = ("Escape",)  # "3. No, and tell Codex what to do differently (esc)"
+    approvals_reported: bool = False
 
     def __init__(self) -> None:
         self._rollouts: dict[str, Path] = {}  # thread id → its rollout file, found once
@@ -219,6 +341,10 @@ class CodexProvider:
         return any("OpenAI Codex" in line or "? for shortcuts" in line for line in screen)
 
     def turn_started(self, event: AgentEvent, prompt: str) -> bool:
+        """The rollout records the prompt as the turn's user message when the turn begins (the
+        notify program only at its end: the fallback when the rollout is not found)."""
+        if event.event == "rollout.message" and event.payload.get("role") == "user":
+            return normalize(content_text(event.payload.get("content"))) == normalize(prompt)
         return self.turn_ended(event, prompt)
 
     def turn_ended(self, event: AgentEvent, prompt: str) -> bool:
@@ -233,12 +359,91 @@ class CodexProvider:
     def reply_on_screen(self, screen: Sequence[str]) -> str:
         return last_block(screen, "• ", ("›",))
 
+    def approval(self, turn: Sequence[AgentEvent]) -> ApprovalRequest | None:
+        """From the rollout (codex's notify program reports turn ends only): a shell call that
+        asked to run outside the sandbox (`sandbox_permissions: require_escalated` — the calls
+        codex asks about under `on-request`) and has no output yet."""
+        pending: ApprovalRequest | None = None
+        for event in turn:
+            payload = event.payload
+            if event.event == "rollout.function_call":
+                try:
+                    arguments = json.loads(payload.get("arguments") or "{}")
+                except ValueError:
+                    continue
+                if isinstance(arguments, dict) and arguments.get("sandbox_permissions") == "require_escalated":
+                    name = str(payload.get("name") or "exec_command")
+                    command = tool_call(name, arguments).get("command", "")
+                    why = str(arguments.get("justification") or "")
+                    pending = ApprovalRequest(str(payload.get("call_id")), name, command, why, "rollout")
+            elif event.event == "rollout.function_call_output" and pending and payload.get("call_id") == pending.key:
+                pending = None
+            elif event.event in ("rollout.turn_aborted", "rollout.task_complete"):
+                pending = None
+        return pending
+
+    def approval_on_screen(self, screen: Sequence[str]) -> ApprovalRequest | None:
+        """The approval prompt (fallback: no codex event reports it): the heading, a `Reason:`
+        line, and the command on a `$ ` line."""
+        lines = [line.strip() for line in screen]
+        try:
+            start = max(i for i, line in enumerate(lines) if line == APPROVAL_HEADING)
+        except ValueError:
+            return None
+        reason, command = "", ""
+        for line in lines[start + 1 : start + 12]:
+            if line.startswith("Reason:"):
+                reason = line[len("Reason:") :].strip()
+            elif line.startswith("$ ") and not command:
+                command = line[2:].strip()
+        if not any("Press enter to confirm" in line for line in lines[start:]):
+            return None
+        key = "screen-" + hashlib.sha1(f"{command}\0{reason}".encode()).hexdigest()[:12]
+        return ApprovalRequest(key, "exec_command", command, reason, "screen")
+
+    def transcript_path(
+        self, events: Sequence[AgentEvent], env: dict[str, str], workdir: Path, since: float
+    ) -> Path | None:
+        """The rollout codex opened for this TUI session: the newest under `CODEX_HOME/sessions`
+        written since the launch whose `session_meta` names this workdir."""
+        sessions = self._home(env) / "sessions"
+        try:
+            candidates = sorted(
+                (p for p in sessions.glob("*/*/*/rollout-*.jsonl") if p.stat().st_mtime >= since - 2),
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )
+        except OSError:
+            return None
+        for path in candidates:
+            try:
+                with path.open(encoding="utf-8", errors="replace") as fh:
+                    meta = json.loads(fh.readline() or "{}")
+            except (OSError, ValueError):
+                continue
+            cwd = (meta.get("payload") or {}).get("cwd") if isinstance(meta, dict) else None
+            if isinstance(cwd, str) and Path(cwd).resolve() == workdir.resolve():
+                return path
+        return None
+
+    def transcript_event(self, entry: dict[str, Any]) -> AgentEvent | None:
+        payload = entry.get("payload")
+        if entry.get("type") not in ("response_item", "event_msg") or not isinstance(payload, dict):
+            return None
+        return AgentEvent(f"rollout.{payload.get('type')}", entry_time(entry), payload)
+
+    def turn_aborted(self, event: AgentEvent) -> bool:
+        return event.event == "rollout.turn_aborted"
+
+    def _home(self, env: dict[str, str]) -> Path:
+        return Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
+
     def result(
         self, end: AgentEvent, prompt: str, env: dict[str, str], turn: Sequence[AgentEvent]
     ) -> tuple[ResultStatus, str, list[ToolCall]]:
         reply = end.payload.get("last-assistant-message")
         thread, turn_id = end.payload.get("thread-id"), end.payload.get("turn-id")
-        home = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
+        home = self._home(env)
         tools: list[ToolCall] = []
         status: ResultStatus = "succeeded"
         files: list[Path] = []

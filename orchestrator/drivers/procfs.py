@@ -33,6 +33,7 @@ class ProcStat:
     pgrp: int
     tty_nr: int
     tpgid: int
+    ppid: int = 0
 
 
 def stat(pid: int, proc: Path = PROC) -> ProcStat | None:
@@ -44,7 +45,9 @@ def stat(pid: int, proc: Path = PROC) -> ProcStat | None:
     left, right = raw.index("("), raw.rindex(")")
     fields = raw[right + 2 :].split()
     try:
-        return ProcStat(pid, raw[left + 1 : right], fields[0], int(fields[2]), int(fields[4]), int(fields[5]))
+        return ProcStat(
+            pid, raw[left + 1 : right], fields[0], int(fields[2]), int(fields[4]), int(fields[5]), int(fields[1])
+        )
     except (IndexError, ValueError):
         return None
 
@@ -159,3 +162,36 @@ def waiting_for_terminal_input(shell_pid: int, tty: str, proc: Path = PROC) -> i
         if member.state == "S" and _reads_tty(member.pid, tty, proc):
             return member.pid
     return None
+
+
+def descendants(pid: int, proc: Path = PROC) -> list[int]:
+    """Every process below `pid` (children, their children, …), one scan of /proc."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = list(proc.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name.isdigit():
+            found = stat(int(entry.name), proc)
+            if found is not None:
+                children.setdefault(found.ppid, []).append(found.pid)
+    out: list[int] = []
+    todo = list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(children.get(child, ()))
+    return out
+
+
+def written_bytes(pid: int, proc: Path = PROC) -> int:
+    """Bytes the process has written (`wchar` of /proc/PID/io: terminals and pipes included);
+    0 when it is gone or unreadable."""
+    try:
+        for line in (proc / str(pid) / "io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -32,7 +32,7 @@ from orchestrator.drivers import procfs
 from orchestrator.drivers.shell_files import CommandFiles, PaneLog, display_width
 from orchestrator.drivers.waiters import CompletionWaiters
 from orchestrator.errors import TmuxUnavailable
-from orchestrator.model import CommandRow, ExitRecord, PaneInfo, Readiness
+from orchestrator.model import ApprovalRequest, CommandRow, ExitRecord, PaneInfo, Readiness
 from orchestrator.ports import PaneIO
 
 SUPPORTED_SHELLS = ("bash", "zsh")
@@ -342,6 +342,13 @@ class ShellDriver:
 
     def type_reply(self, pane_id: str, text: str) -> None:
         self.panes.send_text(pane_id, text)
+
+    def pending_approval(self, command_id: int) -> ApprovalRequest | None:
+        """A shell command asks through the terminal (`waiting_input`), never for a tool approval."""
+        return None
+
+    def answer_approval(self, command_id: int, pane_id: str, approve: bool, note: str) -> None:
+        raise ValueError("a shell session has no tool approvals")
 
     def interrupt(self, command_id: int, pane_id: str, keys: tuple[str, ...]) -> None:
         self.panes.send_keys(pane_id, *keys)

@@ -39,7 +39,7 @@ from orchestrator.events import (
     SessionStateChanged,
 )
 from orchestrator.model import CommandResult, Running, SessionState, SessionStateName
-from orchestrator.ports import Background, Driver, Gate, PaneIO, PaneLocator, StallPolicy, Ticker
+from orchestrator.ports import ApprovalPolicy, Background, Driver, Gate, PaneIO, PaneLocator, StallPolicy, Ticker
 from orchestrator.state.store import StateStore
 
 log = logging.getLogger("orchestrator")
@@ -62,6 +62,7 @@ class Supervisor:
         locator: PaneLocator,
         bus: EventBus,
         stall: StallPolicy | None = None,
+        approvals: ApprovalPolicy | None = None,
         gates: Sequence[Gate] = (),
         tickers: Sequence[Ticker] = (),
         background: Sequence[Background] = (),
@@ -82,7 +83,7 @@ class Supervisor:
         self.clock = clock or SystemClock()
         self.dry_run = dry_run
         self.sessions = {s.name: SessionState(s) for s in sessions}
-        self.watch = RunningWatch(self, stall)
+        self.watch = RunningWatch(self, stall, approvals)
         self.stop_event = threading.Event()
         self._last_liveness = float("-inf")
         self._last_heartbeat_write = float("-inf")
@@ -108,7 +109,7 @@ class Supervisor:
                 self.set_state(state, "pane_missing", exc.detail)
                 continue
             pane_id = self.locator.pane_id(name) or ""
-            self.bus.publish(SessionAttached(name, pane_id))
+            self.bus.publish(SessionAttached(name, pane_id, state.config.kind, state.config.provider or ""))
             self.bus.publish(SessionStateChanged(name, state.state, state.state, "attached"))
             log.info("session %s → pane %s", name, pane_id)
         if missing and len(missing) == len(self.sessions):
@@ -287,7 +288,9 @@ class Supervisor:
         if previous == "pane_missing" and new != "pane_missing":
             pane = self.locator.pane_id(state.config.name)
             if pane:
-                self.bus.publish(SessionAttached(state.config.name, pane))
+                self.bus.publish(
+                    SessionAttached(state.config.name, pane, state.config.kind, state.config.provider or "")
+                )
         self.bus.publish(SessionStateChanged(state.config.name, new, previous, detail))
 
     # dispatch ----------------------------------------------------------------

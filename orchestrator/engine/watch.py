@@ -16,6 +16,7 @@ from typing import Protocol
 
 from orchestrator.clock import Clock, iso_utc
 from orchestrator.config import OrchestratorSettings
+from orchestrator.engine.approvals import ApprovalWatch
 from orchestrator.errors import TmuxUnavailable
 from orchestrator.events import (
     EventBus,
@@ -28,7 +29,7 @@ from orchestrator.events import (
     StallRetried,
 )
 from orchestrator.model import CommandResult, ExitRecord, ResultStatus, SessionState, SessionStateName, StallVerdict
-from orchestrator.ports import Driver, PaneIO, StallPolicy
+from orchestrator.ports import ApprovalPolicy, Driver, PaneIO, StallPolicy
 from orchestrator.redact import redact
 from orchestrator.state.store import StateStore
 
@@ -59,9 +60,10 @@ class Engine(Protocol):
 
 
 class RunningWatch:
-    def __init__(self, supervisor: Engine, stall: StallPolicy | None) -> None:
+    def __init__(self, supervisor: Engine, stall: StallPolicy | None, approvals: ApprovalPolicy | None = None) -> None:
         self.sup = supervisor
         self.stall = stall
+        self.approvals = ApprovalWatch(supervisor, approvals)
         self.first_sent: dict[int, float] = {}
 
     def _driver(self, state: SessionState) -> Driver:
@@ -79,11 +81,15 @@ class RunningWatch:
         if self.complete_if_ended(state):
             return
         started = self._driver(state).started(command_id)
-        if started and check_liveness and mono - running.last_activity >= INPUT_CHECK_AFTER_SECONDS:
+        if self.approvals.check(state):
+            pass  # waiting for a tool to be approved: never a question, never a stall
+        elif started and check_liveness and mono - running.last_activity >= INPUT_CHECK_AFTER_SECONDS:
             self._check_input(state)
         elif running.waiting_since is not None and running.last_activity > running.waiting_since:
             self._input_answered(state)
-        if running.waiting_since is not None:
+        if running.approval is not None:
+            pass
+        elif running.waiting_since is not None:
             self._deliver_reply(state)
         elif started and self.stall is not None and running.interrupt_sent_at is None:
             verdict = self.stall.verdict(running, mono)
@@ -223,6 +229,7 @@ class RunningWatch:
             output_tail=self.output_tail(state, running.row.id),
             reply=redact(record.reply) if record.reply is not None else None,
             tools=record.tools,
+            approvals=tuple(running.approvals),
         )
         sup.record(state, result, latency=max(0.0, sup.clock.now() - record.finished))
         return True

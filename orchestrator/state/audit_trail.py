@@ -8,6 +8,8 @@ decisions (`failure_streak`, `cooldown_started`, `decision_made`, …) where the
 from __future__ import annotations
 
 from orchestrator.events import (
+    ApprovalAnswered,
+    ApprovalRequested,
     CommandDispatched,
     CommandFinished,
     CommandRecovered,
@@ -48,6 +50,8 @@ class AuditTrail:
         bus.subscribe(SessionStateChanged, self._state)
         bus.subscribe(InputRequested, self._input)
         bus.subscribe(ReplySent, self._reply)
+        bus.subscribe(ApprovalRequested, self._approval_requested)
+        bus.subscribe(ApprovalAnswered, self._approval_answered)
 
     def _started(self, e: OrchestratorStarted) -> None:
         self.audit.record("orchestrator_started", None, dry_run=e.dry_run, detail=f"{e.sessions} sessions")
@@ -84,6 +88,7 @@ class AuditTrail:
             output_tail=r.output_tail,
             reply=r.reply,
             tools=list(r.tools) if r.tools is not None else None,
+            approvals=list(r.approvals) or None,
             detail=e.detail,
         )
 
@@ -114,8 +119,10 @@ class AuditTrail:
     def _state(self, e: SessionStateChanged) -> None:
         if e.state in ROUTINE and e.previous in ROUTINE:
             return
-        if e.state == "waiting_input" or (e.previous == "waiting_input" and e.state == "working"):
-            return  # input_requested / reply_sent say it
+        if e.state in ("waiting_input", "waiting_approval") or (
+            e.previous in ("waiting_input", "waiting_approval") and e.state == "working"
+        ):
+            return  # input_requested / reply_sent and approval_requested / approval_answered say it
         self.audit.record("session_state", e.session, state=e.state, detail=e.detail or f"from {e.previous}")
 
     def _input(self, e: InputRequested) -> None:
@@ -130,4 +137,31 @@ class AuditTrail:
             command_id=e.row.id if e.row else None,
             command=e.row.command if e.row else None,
             detail=("typed into the pane" if e.delivered else f"not delivered: {e.detail}"),
+        )
+
+    def _approval_requested(self, e: ApprovalRequested) -> None:
+        self.audit.record(
+            "approval_requested",
+            e.session,
+            command_id=e.row.id,
+            command=e.row.command,
+            tool=e.request.tool,
+            tool_command=e.request.command,
+            verdict=e.ruling.verdict,
+            source=e.request.source,
+            detail=e.ruling.reason,
+        )
+
+    def _approval_answered(self, e: ApprovalAnswered) -> None:
+        self.audit.record(
+            "approval_answered",
+            e.session,
+            command_id=e.row.id,
+            command=e.row.command,
+            tool=e.request.tool,
+            tool_command=e.request.command,
+            decision=e.decision,
+            by=e.by,
+            waited_s=e.waited_s,
+            detail=e.reason if e.delivered else f"keys not delivered: {e.detail}",
         )

@@ -1,10 +1,22 @@
-"""The engine's view of each session, kept in its metadata for `tmux-agent status`, the dashboard
-and `tmux-agent reply`: `state` and `state_detail`, and while a command runs, `running`
-({command_id, command, started_at, output_tail, question?})."""
+"""The engine's view of each session, kept in its metadata for `tmux-agent status`, the dashboard,
+`tmux-agent reply` and `tmux-agent approve/deny`: `state` and `state_detail`, while a command runs
+`running` ({command_id, command, started_at, output_tail, question?}), and while an agent waits
+on a tool request `pending_approval` ({key, command_id, tool, command, detail, source, verdict,
+reason, requested_at})."""
 
 from __future__ import annotations
 
-from orchestrator.events import CommandFinished, EventBus, InputRequested, RunningProgress, SessionStateChanged
+from orchestrator.clock import iso_utc
+from orchestrator.events import (
+    ApprovalAnswered,
+    ApprovalRequested,
+    CommandFinished,
+    EventBus,
+    InputRequested,
+    RunningProgress,
+    SessionStateChanged,
+)
+from orchestrator.redact import redact
 from orchestrator.state.store import StateStore
 
 
@@ -17,6 +29,8 @@ class SessionStateWriter:
         bus.subscribe(RunningProgress, self._progress)
         bus.subscribe(InputRequested, self._input)
         bus.subscribe(CommandFinished, self._finished)
+        bus.subscribe(ApprovalRequested, self._approval_requested)
+        bus.subscribe(ApprovalAnswered, self._approval_answered)
 
     def _state(self, e: SessionStateChanged) -> None:
         changes: dict[str, object] = {"state": e.state, "state_detail": e.detail}
@@ -51,4 +65,22 @@ class SessionStateWriter:
         )
 
     def _finished(self, e: CommandFinished) -> None:
-        self.store.update_metadata(e.session, {"running": None})
+        self.store.update_metadata(e.session, {"running": None, "pending_approval": None})
+
+    def _approval_requested(self, e: ApprovalRequested) -> None:
+        pending = {
+            "key": e.request.key,
+            "command_id": e.row.id,
+            "tool": e.request.tool,
+            "command": redact(e.request.command),
+            "detail": redact(e.request.detail),
+            "source": e.request.source,
+            "verdict": e.ruling.verdict,
+            "reason": e.ruling.reason,
+            "requested_at": iso_utc(self.store.clock.now()),
+        }
+        self.store.update_metadata(e.session, {"pending_approval": pending})
+
+    def _approval_answered(self, e: ApprovalAnswered) -> None:
+        if e.delivered:
+            self.store.update_metadata(e.session, {"pending_approval": None})

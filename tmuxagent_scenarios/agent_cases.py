@@ -1,0 +1,34 @@
+"""What the scenarios' agent cases share: the providers they run on, a shell tool call in each
+agent's own shape, and scripting a reply to the provider's API of the scripted model server.
+
+The `agent_under_test` fixture (conftest.py) starts an orchestrator supervising one real agent
+session; these helpers say what its model answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_tmuxagent.model_server import ModelServer, tool_call
+from pytest_tmuxagent.model_server.replies import Message, ModelReply
+
+PROVIDERS = ["claude", "codex"]
+SHELL_TOOL = {"claude": "Bash", "codex": "exec_command"}
+TURN_TIMEOUT = 60.0
+
+
+def shell_call(provider: str, command: str, *, escalate: bool = False, why: str = "look around") -> Message:
+    """The model asks the agent to run `command` with its shell tool. `escalate`: codex asks
+    for it outside its sandbox (the only way codex shows an approval prompt); Claude Code asks
+    on its own for any command that writes."""
+    if provider == "claude":
+        return tool_call("Bash", {"command": command, "description": why})
+    arguments: dict[str, Any] = {"cmd": command}
+    if escalate:
+        arguments.update(sandbox_permissions="require_escalated", justification=why)
+    return tool_call("exec_command", arguments)
+
+
+def script(model_server: ModelServer, provider: str, *replies: ModelReply) -> None:
+    """Queue replies on the API this provider speaks (Anthropic for claude, Responses for codex)."""
+    (model_server.anthropic if provider == "claude" else model_server.openai).script(*replies)
