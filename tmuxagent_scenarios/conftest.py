@@ -10,6 +10,19 @@ from pathlib import Path
 
 import pytest
 
+# provider -> (launch arguments, environment) that make the agent give up on the first API error
+FAIL_FAST: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "claude": ((), {"CLAUDE_CODE_MAX_RETRIES": "0"}),
+    "codex": (
+        (
+            "-c",
+            "model_providers.tmuxagent.request_max_retries=0",
+            "-c",
+            "model_providers.tmuxagent.stream_max_retries=0",
+        ),
+        {},
+    ),
+}
 DEFAULT_TIMEOUT = 120.0  # seconds per scenario test, as the repo's pyproject sets
 HERE = Path(__file__).parent
 
@@ -29,12 +42,17 @@ def agent_under_test(agent_pane, orchestrator_service, agent_session, model_serv
     """Factory: `agent_under_test(provider, session, settings=..., env=..., **session_keys)` →
     `(pane, service)`: a started orchestrator supervising one real agent session of `provider`
     (launched by the orchestrator, hooks wired) talking to the `model_server`. The session's
-    API keys are kept on `pane.secrets` (they must never reach the screen)."""
+    API keys are kept on `pane.secrets` (they must never reach the screen). `fail_fast=True`:
+    the agent does not retry a failed API call (FAIL_FAST), so an error ends the turn at once."""
 
-    def start(provider: str, session: str, *, settings=None, env=None, **session_keys):  # type: ignore[no-untyped-def]
+    def start(provider: str, session: str, *, settings=None, env=None, fail_fast=False, **session_keys):  # type: ignore[no-untyped-def]
         pane = agent_pane(session)
         entry = dict(agent_session(provider, pane, model_server))
         pane.secrets = [v for k, v in entry["env"].items() if k.endswith(("TOKEN", "KEY"))]
+        if fail_fast:  # the agent gives up on the first API error instead of retrying for minutes
+            launch_args, agent_env = FAIL_FAST[provider]
+            entry["launch"] = " ".join([entry["launch"], *launch_args])
+            entry["env"] = {**entry["env"], **agent_env}
         entry.update(session_keys)
         service = orchestrator_service(
             [pane],

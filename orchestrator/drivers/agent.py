@@ -35,7 +35,7 @@ from pathlib import Path
 from orchestrator.config import SessionConfig, SessionKind, TmuxConfig
 from orchestrator.drivers import procfs
 from orchestrator.drivers.agent_events import AgentEvent, EventLog, TranscriptTail
-from orchestrator.drivers.agent_providers import PROVIDERS, Provider, screen_busy
+from orchestrator.drivers.agent_providers import PROVIDERS, AgentQuestion, Provider, screen_busy
 from orchestrator.drivers.shell_files import PaneLog, clean_tail
 from orchestrator.errors import TmuxUnavailable
 from orchestrator.model import ApprovalRequest, CommandRow, ExitRecord, Readiness
@@ -466,14 +466,34 @@ class AgentDriver:
         record = self.end_record(command_id)
         return clean_tail(record.reply or "", lines) if record else ""
 
+    # the agent asks the person a question ------------------------------------------------------
+    def _question(self, command_id: int) -> AgentQuestion | None:
+        self._poll()
+        turn = self.turn
+        if turn is None or turn.command_id != command_id or turn.ended is not None or turn.on_screen:
+            return None
+        return self.provider.question(self.events.seen[turn.first_event :])
+
     def waiting_for_input(self, command_id: int) -> bool:
-        return False
+        """Exact from the agent's events (Claude Code's PermissionRequest for AskUserQuestion)."""
+        return self._question(command_id) is not None
 
     def question(self, command_id: int) -> str:
-        return ""
+        found = self._question(command_id)
+        return found.for_person() if found is not None else ""
 
     def type_reply(self, pane_id: str, text: str) -> None:
-        self.panes.paste_text(pane_id, text)
+        """The answer as the agent's menu takes it (a choice's number, or typed words)."""
+        found = self._question(self.turn.command_id) if self.turn is not None else None
+        if found is None:
+            self.panes.paste_text(pane_id, text)
+            return
+        for kind, value in self.provider.reply_actions(found, text):
+            if kind == "key":
+                self.panes.send_keys(pane_id, value)
+            else:
+                self.panes.paste_text(pane_id, value, enter=False)
+                self._wait_pasted(pane_id, value)
 
     def interrupt(self, command_id: int, pane_id: str, keys: tuple[str, ...]) -> None:
         self.panes.send_keys(pane_id, *keys)

@@ -22,15 +22,34 @@ import re
 import shlex
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from orchestrator.drivers.agent_events import AgentEvent
 from orchestrator.model import ApprovalRequest, ResultStatus, ToolCall
 
 SHELL_TOOLS = {"Bash", "exec_command", "shell", "local_shell"}
 BUSY_MARK = "esc to interrupt"  # both TUIs show it while a turn runs
+
+
+@dataclass(frozen=True)
+class AgentQuestion:
+    """The agent asks the person a question (Claude Code's AskUserQuestion menu): the question,
+    and the labels of its choices in order (the person may answer with a label or a number)."""
+
+    key: str
+    text: str
+    options: tuple[str, ...] = ()
+
+    def for_person(self) -> str:
+        if not self.options:
+            return self.text
+        return self.text + " " + " / ".join(f"{i}. {label}" for i, label in enumerate(self.options, 1))
+
+
+ReplyAction = tuple[Literal["key", "text"], str]
 
 
 def screen_busy(screen: Sequence[str]) -> bool:
@@ -122,6 +141,14 @@ class Provider(Protocol):
         """The agent's own transcript of this session, once it exists (None until then)."""
         ...
 
+    def question(self, turn: Sequence[AgentEvent]) -> AgentQuestion | None:
+        """The question the agent waits to have answered, from the turn's events."""
+        ...
+
+    def reply_actions(self, question: AgentQuestion, text: str) -> list[ReplyAction]:
+        """How a person's answer is typed into the agent's question (keys, then text)."""
+        ...
+
     def transcript_event(self, entry: dict[str, Any]) -> AgentEvent | None:
         """One transcript entry as an event (`transcript.*` / `rollout.*`), or None to skip it."""
         ...
@@ -182,6 +209,7 @@ class ClaudeProvider:
     deny_keys: tuple[str, ...] = ("Escape",)  # same as "3. No": the turn ends, "What should Claude do instead?"
     approvals_reported: bool = True
     ANSWERED = ("PostToolUse", "PostToolUseFailure", "PermissionDenied", "Stop", "StopFailure", "UserPromptSubmit")
+    ENDS = ("Stop", "StopFailure")  # StopFailure: the turn ended in an API error (after its retries)
 
     def settings(self, hook_argv: Sequence[str]) -> dict[str, Any]:
         hooks: dict[str, Any] = {}
@@ -212,24 +240,27 @@ class ClaudeProvider:
         return event.event == "UserPromptSubmit" and isinstance(given, str) and normalize(given) == normalize(prompt)
 
     def turn_ended(self, event: AgentEvent, prompt: str) -> bool:
-        return event.event == "Stop"
+        return event.event in self.ENDS
 
     def idle_event(self, event: AgentEvent) -> bool:
-        return event.event in ("Stop", "SessionStart")
+        return event.event in (*self.ENDS, "SessionStart")
 
     def reply_on_screen(self, screen: Sequence[str]) -> str:
         return last_block(screen, "● ", ("─", "❯"))
 
-    def approval(self, turn: Sequence[AgentEvent]) -> ApprovalRequest | None:
-        """`PermissionRequest` (sent when the dialog opens; it carries no tool_use_id, so the key
-        is the id of the `PreToolUse` with the same input) until a later event shows it answered."""
-        pending: ApprovalRequest | None = None
+    QUESTION_TOOL = "AskUserQuestion"
+
+    def _open_permission(self, turn: Sequence[AgentEvent]) -> tuple[str, AgentEvent] | None:
+        """The `PermissionRequest` still open (sent when a dialog opens — a tool's permission, or
+        AskUserQuestion's menu — until a later event shows it answered), with its key: it carries
+        no tool_use_id, so the key is the id of the `PreToolUse` with the same input."""
+        open_one: tuple[str, AgentEvent] | None = None
         calls: list[AgentEvent] = []
         for event in turn:
             if event.event == "PreToolUse":
                 calls.append(event)
             elif event.event == "PermissionRequest":
-                name, given = str(event.payload.get("tool_name") or "tool"), event.payload.get("tool_input")
+                name, given = event.payload.get("tool_name"), event.payload.get("tool_input")
                 match = next(
                     (
                         c
@@ -239,12 +270,43 @@ class ClaudeProvider:
                     None,
                 )
                 key = str(match.payload.get("tool_use_id")) if match is not None else f"permission-{event.ts:.6f}"
-                call = tool_call(name, given)
-                detail = given.get("description") if isinstance(given, dict) else None
-                pending = ApprovalRequest(key, name, call.get("command", ""), str(detail or ""), "hook")
+                open_one = (key, event)
             elif event.event in self.ANSWERED:
-                pending = None
-        return pending
+                open_one = None
+        return open_one
+
+    def approval(self, turn: Sequence[AgentEvent]) -> ApprovalRequest | None:
+        found = self._open_permission(turn)
+        if found is None or found[1].payload.get("tool_name") == self.QUESTION_TOOL:
+            return None
+        key, event = found
+        name, given = str(event.payload.get("tool_name") or "tool"), event.payload.get("tool_input")
+        detail = given.get("description") if isinstance(given, dict) else None
+        return ApprovalRequest(key, name, tool_call(name, given).get("command", ""), str(detail or ""), "hook")
+
+    def question(self, turn: Sequence[AgentEvent]) -> AgentQuestion | None:
+        """AskUserQuestion's menu (its first question: the one on the screen)."""
+        found = self._open_permission(turn)
+        if found is None or found[1].payload.get("tool_name") != self.QUESTION_TOOL:
+            return None
+        given = found[1].payload.get("tool_input")
+        questions = given.get("questions") if isinstance(given, dict) else None
+        first = questions[0] if isinstance(questions, list) and questions and isinstance(questions[0], dict) else {}
+        options = tuple(
+            str(o.get("label")) for o in first.get("options") or [] if isinstance(o, dict) and o.get("label")
+        )
+        return AgentQuestion(found[0], str(first.get("question") or "(see the pane)"), options)
+
+    def reply_actions(self, question: AgentQuestion, text: str) -> list[ReplyAction]:
+        """A choice's number or label presses its number; other words take the menu's own
+        "Type something." choice (the one after the options) and are typed there."""
+        wanted = text.strip()
+        labels = [label.casefold() for label in question.options]
+        if wanted.isdigit() and 1 <= int(wanted) <= len(labels):
+            return [("key", wanted)]
+        if wanted.casefold() in labels:
+            return [("key", str(labels.index(wanted.casefold()) + 1))]
+        return [("key", str(len(labels) + 1)), ("text", text), ("key", "Enter")]
 
     def approval_on_screen(self, screen: Sequence[str]) -> ApprovalRequest | None:
         return None  # PermissionRequest reports it
@@ -309,6 +371,8 @@ class ClaudeProvider:
                     texts.append(str(block["text"]))
         if not isinstance(reply, str):
             reply = texts[-1] if texts else ""
+        if end.event == "StopFailure":
+            status = "failed"
         return status, reply, list(hooked.values()) if hooked else tools
 
 
@@ -326,6 +390,7 @@ class CodexProvider:
 
     def __init__(self) -> None:
         self._rollouts: dict[str, Path] = {}  # thread id → its rollout file, found once
+        self._live: Path | None = None  # this TUI session's rollout, once transcript_path found it
 
     def launch_line(self, launch: str, hook_argv: Sequence[str], run_dir: Path, env: dict[str, str]) -> str:
         notify = "notify=" + json.dumps([*hook_argv, "notify"])
@@ -348,6 +413,10 @@ class CodexProvider:
         return self.turn_ended(event, prompt)
 
     def turn_ended(self, event: AgentEvent, prompt: str) -> bool:
+        """The notify program's `agent-turn-complete` for this prompt, or the rollout's
+        `task_complete` (the only end a failed turn has: codex notifies successes only)."""
+        if event.event == "rollout.task_complete":
+            return True
         if event.event != "notify" or event.payload.get("type") != "agent-turn-complete":
             return False
         messages = event.payload.get("input-messages")
@@ -423,6 +492,7 @@ class CodexProvider:
                 continue
             cwd = (meta.get("payload") or {}).get("cwd") if isinstance(meta, dict) else None
             if isinstance(cwd, str) and Path(cwd).resolve() == workdir.resolve():
+                self._live = path
                 return path
         return None
 
@@ -435,18 +505,27 @@ class CodexProvider:
     def turn_aborted(self, event: AgentEvent) -> bool:
         return event.event == "rollout.turn_aborted"
 
+    def question(self, turn: Sequence[AgentEvent]) -> AgentQuestion | None:
+        return None
+
+    def reply_actions(self, question: AgentQuestion, text: str) -> list[ReplyAction]:
+        return [("text", text), ("key", "Enter")]
+
     def _home(self, env: dict[str, str]) -> Path:
         return Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
 
     def result(
         self, end: AgentEvent, prompt: str, env: dict[str, str], turn: Sequence[AgentEvent]
     ) -> tuple[ResultStatus, str, list[ToolCall]]:
-        reply = end.payload.get("last-assistant-message")
-        thread, turn_id = end.payload.get("thread-id"), end.payload.get("turn-id")
+        reply = end.payload.get("last-assistant-message", end.payload.get("last_agent_message"))
+        thread, turn_id = end.payload.get("thread-id"), end.payload.get("turn-id", end.payload.get("turn_id"))
         home = self._home(env)
         tools: list[ToolCall] = []
         status: ResultStatus = "succeeded"
-        files: list[Path] = []
+        error = end.payload.get("error")
+        if isinstance(error, dict):  # the rollout's task_complete of a turn that ended in an error
+            status, reply = "failed", str(error.get("message") or "codex reported an error")
+        files: list[Path] = [self._live] if thread is None and self._live is not None else []
         if isinstance(thread, str):
             known = self._rollouts.get(thread)
             files = [known] if known is not None else sorted((home / "sessions").rglob(f"rollout-*-{thread}.jsonl"))
