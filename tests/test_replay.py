@@ -1,5 +1,6 @@
 """`tmux-agent-orchestrator-replay`: counts, span, rates, episodes, a tolerant
-reader, `--session` before `--limit`, and `--verify-db` against a state DB."""
+reader, `--session` before `--limit`, and `--verify-db` against a state DB; agent turns, tool
+requests (who decided, how long the agent waited) and the time people were waited for."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.assist.approval_policy import ToolApprovalPolicy
+from orchestrator.cli.answers import answer_tool_request
 from orchestrator.cli.replay_main import main as replay_main
 from orchestrator.clock import ManualClock, iso_utc
-from orchestrator.model import CommandResult
+from orchestrator.config import ApprovalSettings
+from orchestrator.model import ApprovalRequest, CommandResult, ExitRecord, ToolCall
 from orchestrator.state.audit import AuditLog, read_events
-from orchestrator.state.replay import replay, select, verify_db
+from orchestrator.state.replay import replay, seconds_between, select, verify_db
 from orchestrator.state.snapshot import StateSnapshot
 from orchestrator.state.store import StateStore
+
+from .engine_fakes import session
+from .test_engine import Rig, make_rig
 
 BOT, OPS = "weather/bot", "ops/deploy"
 
@@ -232,3 +239,184 @@ def test_bad_input_is_one_line_and_exit_2(
     code, out, err = run_cli(capsys, *[a.format(**paths) for a in argv])
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and f"key '{key}'" in err and "Traceback" not in err
+
+
+# agents and the moments a person is needed ----------------------------------------------------
+# The audit file here is the one the real engine writes: the supervisor with a fake driver, the
+# real store, audit trail, safety policy and `tmux-agent approve`'s answer, on a manual clock.
+AGENT = "weather/agent"
+POLICY = ToolApprovalPolicy(ApprovalSettings(allowlist=(r"touch \S+\.txt",)))
+
+
+def agent_turn(rig: Rig, cid: int, reply: str, tools: tuple[ToolCall, ...]) -> None:
+    """The turn ends the way an agent's does: no exit code, the reply and the tool calls."""
+    now = rig.clock.now()
+    rig.driver._ends[cid] = ExitRecord(None, now - 1.0, now, status="succeeded", reply=reply, tools=tools)
+    rig.driver.completions.put(cid)
+    rig.sup.step()
+
+
+def tool_request(rig: Rig, prompt: str, command: str, key: str) -> int:
+    cid = rig.send(prompt, AGENT)
+    rig.sup.step()
+    rig.driver.approval_requests[cid] = ApprovalRequest(key, "Bash", command, "why")
+    rig.sup.step()
+    return cid
+
+
+def agents_and_people(tmp_path: Path) -> Rig:
+    """An agent session's turns — approved by the policy, denied by it, escalated and approved by
+    a person after 31 s, one still waiting — beside a shell whose question is replied to after 12 s."""
+    rig = make_rig(
+        tmp_path,
+        sessions=[session(AGENT, "weather:agent", kind="agent", provider="claude"), session(BOT, "weather:bot")],
+        approvals=POLICY,
+    )
+    bash = ToolCall(name="Bash", command="touch notes.txt")
+    cid = tool_request(rig, "make the notes file", "touch notes.txt", "toolu_1")
+    agent_turn(rig, cid, "Notes made.", (bash,))
+    cid = tool_request(rig, "clean the build folder", "rm -rf build", "toolu_2")
+    agent_turn(rig, cid, "I left build alone.", ())
+    cid = tool_request(rig, "deploy the weather bot", "make deploy", "toolu_3")
+    rig.advance(30.0)
+    answer_tool_request(rig.store, AuditLog(rig.audit_path, clock=rig.clock), AGENT, "approved", None)
+    rig.advance(1.0)
+    agent_turn(rig, cid, "Deployed.", (ToolCall(name="Bash", command="make deploy"),))
+
+    asked = rig.send("read -p 'continue? [y/N] ' ans", BOT)
+    rig.sup.step()
+    rig.driver.asking.add(asked)
+    for _ in range(20):  # the engine asks about input once the pane has been quiet a while
+        rig.advance(0.5)
+        if rig.store.metadata(BOT).get("state") == "waiting_input":
+            break
+    rig.clock.advance(10.5)
+    rig.store.update_metadata(BOT, {"pending_reply": {"text": "y", "queued_at": "x"}})
+    AuditLog(rig.audit_path, clock=rig.clock).record("reply_queued", BOT, detail="reply of 1 character(s)")
+    rig.advance(1.5)  # typed at the next round, while the question is still on the screen
+    rig.driver.asking.discard(asked)
+    rig.driver.end(asked, 0)
+    rig.sup.step()
+
+    tool_request(rig, "push the release", "make release", "toolu_4")  # the log ends while it waits
+    rig.advance(5.0)
+    return rig
+
+
+def test_agent_turns_approvals_and_person_waits_from_the_engines_audit_file(tmp_path: Path) -> None:
+    rig = agents_and_people(tmp_path)
+    summary = replay(read_events(rig.audit_path).events).as_dict()
+    agent, shell = summary["sessions"][AGENT], summary["sessions"][BOT]
+    assert (agent["kind"], agent["turns"], agent["tool_calls"]) == ("agent", 3, 2)
+    assert (shell["kind"], shell["turns"]) == ("shell", 0)
+    assert agent["approvals"] == {
+        "requested": 4,
+        "by_verdict": {"approve": 1, "deny": 1, "escalate": 2},
+        "answered": 3,
+        "decisions": {"approved": {"person": 1, "policy": 1}, "denied": {"policy": 1}},
+        "open": 1,
+        "wait_s": {
+            "person": {"count": 1, "total_s": 31.0, "mean_s": 31.0, "max_s": 31.0},
+            "policy": {"count": 2, "total_s": 0.0, "mean_s": 0.0, "max_s": 0.0},
+        },
+    }
+    assert agent["person_wait"] == {
+        "seconds": 31.0,
+        "approvals": 1,
+        "approvals_s": 31.0,
+        "questions": 0,
+        "questions_s": 0.0,
+        "open": 1,
+    }
+    assert shell["questions"] == {
+        "asked": 1,
+        "replied": 1,
+        "open": 0,
+        "wait_s": {"count": 1, "total_s": 12.0, "mean_s": 12.0, "max_s": 12.0},
+    }
+    assert shell["person_wait"]["seconds"] == 12.0
+    assert summary["agents"]["sessions"] == [AGENT] and summary["agents"]["person_wait_s"] == 43.0
+    assert summary["agents"]["approvals"]["decisions"] == agent["approvals"]["decisions"]
+
+    episodes = summary["approval_episodes"]
+    assert [(e["tool_command"], e["verdict"], e["decision"], e["by"], e["outcome"]) for e in episodes] == [
+        ("touch notes.txt", "approve", "approved", "policy", "answered"),
+        ("rm -rf build", "deny", "denied", "policy", "answered"),
+        ("make deploy", "escalate", "approved", "person", "answered"),
+        ("make release", "escalate", None, None, "open"),
+    ]
+    deploy = episodes[2]
+    assert seconds_between(deploy["requested"], deploy["queued"]) == 30.0  # the person's answer
+    assert seconds_between(deploy["requested"], deploy["answered"]) == 31.0  # the keys typed
+    [question] = summary["input_episodes"]
+    assert (question["question"], question["waited_s"], question["outcome"]) == ("continue? [y/N]", 12.0, "replied")
+    assert seconds_between(question["requested"], question["queued"]) == 10.5
+
+
+def test_the_text_report_says_who_decided_and_how_long_people_were_waited_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rig = agents_and_people(tmp_path)
+    code, out, _ = run_cli(capsys, "--log", str(rig.audit_path))
+    assert code == 0
+    assert (
+        "    agent: 3 turn(s), 2 tool call(s); 4 tool request(s) (approved by person 1, approved by policy 1, "
+        "denied by policy 1), 1 open; person waited 1× mean 31.0 s max 31.0 s; "
+        "policy waited 2× mean 0.0 s max 0.0 s"
+    ) in out
+    assert "    waiting for a person: 31.0 s (1 approval(s) 31.0 s); 1 still waiting" in out
+    assert "    questions: 1 asked, 1 replied" in out
+    assert "    waiting for a person: 12.0 s (1 question(s) 12.0 s)" in out
+    assert "approval episodes: 4" in out and "input episodes: 1" in out
+    assert f"  {AGENT} #3 Bash `make deploy`: escalate → approved by person after 31.0 s" in out
+    assert f"  {AGENT} #5 Bash `make release`: escalate → still waiting since" in out
+    assert f"  {BOT} #4 `continue? [y/N]`: replied after 12.0 s" in out
+
+
+def test_the_agent_run_verifies_against_its_db_and_filters_by_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rig = agents_and_people(tmp_path)
+    assert verify_db(replay(read_events(rig.audit_path).events), StateSnapshot(rig.store.path)) == []
+    code, out, _ = run_cli(capsys, "--log", str(rig.audit_path), "--session", BOT, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["approval_episodes"] == [] and len(summary["input_episodes"]) == 1
+    assert summary["agents"] == {
+        "sessions": [],
+        "turns": 0,
+        "tool_calls": 0,
+        "approvals": {"requested": 0, "by_verdict": {}, "decisions": {}, "wait_s": {}},
+        "person_wait_s": 12.0,
+    }
+
+
+def test_undelivered_answers_a_window_cut_mid_wait_and_waits_the_command_outlived(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.jsonl", clock=(clock := ManualClock()))
+    ids = {"command_id": 7, "command": "deploy", "tool": "Bash", "tool_command": "make deploy"}
+    log.record("approval_requested", AGENT, verdict="escalate", **ids)
+    clock.advance(4.0)
+    person = {**ids, "decision": "approved", "by": "person"}
+    log.record("approval_answered", AGENT, waited_s=4.0, detail="keys not delivered: x", **person)
+    clock.advance(1.0)
+    log.record("approval_answered", AGENT, waited_s=5.0, detail="approved", **person)
+    log.record("approval_requested", AGENT, verdict="escalate", **ids)
+    clock.advance(2.0)
+    result = {"status": "cancelled", "exit_code": None, "duration_s": 9.0, "output_tail": ""}
+    log.record("command_result", AGENT, command_id=7, command="deploy", **result)
+    log.record("input_requested", BOT, command_id=8, command="read x", detail="name?")
+    log.record("reply_sent", BOT, command_id=8, command="read x", detail="not delivered: tmux is gone")
+    clock.advance(3.0)
+    log.record("input_requested", BOT, command_id=8, command="read x", detail="name again?")
+    clock.advance(1.0)
+    log.record("reply_sent", BOT, command_id=8, command="read x", detail="typed into the pane")
+    events = read_events(log.path).events
+    summary = replay(events).as_dict()
+    assert [(e["outcome"], e["waited_s"]) for e in summary["approval_episodes"]] == [("answered", 5.0), ("ended", None)]
+    assert [(e["question"], e["outcome"], e["waited_s"]) for e in summary["input_episodes"]] == [
+        ("name?", "ended", None),  # asked again with no reply typed: answered in the pane, length unknown
+        ("name again?", "replied", 1.0),
+    ]
+    assert summary["sessions"][AGENT]["person_wait"]["seconds"] == 5.0
+    # a window that starts after the request still counts the answer, with the engine's waited_s
+    [answer_only] = replay(select(events, AGENT)[1:3]).as_dict()["approval_episodes"]
+    assert (answer_only["requested"], answer_only["waited_s"], answer_only["by"]) == (None, 5.0, "person")

@@ -1,8 +1,11 @@
 """`tmux-agent-orchestrator-replay`: replay the JSONL audit log.
 
 Prints event counts by type and session, the time span, the last command and its
-result, max queue depth, success/failure rates, and stall and streak episodes.
-`--verify-db DB` also checks the replayed state against the state DB.
+result, max queue depth, success/failure rates, and stall and streak episodes; for agent
+sessions the turns and tool calls, and every tool request with the policy's verdict, the
+decision, who made it (policy or person) and how long the agent waited; for every session the
+questions asked and the time spent waiting for a person (escalated approvals a person answered,
+questions a reply answered). `--verify-db DB` also checks the replayed state against the state DB.
 
 Exit codes: 0 done (and, with --verify-db, identical); 1 the DB differs from the
 log; 2 bad input (a missing log or DB, a bad flag).

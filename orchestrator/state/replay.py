@@ -13,10 +13,22 @@ The folding mirrors the orchestrator's own rules:
 - every `stall_detected` adds one to `stall_count`;
 - `command_dispatched` moves a command from queued to running, `command_result`
   ends it, `stall_retry` and a "never started" `command_recovered` queue it again.
+
+For agent sessions and for the moments a person is needed it also keeps:
+- the agent's turns (a session is an agent session once its log shows a turn's reply or tools,
+  or a tool request) and their tool calls;
+- each tool request (`approval_requested` → `approval_answered`): the policy's verdict, the
+  decision, who made it and how long the agent waited (`waited_s`, the engine's own measure);
+  an answer whose keys were not delivered does not end the wait;
+- each question (`input_requested` → `reply_sent`), timed from the two lines;
+- the time spent waiting for a person: the escalated requests a person answered plus the
+  questions a reply answered. A wait that never ended in the log (open, or the command ended
+  first) is listed but not counted: its length is not known.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +45,42 @@ RESULT_FIELDS = ("command_id", "command", "status", "exit_code", "duration_s", "
 REPLAYED_KEYS = ("last_command_result", "failure_streak", "stall_count", "blocked")
 #: How results whose `command_result` line carries no status are counted.
 UNKNOWN_STATUS = "unknown"
+#: The `detail` of an `approval_answered` / `reply_sent` whose keys never reached the pane.
+UNDELIVERED = ("keys not delivered", "not delivered")
+
+
+def seconds_between(start: object, end: object) -> float | None:
+    """Seconds from one audit timestamp to another (None when either is missing or unreadable)."""
+    if not isinstance(start, str) or not isinstance(end, str):
+        return None
+    try:
+        return round(_parse_ts(end) - _parse_ts(start), 6)
+    except ValueError:
+        return None
+
+
+def _parse_ts(text: str) -> float:
+    try:
+        return parse_iso_utc(text)
+    except ValueError:  # the schema allows a timestamp without the fraction
+        return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+
+
+def _label(value: object) -> str:
+    """A label read from an unvalidated line: a missing one must not break sorting the counts."""
+    return value if isinstance(value, str) else UNKNOWN_STATUS
+
+
+def wait_stats(values: Iterable[float]) -> dict[str, Any]:
+    """count, total_s, mean_s, max_s of some waits (mean and max None when there are none)."""
+    waits = list(values)
+    total = round(sum(waits), 6)
+    return {
+        "count": len(waits),
+        "total_s": total,
+        "mean_s": round(total / len(waits), 6) if waits else None,
+        "max_s": round(max(waits), 6) if waits else None,
+    }
 
 
 @dataclass
@@ -49,9 +97,55 @@ class SessionReplay:
     dispatched: int = 0
     max_queue_depth: int = 0
     overridden: set[str] = field(default_factory=set)
+    agent: bool = False
+    tool_calls: int = 0
+    approval_verdicts: Counter[str] = field(default_factory=Counter)
+    approval_episodes: list[dict[str, Any]] = field(default_factory=list)
+    input_episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def rates(self) -> dict[str, float | None]:
         return rates(self.results)
+
+    def approvals(self) -> dict[str, Any]:
+        answered = [e for e in self.approval_episodes if e["outcome"] == "answered"]
+        decisions: dict[str, Counter[str]] = {}
+        for e in answered:
+            decisions.setdefault(e["decision"], Counter())[e["by"]] += 1
+        return {
+            "requested": sum(self.approval_verdicts.values()),
+            "by_verdict": dict(sorted(self.approval_verdicts.items())),
+            "answered": len(answered),
+            "decisions": {d: dict(sorted(by.items())) for d, by in sorted(decisions.items())},
+            "open": sum(e["outcome"] == "open" for e in self.approval_episodes),
+            "wait_s": {
+                by: wait_stats(e["waited_s"] for e in answered if e["by"] == by)
+                for by in sorted({e["by"] for e in answered})
+            },
+        }
+
+    def questions(self) -> dict[str, Any]:
+        replied = [e for e in self.input_episodes if e["outcome"] == "replied"]
+        return {
+            "asked": len(self.input_episodes),
+            "replied": len(replied),
+            "open": sum(e["outcome"] == "open" for e in self.input_episodes),
+            "wait_s": wait_stats(e["waited_s"] for e in replied),
+        }
+
+    def person_wait(self) -> dict[str, Any]:
+        """The time this session spent waiting for a person, from the waits that ended."""
+        approvals = [
+            e["waited_s"] for e in self.approval_episodes if e["outcome"] == "answered" and e["by"] == "person"
+        ]
+        questions = [e["waited_s"] for e in self.input_episodes if e["outcome"] == "replied"]
+        return {
+            "seconds": round(sum(approvals) + sum(questions), 6),
+            "approvals": len(approvals),
+            "approvals_s": round(sum(approvals), 6),
+            "questions": len(questions),
+            "questions_s": round(sum(questions), 6),
+            "open": sum(e["outcome"] == "open" for e in (*self.approval_episodes, *self.input_episodes)),
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +161,12 @@ class SessionReplay:
             "queued": sorted(self.queued),
             "running": sorted(self.running),
             "overridden_by_metadata_set": sorted(self.overridden),
+            "kind": "agent" if self.agent else "shell",
+            "turns": sum(self.results.values()) if self.agent else 0,
+            "tool_calls": self.tool_calls,
+            "approvals": self.approvals(),
+            "questions": self.questions(),
+            "person_wait": self.person_wait(),
         }
 
 
@@ -89,8 +189,12 @@ class Replay:
     last_command: dict[str, Any] | None = None
     stall_episodes: list[dict[str, Any]] = field(default_factory=list)
     streak_episodes: list[dict[str, Any]] = field(default_factory=list)
+    approval_episodes: list[dict[str, Any]] = field(default_factory=list)
+    input_episodes: list[dict[str, Any]] = field(default_factory=list)
     _open_stalls: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
     _open_streaks: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _open_approvals: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _open_inputs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # folding -------------------------------------------------------------------------
     def session(self, name: str) -> SessionReplay:
@@ -144,6 +248,15 @@ class Replay:
         stall = self._open_stalls.pop(command_id, None)
         if stall is not None:
             stall.update(ended=e.get("ts"), outcome=status)
+        if "reply" in e or isinstance(e.get("tools"), list):  # only an agent's turn carries them
+            s.agent = True
+        if isinstance(e.get("tools"), list):
+            s.tool_calls += len(e["tools"])
+        for waits in (self._open_approvals, self._open_inputs):
+            episode = waits.get(s.name)
+            if episode is not None and episode.get("command_id") == command_id:
+                del waits[s.name]  # the command ended while it waited: how long is not known
+                episode.update(ended=e.get("ts"), outcome="ended")
 
     def _on_command_recovered(self, s: SessionReplay, e: dict[str, Any]) -> None:
         if str(e.get("detail", "")).startswith("never started"):
@@ -204,6 +317,103 @@ class Replay:
         if e.get("detail") in REPLAYED_KEYS:
             s.overridden.add(e["detail"])
 
+    # a person is needed: tool requests and questions --------------------------------------
+    def _on_approval_requested(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.agent = True
+        verdict = _label(e.get("verdict"))
+        s.approval_verdicts[verdict] += 1
+        earlier = self._open_approvals.pop(s.name, None)
+        if earlier is not None:  # a new request while one was open: the first was answered in the pane
+            earlier.update(ended=e.get("ts"), outcome="ended")
+        episode = {
+            "session": s.name,
+            "command_id": e.get("command_id"),
+            "command": e.get("command"),
+            "tool": e.get("tool"),
+            "tool_command": e.get("tool_command"),
+            "verdict": verdict,
+            "requested": e.get("ts"),
+            "queued": None,
+            "answered": None,
+            "ended": None,
+            "decision": None,
+            "by": None,
+            "reason": e.get("detail"),
+            "waited_s": None,
+            "outcome": "open",
+        }
+        self._open_approvals[s.name] = episode
+        s.approval_episodes.append(episode)
+        self.approval_episodes.append(episode)
+
+    def _on_approval_queued(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        episode = self._open_approvals.get(s.name)
+        if episode is not None and episode["queued"] is None:
+            episode["queued"] = e.get("ts")
+
+    def _on_approval_answered(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.agent = True
+        if str(e.get("detail", "")).startswith(UNDELIVERED):
+            return  # the keys did not reach the pane: the agent still waits
+        episode = self._open_approvals.pop(s.name, None)
+        if episode is None:  # its request is before the replayed window (--limit) or missing
+            episode = {
+                "session": s.name,
+                "command_id": e.get("command_id"),
+                "command": e.get("command"),
+                "tool": e.get("tool"),
+                "tool_command": e.get("tool_command"),
+                "verdict": None,
+                "requested": None,
+                "queued": None,
+            }
+            s.approval_episodes.append(episode)
+            self.approval_episodes.append(episode)
+        waited = e.get("waited_s")
+        if not isinstance(waited, (int, float)) or isinstance(waited, bool):
+            waited = seconds_between(episode["requested"], e.get("ts")) or 0.0
+        episode.update(
+            answered=e.get("ts"),
+            ended=e.get("ts"),
+            decision=_label(e.get("decision")),
+            by=_label(e.get("by")),
+            reason=e.get("detail"),
+            waited_s=round(float(waited), 6),
+            outcome="answered",
+        )
+
+    def _on_input_requested(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        earlier = self._open_inputs.pop(s.name, None)
+        if earlier is not None:  # asked again with no reply typed: answered in the pane
+            earlier.update(ended=e.get("ts"), outcome="ended")
+        episode = {
+            "session": s.name,
+            "command_id": e.get("command_id"),
+            "command": e.get("command"),
+            "question": e.get("detail"),
+            "requested": e.get("ts"),
+            "queued": None,
+            "ended": None,
+            "waited_s": None,
+            "outcome": "open",
+        }
+        self._open_inputs[s.name] = episode
+        s.input_episodes.append(episode)
+        self.input_episodes.append(episode)
+
+    def _on_reply_queued(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        episode = self._open_inputs.get(s.name)
+        if episode is not None and episode["queued"] is None:
+            episode["queued"] = e.get("ts")
+
+    def _on_reply_sent(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        if str(e.get("detail", "")).startswith(UNDELIVERED):
+            return
+        episode = self._open_inputs.pop(s.name, None)
+        if episode is not None:
+            waited = seconds_between(episode["requested"], e.get("ts"))
+            episode.update(ended=e.get("ts"), waited_s=max(0.0, waited or 0.0), outcome="replied")
+
     # summaries -----------------------------------------------------------------------
     def results(self) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -236,6 +446,35 @@ class Replay:
             "sessions": {name: s.as_dict() for name, s in sorted(self.sessions.items())},
             "stall_episodes": self.stall_episodes,
             "streak_episodes": self.streak_episodes,
+            "agents": self.agents(),
+            "approval_episodes": self.approval_episodes,
+            "input_episodes": self.input_episodes,
+        }
+
+    def agents(self) -> dict[str, Any]:
+        """Agent turns, tool requests and the time people were waited for, over all sessions."""
+        agents = [s for s in self.sessions.values() if s.agent]
+        decisions: dict[str, Counter[str]] = {}
+        waits: dict[str, list[float]] = {}
+        for e in self.approval_episodes:
+            if e["outcome"] == "answered":
+                decisions.setdefault(e["decision"], Counter())[e["by"]] += 1
+                waits.setdefault(e["by"], []).append(e["waited_s"])
+        verdicts: Counter[str] = Counter()
+        for s in self.sessions.values():
+            verdicts.update(s.approval_verdicts)
+        person = [s.person_wait() for s in self.sessions.values()]
+        return {
+            "sessions": sorted(s.name for s in agents),
+            "turns": sum(sum(s.results.values()) for s in agents),
+            "tool_calls": sum(s.tool_calls for s in agents),
+            "approvals": {
+                "requested": sum(verdicts.values()),
+                "by_verdict": dict(sorted(verdicts.items())),
+                "decisions": {d: dict(sorted(by.items())) for d, by in sorted(decisions.items())},
+                "wait_s": {by: wait_stats(v) for by, v in sorted(waits.items())},
+            },
+            "person_wait_s": round(sum(p["seconds"] for p in person), 6),
         }
 
 
@@ -325,6 +564,66 @@ def _result_line(last: dict[str, Any]) -> str:
     )
 
 
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} s"
+
+
+def _attention_lines(s: dict[str, Any]) -> list[str]:
+    """A session's agent turns, tool requests and questions, when it had any."""
+    lines = []
+    approvals, questions, person = s["approvals"], s["questions"], s["person_wait"]
+    if s["kind"] == "agent":
+        decided = ", ".join(
+            f"{decision} by {by} {n}" for decision, bys in approvals["decisions"].items() for by, n in bys.items()
+        )
+        waits = "; ".join(
+            f"{by} waited {st['count']}× mean {_seconds(st['mean_s'])} max {_seconds(st['max_s'])}"
+            for by, st in approvals["wait_s"].items()
+        )
+        lines.append(
+            f"    agent: {s['turns']} turn(s), {s['tool_calls']} tool call(s); "
+            f"{approvals['requested']} tool request(s){' (' + decided + ')' if decided else ''}"
+            f"{', ' + str(approvals['open']) + ' open' if approvals['open'] else ''}"
+            f"{'; ' + waits if waits else ''}"
+        )
+    if questions["asked"]:
+        lines.append(
+            f"    questions: {questions['asked']} asked, {questions['replied']} replied"
+            f"{', ' + str(questions['open']) + ' open' if questions['open'] else ''}"
+        )
+    if person["approvals"] or person["questions"] or person["open"]:
+        parts = [
+            f"{person[key]} {label}(s) {_seconds(person[key + '_s'])}"
+            for key, label in (("approvals", "approval"), ("questions", "question"))
+            if person[key]
+        ]
+        lines.append(
+            f"    waiting for a person: {_seconds(person['seconds'])}"
+            f"{' (' + ', '.join(parts) + ')' if parts else ''}"
+            f"{'; ' + str(person['open']) + ' still waiting' if person['open'] else ''}"
+        )
+    return lines
+
+
+def _approval_line(ep: dict[str, Any]) -> str:
+    what = f"{ep['tool']} `{ep['tool_command']}`" if ep.get("tool_command") else str(ep.get("tool"))
+    head = f"{ep['session']} #{ep['command_id']} {what}: {ep.get('verdict') or '?'}"
+    if ep["outcome"] == "answered":
+        return f"{head} → {ep['decision']} by {ep['by']} after {_seconds(ep['waited_s'])} at {ep['answered']}"
+    if ep["outcome"] == "ended":
+        return f"{head} → the turn ended while it waited ({ep['ended']})"
+    return f"{head} → still waiting since {ep['requested']}"
+
+
+def _input_line(ep: dict[str, Any]) -> str:
+    head = f"{ep['session']} #{ep['command_id']} `{ep.get('question')}`"
+    if ep["outcome"] == "replied":
+        return f"{head}: replied after {_seconds(ep['waited_s'])} at {ep['ended']}"
+    if ep["outcome"] == "ended":
+        return f"{head}: the command ended without a reply typed ({ep['ended']})"
+    return f"{head}: still waiting since {ep['requested']}"
+
+
 def render_text(summary: dict[str, Any], problems: list[str], log: str) -> str:
     commands = summary["commands"]
     span = summary["span"]
@@ -353,6 +652,7 @@ def render_text(summary: dict[str, Any], problems: list[str], log: str) -> str:
         )
         if s["last_command_result"]:
             lines.append(f"    last: {_result_line(s['last_command_result'])}")
+        lines += _attention_lines(s)
     lines.append(f"stall episodes: {len(summary['stall_episodes']) or 'none'}")
     for ep in summary["stall_episodes"]:
         lines.append(
@@ -366,6 +666,10 @@ def render_text(summary: dict[str, Any], problems: list[str], log: str) -> str:
             f"last #{ep['last_command_id']} `{ep['last_command']}`; {ep['outcome']}"
             f"{' at ' + ep['ended'] if ep['ended'] else ''}"
         )
+    lines.append(f"approval episodes: {len(summary['approval_episodes']) or 'none'}")
+    lines += [f"  {_approval_line(ep)}" for ep in summary["approval_episodes"]]
+    lines.append(f"input episodes: {len(summary['input_episodes']) or 'none'}")
+    lines += [f"  {_input_line(ep)}" for ep in summary["input_episodes"]]
     if problems:
         lines.append("problems (skipped):")
         lines += [f"  {p}" for p in problems]
