@@ -391,6 +391,11 @@ class AgentDriver:
         if turn is None or turn.command_id != command_id:
             return
         turn.screen_approval, turn.screen_approval_look = None, time.monotonic() + SCREEN_SETTLE_SECONDS
+        # codex writes the call to its rollout a moment before it draws the prompt: a key sent
+        # earlier would land in its input box
+        deadline = time.monotonic() + PASTE_SEEN_SECONDS
+        while time.monotonic() < deadline and not self.provider.dialog_drawn(self.panes.capture(pane_id, 60)):
+            time.sleep(0.05)
         self.panes.send_keys(pane_id, *(self.provider.approve_keys if approve else self.provider.deny_keys))
         if approve or not note:
             return

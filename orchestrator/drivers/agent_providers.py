@@ -135,6 +135,10 @@ class Provider(Protocol):
         """The approval prompt drawn on the screen (fallback for what no event reports)."""
         ...
 
+    def dialog_drawn(self, screen: Sequence[str]) -> bool:
+        """The approval dialog is on the screen, so its keys reach it (not the input box)."""
+        ...
+
     def transcript_path(
         self, events: Sequence[AgentEvent], env: dict[str, str], workdir: Path, since: float
     ) -> Path | None:
@@ -311,6 +315,9 @@ class ClaudeProvider:
     def approval_on_screen(self, screen: Sequence[str]) -> ApprovalRequest | None:
         return None  # PermissionRequest reports it
 
+    def dialog_drawn(self, screen: Sequence[str]) -> bool:
+        return any("Do you want to proceed?" in line for line in screen)
+
     def transcript_path(
         self, events: Sequence[AgentEvent], env: dict[str, str], workdir: Path, since: float
     ) -> Path | None:
@@ -469,6 +476,11 @@ class CodexProvider:
             return None
         key = "screen-" + hashlib.sha1(f"{command}\0{reason}".encode()).hexdigest()[:12]
         return ApprovalRequest(key, "exec_command", command, reason, "screen")
+
+    def dialog_drawn(self, screen: Sequence[str]) -> bool:
+        return any(line.strip() == APPROVAL_HEADING for line in screen) and any(
+            "Press enter to confirm" in line for line in screen
+        )
 
     def transcript_path(
         self, events: Sequence[AgentEvent], env: dict[str, str], workdir: Path, since: float
