@@ -6,14 +6,15 @@ from the store may have been edited by hand, so readers still check shapes; thes
 what decision assist and the plan executor produce.
 
 `next_actions` = {generated_at, source: codex|openai|rules, blockers, summary,
-recommendations: [{id, title, detail, command?, priority, risk, policy, policy_reason,
-command_id?, approved_at?}], latency_s, ai_error?: {backend, kind, detail}}.
+recommendations: [{id, title, detail, command?, kind?, priority, risk, policy, policy_reason,
+command_id?, approved_at?}], latency_s, ai_error?: {backend, kind, detail}}; `kind` is
+"prompt" when `command` is the next prompt to an agent session, else "command".
 
 `task_decomposition` = {source (the document path), source_sha256, generated_at,
 generated_by: codex|openai|markdown, state: pending|running|completed|stopped|empty,
 stopped_reason?, progress: {done, total}, warnings?, ai_error?, steps: [{id, title, commands,
-depends_on, acceptance, status: pending|running|succeeded|failed|skipped|denied, command_ids?,
-started_at?, finished_at?}]}.
+session?, kind?: command|prompt, depends_on, acceptance, status:
+pending|running|succeeded|failed|skipped|denied, command_ids?, started_at?, finished_at?}]}.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ RISKS: tuple[Risk, ...] = ("low", "medium", "high")
 Policy = Literal["denied", "needs_approval", "auto_run", "suggested", "no_command"]
 """The safety policy's verdict on a suggested command (see assist/safety.py)."""
 
+WorkKind = Literal["command", "prompt"]
+"""What a suggestion or a plan step queues: a shell command (shell session) or a prompt (agent session)."""
+
 PlanGenerator = Literal["codex", "openai", "markdown"]
 PlanState = Literal["pending", "running", "completed", "stopped", "empty"]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "denied"]
@@ -93,6 +97,8 @@ class Advice(_AdviceRequired, total=False):
     """A recommendation before the safety policy judged its command."""
 
     command: str
+    kind: WorkKind
+    """With `command`: a shell command, or (agent sessions) the next prompt to the agent."""
 
 
 class _RecommendationJudged(Advice):
@@ -123,14 +129,21 @@ class NextActions(_NextActionsRequired, total=False):
 
 
 # task_decomposition ---------------------------------------------------------------------------
-class StepSpec(TypedDict):
-    """A step as a decomposition (the AI's or the Markdown parser's) proposes it."""
-
+class _StepSpecRequired(TypedDict):
     id: str
     title: str
     commands: list[str]
     depends_on: list[str]
     acceptance: list[str]
+
+
+class StepSpec(_StepSpecRequired, total=False):
+    """A step as a decomposition (the AI's or the Markdown parser's) proposes it. `commands` are
+    the units it queues: shell commands, or prompts when `kind` is "prompt" (absent: command);
+    `session` is the session they go to (absent: the session whose plan it is)."""
+
+    session: str
+    kind: WorkKind
 
 
 class _PlanStepRequired(StepSpec):

@@ -16,12 +16,13 @@ from orchestrator.adapters.ai_client import AIClient, AIError, AIRequest
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.coordinator import CHECK_SECONDS, Assist, status_lines
 from orchestrator.assist.decision import approve
+from orchestrator.assist.plan_executor import short
 from orchestrator.clock import ManualClock
 from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
 from orchestrator.dashboard.state import build_state
 from orchestrator.errors import UserError
 from orchestrator.events import CommandFinished, EventBus
-from orchestrator.model import CommandResult
+from orchestrator.model import CommandResult, ResultStatus
 from orchestrator.state.audit import AuditLog, read_events
 from orchestrator.state.snapshot import StateSnapshot
 from orchestrator.state.store import StateStore
@@ -87,28 +88,35 @@ class FakePanes:
 class Harness:
     """Assist with real store, audit and metrics; the test drives time and the panes."""
 
-    def __init__(self, tmp_path: Path, backend: ScriptedBackend | None, toml: dict[str, Any]) -> None:
+    def __init__(
+        self, tmp_path: Path, backend: ScriptedBackend | None, toml: dict[str, Any], agents: tuple[str, ...] = ()
+    ) -> None:
         settings = settings_from_mapping(toml, tmp_path)
         workdir = tmp_path / "work"
         workdir.mkdir(parents=True, exist_ok=True)
+        fleet = (SessionConfig(SESSION, "weather:bot", workdir),) + tuple(
+            SessionConfig(name, name.replace("/", ":"), workdir, kind="agent", provider=provider)
+            for name, provider in ((n, "codex" if "codex" in n else "claude") for n in agents)
+        )
         self.config = Config(
             tmp_path / "agent-config.yaml",
             tmp_path / "orchestrator.toml",
             TmuxConfig(),
             tmp_path / "state.db",
             tmp_path / "logs",
-            (SessionConfig(SESSION, "weather:bot", workdir),),
+            fleet,
             settings,
         )
         self.session = self.config.sessions[0]
         self.clock = ManualClock(start=time.time())  # moved by hand where a test needs time to pass
         self.store = StateStore(self.config.state_db, clock=self.clock)
-        self.store.ensure_session(SESSION, "weather:bot")
+        for session in fleet:
+            self.store.ensure_session(session.name, session.target)
         self.audit = AuditLog(self.config.audit_log, clock=self.clock)
         self.metrics = OrchestratorMetrics()
         self.notifier = FakeNotify()
         self.notes = self.notifier.notes
-        self.panes = FakePanes({SESSION})
+        self.panes = FakePanes({s.name for s in fleet})
         ai = AIClient(settings, lambda: {}, self.metrics, backend=backend) if backend else None
         self.assist = Assist(
             settings=settings,
@@ -122,13 +130,16 @@ class Harness:
             ai=ai,
         )
         self.workdir = workdir
+        self.bus = EventBus(raise_errors=True)
+        self.assist.subscribe(self.bus)
 
-    def settle(self) -> dict[str, Any]:
+    def settle(self, name: str = SESSION) -> dict[str, Any]:
         """Checks until every job has finished and been handed back (and acted on), then the metadata."""
         for _ in range(2):
-            self.assist.check(self.session)
+            for session in self.config.sessions:
+                self.assist.check(session)
             self.assist.jobs.wait(10)
-        return self.store.metadata(SESSION)
+        return self.store.metadata(name)
 
     def events(self, event: str) -> list[dict[str, Any]]:
         result = read_events(self.config.audit_log, validate=True)
@@ -149,6 +160,29 @@ class Harness:
         assert self.store.mark_running(command_id, "2026-01-01T00:00:00.000000Z")
         self.store.finish(command_id, self.result(exit_code))
 
+    def end_turn(self, command_id: int, status: ResultStatus = "succeeded", reply: str = "Done.") -> None:
+        """An agent's turn ends as the engine records it: the row, last_command_result, the bus event."""
+        assert self.store.mark_running(command_id, "2026-01-01T00:00:00.000000Z")
+        result = CommandResult(
+            None,
+            status,
+            "2026-01-01T00:00:00.000000Z",
+            "2026-01-01T00:00:05.000000Z",
+            5.0,
+            "\n".join(reply.splitlines()[-5:]),
+            reply=reply,
+            tools=(),
+        )
+        assert self.store.finish(command_id, result)
+        row = self.store.command(command_id)
+        assert row is not None
+        self.bus.publish(CommandFinished(session=row.session, row=row, result=result))
+
+    def turn(self, session: str, prompt: str, status: ResultStatus = "succeeded", reply: str = "Done.") -> int:
+        command_id = self.store.enqueue(session, prompt)
+        self.end_turn(command_id, status, reply)
+        return command_id
+
 
 DECIDE = {"decision": {"auto_run": True, "allowlist": ["^echo "]}}
 
@@ -157,11 +191,14 @@ DECIDE = {"decision": {"auto_run": True, "allowlist": ["^echo "]}}
 def make(tmp_path: Path):
     made: list[Harness] = []
 
-    def factory(*replies: Any, toml: dict[str, Any] | None = None, delay: float = 0.0) -> Harness:
+    def factory(
+        *replies: Any, toml: dict[str, Any] | None = None, delay: float = 0.0, agents: tuple[str, ...] = ()
+    ) -> Harness:
         harness = Harness(
             tmp_path / f"h{len(made)}",
             ScriptedBackend(*replies, delay=delay) if replies else None,
             DECIDE if toml is None else toml,
+            agents,
         )
         made.append(harness)
         return harness
@@ -376,6 +413,152 @@ def test_a_session_without_a_known_pane_is_not_scanned(make) -> None:
     assert h.panes.captures == 0 and "blockers" not in h.store.metadata(SESSION)
 
 
+# agent sessions: blockers from turns, prompts as suggestions -----------------------------------------
+AGENT = "weather/agent"
+OFF = {"ai": {"backend": "off"}, "decision": {"auto_run": True, "allowlist": [".*"]}}
+KEY_REPLY = "Looked at the bot.\nI cannot continue: OPENAI_API_KEY is not set."
+KEY_BLOCKER = "agent reported: I cannot continue: OPENAI_API_KEY is not set."
+
+
+def test_an_agent_reply_reporting_a_blocker_gets_a_next_prompt_that_approve_queues(make) -> None:
+    h = make(toml=OFF, agents=(AGENT,))
+    h.turn(AGENT, "wire the weather API", reply=KEY_REPLY)
+    assert h.store.metadata(AGENT)["blockers"] == [KEY_BLOCKER]
+    assert [e["detail"] for e in h.events("blocker_detected")] == [f"agent reply: {KEY_BLOCKER}"]
+    actions = h.settle(AGENT)["next_actions"]
+    assert actions["source"] == "rules" and actions["blockers"] == [KEY_BLOCKER]
+    recs = {r["title"]: r for r in actions["recommendations"]}
+    assert "command" not in recs["Provide OPENAI_API_KEY"]
+    nudge = recs["Tell the agent to continue once OPENAI_API_KEY is set"]
+    # a prompt, never auto-run, even with auto_run on and an allowlist matching everything
+    assert (nudge["kind"], nudge["policy"]) == ("prompt", "suggested") and "command_id" not in nudge
+    assert nudge["command"].startswith("OPENAI_API_KEY has been provided.")
+    assert h.store.queued(AGENT) == []
+    [note] = h.notes
+    assert note["title"] == f"下一步建议 · {AGENT}" and f"prompt “{nudge['command']}”" in note["body"]
+    assert f"tmux-agent approve {AGENT} {nudge['id']}" in note["body"]
+    assert any(f"prompt “{nudge['command']}”" in line for line in status_lines(AGENT, h.store.metadata(AGENT)))
+    [shown] = [
+        s for s in build_state(StateSnapshot(h.config.state_db), h.config.audit_log)["sessions"] if s["name"] == AGENT
+    ]
+    assert nudge["command"] in [r["command"] for r in shown["next_actions"]["recommendations"]]  # the dashboard card
+
+    command_id, prompt = approve(h.config, h.store, h.audit, AGENT, nudge["id"])
+    [queued] = h.store.queued(AGENT)
+    assert (queued.id, queued.command, queued.source, prompt) == (
+        command_id,
+        nudge["command"],
+        "approved",
+        nudge["command"],
+    )
+    [approved] = h.events("suggestion_approved")
+    assert approved["policy"] == "suggested" and approved["command_id"] == command_id
+
+    # the approved prompt's turn ends without the blocker: the agent moved on, so do blockers and advice
+    h.end_turn(command_id, reply="The key is set; the bot answers again.")
+    meta = h.settle(AGENT)
+    assert meta["blockers"] == [] and meta["next_actions"] is None
+
+
+def test_a_failed_agent_turn_is_a_blocker_whose_prompt_can_be_sent_again(make) -> None:
+    h = make(toml=OFF, agents=(AGENT,))
+    h.turn(AGENT, "summarise the forecast", status="failed", reply="API Error: 400 unsupported parameter")
+    [blocker] = h.store.metadata(AGENT)["blockers"]
+    assert blocker == "agent turn failed: “summarise the forecast”: API Error: 400 unsupported parameter"
+    assert h.events("blocker_detected")[0]["detail"].startswith("agent turn: agent turn failed:")
+    recs = h.settle(AGENT)["next_actions"]["recommendations"]
+    assert [r["title"] for r in recs] == ["Read the agent's error", "Send the prompt again"]
+    again = recs[1]
+    assert (again["command"], again["kind"], again["policy"]) == ("summarise the forecast", "prompt", "suggested")
+    command_id, _ = approve(h.config, h.store, h.audit, AGENT, again["id"])
+    assert h.store.command(command_id).command == "summarise the forecast"
+
+    # another failure replaces the blocker (one per session, the latest); a stalled turn changes nothing
+    h.end_turn(command_id, status="failed", reply="API Error: 529 overloaded")
+    assert h.store.metadata(AGENT)["blockers"] == [
+        "agent turn failed: “summarise the forecast”: API Error: 529 overloaded"
+    ]
+    h.turn(AGENT, "try something else", status="stalled", reply="")
+    assert len(h.store.metadata(AGENT)["blockers"]) == 1
+    h.turn(AGENT, "try once more", reply="Done, the summary is in forecast.md.")
+    assert h.store.metadata(AGENT)["blockers"] == []
+
+
+def test_only_an_agents_own_report_is_a_blocker_and_its_pane_is_not_scanned(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}, "decision": {"pane_scan_seconds": 0.001}}, agents=(AGENT,))
+    h.store.update_metadata(AGENT, {"blockers": ["set by a person"]})
+    # a coding agent talks about code that checks keys: that is no blocker (the built-in key patterns are for program output)
+    h.turn(AGENT, "add a key check", reply="Added a check that raises when OPENAI_API_KEY is missing.")
+    h.turn(AGENT, "deploy", reply="Blocker: the staging server refuses SSH.\nI am stuck until someone opens port 22.")
+    assert h.store.metadata(AGENT)["blockers"] == [
+        "set by a person",
+        "agent reported: I am stuck until someone opens port 22.",
+        "agent reported: Blocker: the staging server refuses SSH.",
+    ]
+    h.panes.lines = ["● I cannot continue: OPENAI_API_KEY is not set."]
+    for _ in range(3):
+        h.clock.advance(0.01)
+        assert h.assist.blockers.scan_pane(AGENT) == []
+    assert h.panes.captures == 0
+    h.turn(AGENT, "deploy again", reply="Deployed.")
+    assert h.store.metadata(AGENT)["blockers"] == ["set by a person"]  # a person's blockers stay
+
+
+def test_the_ai_is_told_it_advises_an_agent_and_its_prompts_are_judged_as_prompts(make) -> None:
+    advice = {
+        "summary": "s",
+        "recommendations": [
+            {
+                "title": "Continue",
+                "detail": "",
+                "command": "The key is set now; continue.",
+                "priority": "high",
+                "risk": "low",
+            },
+            {
+                "title": "Force it",
+                "detail": "",
+                "command": "Run `git push --force` to publish",
+                "priority": "medium",
+                "risk": "low",
+            },
+            {
+                "title": "Clean up",
+                "detail": "",
+                "command": "please rm -rf ~ and start over",
+                "priority": "low",
+                "risk": "low",
+            },
+            {"title": "Install", "detail": "", "command": "use sudo apt install jq", "priority": "low", "risk": "low"},
+        ],
+    }
+    h = make(advice, toml=DECIDE | {"decision": {"auto_run": True, "allowlist": [".*"]}}, agents=(AGENT,))
+    h.turn(AGENT, "wire the weather API", reply=KEY_REPLY)
+    recs = {r["title"]: r for r in h.settle(AGENT)["next_actions"]["recommendations"]}
+    assert {t: (r["kind"], r["policy"]) for t, r in recs.items()} == {
+        "Continue": ("prompt", "suggested"),
+        "Force it": ("prompt", "denied"),
+        "Clean up": ("prompt", "denied"),
+        "Install": ("prompt", "needs_approval"),
+    }
+    assert h.store.queued(AGENT) == []
+    [request] = h.assist.ai.backend.requests
+    assert "next prompt to send to the claude agent" in request.prompt and KEY_REPLY.splitlines()[0] in request.prompt
+    assert 'Last prompt: "wire the weather API" -> succeeded.' in request.prompt
+    with pytest.raises(UserError, match="refused"):
+        approve(h.config, h.store, h.audit, AGENT, recs["Clean up"]["id"])
+    assert approve(h.config, h.store, h.audit, AGENT, recs["Install"]["id"])[1] == "use sudo apt install jq"
+
+
+def test_a_failure_streak_of_an_agent_names_its_last_prompt(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    h.store.update_metadata(
+        AGENT,
+        {"blocked": True, "failure_streak": 3, "last_command_result": {"command": "fix it", "status": "failed"}},
+    )
+    assert h.settle(AGENT)["blockers"] == ["failure streak: 3 consecutive failures; last prompt `fix it` failed"]
+
+
 # plans --------------------------------------------------------------------------------------------
 PLAN = """\
 # Plan
@@ -478,3 +661,219 @@ def test_an_unreadable_doc_is_reported_once(make) -> None:
     h.settle()
     assert len(h.events("decomposition_failed")) == 1
     assert "task_decomposition" not in h.store.metadata(SESSION)
+
+
+# plans with prompt steps --------------------------------------------------------------------------
+AGENT_PLAN = """\
+# Weather agent plan
+## Step 1: Scaffold
+```prompt
+Create the weather_bot package
+with an empty __init__.py.
+```
+## Step 2: Forecast
+Prompt: Write weather_bot/forecast.py with a forecast(city) function.
+Prompt: Add a test for forecast().
+## Step 3: Check in the shell
+Session: weather/bot
+```bash
+make test
+```
+"""
+
+
+def write_agent_doc(h: Harness, text: str) -> None:
+    (h.workdir / "agent-plan.md").write_text(text)
+    h.store.update_metadata(AGENT, {"requirements_doc": "agent-plan.md"})
+
+
+def drive_fleet(h: Harness, outcome: dict[str, tuple[ResultStatus, str]] | None = None) -> list[tuple[str, str]]:
+    """Run the plan across sessions: each queued unit ends as `outcome` says (default: succeeded,
+    "Done."); never more than one queued at a time, and only after the one before ended."""
+    ran: list[tuple[str, str]] = []
+    for _ in range(30):
+        h.settle(AGENT)
+        queued = [r for s in h.config.sessions for r in h.store.queued(s.name)]
+        if not queued:
+            break
+        assert len(queued) == 1, queued  # one turn (or command) at a time
+        [row] = queued
+        ran.append((row.session, row.command))
+        if row.session == AGENT:
+            status, reply = (outcome or {}).get(row.command, ("succeeded", "Done."))
+            h.end_turn(row.id, status, reply)
+        else:
+            h.finish(row.id, 0)
+    return ran
+
+
+SCAFFOLD = "Create the weather_bot package\nwith an empty __init__.py."
+FORECAST = "Write weather_bot/forecast.py with a forecast(city) function."
+TEST = "Add a test for forecast()."
+
+
+def test_prompt_steps_go_to_their_agent_one_turn_at_a_time(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    write_agent_doc(h, AGENT_PLAN)
+    assert drive_fleet(h) == [(AGENT, SCAFFOLD), (AGENT, FORECAST), (AGENT, TEST), (SESSION, "make test")]
+    plan = h.store.metadata(AGENT)["task_decomposition"]
+    assert plan["state"] == "completed" and plan["progress"] == {"done": 3, "total": 3}
+    assert [(s.get("kind"), s.get("session")) for s in plan["steps"]] == [
+        ("prompt", None),
+        ("prompt", None),
+        (None, SESSION),
+    ]
+    queued = [e["detail"] for e in h.events("command_queued")]
+    assert queued[:3] == ["plan step s1 prompt 1/1", "plan step s2 prompt 1/2", "plan step s2 prompt 2/2"]
+    assert queued[3] == f"plan step s3 command 1/1 (plan of {AGENT})"
+    assert [
+        e["detail"].endswith(f"queued → {SESSION}") for e in h.events("plan_step") if e.get("status") == "running"
+    ] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+
+
+@pytest.mark.parametrize(
+    "outcome,why",
+    [
+        (("failed", "API Error: 400 unsupported parameter"), f"prompt “{short(FORECAST)}” failed"),
+        (("stalled", ""), f"prompt “{short(FORECAST)}” stalled"),
+        (
+            ("succeeded", "I cannot continue: the weather API needs a key."),
+            f"prompt “{short(FORECAST)}”: agent reported: I cannot continue: the weather API needs a key.",
+        ),
+    ],
+    ids=["failed", "stalled", "reported-blocker"],
+)
+def test_a_prompt_step_whose_turn_does_not_succeed_stops_the_plan(make, outcome, why: str) -> None:
+    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    write_agent_doc(h, AGENT_PLAN)
+    assert drive_fleet(h, {FORECAST: outcome}) == [(AGENT, SCAFFOLD), (AGENT, FORECAST)]  # not the rest of s2, not s3
+    meta = h.store.metadata(AGENT)
+    plan = meta["task_decomposition"]
+    assert plan["state"] == "stopped" and [s["status"] for s in plan["steps"]] == ["succeeded", "failed", "pending"]
+    assert plan["stopped_reason"] == f"step s2 failed: {why}"
+    assert f"plan step s2 “Forecast” failed: {why} (agent-plan.md)"[:300] in meta["blockers"]
+
+
+def test_a_step_that_does_not_fit_its_session_stops_the_plan_before_anything_runs(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    write_agent_doc(
+        h,
+        AGENT_PLAN.replace("## Step 2: Forecast\n", "## Step 2: Forecast\n```bash\nmake forecast\n```\n")
+        .replace("Prompt: Write", "Write")
+        .replace("Prompt: Add", "Add"),
+    )
+    assert drive_fleet(h) == []
+    plan = h.store.metadata(AGENT)["task_decomposition"]
+    assert plan["state"] == "stopped" and [s["status"] for s in plan["steps"]] == ["pending", "failed", "pending"]
+    assert plan["stopped_reason"].startswith(f"step s2 has shell commands, but {AGENT} is an agent session")
+
+    write_agent_doc(
+        h,
+        "## Ask the shell\nSession: weather/bot\n```prompt\nhello\n```\n## Elsewhere\nSession: nowhere\n```bash\ntrue\n```\n",
+    )
+    assert drive_fleet(h) == []
+    plan = h.store.metadata(AGENT)["task_decomposition"]
+    assert (
+        plan["stopped_reason"]
+        == f"step s1 has prompts, but {SESSION} is a shell session (prompts go to agent sessions)"
+    )
+    write_agent_doc(h, "## Elsewhere\nSession: nowhere\n```prompt\nhello\n```\n")
+    assert drive_fleet(h) == []
+    assert h.store.metadata(AGENT)["task_decomposition"]["stopped_reason"] == (
+        "step s1 names session 'nowhere', which is not configured"
+    )
+
+
+def test_a_denied_prompt_step_is_never_sent(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    write_agent_doc(
+        h, "## Reset\nPrompt: Clean the repo with `git reset --hard` and `git clean -fd`.\n## Next\nPrompt: go on\n"
+    )
+    assert drive_fleet(h) == []
+    plan = h.store.metadata(AGENT)["task_decomposition"]
+    assert [s["status"] for s in plan["steps"]] == ["denied", "pending"]
+    assert plan["stopped_reason"].startswith("step s1 denied by the safety policy: prompt “Clean the repo with")
+
+
+def test_a_prompt_step_waits_while_its_target_session_is_blocked(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    (h.workdir / "plan.md").write_text("## Ask the agent\nSession: weather/agent\n```prompt\nsay hi\n```\n")
+    h.store.update_metadata(AGENT, {"blocked": True})
+    h.store.update_metadata(SESSION, {"requirements_doc": "plan.md"})
+    h.settle()
+    assert h.store.queued(AGENT) == [] and h.store.metadata(SESSION)["task_decomposition"]["state"] == "pending"
+    h.store.update_metadata(AGENT, {"blocked": False})
+    h.settle()
+    [row] = h.store.queued(AGENT)
+    assert (row.command, row.source) == ("say hi", "plan")
+
+
+def test_ai_decomposition_for_a_fleet_with_agents_says_session_and_kind(make) -> None:
+    unknown = {
+        "steps": [
+            {
+                "id": "a",
+                "title": "A",
+                "commands": ["hi"],
+                "depends_on": [],
+                "acceptance": [],
+                "session": "nope",
+                "kind": None,
+            }
+        ]
+    }
+    good = {
+        "steps": [
+            {
+                "id": "ask",
+                "title": "Ask",
+                "commands": ["Write the bot"],
+                "depends_on": [],
+                "acceptance": [],
+                "session": None,
+                "kind": None,
+            },
+            {
+                "id": "run",
+                "title": "Run",
+                "commands": ["make test"],
+                "depends_on": ["ask"],
+                "acceptance": [],
+                "session": SESSION,
+                "kind": "command",
+            },
+        ]
+    }
+    h = make(unknown, good, toml={"plan": {"auto_execute": False}}, agents=(AGENT,))
+    write_agent_doc(h, AGENT_PLAN)
+    plan = h.settle(AGENT)["task_decomposition"]
+    assert plan["generated_by"] == "markdown" and plan["ai_error"]["kind"] == "schema_mismatch"
+    assert "session 'nope'" in plan["ai_error"]["detail"]
+    [request] = h.assist.ai.backend.requests
+    item = request.schema["properties"]["steps"]["items"]
+    assert sorted(item["required"]) == sorted(item["properties"]) and {"session", "kind"} <= set(item["required"])
+    assert f"`{AGENT}` (agent claude)" in request.prompt and f"this plan belongs to `{AGENT}`" in request.prompt
+    write_agent_doc(h, AGENT_PLAN + "\n")
+    plan = h.settle(AGENT)["task_decomposition"]
+    assert plan["generated_by"] == "codex"
+    # a null kind follows the session: prompts for the agent; a shell step keeps the shape it always had
+    assert [(s["id"], s.get("kind"), s.get("session")) for s in plan["steps"]] == [
+        ("ask", "prompt", None),
+        ("run", None, SESSION),
+    ]
+
+
+def test_a_shell_only_fleet_gets_the_schema_as_shipped(make) -> None:
+    from orchestrator.assist.decompose import DECOMPOSITION_SCHEMA
+
+    good = {"steps": [{"id": "only", "title": "Only", "commands": ["make all"], "depends_on": [], "acceptance": []}]}
+    h = make(good, toml={"plan": {"auto_execute": False}})
+    write_doc(h, PLAN)
+    assert h.settle()["task_decomposition"]["generated_by"] == "codex"
+    assert h.assist.ai.backend.requests[0].schema is DECOMPOSITION_SCHEMA
+    assert "session" not in h.assist.ai.backend.requests[0].prompt

@@ -6,7 +6,14 @@ import textwrap
 
 import pytest
 
-from orchestrator.assist.decompose import check_steps, execution_order, parse_markdown, split_commands
+from orchestrator.assist.decompose import (
+    DECOMPOSITION_SCHEMA,
+    check_steps,
+    decomposition_schema,
+    execution_order,
+    parse_markdown,
+    split_commands,
+)
 
 
 def md(text: str) -> tuple[list[dict], list[str]]:
@@ -164,3 +171,92 @@ def test_execution_order_follows_dependencies_then_document_order() -> None:
 def test_bad_plans_are_rejected(steps: list[dict], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         check_steps(steps)
+
+
+# prompt steps (agent sessions) ----------------------------------------------------------------
+def test_prompt_blocks_and_lines_make_prompt_steps_for_the_session_named() -> None:
+    steps, warnings = md("""\
+        # Agent plan
+        ## Step 1: Scaffold
+        Session: `weather/agent`
+        ```prompt
+        Create the package.
+          Keep it small: "one module", 天气 ☀️.
+        ```
+        - [ ] the package exists
+        ## Step 2: Two asks
+        Depends on: 1
+        Prompt: Write the forecast module.
+        **Prompt:** Add its test.
+        ## Step 3: Shell
+        ```bash
+        make test
+        ```
+        ## Prose about sessions
+        Session: the user logs in first, then the bot answers.
+        """)
+    assert warnings == []
+    assert steps == [
+        {
+            "id": "s1",
+            "title": "Scaffold",
+            "commands": ['Create the package.\n  Keep it small: "one module", 天气 ☀️.'],
+            "depends_on": [],
+            "acceptance": ["the package exists"],
+            "kind": "prompt",
+            "session": "weather/agent",
+        },
+        {
+            "id": "s2",
+            "title": "Two asks",
+            "commands": ["Write the forecast module.", "Add its test."],
+            "depends_on": ["s1"],
+            "acceptance": [],
+            "kind": "prompt",
+        },
+        {"id": "s3", "title": "Shell", "commands": ["make test"], "depends_on": [], "acceptance": []},
+    ]
+
+
+def test_a_step_with_prompts_and_shell_blocks_keeps_the_prompts_and_warns() -> None:
+    steps, warnings = md("""\
+        ## Mixed
+        ```bash
+        make build
+        ```
+        ```prompt
+        Review the build output.
+        ```
+        ```prompt
+        ```
+        """)
+    assert [(s["kind"], s["commands"]) for s in steps] == [("prompt", ["Review the build output."])]
+    assert warnings == ["s1: has prompts and shell commands; the shell commands are ignored"]
+
+
+@pytest.mark.parametrize(
+    "extra,sessions,problem",
+    [
+        ({"kind": "shell"}, None, "kind must be command or prompt"),
+        ({"session": "nope"}, ["weather/agent"], "session 'nope' is not one of"),
+        ({"session": 3}, None, "session 3"),
+    ],
+)
+def test_bad_kinds_and_sessions_are_rejected(extra: dict, sessions: list[str] | None, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        check_steps([step("a") | extra], sessions)
+
+
+def test_known_sessions_and_kinds_pass() -> None:
+    check_steps(
+        [step("a") | {"session": "weather/agent", "kind": "prompt"}, step("b") | {"kind": None}], ["weather/agent"]
+    )
+
+
+def test_the_schema_for_agent_fleets_is_strict_mode_compatible_and_the_shipped_one_unchanged() -> None:
+    assert decomposition_schema(False) is DECOMPOSITION_SCHEMA
+    schema = decomposition_schema(True)
+    item = schema["properties"]["steps"]["items"]
+    assert sorted(item["required"]) == sorted(item["properties"]) and item["additionalProperties"] is False
+    assert item["properties"]["kind"]["enum"] == ["command", "prompt", None]
+    assert "session" not in DECOMPOSITION_SCHEMA["properties"]["steps"]["items"]["properties"]

@@ -4,6 +4,10 @@ used when AI is off or fails.
 Recommendations have the shape `{id, title, detail, command?, priority, risk}`; the id is a
 short hash of title and command, so the same suggestion keeps its id across decisions and
 `tmux-agent approve SESSION ID` can name it.
+
+For an agent session (`kind: agent`) a recommendation's `command` is the next **prompt** to the
+agent, not a shell command: the AI is told so, and the rules suggest prompts (a rule's shell
+check becomes a prompt asking the agent to run it; a failed turn's prompt can be sent again).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ DECISION_SCHEMA = load_schema("decision_reply.schema.json")
 KEY_NAME = re.compile(r"\b([A-Z][A-Z0-9_]*(?:API_KEY|TOKEN|SECRET|_KEY))\b")
 STREAK_PREFIX = "failure streak:"
 PLAN_PREFIX = "plan step "
+TURN_FAILED_PREFIX = "agent turn failed:"
+AGENT_REPORT_PREFIX = "agent reported:"
+AGENT_PREFIXES = (TURN_FAILED_PREFIX, AGENT_REPORT_PREFIX)
+"""Blockers an agent's turn put there; the next turn that ends without them takes them away."""
 
 
 def recommendation_id(title: str, command: str | None) -> str:
@@ -60,14 +68,32 @@ def check_reply(data: Mapping[str, Any]) -> None:
         raise ValueError("recommendations: none with a title")
 
 
-def build_prompt(session: str, blockers: list[str], metadata: Mapping[str, Any]) -> str:
+def build_prompt(session: str, blockers: list[str], metadata: Mapping[str, Any], provider: str | None = None) -> str:
+    """The question for the AI; `provider` set means an agent session (Claude Code, codex):
+    then `command` is the next prompt to the agent."""
     last = metadata.get("last_command_result") or {}
     parts = [
         "You are the decision assistant of tmuxagent, which supervises AI coding agents running in tmux panes.",
         f"The agent session `{session}` is blocked. Blockers:",
         *[f"- {b}" for b in blockers],
     ]
-    if last:
+    if provider is not None and last:
+        tools = [
+            f"{t.get('name')}: {t.get('command')}" if t.get("command") else str(t.get("name"))
+            for t in last.get("tools") or []
+            if isinstance(t, dict)
+        ]
+        parts += [
+            f"The session runs the coding agent `{provider}`; its work is prompts. "
+            f"Last prompt: {json.dumps(str(last.get('command')), ensure_ascii=False)} -> {last.get('status')}.",
+            "The agent's reply:",
+            "```",
+            str(last.get("reply") or last.get("output_tail") or "(none)"),
+            "```",
+        ]
+        if tools:
+            parts.append(f"Tools it called: {'; '.join(tools)}")
+    elif last:
         parts += [
             f"Last command: `{last.get('command')}` -> {last.get('status')} (exit {last.get('exit_code')}).",
             "Its output tail:",
@@ -79,9 +105,14 @@ def build_prompt(session: str, blockers: list[str], metadata: Mapping[str, Any])
     if isinstance(plan, dict) and plan.get("steps"):
         steps = "; ".join(f"{s.get('id')} {s.get('title')!r} {s.get('status')}" for s in plan["steps"])
         parts.append(f"Plan from {plan.get('source')}: {steps}")
+    what = (
+        f"`command` is the next prompt to send to the {provider} agent in that session (plain words, as a person "
+        "would type it to the agent; not a shell command), or null when a person must act."
+        if provider is not None
+        else "`command` is one shell command to type into the session's pane, or null when a person must act."
+    )
     parts += [
-        "Recommend what to do next, most urgent first. `command` is one shell command to type into the "
-        "session's pane, or null when a person must act. Never suggest destructive commands (rm -rf, force "
+        f"Recommend what to do next, most urgent first. {what} Never suggest destructive commands (rm -rf, force "
         'pushes, piping downloads into a shell). Use risk "high" for anything that deletes data, pushes, '
         "deploys or needs sudo. Priority is low, medium, high or critical.",
         "Reply with ONLY one JSON object matching this JSON Schema, no prose and no code fences:",
@@ -98,11 +129,41 @@ AdviceTemplate = tuple[str, str, str | None, Priority, Risk]
 class Rule:
     pattern: re.Pattern[str]
     advice: tuple[AdviceTemplate, ...]
+    agent_advice: tuple[AdviceTemplate, ...] | None = None
+    """For agent sessions (commands are prompts); None: `advice` with its shell commands turned into prompts."""
 
 
-def _rule(pattern: str, *advice: AdviceTemplate) -> Rule:
-    return Rule(re.compile(pattern, re.I), advice)
+def _rule(pattern: str, *advice: AdviceTemplate, agent: tuple[AdviceTemplate, ...] | None = None) -> Rule:
+    return Rule(re.compile(pattern, re.I), advice, agent)
 
+
+LAST_PROMPT = "{last_prompt}"
+"""A rule's command that stands for the last turn's prompt, sent again as it was."""
+
+AGENT_RULES: tuple[Rule, ...] = (
+    _rule(
+        r"^" + re.escape(TURN_FAILED_PREFIX),
+        agent=(
+            (
+                "Read the agent's error",
+                "The agent's last turn ended in an error (the model API answered with an error, or the agent "
+                "reported one): see the reply in `tmux-agent status {session}` and the agent's pane; check the model "
+                "account, its base URL, the proxy and the request limits.",
+                None,
+                "high",
+                "low",
+            ),
+            (
+                "Send the prompt again",
+                "Once the cause is fixed, send the failed turn's prompt to the agent again.",
+                LAST_PROMPT,
+                "medium",
+                "low",
+            ),
+        ),
+    ),
+)
+"""Rules only agent sessions have, tried before RULES."""
 
 RULES: tuple[Rule, ...] = (
     _rule(
@@ -152,6 +213,24 @@ RULES: tuple[Rule, ...] = (
             'test -n "${key_var}" && echo "{key} is set" || echo "{key} is missing"',
             "medium",
             "low",
+        ),
+        agent=(
+            (
+                "Provide {key}",
+                "Make `{key}` available to the agent: the session's `env` in agent-config.yaml (the agent "
+                "gets it when it is launched), the env file or the environment it was started from.",
+                None,
+                "high",
+                "low",
+            ),
+            (
+                "Tell the agent to continue once {key} is set",
+                "After {key} is provided, send the agent this prompt.",
+                "{key} has been provided. Check that it is set without printing its value, then continue "
+                "the task where you stopped.",
+                "medium",
+                "low",
+            ),
         ),
     ),
     _rule(
@@ -204,31 +283,72 @@ FALLBACK: AdviceTemplate = (
     "medium",
     "low",
 )
+AGENT_FALLBACK: tuple[AdviceTemplate, ...] = (
+    FALLBACK,
+    (
+        "Ask the agent what it needs",
+        "A prompt asking the agent to say what is missing, or to go on safely without it.",
+        "You reported: “{short}”. Say exactly what you need to continue, or continue with a safe "
+        "workaround if there is one.",
+        "low",
+        "low",
+    ),
+)
+
+
+def fill(command: str | None, values: Mapping[str, str], last_prompt: str | None) -> str | None:
+    """A rule's command filled in; the last prompt is taken verbatim (a prompt may hold braces)."""
+    if command == LAST_PROMPT:
+        return last_prompt
+    return command.format(**values) if command else None
+
+
+def as_prompt(command: str) -> str:
+    """A rule's shell command, for an agent session: a prompt asking the agent to run it."""
+    return f"Run this shell command and tell me what it prints: `{command}`"
 
 
 class RuleAdvisor:
-    """Deterministic advice from patterns in the blockers; always has an answer."""
+    """Deterministic advice from patterns in the blockers; always has an answer.
 
-    def advise(self, session: str, blockers: list[str]) -> tuple[str, list[Advice]]:
+    For an agent session (`agent=True`) the suggestions are prompts: agent rules first, each
+    rule's agent advice, else its shell commands as prompts; `last_prompt` (the last turn's
+    prompt) is what "send the prompt again" sends."""
+
+    def advise(
+        self, session: str, blockers: list[str], *, agent: bool = False, last_prompt: str | None = None
+    ) -> tuple[str, list[Advice]]:
         items: list[dict[str, Any]] = []
+        rules = (*AGENT_RULES, *RULES) if agent else RULES
         for blocker in blockers:
-            matched = [rule for rule in RULES if rule.pattern.search(blocker)]
-            advice = matched[0].advice if matched else (FALLBACK,)
+            matched = [rule for rule in rules if rule.pattern.search(blocker)]
+            advice: tuple[AdviceTemplate, ...]
+            if not matched:
+                advice = AGENT_FALLBACK if agent else (FALLBACK,)
+            elif agent and matched[0].agent_advice is not None:
+                advice = matched[0].agent_advice
+            elif agent:
+                advice = tuple((t, d, as_prompt(c) if c else None, p, r) for t, d, c, p, r in matched[0].advice)
+            else:
+                advice = matched[0].advice
             found = KEY_NAME.search(blocker)
             key = found.group(1) if found else "OPENAI_API_KEY"
+            short = blocker.split(":", 1)[1].strip() if agent and blocker.startswith(AGENT_PREFIXES) else blocker
             values = {
                 "key": key,
                 "key_var": "{" + key + "}",
                 "session": session,
                 "blocker": blocker[:300],
-                "short": blocker[:60],
+                "short": short[:60],
             }
             for title, detail, command, priority, risk in advice:
+                if command == LAST_PROMPT and not last_prompt:
+                    continue  # nothing to send again
                 items.append(
                     {
                         "title": title.format(**values),
                         "detail": detail.format(**values),
-                        "command": command.format(**values) if command else None,
+                        "command": fill(command, values, last_prompt),
                         "priority": priority,
                         "risk": risk,
                     }

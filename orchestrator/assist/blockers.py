@@ -8,7 +8,17 @@ A person sets them (`tmux-agent meta set S blockers '[...]'`), or this module fi
   blocker_patterns` and the session's `blocker_patterns`; one blocker per pattern, the last
   matching line;
 * from a failure streak: while the session is blocked a "failure streak: …" blocker is present,
-  and `tmux-agent unblock` removes it again.
+  and `tmux-agent unblock` removes it again;
+* from an agent's turn (agent sessions): a turn that ended `failed` (an API error) is an
+  "agent turn failed: …" blocker with the agent's error; a reply that reports a blocker (the
+  patterns above plus the agent ones: "I cannot continue", "I'm blocked", "Blocker: …") is an
+  "agent reported: …" blocker, one per pattern, the last matching line. They describe the
+  agent's state after its latest turn, so the next turn that ends (succeeded or failed)
+  replaces them: a turn that ends without them takes them away. An agent's pane is not
+  scanned — its TUI redraws the prompt, the reply and its own status lines; the turn's reply
+  is the agent's report. The built-in missing-API-key patterns are for program output; an
+  agent's reply often talks about code that checks keys, so in replies only the agent
+  patterns and the configured `blocker_patterns` count.
 
 Every blocker found is audited (`blocker_detected`).
 """
@@ -20,7 +30,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from orchestrator.assist.advisor import STREAK_PREFIX
+from orchestrator.assist.advisor import AGENT_PREFIXES, AGENT_REPORT_PREFIX, STREAK_PREFIX, TURN_FAILED_PREFIX
 from orchestrator.clock import Clock
 from orchestrator.config import DecisionSettings, SessionConfig
 from orchestrator.drivers.shell_files import is_header_line
@@ -29,7 +39,7 @@ from orchestrator.redact import redact
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore
 
-BlockerOrigin = Literal["command output", "pane output", "failure streak", "plan"]
+BlockerOrigin = Literal["command output", "pane output", "failure streak", "plan", "agent turn", "agent reply"]
 """Where a blocker was found (the start of its `blocker_detected` audit detail)."""
 
 BUILTIN_PATTERNS = (
@@ -39,6 +49,15 @@ BUILTIN_PATTERNS = (
     r"\bAuthenticationError\b|\b401\b.{0,20}\b(?i:unauthori[sz]ed)\b",
     r"(?i)缺少.{0,20}(?:API ?Key|密钥)|(?:API ?Key|密钥).{0,20}(?:缺失|未设置|无效)",
 )
+AGENT_PATTERNS = (
+    r"(?i)\b(?:I|we)\s+(?:cannot|can ?not|can't|can’t|am unable to|are unable to|could not|couldn't|couldn’t)"
+    r"\s+(?:continue|proceed|go on|finish|complete|move on)\b",
+    r"(?i)\b(?:I'm|I’m|I am|we're|we are)\s+(?:blocked|stuck)\b",
+    r"(?i)^\W{0,4}blocker(?:s)?\W{0,4}\s*[:：]",
+    r"(?i)\b(?:I|we)\s+(?:have to|had to|must|need to)\s+stop\b",
+    r"无法继续|被阻塞|阻塞[:：]",
+)
+"""What an agent says when it stops for something it lacks (only in agent replies)."""
 MAX_BLOCKER_CHARS = 300
 PANE_SCAN_LINES = 60
 
@@ -76,8 +95,18 @@ class BlockerWatch:
         self.clock = clock
         self.panes = panes
         self.scan_every = settings.pane_scan_seconds
-        common = (*BUILTIN_PATTERNS, *settings.blocker_patterns)
-        self.patterns = {s.name: [re.compile(p) for p in (*common, *s.blocker_patterns)] for s in sessions}
+        self.agents = {s.name for s in sessions if s.kind == "agent"}
+        self.patterns = {
+            s.name: [
+                re.compile(p)
+                for p in (
+                    *(AGENT_PATTERNS if s.name in self.agents else BUILTIN_PATTERNS),
+                    *settings.blocker_patterns,
+                    *s.blocker_patterns,
+                )
+            ]
+            for s in sessions
+        }
         self._pane_lines: dict[str, set[str]] = {}
         self._pane_last: dict[str, str] = {}
         self._next_scan: dict[str, float] = {}
@@ -97,13 +126,37 @@ class BlockerWatch:
         """Blockers in a finished command's output tail; returns those that were new."""
         return self.add(session, self.find(session, output_tail.splitlines()), "command output")
 
+    def reported(self, session: str, reply: str) -> list[str]:
+        """The blockers an agent's reply reports ("agent reported: <the line>")."""
+        return [f"{AGENT_REPORT_PREFIX} {text}"[:MAX_BLOCKER_CHARS] for text in self.find(session, reply.splitlines())]
+
+    def from_turn(self, session: str, status: str, prompt: str, reply: str) -> list[str]:
+        """An agent's turn ended: its blockers replace those of the turns before; returns the new ones.
+
+        A stalled or cancelled turn says nothing about the agent's state: nothing changes."""
+        if status not in ("succeeded", "failed"):
+            return []
+        failed: list[str] = []
+        if status == "failed":
+            short = " ".join(redact(prompt).split())
+            short = short if len(short) <= 60 else short[:59] + "…"
+            error = " ".join(redact(reply).split()) or "no reply"
+            failed = [f"{TURN_FAILED_PREFIX} “{short}”: {error}"[:MAX_BLOCKER_CHARS]]
+        reported = self.reported(session, reply)
+        current = normalize_blockers(self.store.metadata(session).get("blockers"))
+        stale = [b for b in current if b.startswith(AGENT_PREFIXES) and b not in failed + reported]
+        if stale:
+            self.remove(session, lambda b: b in stale)
+        return self.add(session, failed, "agent turn") + self.add(session, reported, "agent reply")
+
     def scan_pane(self, name: str) -> list[str]:
         """New lines in the session's pane since the last look; the first look is only the baseline.
 
-        Without a known pane (or when tmux does not answer) there is nothing to scan this time.
+        Without a known pane (or when tmux does not answer) there is nothing to scan this time; an
+        agent session's pane is never scanned (its turns' replies are, see `from_turn`).
         """
         now = self.clock.monotonic()
-        if self.scan_every <= 0 or now < self._next_scan.get(name, 0.0):
+        if name in self.agents or self.scan_every <= 0 or now < self._next_scan.get(name, 0.0):
             return []
         self._next_scan[name] = now + self.scan_every
         captured = self.panes.capture_session(name, PANE_SCAN_LINES)
@@ -126,10 +179,12 @@ class BlockerWatch:
         present = [b for b in normalize_blockers(metadata.get("blockers")) if b.startswith(STREAK_PREFIX)]
         if metadata.get("blocked") and not present:
             last = metadata.get("last_command_result") or {}
-            text = (
-                f"{STREAK_PREFIX} {metadata.get('failure_streak') or '?'} consecutive failures; "
-                f"last `{last.get('command')}` exit {last.get('exit_code')}"
+            how = (
+                f"last prompt `{last.get('command')}` {last.get('status')}"
+                if session in self.agents
+                else f"last `{last.get('command')}` exit {last.get('exit_code')}"
             )
+            text = f"{STREAK_PREFIX} {metadata.get('failure_streak') or '?'} consecutive failures; {how}"
             self.add(session, [redact(text)], "failure streak")
         elif not metadata.get("blocked") and present:
             self.remove(session, lambda b: b.startswith(STREAK_PREFIX))

@@ -18,7 +18,7 @@ from typing import Any
 from orchestrator.adapters.ai_client import AIClient
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.blockers import BlockerWatch
-from orchestrator.assist.decision import DecisionAssist, policy_hint
+from orchestrator.assist.decision import DecisionAssist, policy_hint, shown
 from orchestrator.assist.jobs import Jobs
 from orchestrator.assist.plan_executor import PlanRunner, plan_progress
 from orchestrator.assist.safety import SafetyPolicy
@@ -74,6 +74,7 @@ class Assist:
         self.plans = (
             PlanRunner(
                 settings=settings.plan,
+                sessions=self.sessions,
                 policy=policy,
                 ai=self.ai,
                 jobs=self.jobs,
@@ -92,9 +93,15 @@ class Assist:
         bus.subscribe(CommandFinished, self.on_command_finished)
 
     def on_command_finished(self, event: CommandFinished) -> None:
-        """Blockers in the finished command's output tail."""
-        if self.decisions is not None and event.result.output_tail:
-            self.blockers.from_output(event.session, event.result.output_tail)
+        """Blockers in the finished command's output tail; for an agent's turn, in how it ended and its reply."""
+        if self.decisions is None:
+            return
+        result = event.result
+        if event.session in self.blockers.agents:
+            reply = result.reply if result.reply is not None else result.output_tail
+            self.blockers.from_turn(event.session, result.status, event.row.command, reply)
+        elif result.output_tail:
+            self.blockers.from_output(event.session, result.output_tail)
 
     def tick(self) -> None:
         self.jobs.drain()
@@ -148,5 +155,5 @@ def status_lines(session: str, metadata: Mapping[str, Any]) -> list[str]:
         for rec in next_actions["recommendations"]:
             lines.append(f"    [{rec.get('priority')}] {rec.get('id')} {rec.get('title')}")
             if rec.get("command"):
-                lines.append(f"        `{rec['command']}` · {policy_hint(session, rec)}")
+                lines.append(f"        {shown(rec)} · {policy_hint(session, rec)}")
     return lines

@@ -10,8 +10,14 @@ When every blocker is gone (`tmux-agent unblock`, a plan resumed, a person empti
 `next_actions` is set to null, so status and the dashboard stop showing advice for them
 (audited as `decision_made`, source `rules`, detail "blockers cleared; next_actions removed").
 
+For an agent session (`kind: agent`) a suggestion's `command` is the next **prompt** to the
+agent (`kind: "prompt"` on the recommendation): the AI is told so and sees the last turn's
+reply and tools, the rules suggest prompts, the safety policy judges the prompt's text
+(`SafetyPolicy.evaluate_prompt`: never auto-run), and `tmux-agent approve SESSION ID` queues it
+as the session's next turn.
+
 `next_actions` = {generated_at, source: codex|openai|rules, blockers, summary,
-recommendations: [{id, title, detail, command?, priority, risk, policy, policy_reason,
+recommendations: [{id, title, detail, command?, kind?, priority, risk, policy, policy_reason,
 command_id?, approved_at?}], latency_s, ai_error?: {backend, kind, detail}} (`payloads.NextActions`).
 """
 
@@ -25,7 +31,7 @@ from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.advisor import DECISION_SCHEMA, PRIORITIES, RuleAdvisor, build_prompt, check_reply, normalize
 from orchestrator.assist.blockers import normalize_blockers
 from orchestrator.assist.jobs import Jobs
-from orchestrator.assist.safety import SafetyPolicy
+from orchestrator.assist.safety import SafetyPolicy, Verdict
 from orchestrator.clock import Clock, iso_utc
 from orchestrator.config import Config, DecisionSettings, SessionConfig
 from orchestrator.errors import UserError
@@ -36,6 +42,20 @@ from orchestrator.state.store import StateStore
 
 NEXT_ACTIONS_TITLE = "下一步建议"
 APPROVABLE: tuple[Policy, ...] = ("needs_approval", "suggested")
+SHOWN_PROMPT_CHARS = 500
+
+
+def judge(policy: SafetyPolicy, command: str | None, stated_risk: object, prompt: bool) -> Verdict:
+    """The safety verdict on a suggestion: a prompt to an agent, or a shell command."""
+    return policy.evaluate_prompt(command, stated_risk) if prompt else policy.evaluate(command, stated_risk)
+
+
+def shown(rec: Mapping[str, Any]) -> str:
+    """A suggestion's command as status and notifications show it: `cmd`, or prompt “…” (one line)."""
+    if rec.get("kind") != "prompt":
+        return f"`{rec.get('command')}`"
+    text = " ".join(str(rec.get("command")).split())
+    return f"prompt “{text if len(text) <= SHOWN_PROMPT_CHARS else text[: SHOWN_PROMPT_CHARS - 1] + '…'}”"
 
 
 class DecisionAssist:
@@ -94,11 +114,17 @@ class DecisionAssist:
     # on a worker thread: ask, fall back, judge -------------------------------------------------
     def decide(self, session: SessionConfig, blockers: list[str], metadata: Mapping[str, Any]) -> NextActions:
         name = session.name
+        agent = session.kind == "agent"
+        last = metadata.get("last_command_result")
+        last = last if isinstance(last, dict) else {}
+        failed_prompt = (
+            str(last["command"]) if agent and last.get("status") == "failed" and last.get("command") else None
+        )
         answer = self.ai.ask(
             name,
             AIRequest(
                 "decision",
-                build_prompt(name, blockers, metadata),
+                build_prompt(name, blockers, metadata, provider=(session.provider or "agent") if agent else None),
                 DECISION_SCHEMA,
                 "next_actions",
                 cwd=session.workdir,
@@ -114,10 +140,13 @@ class DecisionAssist:
                 answer.backend,
             )
         else:
-            (summary, advice), source = self.rules.advise(name, blockers), "rules"
+            (summary, advice), source = (
+                self.rules.advise(name, blockers, agent=agent, last_prompt=failed_prompt),
+                "rules",
+            )
         recommendations: list[Recommendation] = []
         for item in advice:
-            verdict = self.policy.evaluate(item.get("command"), item["risk"])
+            verdict = judge(self.policy, item.get("command"), item["risk"], agent)
             rec: Recommendation = {
                 "id": item["id"],
                 "title": item["title"],
@@ -129,6 +158,7 @@ class DecisionAssist:
             }
             if "command" in item:
                 rec["command"] = item["command"]
+                rec["kind"] = "prompt" if agent else "command"
             recommendations.append(rec)
         result: NextActions = {
             "generated_at": iso_utc(self.clock.now()),
@@ -215,7 +245,7 @@ def notification_body(session: str, next_actions: NextActions) -> str:
             f"{number}. **[{rec['priority']}]** {rec['title']}" + (f" — {rec['detail']}" if rec["detail"] else "")
         )
         if rec.get("command"):
-            lines.append(f"   `{rec['command']}` · {policy_hint(session, rec)}")
+            lines.append(f"   {shown(rec)} · {policy_hint(session, rec)}")
     return "\n".join(lines)
 
 
@@ -243,7 +273,10 @@ def queue_command(store: StateStore, audit: AuditLog, session: str, command: str
 
 
 def approve(config: Config, store: StateStore, audit: AuditLog, session: str, rec_id: str) -> tuple[int, str]:
-    """`tmux-agent approve SESSION ID`: queue a suggestion the policy allows to run with approval."""
+    """`tmux-agent approve SESSION ID`: queue a suggestion the policy allows to run with approval —
+    a shell command, or for an agent session the next prompt to the agent."""
+    agent = config.session(session).kind == "agent"
+    what = "prompt" if agent else "command"
     next_actions = store.metadata(session).get("next_actions")
     recs = next_actions.get("recommendations", []) if isinstance(next_actions, dict) else []
     rec = next((r for r in recs if r.get("id") == rec_id), None)
@@ -256,10 +289,12 @@ def approve(config: Config, store: StateStore, audit: AuditLog, session: str, re
         )
     command = rec.get("command")
     if not command:
-        raise UserError(f"suggestion '{rec_id}' has no command to run", key="ID", fix="act on it by hand")
+        raise UserError(
+            f"suggestion '{rec_id}' has no {what} to {'send' if agent else 'run'}", key="ID", fix="act on it by hand"
+        )
     if rec.get("command_id"):
         return int(rec["command_id"]), command
-    verdict = SafetyPolicy(config.settings.decision).evaluate(command, rec.get("risk"))
+    verdict = judge(SafetyPolicy(config.settings.decision), command, rec.get("risk"), agent)
     if verdict.policy == "denied":
         audit.record(
             "suggestion_refused",
@@ -272,9 +307,11 @@ def approve(config: Config, store: StateStore, audit: AuditLog, session: str, re
         raise UserError(
             f"refused, the safety policy {verdict.reason}",
             key="ID",
-            fix="a denied command never runs from a suggestion; type it yourself if you really mean it",
+            fix=f"a denied {what} never runs from a suggestion; type it yourself if you really mean it",
         )
-    command_id = queue_command(store, audit, session, command, "approved", f"approved suggestion {rec_id}")
+    command_id = queue_command(
+        store, audit, session, command, "approved", f"approved suggestion {rec_id}" + (" (a prompt)" if agent else "")
+    )
     approved_at = iso_utc(store.clock.now())
 
     def mark(value: Any) -> Any:

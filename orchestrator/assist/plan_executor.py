@@ -12,18 +12,26 @@ command fails its step, stops the plan and sets a "plan step …" blocker, which
 assist. A step command the safety policy denies is never queued: the step is `denied` and the
 plan stops the same way.
 
+Prompt steps (`kind: "prompt"`) send their prompts to an agent session — the step's `session`,
+else the plan's own — one turn at a time: the next prompt (or step) is queued only once the
+previous turn ended. A turn that fails, stalls or is cancelled fails its step as a shell command
+does, and so does a turn whose reply reports a blocker ("I cannot continue: …"). A step whose
+kind does not fit its session (a prompt for a shell session, shell commands for an agent
+session) or that names an unknown session stops the plan before it starts. Nothing is queued
+into a session blocked by a failure streak; the plan waits.
+
 `task_decomposition` = {source (the document path), source_sha256, generated_at,
 generated_by: codex|openai|markdown, state: pending|running|completed|stopped|empty,
 stopped_reason?, progress: {done, total}, warnings?, ai_error?, steps: [{id, title, commands,
-depends_on, acceptance, status: pending|running|succeeded|failed|skipped|denied, command_ids?,
-started_at?, finished_at?}]} (`payloads.TaskDecomposition`).
+session?, kind?, depends_on, acceptance, status: pending|running|succeeded|failed|skipped|denied,
+command_ids?, started_at?, finished_at?}]} (`payloads.TaskDecomposition`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,12 +40,12 @@ from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.advisor import PLAN_PREFIX
 from orchestrator.assist.blockers import BlockerWatch
 from orchestrator.assist.decision import queue_command
-from orchestrator.assist.decompose import DECOMPOSITION_SCHEMA, build_prompt, check_reply, parse_markdown
+from orchestrator.assist.decompose import build_prompt, decomposition_schema, parse_markdown, reply_check
 from orchestrator.assist.jobs import Jobs
 from orchestrator.assist.safety import SafetyPolicy
 from orchestrator.clock import Clock, iso_utc
 from orchestrator.config import PlanSettings, SessionConfig
-from orchestrator.model import TERMINAL_STATUSES
+from orchestrator.model import TERMINAL_STATUSES, CommandRow
 from orchestrator.payloads import (
     PlanGenerator,
     PlanReport,
@@ -46,6 +54,7 @@ from orchestrator.payloads import (
     StepSpec,
     StepStatus,
     TaskDecomposition,
+    WorkKind,
 )
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore
@@ -56,6 +65,12 @@ DONE: tuple[StepStatus, ...] = ("succeeded", "skipped")
 CARRIED: tuple[StepStatus, ...] = ("succeeded", "skipped", "running")
 ACTIVE: tuple[PlanState, ...] = ("pending", "running")
 FAILED: tuple[StepStatus, ...] = ("failed", "denied")
+
+
+def short(text: str, limit: int = 60) -> str:
+    """A prompt on one line, shortened for reasons and blockers."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def plan_progress(plan: object) -> PlanReport | None:
@@ -79,16 +94,25 @@ def _counts(steps: list[Any]) -> tuple[int, int]:
     return sum(1 for s in steps if s.get("status") in DONE), len(steps)
 
 
+def step_kind(step: Mapping[str, Any]) -> WorkKind:
+    return "prompt" if step.get("kind") == "prompt" else "command"
+
+
+def _same_step(step: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a step the same step after a new decomposition: title, commands, session, kind."""
+    return (step.get("title"), tuple(step.get("commands") or []), step.get("session") or None, step_kind(step))
+
+
 def carry_over(old: object, new: TaskDecomposition) -> int:
-    """Keep the status of steps whose title and commands did not change; returns how many."""
+    """Keep the status of steps whose title, commands, session and kind did not change; returns how many."""
     if not isinstance(old, dict):
         return 0
-    previous: dict[tuple[Any, tuple[Any, ...]], dict[str, Any]] = {
-        (s.get("title"), tuple(s.get("commands") or [])): s for s in old.get("steps", []) if isinstance(s, dict)
+    previous: dict[tuple[Any, ...], dict[str, Any]] = {
+        _same_step(s): s for s in old.get("steps", []) if isinstance(s, dict)
     }
     kept = 0
     for step in new["steps"]:
-        same = previous.get((step["title"], tuple(step["commands"])))
+        same = previous.get(_same_step(step))
         if same and same.get("status") in CARRIED:
             step["status"] = same["status"]
             if "command_ids" in same:
@@ -106,6 +130,7 @@ class PlanRunner:
         self,
         *,
         settings: PlanSettings,
+        sessions: Sequence[SessionConfig] = (),
         policy: SafetyPolicy,
         ai: AIClient,
         jobs: Jobs,
@@ -116,6 +141,7 @@ class PlanRunner:
         clock: Clock,
     ) -> None:
         self.settings = settings
+        self.sessions = {s.name: s for s in sessions}
         self.policy = policy
         self.ai = ai
         self.jobs = jobs
@@ -192,15 +218,16 @@ class PlanRunner:
 
     def decompose(self, session: SessionConfig, doc: str, sha: str, text: str) -> TaskDecomposition:
         """On a worker thread: the AI's steps, or the Markdown parser's."""
+        fleet = list(self.sessions.values()) or [session]
         answer = self.ai.ask(
             session.name,
             AIRequest(
                 "decomposition",
-                build_prompt(doc, text),
-                DECOMPOSITION_SCHEMA,
+                build_prompt(doc, text, fleet, session.name),
+                decomposition_schema(any(s.kind == "agent" for s in fleet)),
                 "task_decomposition",
                 cwd=session.workdir,
-                check=check_reply,
+                check=reply_check([s.name for s in fleet]),
             ),
         )
         warnings: list[str] = []
@@ -216,23 +243,35 @@ class PlanRunner:
             "generated_at": iso_utc(self.clock.now()),
             "generated_by": by,
             "state": "pending" if steps else "empty",
-            "steps": [
-                {
-                    "id": s["id"].strip(),
-                    "title": s["title"].strip(),
-                    "commands": [c.strip() for c in s["commands"] if c.strip()],
-                    "depends_on": list(s["depends_on"]),
-                    "acceptance": list(s["acceptance"]),
-                    "status": "pending",
-                }
-                for s in steps
-            ],
+            "steps": [self._step(session, s, infer_kind=by != "markdown") for s in steps],
         }
         if warnings:
             plan["warnings"] = warnings
         if answer.error is not None and answer.backend is not None:
             plan["ai_error"] = {"backend": answer.backend, "kind": answer.error.kind, "detail": answer.error.detail}
         return plan
+
+    def _step(self, owner: SessionConfig, spec: StepSpec, infer_kind: bool) -> PlanStep:
+        """A proposed step as the plan keeps it: `session` only when one is named, `kind` only for
+        prompts. The AI's null kind follows the step's session (`infer_kind`); the Markdown
+        parser's steps say theirs (a shell block is a command even for an agent session)."""
+        step: PlanStep = {
+            "id": spec["id"].strip(),
+            "title": spec["title"].strip(),
+            "commands": [c.strip() for c in spec["commands"] if c.strip()],
+            "depends_on": list(spec["depends_on"]),
+            "acceptance": list(spec["acceptance"]),
+            "status": "pending",
+        }
+        named = (spec.get("session") or "").strip()
+        if named:
+            step["session"] = named
+        target = self.sessions.get(named or owner.name, owner if not named else None)
+        agent = target is not None and target.kind == "agent"
+        kind = spec.get("kind") or ("prompt" if infer_kind and agent else "command")
+        if kind == "prompt":
+            step["kind"] = "prompt"
+        return step
 
     def apply(self, name: str, plan: TaskDecomposition) -> None:
         kept = carry_over(self.store.metadata(name).get("task_decomposition"), plan)
@@ -249,21 +288,53 @@ class PlanRunner:
         )
 
     # execution ---------------------------------------------------------------------------------
+    def _target(self, owner: str, step: PlanStep) -> tuple[str, str | None]:
+        """The session a step's work goes to, and what is wrong with that (None when nothing)."""
+        target = step.get("session") or owner
+        session = self.sessions.get(target)
+        kind = step_kind(step)
+        if session is None:
+            if target == owner and not self.sessions:
+                return target, None  # no fleet known (a bare runner): the plan's own session
+            return target, f"names session '{target}', which is not configured"
+        if kind == "prompt" and session.kind != "agent":
+            return target, f"has prompts, but {target} is a shell session (prompts go to agent sessions)"
+        if kind == "command" and session.kind == "agent":
+            return target, (
+                f"has shell commands, but {target} is an agent session "
+                "(write them as ```prompt blocks or name a shell session with `Session:`)"
+            )
+        return target, None
+
+    def _blocked(self, owner: str, target: str) -> bool:
+        """A target other than the plan's session is blocked by its failure streak: wait."""
+        return target != owner and self.store.metadata(target).get("blocked") is True
+
     def _advance(self, name: str, plan: TaskDecomposition) -> None:
         steps = plan["steps"]
+        if plan.get("state") == "pending":  # before anything runs: every step must fit its session
+            for step in steps:
+                problem = self._target(name, step)[1] if step["status"] == "pending" and step["commands"] else None
+                if problem is not None:
+                    self._end_step(name, step, "failed", problem)
+                    return self._stop(name, plan, problem, step)
         running = next((s for s in steps if s["status"] == "running"), None)
         if running is not None:
+            target = self._target(name, running)[0]
             ids = running.get("command_ids") or []
             row = self.store.command(ids[-1]) if ids else None
             if row is not None and row.status not in TERMINAL_STATUSES:
                 return
-            if row is not None and row.status == "succeeded" and len(ids) < len(running["commands"]):
-                self._queue(name, running, running["commands"][len(ids)])
+            reported = self._reported(target, running, row)
+            if row is not None and row.status == "succeeded" and not reported and len(ids) < len(running["commands"]):
+                if self._blocked(name, target):
+                    return
+                self._queue(name, running, target, running["commands"][len(ids)])
                 return self._save(name, plan)
-            if row is not None and row.status == "succeeded":
+            if row is not None and row.status == "succeeded" and not reported:
                 self._end_step(name, running, "succeeded")
             else:
-                what = f"`{row.command}` {row.status} (exit {row.exit_code})" if row else "its command vanished"
+                what = self._what_failed(running, row, reported)
                 self._end_step(name, running, "failed", what)
                 return self._stop(name, plan, f"failed: {what}", running)
         while True:
@@ -277,14 +348,29 @@ class PlanRunner:
             if not ready["commands"]:
                 self._end_step(name, ready, "skipped", "no commands")
                 continue
-            denied = next(((c, why) for c in ready["commands"] if (why := self.policy.denied(c))), None)
+            target, problem = self._target(name, ready)
+            if problem is not None:
+                self._end_step(name, ready, "failed", problem)
+                return self._stop(name, plan, problem, ready)
+            prompt = step_kind(ready) == "prompt"
+            denied = next(
+                (
+                    (c, why)
+                    for c in ready["commands"]
+                    if (why := self.policy.denied_prompt(c) if prompt else self.policy.denied(c))
+                ),
+                None,
+            )
             if denied is not None:
-                self._end_step(name, ready, "denied", f"`{denied[0]}` {denied[1]}")
-                return self._stop(name, plan, f"denied by the safety policy: `{denied[0]}` {denied[1]}", ready)
+                shown = f"prompt “{short(denied[0])}”" if prompt else f"`{denied[0]}`"
+                self._end_step(name, ready, "denied", f"{shown} {denied[1]}")
+                return self._stop(name, plan, f"denied by the safety policy: {shown} {denied[1]}", ready)
+            if self._blocked(name, target):
+                return
             ready["status"] = "running"
             ready["command_ids"] = []
             ready["started_at"] = iso_utc(self.clock.now())
-            self._queue(name, ready, ready["commands"][0])
+            self._queue(name, ready, target, ready["commands"][0])
             plan["state"] = "running"
             return self._save(name, plan)
         if not any(s["status"] == "pending" for s in steps):
@@ -298,16 +384,37 @@ class PlanRunner:
             return self._save(name, plan)
         self._stop(name, plan, "the remaining steps depend on steps that cannot run (cycle or unknown id)")
 
-    def _queue(self, name: str, step: PlanStep, command: str) -> None:
+    def _reported(self, target: str, step: PlanStep, row: CommandRow | None) -> list[str]:
+        """The blockers a prompt step's finished turn reported in its reply (none for shell steps)."""
+        if row is None or step_kind(step) != "prompt" or row.status != "succeeded":
+            return []
+        last = self.store.metadata(target).get("last_command_result")
+        reply = last.get("reply") if isinstance(last, dict) and last.get("command_id") == row.id else None
+        return self.blockers.reported(target, reply if isinstance(reply, str) else row.output_tail or "")
+
+    @staticmethod
+    def _what_failed(step: PlanStep, row: CommandRow | None, reported: list[str]) -> str:
+        if row is None:
+            return "its command vanished"
+        if step_kind(step) != "prompt":
+            return f"`{row.command}` {row.status} (exit {row.exit_code})"
+        if reported:
+            return f"prompt “{short(row.command)}”: {reported[0]}"
+        return f"prompt “{short(row.command)}” {row.status}"
+
+    def _queue(self, name: str, step: PlanStep, target: str, command: str) -> None:
         number = len(step["command_ids"]) + 1
+        unit = "prompt" if step_kind(step) == "prompt" else "command"
+        where = f" → {target}" if target != name else ""
         step["command_ids"].append(
             queue_command(
                 self.store,
                 self.audit,
-                name,
+                target,
                 command,
                 "plan",
-                f"plan step {step['id']} command {number}/{len(step['commands'])}",
+                f"plan step {step['id']} {unit} {number}/{len(step['commands'])}"
+                + (f" (plan of {name})" if target != name else ""),
             )
         )
         self.audit.record(
@@ -317,7 +424,7 @@ class PlanRunner:
             command=command,
             command_id=step["command_ids"][-1],
             status="running",
-            detail=f"{step['id']} {step['title']!r}: command {number}/{len(step['commands'])} queued",
+            detail=f"{step['id']} {step['title']!r}: {unit} {number}/{len(step['commands'])} queued{where}",
         )
 
     def _end_step(self, name: str, step: PlanStep, status: StepStatus, why: str = "") -> None:

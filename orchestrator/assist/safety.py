@@ -10,6 +10,12 @@ this policy says so. In order:
    of what the AI said and what the command looks like (sudo, pushes, deletes are high);
 3. with `[decision] auto_run = true`, a command matching the allowlist is `auto_run`;
 4. anything else is `suggested`: shown, and run only after `tmux-agent approve`.
+
+A **prompt** for an agent session (a suggestion's next prompt, a plan's prompt step) is judged
+by the same command checks over its whole text — an agent given "run `git push --force`" will
+likely run it — with `rm` caught wherever it appears in the prose, not only at a command's
+start (`evaluate_prompt`, `denied_prompt`). A prompt is never `auto_run`: what an agent does
+with it is not bounded by its text, so it runs only after `tmux-agent approve`.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ RISKY_PATTERNS: tuple[str, ...] = (
 DANGEROUS_RM_TARGETS = {"/", "/*", "~", "~/", "~/*", "$HOME", "${HOME}", "$HOME/", "*", ".", "..", "./*", "../*"}
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/opt", "/root", "/sbin", "/usr", "/var")
 SEPARATORS = {";", "&&", "||", "|", "&"}
+RM_IN_PROSE = re.compile(r"(?<![\w./-])rm\s")
+CODE_SPAN = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)|`([^`\n]+)`", re.S)
 
 
 @dataclass(frozen=True)
@@ -136,3 +144,38 @@ class SafetyPolicy:
         if self.settings.auto_run and any(p.search(command) for p in self.allow):
             return Verdict("auto_run", "allowlisted", risk)
         return Verdict("suggested", "not allowlisted: run it with `tmux-agent approve`", risk)
+
+    # prompts to an agent -------------------------------------------------------------------------
+    def denied_prompt(self, prompt: str) -> str | None:
+        """Why a prompt must never be sent: it asks for (or contains) a command that is denied."""
+        for part in prompt_commands(prompt):
+            why = self.denied(part)
+            if why is not None:
+                return why
+        return None
+
+    def evaluate_prompt(self, prompt: str | None, stated_risk: object = None) -> Verdict:
+        """The verdict on a prompt for an agent: denied, needs_approval (risky commands named in
+        it, or the stated risk) or suggested — never auto_run."""
+        if not prompt or not prompt.strip():
+            return Verdict("no_command", "nothing to send", as_risk(stated_risk) or "low")
+        why = self.denied_prompt(prompt)
+        if why is not None:
+            return Verdict("denied", f"denied: the prompt asks for a command that is denied ({why})", "high")
+        risk = self.risk_of(prompt, stated_risk)
+        if RISKS.index(risk) >= RISKS.index(self.settings.approval_risk):
+            return Verdict("needs_approval", f"risk {risk} needs `tmux-agent approve`", risk)
+        return Verdict("suggested", "a prompt to the agent: send it with `tmux-agent approve`", risk)
+
+
+def prompt_commands(prompt: str) -> list[str]:
+    """What of a prompt's text is judged as a command: the whole text, each code span and
+    fenced block (and each of its lines), and the text from each `rm` on (so `please rm -rf ~`
+    is seen as the command it names)."""
+    parts = [prompt]
+    for match in CODE_SPAN.finditer(prompt):
+        code = match.group(1) if match.group(1) is not None else match.group(2)
+        parts.append(code)
+        parts += [line for line in code.splitlines() if line.strip()]
+    parts += [prompt[match.start() :] for match in RM_IN_PROSE.finditer(prompt)]
+    return parts
