@@ -329,3 +329,38 @@ def test_an_agent_without_a_finished_turn_and_odd_results(agents: OrchestratorSe
     agents.meta_set(AGENT, "last_command_result", {"command_id": 2, "command": "p", "reply": "", "tools": []})
     result = agents.cli("status", AGENT)
     assert result.returncode == 0 and "  reply: (empty)" in result.stdout and "  tools: none" in result.stdout
+
+
+def test_status_shows_a_pending_tool_approval_and_how_to_answer_it(idle: OrchestratorService) -> None:
+    store = idle.store()
+    pending = {
+        "key": "toolu_1",
+        "tool": "Bash",
+        "command": "make deploy",
+        "verdict": "escalate",
+        "reason": "not allowlisted",
+    }
+    try:
+        store.ensure_session(SESSION, idle.panes[0].target)
+        store.update_metadata(SESSION, {"state": "waiting_approval", "pending_approval": pending})
+    finally:
+        store.close()
+    assert status_json(idle)["pending_approval"] == pending
+    text = idle.cli("status", SESSION).stdout
+    assert "approval: Bash: make deploy  (not allowlisted)" in text
+    assert f"tmux-agent approve {SESSION}  |  tmux-agent deny {SESSION}" in text
+    denied = idle.cli("deny", SESSION, "--reason", "not today", check=False)
+    assert denied.returncode == 0 and f"denial queued for {SESSION}: Bash make deploy" in denied.stdout
+    store = idle.store()
+    try:
+        answer = store.metadata(SESSION)["approval_answer"]
+    finally:
+        store.close()
+    assert (answer["decision"], answer["key"], answer["reason"]) == ("denied", "toolu_1", "not today")
+
+
+def test_approve_without_a_pending_request_is_one_line_and_exit_2(idle: OrchestratorService) -> None:
+    result = idle.cli("approve", SESSION, check=False)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "not waiting_approval: nothing to approve" in line and "SESSION" in line

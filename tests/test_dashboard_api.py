@@ -384,3 +384,19 @@ def test_tmux_agent_has_the_dashboard_subcommand() -> None:
 
     args = build_parser().parse_args(["dashboard", "--db", "x.db", "--port", "9"])
     assert (args.db, args.port, args.host) == ("x.db", 9, "127.0.0.1")
+
+
+def test_a_pending_tool_approval_is_on_the_agents_card(dashboard, agent_store: StateStore) -> None:
+    pending = {"key": "toolu_9", "tool": "Bash", "command": "make deploy", "verdict": "escalate", "reason": "ask"}
+    agent_store.update_metadata(AGENT, {"state": "waiting_approval", "pending_approval": pending})
+    sessions = {s["name"]: s for s in dashboard(sessions=agent_config()).json("api/state")["sessions"]}
+    assert sessions[AGENT]["approval"] == {
+        "tool": "Bash",
+        "command": "make deploy",
+        "verdict": "escalate",
+        "reason": "ask",
+    }
+    assert sessions[BOT]["approval"] is None
+    agent_store.update_metadata(AGENT, {"state": "working"})  # answered: no longer shown
+    sessions = {s["name"]: s for s in dashboard(sessions=agent_config()).json("api/state")["sessions"]}
+    assert sessions[AGENT]["approval"] is None

@@ -216,6 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "state": state,
                 "state_detail": _text(metadata.get("state_detail")),
                 "question": _text(live.get("question")) if state in ASKING_STATES else None,
+                "pending_approval": metadata.get("pending_approval") if state == "waiting_approval" else None,
                 "running": _running_report(row, live, now),
                 "heartbeat": Heartbeat.of(metadata, now).as_dict(),
                 "last_reply": _last_reply(last),
@@ -255,6 +256,11 @@ def print_session(item: Mapping[str, Any], beat: Heartbeat) -> None:
     if item["question"]:
         hint = f"  (answer: tmux-agent reply {item['name']} -- TEXT)" if item["state"] == "waiting_input" else ""
         print(f"  question: {item['question']}{hint}")
+    pending = item.get("pending_approval")
+    if isinstance(pending, dict):
+        asked = f"{_text(pending.get('tool'))}: {_text(pending.get('command'))}".rstrip(": ")
+        print(f"  approval: {asked}  ({_text(pending.get('reason'))})")
+        print(f"    answer: tmux-agent approve {item['name']}  |  tmux-agent deny {item['name']} [--reason TEXT]")
     print(f"  {beat.describe()}")
     last = metadata.get("last_command_result")
     if isinstance(last, dict) and last:

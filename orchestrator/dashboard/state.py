@@ -158,6 +158,15 @@ def question(meta: dict[str, Any], row: dict[str, Any] | None) -> str | None:
     return _text(live.get("question")) or None
 
 
+def pending_approval(meta: dict[str, Any]) -> dict[str, str] | None:
+    """The agent's tool request waiting for a person (metadata `pending_approval`), while the
+    session is `waiting_approval`: {tool, command, verdict, reason}."""
+    pending = meta.get("pending_approval")
+    if meta.get("state") != "waiting_approval" or not isinstance(pending, dict):
+        return None
+    return {k: _text(pending.get(k)) or "" for k in ("tool", "command", "verdict", "reason")}
+
+
 def tail_events(path: Path, limit: int) -> list[dict[str, Any]]:
     """The last `limit` whole events of the audit log, newest first; bad lines are skipped."""
     try:
@@ -209,6 +218,7 @@ def _session(
         # counts it from started_at, as it does the heartbeat's age
         "running": {k: row_running[k] for k in ("id", "command", "started_at")} if row_running else None,
         "question": question(meta, row_running),
+        "approval": pending_approval(meta),
         "results": results,
         "last_command_result": last,
         "failure_streak": _int(meta.get("failure_streak")),

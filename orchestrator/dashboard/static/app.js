@@ -145,6 +145,7 @@
       s.state_detail ? el("p", { class: "muted state-detail" }, s.state_detail) : null,
       runningLine(s),
       s.question ? el("p", { class: "question" }, el("strong", null, "question: "), el("span", { class: "question-text" }, s.question)) : null,
+      s.approval ? el("p", { class: "question approval" }, el("strong", null, "approval: "), el("span", { class: "approval-text" }, `${s.approval.tool}: ${s.approval.command}`), " — ", el("code", null, `tmux-agent approve ${s.name}`), " / ", el("code", null, `tmux-agent deny ${s.name}`)) : null,
       lastResult(s),
       queued,
       s.blockers.length ? el("ul", { class: "blockers" }, s.blockers.map((b) => el("li", null, "blocker: ", b))) : null,
