@@ -67,12 +67,20 @@ def _texts(value: Any) -> list[str]:
 
 def _recommendation(item: Any) -> dict[str, str | None]:
     if not isinstance(item, dict):
-        return {"title": _text(item) or "", "detail": None, "command": None, "priority": None, "risk": None}
-    return {key: _text(item.get(key)) for key in ("title", "detail", "command", "priority", "risk")}
+        return {
+            "title": _text(item) or "",
+            "detail": None,
+            "command": None,
+            "priority": None,
+            "risk": None,
+            "kind": None,
+        }
+    return {key: _text(item.get(key)) for key in ("title", "detail", "command", "priority", "risk", "kind")}
 
 
 def next_actions(value: Any) -> dict[str, Any] | None:
-    """`{generated_at, source, blockers, recommendations: [{title, detail, command?, priority, risk}]}`."""
+    """`{generated_at, source, blockers, recommendations: [{title, detail, command?, priority, risk, kind}]}`
+    (`kind`: `prompt` for an agent session's suggested next prompt, `command` for a shell's)."""
     if isinstance(value, list):
         value = {"recommendations": value}
     if not isinstance(value, dict):

@@ -108,7 +108,7 @@
           rec.priority ? badge("priority " + rec.priority, "priority-" + token(rec.priority)) : null,
           rec.risk ? badge("risk " + rec.risk, "risk-" + token(rec.risk)) : null),
         rec.detail ? el("p", { class: "rec-detail" }, rec.detail) : null,
-        rec.command ? el("code", { class: "rec-command" }, rec.command) : null));
+        rec.command ? el("p", { class: "rec-command-line" }, rec.kind === "prompt" ? "prompt: " : null, el("code", { class: "rec-command" }, rec.command)) : null));
     return el("div", { class: "recs" }, head, blockers, el("div", { class: "rec-cards" }, cards));
   }
 
