@@ -417,7 +417,7 @@ class CodexProvider:
         notify program only at its end: the fallback when the rollout is not found)."""
         if event.event == "rollout.message" and event.payload.get("role") == "user":
             return normalize(content_text(event.payload.get("content"))) == normalize(prompt)
-        return self.turn_ended(event, prompt)
+        return event.event == "notify" and self.turn_ended(event, prompt)  # a task_complete names no prompt
 
     def turn_ended(self, event: AgentEvent, prompt: str) -> bool:
         """The notify program's `agent-turn-complete` for this prompt, or the rollout's
