@@ -135,3 +135,29 @@ def test_an_agent_already_running_without_hooks_is_adopted(
     last = service.metadata(SESSION)["last_command_result"]
     assert last["reply"] == "Adopted and answering." and last["tools"] == []
     assert model_server.last_user_text() == "are you there"
+
+
+TRUST_QUESTIONS = ("Do you trust the files in this folder?", "Trust this folder?", "Is this a project you")
+
+
+@pytest.mark.tmuxagent_live_capable
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_prompt_turn_ends_with_the_agents_reply_embedded_or_live(provider, agent, model_server) -> None:  # type: ignore[no-untyped-def]
+    """Needs no scripted reply, so `--tmuxagent-live` runs it against the user's own agent and model
+    account (once they opt in to spend tokens): the turn must end, exactly, with a reply naming the
+    word asked for. Live, the agent may first ask whether to trust the scratch folder: the test
+    answers it as the person would (the orchestrator never does)."""
+    pane, service = agent(provider)
+    script(model_server, provider, text("ready"))  # the embedded model server's answer; unused live
+    command_id = service.send(SESSION, "Reply with exactly one word: ready")
+
+    def ended():  # type: ignore[no-untyped-def]
+        screen = " ".join(pane.capture(60))
+        if any(question in screen for question in TRUST_QUESTIONS):
+            pane.type("", enter=True)
+        row = service.command(command_id)
+        return row if row is not None and row.status not in ("queued", "running") else None
+
+    row = wait_until(ended, timeout=TURN_TIMEOUT * 2, interval=0.5, message="the turn to end")
+    assert (row.status, row.exit_code) == ("succeeded", None)
+    assert "ready" in service.metadata(SESSION)["last_command_result"]["reply"].lower()
