@@ -145,3 +145,19 @@ def test_a_request_answered_in_the_pane_is_recorded_as_a_persons_unknown_answer(
     assert rig.store.metadata(S)["state"] == "working"
     last = finish(rig, cid)
     assert [(a["decision"], a["by"]) for a in last["approvals"]] == [("unknown", "person")]  # type: ignore[index, union-attr]
+
+
+def test_the_request_is_in_metadata_before_the_state_says_waiting_approval(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, approvals=POLICY)
+    seen: list[tuple[object, object]] = []
+    original = rig.store.update_metadata
+
+    def spy(name: str, changes: dict[str, object]) -> None:
+        original(name, changes)
+        if changes.get("state") == "waiting_approval":
+            seen.append((changes["state"], rig.store.metadata(name).get("pending_approval")))
+
+    rig.store.update_metadata = spy  # type: ignore[method-assign]
+    ask(rig, "make deploy")
+    [(state, pending)] = seen
+    assert isinstance(pending, dict) and pending["command"] == "make deploy"

@@ -7,6 +7,7 @@ session; these helpers say what its model answers.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pytest_tmuxagent.model_server import ModelServer, tool_call
@@ -32,3 +33,17 @@ def shell_call(provider: str, command: str, *, escalate: bool = False, why: str 
 def script(model_server: ModelServer, provider: str, *replies: ModelReply) -> None:
     """Queue replies on the API this provider speaks (Anthropic for claude, Responses for codex)."""
     (model_server.anthropic if provider == "claude" else model_server.openai).script(*replies)
+
+
+def approve_and_finish(service, session: str, command_id: int, made: Path, reply: str, tool_command: str) -> None:  # type: ignore[no-untyped-def]
+    """A person approves the escalated tool request: the turn ends succeeded, the tool's file
+    exists, the reply is the model's, and the result records one approval by a person, with the
+    time the agent waited for it."""
+    service.cli("approve", session)
+    row = service.wait_result(command_id, timeout=TURN_TIMEOUT)
+    assert row.status == "succeeded" and made.exists()
+    last = service.metadata(session)["last_command_result"]
+    assert last["reply"] == reply
+    [record] = last["approvals"]
+    assert (record["decision"], record["by"], record["command"]) == ("approved", "person", tool_command)
+    assert record["waited_s"] >= 3

@@ -12,7 +12,8 @@ import pytest
 
 from pytest_tmuxagent.model_server import text
 from pytest_tmuxagent.waiting import wait_until
-from tmuxagent_scenarios.agent_cases import PROVIDERS, TURN_TIMEOUT, script, shell_call
+from tmuxagent_scenarios.agent_cases import PROVIDERS, TURN_TIMEOUT, approve_and_finish, script, shell_call
+from tmuxagent_scenarios.common import supervised_for
 
 pytestmark = pytest.mark.scenario_b
 
@@ -85,23 +86,11 @@ def test_an_escalated_tool_request_waits_for_a_person_who_approves_it(  # type: 
     [alert] = wecom_mock.wait_for_messages(1, timeout=15)
     assert f"需要确认 · {SESSION}" in alert and "touch deploy.txt" in alert and f"tmux-agent approve {SESSION}" in alert
     # waiting for a person is never a stall, whatever the stall timeout
-    first = service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0
-    wait_until(
-        lambda: (service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0) > first + 3,
-        timeout=15,
-        message="three stall timeouts pass",
-    )
+    supervised_for(service, 3, "three stall timeouts pass")
     assert service.command(command_id).status == "running"  # type: ignore[union-attr]
     assert not service.audit_events(event="stall_detected") and not (pane.workdir / "deploy.txt").exists()
 
-    service.cli("approve", SESSION)
-    row = service.wait_result(command_id, timeout=TURN_TIMEOUT)
-    assert row.status == "succeeded" and (pane.workdir / "deploy.txt").exists()
-    last = service.metadata(SESSION)["last_command_result"]
-    assert last["reply"] == "Deployed."
-    [record] = last["approvals"]
-    assert (record["decision"], record["by"], record["command"]) == ("approved", "person", "touch deploy.txt")
-    assert record["waited_s"] >= 3
+    approve_and_finish(service, SESSION, command_id, pane.workdir / "deploy.txt", "Deployed.", "touch deploy.txt")
     answered = service.audit_events(event="approval_answered", session=SESSION)
     assert [(e["decision"], e["by"]) for e in answered] == [("approved", "person")]
 

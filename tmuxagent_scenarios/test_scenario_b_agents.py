@@ -16,6 +16,7 @@ from orchestrator.clock import parse_iso_utc
 from pytest_tmuxagent.model_server import hang, text, tool_call
 from pytest_tmuxagent.waiting import wait_until
 from tmuxagent_scenarios.agent_cases import PROVIDERS, TURN_TIMEOUT, script, shell_call
+from tmuxagent_scenarios.common import supervised_for
 
 pytestmark = pytest.mark.scenario_b
 
@@ -106,12 +107,7 @@ def test_an_agents_question_is_waiting_input_never_a_stall_and_reply_answers_it(
     assert "Which city should the weather bot cover?" in service.metadata(SESSION)["running"]["question"]
     [alert] = wecom_mock.wait_for_messages(1, timeout=15)
     assert f"需要输入 · {SESSION}" in alert and "Which city" in alert and "Lisbon" in alert
-    first = service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0
-    wait_until(
-        lambda: (service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0) > first + 3,
-        timeout=15,
-        message="three stall timeouts pass",
-    )
+    supervised_for(service, 3, "three stall timeouts pass")
     assert service.command(command_id).status == "running"  # type: ignore[union-attr]
     assert not service.audit_events(event="stall_detected")
 

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.clock import parse_iso_utc
 from pytest_tmuxagent.waiting import wait_until
-from tmuxagent_scenarios.common import loop_ran
+from tmuxagent_scenarios.common import loop_ran, supervised_for
 
 pytestmark = pytest.mark.scenario_b
 
@@ -110,16 +110,7 @@ def test_a_question_is_not_a_stall_and_reply_answers_it(agent_pane, orchestrator
     assert "需要输入" in alert and SESSION in alert and "continue? [y/N]" in alert
     # three stall timeouts later: still waiting, never interrupted, never counted
     loop_ran(service, rounds=3)
-    wait_until(lambda: service.metrics.value("orchestrator_heartbeat_timestamp_seconds"), timeout=5)
-    first = service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0
-    wait_until(
-        lambda: (
-            (service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0)
-            > first + 3 * STALL["stall_timeout_seconds"]
-        ),
-        timeout=15,
-        message="three stall timeouts pass",
-    )
+    supervised_for(service, 3 * STALL["stall_timeout_seconds"], "three stall timeouts pass")
     assert service.command(command_id).status == "running"  # type: ignore[union-attr]
     assert not service.audit_events(event="stall_detected")
     assert service.metrics.value("orchestrator_stall_count_total", session=SESSION) == 0.0

@@ -12,7 +12,8 @@ import pytest
 
 from pytest_tmuxagent.model_server import text
 from pytest_tmuxagent.waiting import wait_until
-from tmuxagent_scenarios.agent_cases import PROVIDERS, TURN_TIMEOUT, script, shell_call
+from tmuxagent_scenarios.agent_cases import PROVIDERS, TURN_TIMEOUT, approve_and_finish, script, shell_call
+from tmuxagent_scenarios.common import supervised_for
 
 pytestmark = pytest.mark.scenario_g
 
@@ -85,12 +86,7 @@ def test_an_escalation_while_wecom_is_down_waits_in_the_outbox_and_the_agent_wai
     assert queued["detail"] == f"approval: 需要确认 · {SESSION}"
     assert wecom_mock.messages() == []
     # a while later the agent still waits: the person could not be told, so nothing is decided
-    first = service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0
-    wait_until(
-        lambda: (service.metrics.value("orchestrator_heartbeat_timestamp_seconds") or 0.0) > first + 3,
-        timeout=15,
-        message="three seconds of supervisor rounds",
-    )
+    supervised_for(service, 3, "three seconds of supervisor rounds")
     still_waiting(service, pane, command_id)
     assert notifications(service)["pending"] == 1 and wecom_mock.messages() == []
 
@@ -106,14 +102,7 @@ def test_an_escalation_while_wecom_is_down_waits_in_the_outbox_and_the_agent_wai
     assert service.metrics.wait_until_value("orchestrator_notifications_degraded", 0.0) == 0.0
     still_waiting(service, pane, command_id)  # delivered is not approved
 
-    service.cli("approve", SESSION)
-    row = service.wait_result(command_id, timeout=TURN_TIMEOUT)
-    assert row.status == "succeeded" and (pane.workdir / "release.txt").exists()
-    last = service.metadata(SESSION)["last_command_result"]
-    assert last["reply"] == "Released."
-    [record] = last["approvals"]
-    assert (record["decision"], record["by"], record["command"]) == ("approved", "person", TOOL_COMMAND)
-    assert record["waited_s"] >= 3
+    approve_and_finish(service, SESSION, command_id, pane.workdir / "release.txt", "Released.", TOOL_COMMAND)
     assert service.process.pid == pid and service.process.poll() is None  # never restarted
 
     # the audit log tells the same story, in order, from WeCom's removal on

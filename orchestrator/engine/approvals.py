@@ -76,8 +76,9 @@ class ApprovalWatch:
             ruling = self.policy.rule(name, request) if self.policy is not None else NO_POLICY
             running.approval, running.approval_ruling = request, ruling
             running.approval_since = engine.clock.monotonic()
-            engine.set_state(state, "waiting_approval", redact(request.summary()))
+            # the request first (metadata `pending_approval`), then the state a reader acts on
             engine.bus.publish(ApprovalRequested(name, running.row, request, ruling))
+            engine.set_state(state, "waiting_approval", redact(request.summary()))
             if ruling.verdict != "escalate":
                 self._answer(state, ruling.verdict == "approve", "policy", ruling.reason)
             return running.approval is not None
