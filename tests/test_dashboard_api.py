@@ -273,13 +273,36 @@ def test_other_apis_and_quoted_session_names(dashboard, store: StateStore) -> No
         ("just a string", None),
         (
             [{"title": "a list of cards"}],
-            [{"title": "a list of cards", "detail": None, "command": None, "priority": None, "risk": None, "kind": None}],
+            [
+                {
+                    "title": "a list of cards",
+                    "detail": None,
+                    "command": None,
+                    "priority": None,
+                    "risk": None,
+                    "kind": None,
+                }
+            ],
         ),
         (
             {"recommendations": [{"title": {"nested": 1}, "priority": 3}, "plain text card"]},
             [
-                {"title": '{"nested": 1}', "detail": None, "command": None, "priority": "3", "risk": None, "kind": None},
-                {"title": "plain text card", "detail": None, "command": None, "priority": None, "risk": None, "kind": None},
+                {
+                    "title": '{"nested": 1}',
+                    "detail": None,
+                    "command": None,
+                    "priority": "3",
+                    "risk": None,
+                    "kind": None,
+                },
+                {
+                    "title": "plain text card",
+                    "detail": None,
+                    "command": None,
+                    "priority": None,
+                    "risk": None,
+                    "kind": None,
+                },
             ],
         ),
     ],
