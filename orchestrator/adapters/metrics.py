@@ -5,6 +5,7 @@ over HTTP on metrics_host:metrics_port.
 from __future__ import annotations
 
 import errno
+import socket
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
@@ -188,8 +189,16 @@ class OrchestratorMetrics:
 
 def serve(metrics: OrchestratorMetrics, host: str, port: int, source: str = "metrics_port") -> WSGIServer:
     """Start the /metrics HTTP server; a port in use is a user error, not a traceback."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"port {port} is out of range", key=source, fix="use 0 to 65535 (0 = any free port)")
     try:
         server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except socket.gaierror as exc:  # the host, not the port (`source` names metrics_port's file)
+        raise UserError(
+            f"cannot resolve {host!r} ({exc.strerror})",
+            key=source.replace("metrics_port", "metrics_host") if "metrics_port" in source else "metrics_host",
+            fix="set metrics_host to an address such as 127.0.0.1 or a name this machine resolves",
+        ) from None
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise UserError(

@@ -103,7 +103,13 @@ def _token(args: argparse.Namespace) -> str | None:
     return token or None
 
 
+def _check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise UserError(f"port {port} is out of range", key="--port", fix="use 0 to 65535 (0 = any free port)")
+
+
 def build_server(args: argparse.Namespace) -> DashboardServer:
+    _check_port(args.port)
     db, audit = _paths(args)
     if args.interval <= 0:
         raise UserError("must be greater than 0", key="--interval", fix="pass e.g. --interval 1")

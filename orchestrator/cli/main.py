@@ -17,7 +17,7 @@ from orchestrator.cli.common import add_config_flags, run_cli
 from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
 from orchestrator.cli.status import _open, _text, cmd_status, warn_unsupervised
 from orchestrator.clock import iso_utc
-from orchestrator.config import ORCHESTRATOR_RELATIVE
+from orchestrator.config import ORCHESTRATOR_RELATIVE, check_metadata
 from orchestrator.errors import UserError
 
 
@@ -105,6 +105,7 @@ def cmd_meta_set(args: argparse.Namespace) -> int:
             key=args.key,
             fix="pass JSON, e.g. '[\"missing OPENAI_API_KEY\"]' or '\"docs/plan.md\"'",
         ) from None
+    check_metadata(args.key, value)
     store.ensure_session(session.name, session.target)
     store.update_metadata(session.name, {args.key: value})
     audit.record("metadata_set", session.name, detail=args.key)

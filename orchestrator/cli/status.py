@@ -15,7 +15,7 @@ from orchestrator.assist.coordinator import status_lines
 from orchestrator.assist.plan_executor import plan_progress
 from orchestrator.cli.common import config_from_args
 from orchestrator.clock import SystemClock, parse_iso_utc
-from orchestrator.config import Config
+from orchestrator.config import Config, clean_metadata
 from orchestrator.envfile import EnvSource
 from orchestrator.model import CommandRow
 from orchestrator.state.audit import AuditLog
@@ -23,10 +23,21 @@ from orchestrator.state.outbox import Outbox
 from orchestrator.state.store import StateStore
 
 
+def _warn(message: str) -> None:
+    print(f"tmux-agent: warning: {message}", file=sys.stderr)
+
+
 def _open(args: argparse.Namespace) -> tuple[Config, StateStore, AuditLog]:
     config = config_from_args(args)
-    EnvSource(config.settings.env_file).current()  # learn the secrets, so the audit lines we write mask them
+    # learn the secrets, so the audit lines we write mask them; a file we cannot read is one warning
+    EnvSource(config.settings.env_file, warn=_warn).current()
     return config, StateStore(config.state_db), AuditLog(config.audit_log)
+
+
+def _metadata(store: StateStore, session: str) -> dict[str, Any]:
+    """The session's metadata as the product reads it: a stored value that does not fit the schema
+    is absent (with one warning on stderr)."""
+    return clean_metadata(store.metadata(session), session, warn=_warn)
 
 
 # a running orchestrator writes every session's `orchestrator_heartbeat` about every 2 s
@@ -104,7 +115,7 @@ class Heartbeat:
 
 def warn_unsupervised(store: StateStore, session: str, what: str) -> None:
     """One warning line on stderr when no running orchestrator will pick up what was just queued."""
-    beat = Heartbeat.of(store.metadata(session), SystemClock().now())
+    beat = Heartbeat.of(_metadata(store, session), SystemClock().now())
     if not beat.fresh:
         print(
             f"tmux-agent: warning: no orchestrator is running for {session} (last heartbeat: {beat.last()}); "
@@ -195,8 +206,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     running_rows = {row.session: row for row in reversed(store.running())}
     report: list[dict[str, Any]] = []
+    shown: dict[str, dict[str, Any]] = {}
     for name in names:
-        metadata = store.metadata(name)
+        raw = store.metadata(name)
+        metadata = shown[name] = clean_metadata(raw, name, warn=_warn)
         session = config.session(name)
         row = running_rows.get(name)
         live = _live(metadata, row)
@@ -208,7 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "target": session.target,
                 "kind": session.kind,
                 "provider": session.provider,
-                "metadata": metadata,
+                "metadata": raw,  # the whole stored object, values that do not fit included
                 "queue_depth": depths.get(name, 0),
                 "queued": [{"id": r.id, "command": r.command} for r in store.queued(name)],
                 "recent": [r.as_dict() for r in store.commands(name, limit=args.limit)],
@@ -231,12 +244,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if notifications.get("state") == "degraded":
         print(f"notifications DEGRADED: {notifications.get('reason')} ({notifications['pending']} queued)")
     for item in report:
-        print_session(item, Heartbeat.of(item["metadata"], now))
+        print_session(item, Heartbeat.of(shown[item["name"]], now), shown[item["name"]])
     return 0
 
 
-def print_session(item: Mapping[str, Any], beat: Heartbeat) -> None:
-    metadata: Mapping[str, Any] = item["metadata"]
+def print_session(item: Mapping[str, Any], beat: Heartbeat, metadata: Mapping[str, Any]) -> None:
     agent = item["kind"] == "agent"
     blocked = " BLOCKED" if metadata.get("blocked") else ""
     print(f"{item['name']} ({item['target']}) queue={item['queue_depth']}{blocked}")

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 
 from orchestrator.clock import Clock, iso_utc, parse_iso_utc
-from orchestrator.config import OrchestratorSettings, SessionConfig
+from orchestrator.config import OrchestratorSettings, SessionConfig, clean_metadata
 from orchestrator.events import EventBus, SessionAttached, StallDetected, StallGaveUp
 from orchestrator.model import Running, SessionStateName, StallVerdict
 from orchestrator.notify.notifier import alert_markdown
@@ -35,6 +35,10 @@ log = logging.getLogger("orchestrator.stall")
 STALL_TITLE = "命令卡顿"
 
 WAIT = StallVerdict("wait")
+
+
+def _count(value: object) -> int:
+    return max(0, value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 class StallGuard:
@@ -99,7 +103,7 @@ class StallGuard:
     # subscribers --------------------------------------------------------------------------
     def _on_attached(self, event: SessionAttached) -> None:
         """Honour a cooldown recorded before a restart."""
-        until = self.store.metadata(event.session).get("cooldown_until")
+        until = clean_metadata(self.store.metadata(event.session), event.session).get("cooldown_until")
         if isinstance(until, str):
             try:
                 self.cooldown_until[event.session] = parse_iso_utc(until)
@@ -107,7 +111,8 @@ class StallGuard:
                 log.warning("ignoring unreadable cooldown_until %r of %s", until, event.session)
 
     def _on_detected(self, event: StallDetected) -> None:
-        self.store.increment_metadata(event.session, "stall_count")
+        # a stored `stall_count` that is not a count (written around `meta set`) starts again at 1
+        self.store.modify_metadata(event.session, "stall_count", lambda value: _count(value) + 1)
 
     def _on_gave_up(self, event: StallGaveUp) -> None:
         name, row = event.session, event.row

@@ -10,6 +10,7 @@ gauges, so an unblock from the CLI shows on /metrics within a round.
 from __future__ import annotations
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.config import clean_metadata
 from orchestrator.events import CommandFinished, EventBus
 from orchestrator.model import SessionStateName
 from orchestrator.notify.notifier import alert_markdown
@@ -23,7 +24,7 @@ GAUGE_SYNC_SECONDS = 0.5
 
 
 def streak_value(value: object) -> int:
-    """Metadata `failure_streak` as an int; anything else counts as 0."""
+    """Metadata `failure_streak` as an int; anything else (`"abc"`, `true`, `-1`) counts as 0."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
@@ -55,11 +56,11 @@ class FailureStreak:
         bus.subscribe(CommandFinished, self.on_result)
 
     def may_dispatch(self, session: str) -> bool:
-        return self.store.metadata(session).get("blocked") is not True
+        return self.store.metadata(session).get("blocked") is not True  # only a real `true` blocks
 
     def tick(self) -> None:
         for name in self.sessions:
-            metadata = self.store.metadata(name)
+            metadata = clean_metadata(self.store.metadata(name), name)  # a value that does not fit: absent, warned
             self.metrics.blocked.labels(session=name).set(1 if metadata.get("blocked") is True else 0)
             self.metrics.failure_streak.labels(session=name).set(streak_value(metadata.get("failure_streak")))
 
