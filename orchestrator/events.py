@@ -229,10 +229,11 @@ class EventBus:
         for handler in self._handlers.get(type(event), ()):
             try:
                 handler(event)
-            except Exception:
+            except Exception as exc:
                 if self.raise_errors:
                     raise
-                log.exception("subscriber %r failed on %s", handler, type(event).__name__)
+                if not getattr(exc, "counted_fault", False):  # a state DB fault: its store logged it
+                    log.exception("subscriber %r failed on %s", handler, type(event).__name__)
 
     def subscribers(self, kind: type[Event]) -> int:
         return len(self._handlers.get(kind, ()))

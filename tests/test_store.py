@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import sqlite3
 from pathlib import Path
 
+import pytest
+
 from orchestrator.model import CommandResult
-from orchestrator.state.store import StateStore
+from orchestrator.state.store import StateDBError, StateStore
 
 
 def _enqueue_many(path: str, session: str, count: int) -> None:
@@ -54,3 +58,83 @@ def test_queue_depth_counts_only_queued_commands(tmp_path: Path) -> None:
     assert store.queue_depths() == {"weather/bot": 2, "idle/one": 0}
     assert store.next_queued("weather/bot").id == ids[1]
     assert store.revert_to_queued(ids[0]) and store.next_queued("weather/bot").id == ids[0]
+
+
+# faults: every SQLite failure is a StateDBError naming the file, counted, and a failed write is not kept
+
+
+def _corrupt_files(tmp_path: Path) -> dict[str, Path]:
+    real = tmp_path / "real.db"
+    store = StateStore(real)
+    for i in range(300):
+        store.enqueue("weather/bot", f"echo {i} " + "x" * 200)
+    store.close()  # the last connection checkpoints: everything is in the main file
+    data = real.read_bytes()
+    files = {"garbage": b"\x8f" * 5000, "text": b"hello, not a database\n", "truncated": data[: len(data) // 2]}
+    out = {}
+    for name, content in files.items():
+        path = tmp_path / f"{name}.db"
+        path.write_bytes(content)
+        out[name] = path
+    return out
+
+
+def test_a_corrupt_garbage_or_truncated_db_is_one_fatal_error_naming_the_file(tmp_path: Path) -> None:
+    for name, path in _corrupt_files(tmp_path).items():
+        with pytest.raises(StateDBError) as caught:
+            store = StateStore(path)
+            store.check_integrity()
+            store.queued("weather/bot")
+        error = caught.value
+        assert (error.kind, error.exit_code, error.fatal) == ("corrupt", 2, True), name
+        assert str(path) in error.render() and "\n" not in error.render(), name
+
+
+def test_a_lock_held_past_the_busy_timeout_is_a_counted_retryable_error(tmp_path: Path, caplog) -> None:
+    db = tmp_path / "state.db"
+    store = StateStore(db, busy_timeout_ms=100)
+    kinds: list[str] = []
+    store.faults.listeners.append(kinds.append)
+    other = sqlite3.connect(str(db), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with caplog.at_level(logging.INFO, logger="orchestrator.state.db"):
+        for _ in range(3):
+            with pytest.raises(StateDBError) as caught:
+                store.enqueue("weather/bot", "true")
+        assert (caught.value.kind, caught.value.exit_code, caught.value.fatal) == ("locked", 1, False)
+        assert "database is locked (held by another process" in caught.value.render()
+        assert store.queued("weather/bot") == []  # reads go on under the writer's lock (WAL)
+        other.execute("COMMIT")
+        command_id = store.enqueue("weather/bot", "true")
+    assert [r.id for r in store.queued("weather/bot")] == [command_id]  # the refused writes left nothing
+    assert kinds == ["locked"] * 3 and store.faults.errors == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("state DB fault" in m for m in messages) == 1  # once per episode, not per error
+    assert sum("writable again" in m for m in messages) == 1
+
+
+def test_a_failed_commit_is_rolled_back_whole(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.ensure_session("weather/bot", "weather:bot")
+    command_id = store.enqueue("weather/bot", "true")
+    store.mark_running(command_id, "2026-01-01T00:00:00.000000Z")
+    result = CommandResult(0, "succeeded", "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:01.000000Z", 1.0, "")
+    with pytest.raises(StateDBError), store.transaction() as db:  # a write refused mid-transaction
+        db.execute("UPDATE commands SET status='succeeded' WHERE id=?", (command_id,))
+        raise sqlite3.OperationalError("database or disk is full")
+    assert store.command(command_id).status == "running"
+    assert store.finish(command_id, result) is True  # the retry records it, once
+    assert store.finish(command_id, result) is False
+
+
+def test_queue_writes_are_synchronous_full(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    assert store.query("PRAGMA synchronous") == [{"synchronous": 2}]  # FULL: the WAL is fsynced per commit
+    assert store.query("PRAGMA journal_mode") == [{"journal_mode": "wal"}]
+
+
+def test_a_state_db_under_a_regular_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StateDBError) as caught:
+        StateStore(tmp_path / "file" / "state.db")
+    assert caught.value.exit_code == 2 and str(tmp_path / "file") in caught.value.render()

@@ -53,6 +53,13 @@ class OrchestratorMetrics:
         self.audit_write_errors = Counter(
             "orchestrator_audit_write_errors", "Audit lines the disk refused (kept in memory and retried).", registry=r
         )
+        self.state_db_errors = Counter(
+            "orchestrator_state_db_errors",
+            "State DB operations that failed, by kind (disk_full|locked|corrupt|readonly|cantopen|io|other); "
+            "each was retried.",
+            ["kind"],
+            registry=r,
+        )
         self.stall_count = Counter("orchestrator_stall_count", "Stalls detected per session.", ["session"], registry=r)
         self.session_state = Gauge(
             "orchestrator_session_state",

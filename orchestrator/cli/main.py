@@ -58,11 +58,24 @@ def cmd_send(args: argparse.Namespace) -> int:
     command = words_to_text(args.command, what="command", example="tmux-agent send weather/bot -- make test")
     if not args.no_check:
         TmuxAdapter(config.tmux).resolve(session.target)
+    # a refused queue write is a StateDBError: one line (which file, why, the fix), exit 1
     store.ensure_session(session.name, session.target)
-    command_id = store.enqueue(session.name, command, source="cli")
+    command_id = store.enqueue(session.name, command, source="cli")  # committed with synchronous=FULL
     depth = store.queue_depths().get(session.name, 0)
+    audit_errors: list[OSError] = []
+    audit.on_write_error = audit_errors.append
     audit.record("command_queued", session.name, command_id=command_id, command=command, queue_depth=depth)
-    print(command_id)
+    print(command_id, flush=True)  # queued whatever the audit line's fate: the id is the user's handle on it
+    if not audit.flush():
+        reason = audit_errors[-1].strerror if audit_errors else "not written"
+        error = UserError(
+            f"command {command_id} is queued and will run, but its command_queued audit line was not written "
+            f"({reason})",
+            file=str(config.audit_log),
+            fix="free space (or fix permissions) under the log_dir",
+        )
+        error.exit_code = 1
+        raise error
     warn_unsupervised(store, session.name, "the command")
     return 0
 

@@ -18,7 +18,7 @@ from orchestrator.notify.notifier import Notifier
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.lock import supervising
 from orchestrator.state.outbox import Outbox
-from orchestrator.state.store import StateStore
+from orchestrator.state.store import FAULT_KINDS, StateStore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,14 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     metrics = OrchestratorMetrics()
     metrics.failure_alert_threshold.set(config.settings.failure_alert_threshold)
     store = StateStore(config.state_db)
+    try:
+        store.check_integrity()  # a damaged file is one line and exit 2 here, not a crash later
+    except BaseException:
+        store.close()
+        raise
+    for kind in FAULT_KINDS:
+        metrics.state_db_errors.labels(kind=kind)
+    store.faults.listeners.append(lambda kind: metrics.state_db_errors.labels(kind=kind).inc())
     audit = AuditLog(config.audit_log, on_write_error=lambda exc: metrics.audit_write_errors.inc())
     notifier = Notifier(
         outbox=Outbox(store),

@@ -40,12 +40,13 @@ from orchestrator.events import (
 )
 from orchestrator.model import CommandResult, Running, SessionState, SessionStateName
 from orchestrator.ports import ApprovalPolicy, Background, Driver, Gate, PaneIO, PaneLocator, StallPolicy, Ticker
-from orchestrator.state.store import StateStore
+from orchestrator.state.store import StateDBError, StateStore
 
 log = logging.getLogger("orchestrator")
 
 LIVENESS_CHECK_SECONDS = 1.0
 HEARTBEAT_WRITE_SECONDS = 2.0
+DB_RETRY_MAX_SECONDS = 2.0  # the longest wait between rounds while the state DB refuses
 
 
 class Supervisor:
@@ -89,6 +90,7 @@ class Supervisor:
         self._last_heartbeat_write = float("-inf")
         self._next_probe: dict[str, float] = {}
         self._dry_run_seen: set[int] = set()
+        self._db_failures = 0
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -151,10 +153,27 @@ class Supervisor:
 
     def run(self, once: bool = False) -> None:
         while not self.stop_event.is_set():
-            self.step()
-            if once and self.idle():
-                break
-            self._wait_for_signal(self.settings.poll_interval_seconds)
+            try:
+                self.step()
+                if once and self.idle():
+                    break
+                self._wait_for_signal(self.settings.poll_interval_seconds)
+            except StateDBError as exc:
+                self._db_fault(exc)
+            else:
+                self._db_failures = 0
+
+    def _db_fault(self, exc: StateDBError) -> None:
+        """The loop's one boundary for state DB faults (a full disk, a lock held past the busy
+        timeout, an I/O error). The store has counted it and logged it once for the episode; a
+        broken file stops the service (one line, exit 2); anything else is waited out and the
+        round done again. A write that failed was rolled back whole and its cause is still there
+        (the command still queued, the exit record still on disk), so the retry does it once."""
+        if exc.fatal:
+            raise exc
+        self._db_failures += 1
+        backoff = self.settings.poll_interval_seconds * 2 ** min(self._db_failures, 8)
+        self.stop_event.wait(min(DB_RETRY_MAX_SECONDS, backoff))
 
     # one turn of the loop ----------------------------------------------------
     def _wait_for_signal(self, timeout: float) -> None:

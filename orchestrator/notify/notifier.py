@@ -25,6 +25,7 @@ from orchestrator.envfile import EnvSource
 from orchestrator.redact import redact
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.outbox import Outbox, OutboxMessage, health_record
+from orchestrator.state.store import StateDBError
 
 log = logging.getLogger("orchestrator.notify")
 
@@ -36,6 +37,18 @@ MAX_BACKOFF_SECONDS = 60.0
 #: Backoff doubles per attempt up to this exponent: past it the cap holds anyway, and an unbounded
 #: 2**attempts overflows float arithmetic after ~1000 failed attempts (a long WeCom outage).
 MAX_BACKOFF_EXPONENT = 64
+#: Notifications whose outbox write the state DB refused (a full disk, a lock) wait in memory,
+#: up to this many, and are written by the sending thread when the DB takes writes again.
+UNSAVED_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class _Unsaved:
+    kind: str
+    session: str | None
+    title: str
+    body: str
+    dedupe_key: str
 
 
 class ChannelFactory(Protocol):
@@ -67,24 +80,55 @@ class Notifier:
         self._sent_times: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._held = threading.Lock()
+        self._unsaved: collections.deque[_Unsaved] = collections.deque(maxlen=UNSAVED_LIMIT)
+        self._sent_unmarked: dict[int, str] = {}  # delivered, but `mark_sent` was refused: never resend
         self._set_health("ok", "", 0)
 
     # the supervisor's side -------------------------------------------------------
     def notify(self, *, kind: str, session: str | None, title: str, body: str, dedupe_key: str) -> int | None:
-        message_id = self.outbox.add(
-            dedupe_key=dedupe_key,
-            kind=kind,
-            session=session,
-            title=redact(title),
-            body=redact(body),
-            dedupe_seconds=self.settings.dedupe_seconds,
-        )
+        message = _Unsaved(kind, session, redact(title), redact(body), dedupe_key)
+        try:
+            message_id = self._save(message)
+        except StateDBError as exc:  # counted and logged by the store; kept here until the DB takes it
+            if exc.fatal:
+                raise
+            with self._held:
+                self._unsaved.append(message)
+            self._wake.set()
+            return None
         if message_id is None:
             log.info("notification %r suppressed: same alert within %ss", dedupe_key, self.settings.dedupe_seconds)
             return None
         self.audit.record("notification_queued", session, detail=f"{kind}: {title}")
         self._wake.set()
         return message_id
+
+    def _save(self, message: _Unsaved) -> int | None:
+        return self.outbox.add(
+            dedupe_key=message.dedupe_key,
+            kind=message.kind,
+            session=message.session,
+            title=message.title,
+            body=message.body,
+            dedupe_seconds=self.settings.dedupe_seconds,
+        )
+
+    def _save_held(self) -> None:
+        """Write what the DB refused earlier, oldest first, and mark sent what was delivered
+        while `mark_sent` was refused; stop at the first refusal (it raises to the loop)."""
+        while True:
+            with self._held:
+                if not self._unsaved:
+                    break
+                message = self._unsaved[0]
+            if self._save(message) is not None:
+                self.audit.record("notification_queued", message.session, detail=f"{message.kind}: {message.title}")
+            with self._held:
+                self._unsaved.popleft()
+        for message_id, channel in list(self._sent_unmarked.items()):
+            self.outbox.mark_sent(message_id, channel)
+            del self._sent_unmarked[message_id]
 
     # the sending thread ------------------------------------------------------------
     def start(self) -> None:
@@ -101,6 +145,8 @@ class Notifier:
         while not self._stop.is_set():
             try:
                 self.flush_once()
+            except StateDBError:
+                pass  # counted and logged once per episode by the store; the next round retries
             except Exception:  # the notifier must never take the orchestrator down
                 log.exception("notifier round failed; will retry")
             self._wake.wait(timeout=min(self.settings.env_reload_seconds, 0.5))
@@ -112,6 +158,7 @@ class Notifier:
         )
 
     def flush_once(self) -> None:
+        self._save_held()
         before = describe(self.channels)
         self._refresh_channels(self.env.current())
         pending = len(self.outbox.pending())
@@ -126,7 +173,8 @@ class Notifier:
         for message in self.outbox.due():
             if self._stop.is_set():
                 return
-            self._deliver(message)
+            if message.id not in self._sent_unmarked:
+                self._deliver(message)
         self.metrics.notifications_pending.set(len(self.outbox.pending()))
 
     def _allowed(self, channel: Channel) -> bool:
@@ -150,7 +198,10 @@ class Notifier:
                 self.metrics.notifications.labels(channel=channel.name, result="failed").inc()
                 continue
             self._sent_times[channel.name].append(self.clock.monotonic())
-            self.outbox.mark_sent(message.id, channel.name)
+            try:
+                self.outbox.mark_sent(message.id, channel.name)
+            except StateDBError:
+                self._sent_unmarked[message.id] = channel.name  # delivered: marked later, never sent twice
             self.metrics.notifications.labels(channel=channel.name, result="sent").inc()
             self.audit.record("notification_sent", message.session, detail=f"{channel.name}: {message.title}")
             if self.degraded_reason is not None:
