@@ -50,7 +50,9 @@ def test_reader_skips_a_truncated_last_line_and_reports_it(tmp_path: Path) -> No
         fh.write('{"ts": "2026-01-01T00:00:00.000000Z", "event": "comm')
     result = read_events(path, validate=True)
     assert [e["event"] for e in result.events] == ["orchestrator_started", "orchestrator_stopped"]
-    assert result.problems == [f"{path}:3: truncated last line skipped (JSONDecodeError)"]
+    assert result.problems == [
+        f"{path}:3: cut short at the end of the file (a write that did not finish: a crash or a full disk); skipped"
+    ]
 
 
 def test_reader_reports_a_malformed_middle_line_by_number(tmp_path: Path) -> None:
@@ -62,7 +64,7 @@ def test_reader_reports_a_malformed_middle_line_by_number(tmp_path: Path) -> Non
     )
     result = read_events(path, validate=True)
     assert len(result.events) == 2
-    assert result.problems == [f"{path}:2: malformed line skipped (JSONDecodeError)"]
+    assert result.problems == [f"{path}:2: not JSON (Expecting value at column 1); skipped"]
 
 
 def test_disk_full_keeps_events_in_memory_until_the_disk_accepts_them(tmp_path: Path) -> None:

@@ -180,7 +180,8 @@ def test_bad_lines_are_reported_by_number_and_skipped(recorder: Recorder, capsys
     path.write_text("".join(lines) + '{"ts": "2026-01-01T00:00:0')  # a cut-off last write
     code, out, err = run_cli(capsys, "--log", str(path))
     assert code == 0
-    assert f"{path}:2: malformed line skipped" in out and f"{path}:5: truncated last line skipped" in out
+    assert f"{path}:2: not JSON (Expecting property name enclosed in double quotes at column 2); skipped" in out
+    assert f"{path}:5: cut short at the end of the file" in out
     assert "warning" in err and "Traceback" not in err
     assert "commands: succeeded 1" in out
 

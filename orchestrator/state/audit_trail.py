@@ -58,7 +58,7 @@ class AuditTrail:
 
     def _stopped(self, e: OrchestratorStopped) -> None:
         self.audit.record("orchestrator_stopped", None)
-        self.audit.flush()
+        self.audit.close()  # write what is kept and fsync; later lines (the notifier's last) sync at once
 
     def _recovered(self, e: CommandRecovered) -> None:
         self.audit.record("command_recovered", e.session, command_id=e.row.id, command=e.row.command, detail=e.detail)
