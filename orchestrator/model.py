@@ -17,6 +17,7 @@ else:  # pragma: no cover
     from typing_extensions import NotRequired
 
 from orchestrator.config import SessionConfig
+from orchestrator.redact import redact
 
 Status = Literal["queued", "running", "succeeded", "failed", "stalled", "cancelled"]
 """A command's life: queued → running → one of the four results."""
@@ -154,13 +155,13 @@ class CommandResult:
     def as_last_result(self, command_id: int, command: str) -> LastCommandResult:
         last = LastCommandResult(
             command_id=command_id,
-            command=command,
+            command=redact(command),  # a display copy: the queue row keeps the exact text
             exit_code=self.exit_code,
             status=self.status,
             started_at=self.started_at,
             finished_at=self.finished_at,
             duration_s=self.duration_s,
-            output_tail=self.output_tail,
+            output_tail=redact(self.output_tail),
         )
         if self.reply is not None:
             last["reply"] = self.reply

@@ -123,7 +123,8 @@ def test_state_api_carries_results_cards_plan_and_events(dashboard, store: State
     assert session["last_command_result"]["command"] == "make test"
     assert (session["last_command_result"]["exit_code"], session["last_command_result"]["status"]) == (2, "failed")
     assert (session["failure_streak"], session["queue_depth"], session["blockers"]) == (1, 1, ["waiting for API key"])
-    assert session["next_actions"] == NEXT_ACTIONS
+    shown = json.loads(json.dumps(NEXT_ACTIONS).replace("OPENAI_API_KEY=...", "OPENAI_API_KEY=***"))
+    assert session["next_actions"] == shown  # every text is shown redacted
     assert (session["task_decomposition"]["done"], session["task_decomposition"]["total"]) == (1, 3)
     assert state["events"][0]["event"] == "metadata_set"
     assert state["totals"]["failure_rate"] == 1.0

@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.clock import Clock, SystemClock, iso_utc
 from orchestrator.config import SessionConfig
 from orchestrator.model import TERMINAL_STATUSES
+from orchestrator.redact import redact_obj
 from orchestrator.state.replay import rates
 from orchestrator.state.snapshot import SnapshotError, StateSnapshot
 
@@ -269,13 +270,15 @@ def build_state(
     except SnapshotError as exc:
         state["error"] = str(exc)
         rows, queued, running, counts = [], {}, {}, {}
-    sessions = [
-        _session(
-            r,
-            queued.get(r["name"], []),
-            running.get(r["name"], []),
-            counts.get(r["name"], {}),
-            configs.get(r["name"]),
+    sessions = [  # every text is masked: commands are stored exact (they are what gets typed)
+        redact_obj(
+            _session(
+                r,
+                queued.get(r["name"], []),
+                running.get(r["name"], []),
+                counts.get(r["name"], {}),
+                configs.get(r["name"]),
+            )
         )
         for r in rows
     ]
@@ -290,5 +293,5 @@ def build_state(
         "results": dict(results),
         **rates(results),
     }
-    state["events"] = tail_events(audit_log, event_limit)
+    state["events"] = redact_obj(tail_events(audit_log, event_limit))
     return state

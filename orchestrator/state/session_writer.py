@@ -43,9 +43,9 @@ class SessionStateWriter:
         question = previous.get("question") if isinstance(previous, dict) else None
         running: dict[str, object] = {
             "command_id": e.row.id,
-            "command": e.row.command,
+            "command": redact(e.row.command),  # shown by status and the dashboard; the queue row keeps it exact
             "started_at": e.row.started_at,
-            "output_tail": e.output_tail,
+            "output_tail": redact(e.output_tail),
         }
         if question and isinstance(previous, dict) and previous.get("command_id") == e.row.id:
             running["question"] = question
@@ -57,9 +57,9 @@ class SessionStateWriter:
             {
                 "running": {
                     "command_id": e.row.id,
-                    "command": e.row.command,
+                    "command": redact(e.row.command),
                     "started_at": e.row.started_at,
-                    "question": e.question,
+                    "question": redact(e.question),
                 }
             },
         )
