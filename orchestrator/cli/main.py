@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None)
     p.add_argument("--allure", default=None)
     p.add_argument("--scenarios-dir", default=None, help="run scenario tests from another folder")
+    p.add_argument("--soak", nargs="?", const="10m", default=None, metavar="DURATION", help="soak + Prometheus export")
     p.set_defaults(func=cmd_validate)
 
     doctor.register(sub, add_config_flags)
