@@ -319,7 +319,7 @@ def test_stream_pushes_a_new_state_when_the_db_changes(dashboard, store: StateSt
     running = dashboard()
     host, port = running.server.server_address[:2]
     with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         reader = sock.makefile("rb")
         assert b"text/event-stream" in b"".join(iter(reader.readline, b"\r\n"))
         first = read_event(reader)

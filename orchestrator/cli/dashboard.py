@@ -41,7 +41,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
     parser.add_argument(
-        "--token", default=None, help=f"require this token (default ${TOKEN_ENV}); needed when --host is not loopback"
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help=f"require the token in this file (first line; chmod 600); else ${TOKEN_ENV}. "
+        "Needed when --host is not loopback",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="require this token — visible to every local user in ps and /proc/PID/cmdline: "
+        f"prefer --token-file or ${TOKEN_ENV}",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this Host name (a DNS name or reverse proxy in front); repeatable. "
+        "The bound address and localhost are always answered, any other name gets 421",
     )
     parser.add_argument(
         "--allow-no-token",
@@ -86,19 +104,62 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _read_token_file(raw: str) -> str:
+    path = Path(raw).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise UserError(
+            f"cannot read {path} ({reason})",
+            key="--token-file",
+            fix="write the token into the file (e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))' "
+            f"> {path}; chmod 600 {path})",
+        ) from None
+    lines = text.strip().splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise UserError(f"{path} is empty", key="--token-file", fix="put the token on its first line")
+    if mode & 0o077:
+        print(
+            f"tmux-agent dashboard: warning: the token file {path} is readable by others; chmod 600 {path}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return token
+
+
 def _token(args: argparse.Namespace) -> str | None:
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    """The token from --token-file, else --token (warned: argv is public), else the environment."""
+    source = "--token"
+    if args.token_file is not None and args.token is not None:
+        raise UserError("pass --token-file or --token, not both", key="--token-file", fix="drop --token")
+    if args.token_file is not None:
+        token: str | None = _read_token_file(args.token_file)
+        source = f"--token-file {Path(args.token_file).expanduser()}"
+    elif args.token is not None:
+        token = args.token
+        print(
+            "tmux-agent dashboard: warning: --token is visible to every local user (ps, /proc/PID/cmdline); "
+            f"use --token-file PATH or ${TOKEN_ENV} instead",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        token = os.environ.get(TOKEN_ENV)
+        source = f"${TOKEN_ENV}"
     if token and not TOKEN_CHARS.match(token):
         raise UserError(
-            "token must be 8+ characters of A-Z a-z 0-9 . _ ~ -",
-            key="--token",
+            f"the token ({source}) must be 8+ characters of A-Z a-z 0-9 . _ ~ -",
+            key="--token-file" if args.token_file is not None else "--token",
             fix="generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'",
         )
     if not token and not _is_loopback(args.host) and not args.allow_no_token:
         raise UserError(
             f"refusing to serve {args.host} without a token",
             key="--host",
-            fix=f"pass --token (or set {TOKEN_ENV}), bind 127.0.0.1, or pass --allow-no-token",
+            fix=f"pass --token-file PATH (or set {TOKEN_ENV}), bind 127.0.0.1, or pass --allow-no-token",
         )
     return token or None
 
@@ -114,7 +175,12 @@ def build_server(args: argparse.Namespace) -> DashboardServer:
     if args.interval <= 0:
         raise UserError("must be greater than 0", key="--interval", fix="pass e.g. --interval 1")
     app = DashboardApp(
-        db=db, audit_log=audit, token=_token(args), interval=args.interval, event_limit=max(1, args.events)
+        db=db,
+        audit_log=audit,
+        token=_token(args),
+        interval=args.interval,
+        event_limit=max(1, args.events),
+        allowed_hosts=tuple(args.allow_host),
     )
     try:
         return DashboardServer(app, args.host, args.port)

@@ -10,6 +10,12 @@ Routes:
   /metrics          the dashboard's own Prometheus metrics
   /healthz          liveness: 200 when the state DB is readable, else 503 (never needs the token)
 
+Every route, /healthz included, first checks the `Host` header: only the bound address, `localhost`,
+the names given with `allowed_hosts` (`--allow-host`) and, on a wildcard bind, any literal address
+and this machine's hostname are answered; any other name gets 421 and no data. That closes DNS
+rebinding: a page on evil.example whose name is re-pointed at 127.0.0.1 still sends
+`Host: evil.example`. A request without `Host` (HTTP/1.0, a probe) is answered: browsers always send one.
+
 A background thread rebuilds the state every `interval` seconds and wakes the
 SSE streams when it changed. With a token, every route but /healthz needs
 `Authorization: Bearer <token>`, the `tmuxagent_token` cookie, or `?token=` once
@@ -19,19 +25,21 @@ SSE streams when it changed. With a token, every route but /healthz needs
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
+import re
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -68,6 +76,44 @@ ROUTES = (
     "/metrics",
     "/healthz",
 )
+
+
+HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.\-]*[a-z0-9_])?")
+
+
+def _host_part(header: str) -> str | None:
+    """The host of a `Host` header (lower case, no port, no trailing dot), or None when malformed."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1 :] if end > 0 else ""
+        if end < 0 or (rest and not re.fullmatch(r":\d{1,5}", rest)):
+            return None
+        return host if ":" in host else None
+    host, _, port = text.partition(":")
+    if (port or text.endswith(":")) and not port.isdigit():
+        return None
+    host = host.rstrip(".") if host != "." else host
+    return host if HOST_NAME.fullmatch(host) else None
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def host_allowed(header: str, bound: str, names: Iterable[str]) -> bool:
+    """Whether a request with this `Host` is for this dashboard: the bound address (any literal
+    address on a wildcard bind: a literal cannot be rebound), or one of `names`."""
+    host = _host_part(header)
+    if host is None:
+        return False
+    address, bound_address = _ip(host), _ip(bound)
+    if address is not None:
+        return bound_address is not None and (bound_address.is_unspecified or address == bound_address)
+    return host in {n.strip().lower().rstrip(".") for n in names}
 
 
 def _static(name: str) -> bytes:
@@ -173,6 +219,7 @@ class DashboardApp:
     interval: float = 1.0
     event_limit: int = 40
     sessions: tuple[SessionConfig, ...] = ()  # the config's sessions, when known: their kind and provider
+    allowed_hosts: tuple[str, ...] = ()  # names besides the bound address and localhost (`--allow-host`)
 
     def __post_init__(self) -> None:
         self.snapshot = StateSnapshot(Path(self.db))
@@ -236,6 +283,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         path, query = parts.path, parse_qs(parts.query)
+        host = self.headers.get("Host")
+        if host is not None and not cast("DashboardServer", self.server).answers_host(host):
+            return self._json(
+                {"error": "misdirected request: this dashboard does not answer to that Host (see --allow-host)"},
+                HTTPStatus.MISDIRECTED_REQUEST,
+            )
         if path == "/healthz":
             return self._healthz()
         if path == "/favicon.ico":
@@ -345,7 +398,18 @@ class DashboardServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((host, port), handler)
         self.app = app
+        self.bound_host = str(self.server_address[0])
+        names = {"localhost", *app.allowed_hosts}
+        if _ip(host) is None:
+            names.add(host)  # --host localhost or a hostname: its own name
+        bound = _ip(self.bound_host)
+        if bound is not None and bound.is_unspecified:
+            names.add(socket.gethostname())  # a wildcard bind is meant to be reached from elsewhere
+        self.host_names = frozenset(n.strip().lower().rstrip(".") for n in names if n.strip())
         self._hub_thread = threading.Thread(target=app.hub.run, name="dashboard-hub", daemon=True)
+
+    def answers_host(self, header: str) -> bool:
+        return host_allowed(header, self.bound_host, self.host_names)
 
     @property
     def url(self) -> str:
