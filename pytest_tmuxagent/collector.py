@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,12 @@ from .evidence import EvidenceItem, evidence_from_properties
 from .registry import Scenario, scenarios
 from .report import (
     Criterion,
+    RunInfo,
     ScenarioSummary,
     TestRecord,
+    acceptance_line,
     agents_cell,
+    commit_under_test,
     criteria,
     json_path,
     render,
@@ -27,6 +31,7 @@ from .report import (
 )
 
 DEFAULT_REPORT = options.DEFAULT_REPORT
+TOTALS_PROPERTY = "tmuxagent_scenario_totals"  # per scenario letter: how many of its tests were collected
 
 
 def _reason(report: pytest.TestReport) -> str:
@@ -65,6 +70,9 @@ class ReportCollector:
         self.started = time.time()
         self.progress = options.progress(config)
         self.written: Path | None = None
+        self.rows: list[Criterion] = []
+        self.totals: dict[str, int] = {}
+        self.announced: set[str] = set()
         self._registry: dict[str, Scenario] | None = None
 
     def registry(self) -> dict[str, Scenario]:
@@ -94,12 +102,42 @@ class ReportCollector:
         if evidence:
             self._say_live_plans(report.nodeid, evidence[len(record.evidence) :])
             record.evidence = evidence
+        for name, value in report.user_properties:
+            if name == TOTALS_PROPERTY and not self.totals:
+                self.totals = {str(k): int(v) for k, v in json.loads(str(value)).items()}
         if self.progress and report.when == "teardown" and record.scenarios:
+            self._progress(record)
+
+    def _progress(self, record: TestRecord) -> None:
+        """Validate's console: a line per failed test as it fails, and one line per scenario
+        once all its collected tests have finished."""
+        writer = self.config.get_terminal_writer()
+        if record.outcome == "failed":
             tag = ",".join(s.upper() for s in record.scenarios)
-            self.config.get_terminal_writer().line(
-                f"[scenario {tag}] {record.outcome:<7} {record.name} ({record.duration:.1f}s)"
-                + (f" — {record.reason}" if record.outcome == "failed" else "")
-            )
+            writer.line(f"[scenario {tag}] FAILED  {record.name} — {record.reason}", red=True)
+        for letter in record.scenarios:
+            done = [r for r in self.records.values() if letter in r.scenarios]
+            if letter not in self.announced and self.totals.get(letter) and len(done) >= self.totals[letter]:
+                self._announce(letter)
+
+    def _announce(self, letter: str) -> None:
+        self.announced.add(letter)
+        summary = self.summaries()[letter]
+        counts = {o: sum(t.outcome == o for t in summary.tests) for o in ("passed", "failed", "skipped")}
+        said = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+        line = f"[scenario {letter.upper()}] {summary.result:<7} {said} in {summary.duration:.1f}s — {summary.title}"
+        self.config.get_terminal_writer().line(line, red=summary.result == "FAILED", green=summary.result == "passed")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(
+        self, report: pytest.TestReport, config: pytest.Config
+    ) -> Generator[None, tuple[str, str, str], tuple[str, str, str]]:
+        """With `--tmuxagent-progress`, no pytest progress dots: the scenario lines say it."""
+        result = yield
+        if self.progress and isinstance(result, tuple) and len(result) == 3:
+            category, _letter, word = result
+            return category, "", word
+        return result
 
     def _say_live_plans(self, nodeid: str, new: list[EvidenceItem]) -> None:
         """Live mode: print what a scenario will send where, as soon as its setup (or a send) is reported."""
@@ -113,6 +151,21 @@ class ReportCollector:
     def failures(self) -> int:
         return sum(r.outcome == "failed" for r in self.records.values())
 
+    def run_info(self, failures: int) -> RunInfo:
+        workers = getattr(self.config.option, "numprocesses", None) or 0
+        scenario_tests = sum(bool(r.scenarios) for r in self.records.values())
+        return RunInfo(
+            live=options.live(self.config),
+            workers=int(workers) if str(workers).isdigit() else 0,
+            started=self.started,
+            report=self.report_path(),
+            commit=commit_under_test(Path(self.config.rootpath)),
+            tests_run=len(self.records),
+            scenario_tests_run=scenario_tests,
+            failures=failures,
+            other_failures=[r.nodeid for r in self.records.values() if not r.scenarios and r.outcome == "failed"],
+        )
+
     def criteria(self, summaries: dict[str, ScenarioSummary], failures: int) -> list[Criterion]:
         """The built-in five, then each `pytest_tmuxagent_acceptance_criteria` implementation's rows."""
         extra: list[Criterion] = []
@@ -123,7 +176,13 @@ class ReportCollector:
                 if not isinstance(row, Criterion):
                     raise TypeError(f"pytest_tmuxagent_acceptance_criteria must return Criterion objects, got {row!r}")
                 extra.append(row)
-        return criteria(summaries, failures, extra)
+        return criteria(
+            summaries,
+            failures,
+            extra,
+            tests_run=len(self.records),
+            scenario_tests_run=sum(bool(r.scenarios) for r in self.records.values()),
+        )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -131,21 +190,17 @@ class ReportCollector:
             return
         self._registry = None  # conftests collected late may have added scenarios: ask again
         summaries, failures = self.summaries(), self.failures()
-        rows = self.criteria(summaries, failures)
-        workers = getattr(self.config.option, "numprocesses", None) or 0
-        text = render(
-            summaries,
-            rows,
-            live=options.live(self.config),
-            workers=int(workers) if str(workers).isdigit() else 0,
-            started=self.started,
-        )
-        self.written = write_report(self.report_path(), text)
+        for letter, summary in summaries.items():  # scenarios whose last line was not printed yet
+            if self.progress and summary.tests and letter not in self.announced:
+                self._announce(letter)
+        rows = self.rows = self.criteria(summaries, failures)
+        run = self.run_info(failures)
+        self.written = write_report(self.report_path(), render(summaries, rows, run=run))
         write_report(
             json_path(self.written),
-            render_json(summaries, rows, live=options.live(self.config), failures=failures),
+            render_json(summaries, rows, live=run.live, failures=failures, run=run),
         )
-        unmet = [c.text for c in rows if not c.met]
+        unmet = [c.text for c in rows if c.met is False]
         if options.gate(self.config) and unmet and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             self.config.get_terminal_writer().line("acceptance criteria not met: " + "; ".join(unmet), red=True)
@@ -161,3 +216,5 @@ class ReportCollector:
             )
             terminalreporter.line(f"            agents: {agents_cell(summary)}")
         terminalreporter.line(f"report: {self.report_path()} (and {json_path(self.report_path()).name})")
+        if self.rows and not self.progress:  # `tmux-agent validate` prints it as its own last line
+            terminalreporter.line(acceptance_line(self.rows, self.report_path()))

@@ -24,10 +24,27 @@ from orchestrator.redact import redact
 if TYPE_CHECKING:
     from _pytest.nodes import Node  # what `request.node` is; pytest exports no public name for it
 
-__all__ = ["EVIDENCE_KEY", "Evidence", "EvidenceItem", "allure", "evidence_from_properties", "step"]
+__all__ = [
+    "EVIDENCE_KEY",
+    "FIGURES",
+    "Evidence",
+    "EvidenceItem",
+    "allure",
+    "evidence_from_properties",
+    "step",
+]
 
 EVIDENCE_KEY = "tmuxagent_evidence"
 MAX_TEXT = 4000
+# The report's figures: name -> what the "Figures" table calls it (a scenario may record others).
+FIGURES = {
+    "feedback_latency": "feedback latency (command exit → result recorded)",
+    "stall_detection": "stall detection (dispatch → stall detected)",
+    "stall_alert_delivery": "stall alert delivery (stall detected → 命令卡顿 at WeCom)",
+    "streak_to_alert": "streak-to-alert (last failure → 命令连续失败 at WeCom)",
+    "degradation_to_delivery": "degradation-to-delivery (channel restored → first alert at WeCom)",
+    "decision_to_delivery": "decision-to-delivery (blocker set → 下一步建议 at WeCom)",
+}
 
 allure: Any
 try:  # allure-pytest is optional; evidence works without it
@@ -38,7 +55,7 @@ except ImportError:  # pragma: no cover
 
 @dataclass(frozen=True)
 class EvidenceItem:
-    kind: str  # metrics | notifications | audit | pane | log | note
+    kind: str  # decision | figure | metrics | notifications | audit | pane | log | note | image
     title: str
     text: str
 
@@ -73,6 +90,32 @@ class Evidence:
     def lines(self, kind: str, title: str, lines: Iterable[str]) -> None:
         """`add` with the lines joined."""
         self.add(kind, title, "\n".join(lines))
+
+    def decide(self, sentence: str, *, headline: bool = False) -> None:
+        """The fact that decided this test, in one whole sentence with its real figures, e.g.
+        "`weather/bot` ran `(exit 7)`: exit_code 7 recorded 31 ms after it exited, counter +1."
+        The report's scenario row quotes the scenario's `headline` decision (else its first one),
+        never cut; its section lists every test's."""
+        sentence = " ".join(sentence.split())
+        if sentence and sentence[-1] not in ".!?。":
+            sentence += "."
+        self.add("decision", "headline" if headline else "decision", sentence)
+
+    def figure(self, name: str, seconds: float) -> None:
+        """One measured time, in seconds (`feedback_latency`, `stall_detection`, `streak_to_alert`,
+        `degradation_to_delivery`, … see FIGURES); the report gives per scenario its count,
+        p50, p95 and max."""
+        self.add("figure", name, repr(float(seconds)))
+
+    def image(self, path: str, title: str) -> None:
+        """An image file (a screenshot, a plot): linked from the report relative to it, and
+        attached to Allure as a PNG."""
+        properties: list[tuple[str, object]] = getattr(self.node, "user_properties", [])
+        item = EvidenceItem(kind="image", title=redact(title), text=str(path))
+        properties.append((EVIDENCE_KEY, item.to_json()))
+        if allure is not None:
+            with contextlib.suppress(OSError):
+                allure.attach.file(str(path), name=item.title, attachment_type=allure.attachment_type.PNG)
 
 
 def evidence_from_properties(properties: Iterable[tuple[str, Any]]) -> list[EvidenceItem]:

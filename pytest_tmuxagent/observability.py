@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 
-from .dashboard import DashboardProcess, DashboardServerFactory, launch_chromium
+from . import options
+from .dashboard import CHROMIUM, DashboardProcess, DashboardServerFactory, launch_chromium
+from .evidence import Evidence
 from .prometheus import PrometheusServer, PrometheusServerFactory
 from .service import OrchestratorService
 
 __all__ = [
     "SCREENSHOT_DIR",
+    "skip_without",
     "DashboardServerFactory",
     "PrometheusServerFactory",
     "tmuxagent_browser_page",
@@ -30,12 +33,33 @@ __all__ = [
     "tmuxagent_save_screenshot",
 ]
 
-SCREENSHOT_DIR = Path("reports") / "dashboard"
+SCREENSHOT_DIR = Path("reports") / "dashboard"  # legacy name; screenshots go to options.artifacts_dir(config)
+
+# optional tool -> what brings it (the one line a skip says)
+PROVIDERS = {
+    "prometheus": "Debian package `prometheus` (apt-get install prometheus)",
+    "promtool": "Debian package `prometheus` (apt-get install prometheus)",
+    "chromium": "Debian package `chromium` (apt-get install chromium)",
+    "allure": "npm package `allure` (npm install -g allure@3)",
+}
+
+
+def skip_without(tool: str, present: bool | None = None) -> None:
+    """Skip the test, in one line naming the package that brings `tool`, when it is missing
+    (on PATH, or `present` says). The report counts such a scenario as not decided."""
+    import shutil
+
+    if present is None:
+        present = shutil.which(tool) is not None
+    if not present:
+        pytest.skip(f"missing tool: {tool} — install the {PROVIDERS.get(tool, tool)}")
 
 
 @pytest.fixture
 def tmuxagent_prometheus_server(tmp_path: Path) -> Iterator[PrometheusServerFactory]:
-    """Factory: `tmuxagent_prometheus_server(base_config, {"job": ["127.0.0.1:port"]})` starts a real Prometheus."""
+    """Factory: `tmuxagent_prometheus_server(base_config, {"job": ["127.0.0.1:port"]})` starts a real Prometheus.
+    Without Debian's `prometheus` on PATH the test skips (`missing tool: prometheus — …`)."""
+    skip_without("prometheus")
     started: list[PrometheusServer] = []
 
     def factory(
@@ -92,7 +116,9 @@ def tmuxagent_dashboard_server(tmp_path: Path) -> Iterator[DashboardServerFactor
 
 @pytest.fixture(scope="session")
 def tmuxagent_chromium_browser() -> Iterator[Any]:
-    """One headless Debian Chromium (a Playwright `Browser`) per test worker."""
+    """One headless Debian Chromium (a Playwright `Browser`) per test worker; the tests skip
+    without it (`missing tool: chromium — …`)."""
+    skip_without("chromium", Path(CHROMIUM).exists())
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -134,15 +160,16 @@ def tmuxagent_dashboard_page(
 
 @pytest.fixture
 def tmuxagent_save_screenshot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
-    """`tmuxagent_save_screenshot(page, "name")` writes reports/dashboard/<name>.png (under the rootdir)
-    and prints its path."""
+    """`tmuxagent_save_screenshot(page, "name")` writes `<name>.png` into the report's
+    `<report stem>_files/dashboard/` folder, links it from the report (relative to it) and
+    attaches it to Allure as an image."""
 
     def save(page: Any, name: str) -> Path:
-        path = (request.config.rootpath / SCREENSHOT_DIR / f"{name}.png").resolve()
+        path = (options.artifacts_dir(request.config) / "dashboard" / f"{name}.png").resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(path), full_page=True)
         print(f"dashboard screenshot: {path}")
-        request.node.user_properties.append(("dashboard_screenshot", str(path)))
+        Evidence(request.node).image(str(path), f"dashboard screenshot {name}")
         return path
 
     return save

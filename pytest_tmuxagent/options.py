@@ -14,10 +14,23 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_REPORT", "add_options", "config_file", "gate", "live", "progress", "report_path"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_REPORT",
+    "DEFAULT_SOAK",
+    "add_options",
+    "artifacts_dir",
+    "config_file",
+    "gate",
+    "live",
+    "progress",
+    "report_path",
+    "soak",
+]
 
 DEFAULT_CONFIG = "agent-config.yaml"
 DEFAULT_REPORT = Path("reports") / "orchestrator_real_world_test_report.md"
+DEFAULT_SOAK = "20s"  # the normal run's short soak; `tmux-agent validate --soak` alone means 10m
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -48,6 +61,14 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--tmuxagent-progress", action="store_true", default=False, help="print a line per finished scenario test"
     )
+    group.addoption(
+        "--tmuxagent-soak",
+        default=None,
+        metavar="DURATION",
+        help=f"how long the Prometheus soak-and-export test runs: 20s, 10m, 1h "
+        f"(ini: tmuxagent_soak; default {DEFAULT_SOAK})",
+    )
+    parser.addini("tmuxagent_soak", "duration of the Prometheus soak-and-export test", default=DEFAULT_SOAK)
     parser.addini("tmuxagent_live", "run scenarios in live mode (like --tmuxagent-live)", type="bool", default=False)
     parser.addini("tmuxagent_gate", "fail the run on an unmet acceptance criterion", type="bool", default=False)
     parser.addini("tmuxagent_config", "live mode: path of your agent-config.yaml", default=DEFAULT_CONFIG)
@@ -90,3 +111,15 @@ def report_path(config: pytest.Config) -> Path:
     given = config.getoption("--tmuxagent-report") or config.getini("tmuxagent_report")
     path = Path(str(given)) if given else DEFAULT_REPORT
     return path if path.is_absolute() else Path(config.rootpath) / path
+
+
+def soak(config: pytest.Config) -> str:
+    """The soak duration text: `--tmuxagent-soak`, else the ini value, else DEFAULT_SOAK."""
+    return str(config.getoption("--tmuxagent-soak") or config.getini("tmuxagent_soak") or DEFAULT_SOAK)
+
+
+def artifacts_dir(config: pytest.Config) -> Path:
+    """Where files linked from the report go (screenshots, soak CSV and PNG): `<report stem>_files/`
+    beside the report, so two reports never share (or overwrite) each other's images."""
+    report = report_path(config)
+    return report.parent / f"{report.stem}_files"

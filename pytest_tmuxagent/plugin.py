@@ -10,15 +10,17 @@ is the reference.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import hookspecs, options
-from .collector import ReportCollector
+from .collector import TOTALS_PROPERTY, ReportCollector
 from .evidence import Evidence, allure
 from .fake_codex import FakeCodex
 from .live import LiveCodex, LiveContext, LiveTmuxServer, WeComRecordingProxy
@@ -46,12 +48,65 @@ def pytest_configure(config: pytest.Config) -> None:
     registry = config.stash[_REGISTRY] = scenarios(config)
     for scenario in registry.values():
         config.addinivalue_line("markers", scenario.marker_line)
+    config.addinivalue_line(
+        "markers", "tmuxagent_soak: the soak-and-export test; its timeout is the soak duration plus 3 minutes"
+    )
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) writes the report
         config.pluginmanager.register(ReportCollector(config), "tmuxagent-report")
 
 
 def _registry(config: pytest.Config) -> dict[str, Scenario]:
     return config.stash.get(_REGISTRY, None) or scenarios(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A soak test may run longer than the ini timeout: give it the soak duration plus 3 minutes."""
+    from .soak import parse_duration
+
+    soaks = [item for item in items if item.get_closest_marker("tmuxagent_soak")]
+    if not soaks:
+        return
+    try:
+        seconds = parse_duration(options.soak(config))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--tmuxagent-soak: {exc}") from None
+    for item in soaks:
+        item.add_marker(pytest.mark.timeout(seconds + 180))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Tell the controller how many tests each scenario has (rides on every test's report, so
+    it works under xdist): it prints a scenario's line once that many have finished."""
+    markers = {s.marker: s.letter for s in _registry(session.config).values()}
+    totals: dict[str, int] = {}
+    for item in session.items:
+        for letter in {markers[m.name] for m in item.iter_markers() if m.name in markers}:
+            totals[letter] = totals.get(letter, 0) + 1
+    if not totals:
+        return
+    value = json.dumps(totals, sort_keys=True)
+    for item in session.items:
+        item.user_properties.append((TOTALS_PROPERTY, value))
+
+
+# `pytest.fail("promtool is missing: install Debian's `prometheus` package …")`, as tests wrote it
+# before they skipped: an absent optional tool is not a product failure.
+_MISSING = re.compile(r"^(?P<tool>[\w./-]+) is missing: install (?P<fix>Debian's `[\w.-]+` package|[^\n]*npm[^\n]*)")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A test that fails only because an optional tool is missing (its message says
+    `X is missing: install Debian's `P` package`) is reported skipped, `missing tool: X — …`."""
+    report = yield
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(pytest.fail.Exception):
+        found = _MISSING.match(str(call.excinfo.value))
+        if found:
+            report.outcome = "skipped"
+            reason = f"missing tool: {Path(found['tool']).name} — {found['fix']}"
+            report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {reason}")
+    return report
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
+import re
 import shutil
+import statistics
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,24 +26,32 @@ from typing import Any
 
 from orchestrator.redact import redact
 
-from .evidence import EvidenceItem
+from .evidence import FIGURES, EvidenceItem
 from .registry import BUILTIN_SCENARIOS, Scenario, builtin
 
 __all__ = [
     "KINDS",
+    "MISSING_TOOL",
     "Criterion",
     "ScenarioSummary",
     "TestRecord",
     "agents_cell",
+    "commit_under_test",
     "criteria",
+    "figures",
+    "missing_tool",
     "json_path",
     "render",
     "render_json",
+    "acceptance_line",
+    "RunInfo",
+    "verdict",
     "scenarios_pass",
     "summarize",
 ]
 
 KINDS = ("shell", "claude", "codex")  # the report's agents column, in this order; others follow
+MISSING_TOOL = "missing tool: "  # how a test that skips for lack of an optional tool says so
 PACKAGES = ("tmuxagent", "libtmux", "prometheus-client", "pytest", "pytest-xdist", "allure-pytest", "openai")
 
 
@@ -58,6 +70,28 @@ class TestRecord:
     @property
     def name(self) -> str:
         return self.nodeid.split("::", 1)[-1]
+
+    def items(self, kind: str) -> list[EvidenceItem]:
+        return [e for e in self.evidence if e.kind == kind]
+
+    @property
+    def decisions(self) -> list[str]:
+        return list(dict.fromkeys(e.text for e in self.evidence if e.kind == "decision"))
+
+    @property
+    def headline(self) -> str | None:
+        return next((e.text for e in self.evidence if e.kind == "decision" and e.title == "headline"), None)
+
+    @property
+    def tool_skip(self) -> bool:
+        return self.outcome == "skipped" and missing_tool(self.reason) is not None
+
+
+def missing_tool(reason: str) -> str | None:
+    """The tool a skip reason says is missing (`missing tool: prometheus — …`), else None."""
+    if not reason.startswith(MISSING_TOOL):
+        return None
+    return reason[len(MISSING_TOOL) :].split(" ", 1)[0].strip(",;:")
 
 
 def _outcome(outcomes: set[str]) -> str:
@@ -79,8 +113,41 @@ class ScenarioSummary:
 
     @property
     def result(self) -> str:
+        """`passed`, `FAILED`, `skipped` or `not run`. A scenario with a test skipped because an
+        optional tool is missing (`missing tool: …`) is `skipped`, not passed: part of it was
+        not proven."""
         result = _outcome({t.outcome for t in self.tests})
-        return "FAILED" if result == "failed" else result
+        if result == "failed":
+            return "FAILED"
+        if result == "passed" and any(t.tool_skip for t in self.tests):
+            return "skipped"
+        return result
+
+    @property
+    def missing_tools(self) -> list[str]:
+        return list(dict.fromkeys(tool for t in self.tests if (tool := missing_tool(t.reason)) and t.tool_skip))
+
+    @property
+    def decision(self) -> str:
+        """The scenario's deciding fact for the table: a failure's reason, else the headline
+        decision, else the first decision a test wrote, else a skip's reason."""
+        failed = next((t for t in self.tests if t.outcome == "failed"), None)
+        if failed is not None:
+            return f"`{failed.name}` failed: {failed.reason}"
+        passed = [t for t in self.tests if t.outcome == "passed"]
+        found = next((h for t in passed if (h := t.headline)), None) or next(
+            (d for t in passed for d in t.decisions), None
+        )
+        tools = self.missing_tools
+        if tools:
+            skipped = sum(t.tool_skip for t in self.tests)
+            why = f"{skipped} test(s) skipped: {', '.join(tools)} not installed"
+            return f"{found} ({why}.)" if found else why + "."
+        if found:
+            return found
+        if passed:
+            return f"{len(passed)} test(s) passed (they recorded no decision)."
+        return next((t.reason for t in self.tests if t.reason), "")
 
     def kind_counts(self, kind: str) -> dict[str, int]:
         """How many of this scenario's tests on `kind` passed, failed and were skipped."""
@@ -109,11 +176,32 @@ class ScenarioSummary:
 
 @dataclass
 class Criterion:
-    """One row of the report's acceptance criteria: what is required, whether this run met it, and why."""
+    """One row of the report's acceptance criteria: what is required, whether this run met it
+    (`True`, `False`, or `None`: not decided — the tests that decide it did not run, e.g. an
+    optional tool is missing), and why."""
 
     text: str
-    met: bool
+    met: bool | None
     decided_by: str
+
+    @property
+    def mark(self) -> str:
+        return {True: "✅ met", False: "❌ not met", None: "⚪ not decided"}[self.met]
+
+
+def decided_by_tests(text: str, tests: Sequence[TestRecord], what: str) -> Criterion:
+    """Met when the tests that decide it ran and passed; not met when one failed; not decided
+    when none ran (skipped, deselected)."""
+    ran = [t for t in tests if t.outcome in ("passed", "failed")]
+    failed = [t for t in ran if t.outcome == "failed"]
+    skipped = [t for t in tests if t.outcome == "skipped"]
+    if failed:
+        return Criterion(text, False, f"{what}: {len(failed)} of {len(ran)} failed (`{failed[0].name}`)")
+    if not ran:
+        why = f"; skipped: {skipped[0].reason}" if skipped else ""
+        return Criterion(text, None, f"{what}: none ran{why}")
+    extra = f", {len(skipped)} skipped ({skipped[0].reason})" if skipped else ""
+    return Criterion(text, True, f"{what}: {len(ran)} passed{extra}")
 
 
 def scenarios_pass(text: str, summaries: Mapping[str, ScenarioSummary], *letters: str) -> Criterion:
@@ -121,11 +209,9 @@ def scenarios_pass(text: str, summaries: Mapping[str, ScenarioSummary], *letters
     missing = [x for x in letters if x not in summaries]
     if missing:
         raise KeyError(f"no scenario {missing[0]!r} in this run's registry")
-    return Criterion(
-        text,
-        all(summaries[x].result == "passed" for x in letters),
-        ", ".join(f"scenario {x.upper()} {summaries[x].result}" for x in letters),
-    )
+    results = [summaries[x].result for x in letters]
+    met: bool | None = False if "FAILED" in results else all(r == "passed" for r in results) or None
+    return Criterion(text, met, ", ".join(f"scenario {x.upper()} {summaries[x].result}" for x in letters))
 
 
 def _version(name: str) -> str:
@@ -155,27 +241,121 @@ def summarize(
 
 
 def criteria(
-    summaries: Mapping[str, ScenarioSummary], failures: int, extra: Iterable[Criterion] = ()
+    summaries: Mapping[str, ScenarioSummary],
+    failures: int,
+    extra: Iterable[Criterion] = (),
+    *,
+    tests_run: int | None = None,
+    scenario_tests_run: int | None = None,
 ) -> list[Criterion]:
-    """The playbook's five acceptance criteria, then a project's `extra` ones (from the hook)."""
+    """The playbook's five acceptance criteria, then a project's `extra` ones (from the hook).
+    Each is decided by the tests that decide it: the alert check by scenario F's Prometheus
+    test, replay by the tests that replay the audit log; a criterion whose tests did not run
+    (a missing optional tool) is not decided (`met=None`), not failed."""
     seven = [s.letter for s in BUILTIN_SCENARIOS]
-
-    def row(text: str, *letters: str, suffix: str = "") -> Criterion:
-        base = scenarios_pass(text, summaries, *letters)
-        return Criterion(base.text, base.met, base.decided_by + suffix)
-
+    f_tests = summaries["f"].tests if "f" in summaries else []
+    if tests_run is None:
+        what = f"{failures} failed test(s) in this run"
+    else:
+        scope = (
+            f"{tests_run} test(s) run"
+            + (f", {scenario_tests_run} of them scenario tests" if scenario_tests_run is not None else "")
+            + ("; the unit suite was not part of this run" if scenario_tests_run == tests_run else "")
+        )
+        what = f"{failures} failed of {scope}"
     return [
-        row("七大场景全部通过 — all seven scenarios pass", *seven),
-        row("指标无红色告警 — no alert firing on a healthy run", "f", suffix=" (Prometheus alert checks)"),
-        row("通知链路稳定，降级策略正确 — notification chain stable, degradation correct", "b", "e", "g"),
-        row("Replay 审计完整 — audit replay complete", "a", "f", suffix=" (schema-valid audit, replay --verify-db)"),
-        Criterion("全量 pytest 0 失败 — pytest 0 failures", failures == 0, f"{failures} failed test(s) in this run"),
+        scenarios_pass("七大场景全部通过 — all seven scenarios pass", summaries, *seven),
+        decided_by_tests(
+            "指标无红色告警 — no alert firing on a healthy run",
+            [t for t in f_tests if "prometheus" in t.name],
+            "scenario F's real-Prometheus alert checks",
+        ),
+        scenarios_pass(
+            "通知链路稳定，降级策略正确 — notification chain stable, degradation correct", summaries, "b", "e", "g"
+        ),
+        decided_by_tests(
+            "Replay 审计完整 — audit replay complete",
+            [t for t in f_tests if "replay" in t.name],
+            "`tmux-agent-orchestrator-replay --verify-db` tests",
+        ),
+        Criterion("全量 pytest 0 失败 — pytest 0 failures", failures == 0, what),
         *extra,
     ]
 
 
+def commit_under_test(folder: Path | None = None) -> str:
+    """`git rev-parse HEAD` (short) of the folder, `+ uncommitted changes` when dirty; or why not known."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (git not installed)"
+    where = str(folder or Path.cwd())
+    try:
+        head = subprocess.run([git, "-C", where, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+        if head.returncode != 0:
+            return "unknown (not a git checkout)"
+        dirty = subprocess.run(
+            [git, "-C", where, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown (git failed)"
+    return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
+
+
+def figures(summary: ScenarioSummary) -> dict[str, dict[str, float]]:
+    """Per figure name the scenario's passed tests recorded: n, p50, p95, max (seconds)."""
+    values: dict[str, list[float]] = {}
+    for test in summary.tests:
+        if test.outcome != "passed":
+            continue
+        for item in test.items("figure"):
+            try:
+                values.setdefault(item.title, []).append(float(item.text))
+            except ValueError:
+                continue
+    return {
+        name: {"n": len(v), "p50": _quantile(v, 0.5), "p95": _quantile(v, 0.95), "max": max(v)}
+        for name, v in values.items()
+    }
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if abs(value) < 1 else f"{value:.2f} s"
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:.,]+Z?\s*")
+_SCRIPT_LINE = re.compile(r"^\S*\s*\.\s+\S*/cmd-[\w.-]+\.sh\s*$")
+
+
+def warnings_of(tests: Iterable[TestRecord]) -> Counter[str]:
+    """Warning lines of the orchestrator logs the tests recorded, without their timestamps, counted."""
+    seen: Counter[str] = Counter()
+    for test in tests:
+        for item in test.items("log"):
+            for line in item.text.splitlines():
+                if "WARNING" in line:
+                    seen[_TIMESTAMP.sub("", line).strip()] += 1
+    return seen
+
+
+def clean_pane(text: str) -> list[str]:
+    """A pane tail as the person saw it: no internal `. …/cmd-….sh` lines, no trailing blanks."""
+    lines = [line.rstrip() for line in text.splitlines() if not _SCRIPT_LINE.match(line.strip())]
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    return lines
+
+
 def _cell(text: str) -> str:
-    return redact(text).replace("|", "\\|").replace("\n", " ")[:300]
+    """A table cell: redacted, one line, pipes escaped; never cut."""
+    return " ".join(redact(text).replace("|", "\\|").split())
 
 
 def agents_cell(summary: ScenarioSummary) -> str:
@@ -194,97 +374,298 @@ def agents_cell(summary: ScenarioSummary) -> str:
     return " · ".join(parts)
 
 
+MODES = {
+    True: "live (your tmux, codex and WeCom)",
+    False: "embedded default (private tmux socket, fake codex, local WeCom mock, temp SQLite)",
+}
+
+
+@dataclass
+class RunInfo:
+    """What the report says about the run itself."""
+
+    live: bool = False
+    workers: int = 0
+    started: float = 0.0
+    report: Path | None = None  # where the Markdown goes: images are linked relative to it
+    commit: str = ""
+    tests_run: int = 0
+    scenario_tests_run: int = 0
+    failures: int = 0
+    other_failures: list[str] = field(default_factory=list)  # non-scenario tests that failed
+
+
+def _anchor(letter: str) -> str:
+    return f"scenario-{letter}"
+
+
+def _link(path: str, report: Path | None) -> str:
+    if report is None:
+        return path
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), report.parent.resolve())).as_posix()
+    except ValueError:
+        return path
+
+
+def verdict(summaries: Mapping[str, ScenarioSummary], rows: Sequence[Criterion], run: RunInfo) -> tuple[str, str]:
+    """(word, paragraph): PASSED / FAILED / NOT DECIDED, and a paragraph a lead reads first."""
+    unmet = [c for c in rows if c.met is False]
+    undecided = [c for c in rows if c.met is None]
+    met = sum(c.met is True for c in rows)
+    word = "FAILED" if unmet else "NOT DECIDED" if undecided else "PASSED"
+    mode = "live" if run.live else "embedded"
+    parts = [
+        f"**Verdict: {word}.** {met}/{len(rows)} acceptance criteria met"
+        + (f", {len(unmet)} not met" if unmet else "")
+        + (f", {len(undecided)} not decided" if undecided else "")
+        + f" — commit `{run.commit or 'unknown'}`, {mode} mode, {run.tests_run} test(s) run"
+        f" ({run.scenario_tests_run} scenario tests), {run.failures} failed."
+    ]
+    failed = [(s.letter, t) for s in summaries.values() for t in s.tests if t.outcome == "failed"]
+    if failed:
+        shown = "; ".join(f"scenario {x.upper()} `{t.name}`: {t.reason}" for x, t in failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        parts.append(f"What failed: {shown}{more}.")
+    if run.other_failures:
+        parts.append(f"Outside the scenarios, {len(run.other_failures)} test(s) failed: `{run.other_failures[0]}`.")
+    for c in unmet:
+        parts.append(f"Not met: {c.text.split(' — ')[0]} ({c.decided_by}).")
+    tools = list(dict.fromkeys(t for s in summaries.values() for t in s.missing_tools))
+    if undecided:
+        why = f": {', '.join(tools)} not installed" if tools else ""
+        parts.append(
+            "Not decided"
+            + why
+            + " — "
+            + "; ".join(c.text.split(" — ")[0] for c in undecided)
+            + ". See [what this run did not prove](#not-proven)."
+        )
+    if word == "PASSED":
+        parts.append("Every scenario's deciding facts are below; [what this run did not prove](#not-proven) too.")
+    return word, " ".join(parts)
+
+
+def not_proven(summaries: Mapping[str, ScenarioSummary], run: RunInfo) -> list[str]:
+    """The honest list: what an embedded run cannot show, what did not run, and why."""
+    out = []
+    kinds = {k for s in summaries.values() for t in s.tests if t.outcome == "passed" for k in t.kinds}
+    if not run.live:
+        out += [
+            "- **codex**: decision assist and decomposition talked to the bundled *fake* `codex` (scripted "
+            "replies, garbage and hangs), not the real codex CLI or the OpenAI API.",
+            "- **WeCom**: notifications went to a local WeCom *mock* on 127.0.0.1, not to qyapi.weixin.qq.com; "
+            "delivery delays are loopback figures.",
+            "- **tmux**: every pane was on a private tmux socket the tests created, not your own sessions; "
+            "`--live` (`tmux-agent validate --live`) was not given.",
+        ]
+        if kinds & {"claude", "codex"}:
+            out.append(
+                "- **agents**: Claude Code / codex TUIs were the real programs but talked to a local scripted "
+                "model server, not Anthropic's or OpenAI's API."
+            )
+    else:
+        out.append("- live mode: the tests that need scripted answers (fake codex failure kinds) skipped.")
+    reasons: Counter[str] = Counter(
+        t.reason or "(no reason given)" for s in summaries.values() for t in s.tests if t.outcome == "skipped"
+    )
+    for reason, count in reasons.most_common():
+        out.append(f"- skipped ×{count}: {_cell(reason)}")
+    unrun = [f"{s.letter.upper()}" for s in summaries.values() if not s.tests]
+    if unrun:
+        out.append(f"- scenarios not run in this run (deselected): {', '.join(unrun)}.")
+    if run.scenario_tests_run == run.tests_run:
+        out.append(
+            f'- the unit and integration suite (`tests/`) was not part of this run: "0 failures" is over the '
+            f"{run.tests_run} test(s) that ran; `python -m pytest -n 2` runs the full suite."
+        )
+    return out
+
+
 def render(
     summaries: Mapping[str, ScenarioSummary],
     rows: Iterable[Criterion],
     *,
-    live: bool,
-    workers: int,
-    started: float,
+    live: bool = False,
+    workers: int = 0,
+    started: float = 0.0,
+    run: RunInfo | None = None,
 ) -> str:
-    """The report's Markdown: environment, a row per scenario, the acceptance criteria `rows`, evidence."""
+    """The report's Markdown: verdict, scenario table, figures, the Prometheus export, criteria,
+    what was not proven, environment, warnings, then the evidence by scenario."""
+    rows = list(rows)
+    if run is None:
+        tests = [t for s in summaries.values() for t in s.tests]
+        run = RunInfo(
+            live=live,
+            workers=workers,
+            started=started,
+            tests_run=len(tests),
+            scenario_tests_run=len(tests),
+            failures=sum(t.outcome == "failed" for t in tests),
+        )
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    out = [
-        "# Orchestrator real-world test report",
-        "",
-        f"Generated {now} by the `tmuxagent` pytest plugin.",
-        "",
-        "## Environment",
-        "",
-        "| item | value |",
-        "| --- | --- |",
-        f"| mode | {'LIVE (your tmux, codex and WeCom)' if live else 'embedded default (private tmux socket, fake codex, local WeCom mock, temp SQLite)'} |",
-        f"| tmux | {tmux_version()} |",
-        f"| Python | {platform.python_version()} ({platform.system()} {platform.machine()}) |",
-        f"| xdist workers | {workers or 'none'} |",
-        f"| run time | {_dt.datetime.now().timestamp() - started:.1f} s |",
-    ]
-    out += [f"| {name} | {_version(name)} |" for name in PACKAGES]
+    word, paragraph = verdict(summaries, rows, run)
+    out = ["# Orchestrator real-world test report", "", paragraph, ""]
     out += [
+        f"Generated {now} by the `tmuxagent` pytest plugin · mode: {MODES[run.live]} · "
+        f"commit `{run.commit or 'unknown'}`.",
         "",
         "## Scenarios",
         "",
-        "| scenario | result | tests | duration | agents | evidence / why |",
+        "| scenario | result | tests | duration | agents | evidence |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for letter, summary in summaries.items():
-        why = next((t.reason for t in summary.tests if t.outcome == "failed"), "")
-        if not why:
-            firsts = [
-                e
-                for t in summary.tests
-                for e in t.evidence
-                if e.kind in ("notifications", "metrics", "note") and e.text not in ("(none)", "(all zero)")
-            ][:1]
-            why = (
-                f"{firsts[0].title}: {firsts[0].text}" if firsts else (summary.tests[0].reason if summary.tests else "")
-            )
+        why = summary.decision
+        link = f" [→](#{_anchor(letter)})" if summary.tests else ""
         out.append(
             f"| {letter.upper()} {summary.title} | {summary.result} | {len(summary.tests)} | "
-            f"{summary.duration:.1f} s | {agents_cell(summary)} | {_cell(why)} |"
+            f"{summary.duration:.1f} s | {agents_cell(summary)} | {_cell(why)}{link} |"
         )
     out += [
         "",
         "agents: the kinds of session a scenario's tests proved it on — `shell` (tests without an agent "
         "fixture), `claude` / `codex` (agent tests, by the provider they asked for); ✓ passed, "
         "✗ failed, – skipped or not run.",
+        "",
+        "## Figures",
+        "",
     ]
+    figure_rows = [
+        f"| {letter.upper()} | {FIGURES.get(name, name)} | {f['n']:.0f} | {_seconds(f['p50'])} | "
+        f"{_seconds(f['p95'])} | {_seconds(f['max'])} |"
+        for letter, summary in summaries.items()
+        for name, f in figures(summary).items()
+    ]
+    if figure_rows:
+        out += ["| scenario | measured | n | p50 | p95 | max |", "| --- | --- | --- | --- | --- | --- |", *figure_rows]
+        out += ["", "Measured by the scenario tests themselves, over their passed runs (wall clock, this machine)."]
+    else:
+        out.append("No scenario recorded a timing in this run.")
+    out += _soak_section(summaries, run.report)
     out += ["", "## Acceptance criteria (验收标准)", "", "| criterion | met | decided by |", "| --- | --- | --- |"]
     for c in rows:
-        out.append(f"| {c.text} | {'✅ met' if c.met else '❌ not met'} | {_cell(c.decided_by)} |")
+        out.append(f"| {c.text} | {c.mark} | {_cell(c.decided_by)} |")
+    out += ["", '<a id="not-proven"></a>', "", "## What this run did not prove", "", *not_proven(summaries, run)]
+    out += [
+        "",
+        "## Environment",
+        "",
+        "| item | value |",
+        "| --- | --- |",
+        f"| mode | {MODES[run.live]} |",
+        f"| commit | {run.commit or 'unknown'} |",
+        f"| tmux | {tmux_version()} |",
+        f"| Python | {platform.python_version()} ({platform.system()} {platform.machine()}) |",
+        f"| xdist workers | {run.workers or 'none'} |",
+        f"| run time | {_dt.datetime.now().timestamp() - run.started:.1f} s |" if run.started else "| run time | – |",
+    ]
+    out += [f"| {name} | {_version(name)} |" for name in PACKAGES]
+    warnings = warnings_of(t for s in summaries.values() for t in s.tests)
+    out += ["", "## Warnings", ""]
+    if warnings:
+        out += ["Orchestrator log warnings, once each, with how often they appeared across the tests.", ""]
+        out += ["| count | warning |", "| --- | --- |"]
+        out += [f"| {n}× | {_cell(text)} |" for text, n in warnings.most_common()]
+    else:
+        out.append("No orchestrator warning was logged.")
     out += ["", "## Evidence by scenario", ""]
     for letter, summary in summaries.items():
-        out += [f"### {letter.upper()} — {summary.title}: {summary.result} · agents: {agents_cell(summary)}", ""]
-        for test in summary.tests:
-            on = "" if test.kinds == ["shell"] else f" on {', '.join(test.kinds)}"
-            out.append(
-                f"- `{test.name}`{on} — **{test.outcome}** in {test.duration:.2f} s"
-                + (f": {_cell(test.reason)}" if test.reason else "")
-            )
-            for item in test.evidence:
-                body = redact(item.text).strip() or "(empty)"
-                out += [
-                    f"  - {item.kind} — {redact(item.title)}",
-                    "",
-                    "    ```",
-                    *[f"    {line}" for line in body.splitlines()[-15:]],
-                    "    ```",
-                    "",
-                ]
-        out.append("")
+        out += _scenario_section(letter, summary, run.report, warnings)
     return "\n".join(out) + "\n"
 
 
+def _soak_section(summaries: Mapping[str, ScenarioSummary], report: Path | None) -> list[str]:
+    tests = [t for s in summaries.values() for t in s.tests if t.items("export")]
+    if not tests:
+        return []
+    out = ["", "## Prometheus export (回归测试 四.2)", ""]
+    for test in tests:
+        out += [f"From `{test.name}` ({test.outcome}):", ""]
+        out += [f"- {d}" for d in test.decisions]
+        files = test.items("export")
+        out += ["", "| series | unit | CSV |", "| --- | --- | --- |"]
+        out += [
+            f"| {_cell(f.title.split(' [', 1)[0])} | {f.title.rsplit('[', 1)[-1].rstrip(']')} | "
+            f"[{Path(f.text).name}]({_link(f.text, report)}) |"
+            for f in files
+        ]
+        out += [""] + [f"![{_cell(i.title)}]({_link(i.text, report)})" for i in test.items("image")]
+    return out
+
+
+def _details(test: TestRecord, report: Path | None, warnings: Mapping[str, int]) -> list[str]:
+    out: list[str] = []
+    for item in test.evidence:
+        if item.kind in ("decision", "figure", "export"):
+            continue
+        if item.kind == "image":
+            out += [f"  - ![{_cell(item.title)}]({_link(item.text, report)})", ""]
+            continue
+        if item.kind == "pane":
+            lines = clean_pane(item.text)
+        elif item.kind == "log":
+            lines = [x for x in item.text.splitlines() if _TIMESTAMP.sub("", x).strip() not in warnings]
+        else:
+            lines = item.text.strip().splitlines()
+        if not lines:
+            continue
+        out += [f"  - {item.kind} — {redact(item.title)}", "", "    ```"]
+        out += [f"    {line}" for line in redact("\n".join(lines[-15:])).splitlines()]
+        out += ["    ```", ""]
+    return out
+
+
+def _scenario_section(
+    letter: str, summary: ScenarioSummary, report: Path | None, warnings: Mapping[str, int]
+) -> list[str]:
+    out = [
+        f'<a id="{_anchor(letter)}"></a>',
+        "",
+        f"### {letter.upper()} — {summary.title}: {summary.result} · agents: {agents_cell(summary)}",
+        "",
+    ]
+    if not summary.tests:
+        return [*out, "Not run.", ""]
+    # full details for failed tests and for the one test whose decision heads the table
+    headline = next((t for t in summary.tests if t.outcome == "passed" and t.headline), None) or next(
+        (t for t in summary.tests if t.outcome == "passed" and t.decisions), None
+    )
+    for test in summary.tests:
+        on = "" if test.kinds == ["shell"] else f" on {', '.join(test.kinds)}"
+        said = " ".join(test.decisions) or test.reason
+        out.append(
+            f"- `{test.name}`{on} — **{test.outcome}** in {test.duration:.2f} s" + (f": {_cell(said)}" if said else "")
+        )
+        if test.outcome == "failed" or test is headline:
+            out += _details(test, report, warnings)
+        else:
+            out += [f"  - ![{_cell(i.title)}]({_link(i.text, report)})" for i in test.items("image")]
+    out.append("")
+    return out
+
+
 def render_json(
-    summaries: Mapping[str, ScenarioSummary], rows: Iterable[Criterion], *, live: bool, failures: int
+    summaries: Mapping[str, ScenarioSummary],
+    rows: Iterable[Criterion],
+    *,
+    live: bool,
+    failures: int,
+    run: RunInfo | None = None,
 ) -> str:
-    """The report for programs: per scenario its result and `agents`
-    (`{"shell": "passed", "claude": "failed", "codex": "not run"}`) with the counts behind them,
-    the acceptance criteria, and each scenario test's outcome and kinds. No evidence (the
-    Markdown has it); reasons are redacted."""
+    """The report for programs: the verdict, commit and mode; per scenario its result, deciding
+    sentence, figures and `agents` (`{"shell": "passed", "claude": "failed", "codex": "not run"}`)
+    with the counts behind them; the acceptance criteria (`met`: true, false or null when not
+    decided); each scenario test's outcome and kinds; the exported files. Reasons are redacted."""
+    rows = list(rows)
+    run = run or RunInfo(live=live, failures=failures)
     tests = {t.nodeid: t for s in summaries.values() for t in s.tests}
+    word, _ = verdict(summaries, rows, run)
     document: dict[str, Any] = {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "verdict": word.lower(),
+        "commit": run.commit or None,
         "mode": "live" if live else "embedded",
         "kinds": list(KINDS),
         "scenarios": {
@@ -293,13 +674,19 @@ def render_json(
                 "result": summary.result.lower(),
                 "tests": len(summary.tests),
                 "duration_s": round(summary.duration, 3),
+                "evidence": redact(summary.decision),
+                "figures": {k: {q: round(v, 6) for q, v in f.items()} for k, f in figures(summary).items()},
+                "missing_tools": summary.missing_tools,
                 "agents": summary.agents,
                 "agent_tests": {kind: summary.kind_counts(kind) for kind in summary.agents},
             }
             for letter, summary in summaries.items()
         },
         "criteria": [{"text": c.text, "met": c.met, "decided_by": redact(c.decided_by)} for c in rows],
+        "criteria_met": sum(c.met is True for c in rows),
+        "criteria_total": len(rows),
         "failures": failures,
+        "tests_run": run.tests_run or len(tests),
         "tests": [
             {
                 "nodeid": t.nodeid,
@@ -308,11 +695,30 @@ def render_json(
                 "outcome": t.outcome,
                 "duration_s": round(t.duration, 3),
                 "reason": redact(t.reason),
+                "decisions": t.decisions,
             }
             for t in tests.values()
         ],
+        "exports": [
+            {"title": e.title, "path": _link(e.text, run.report)}
+            for t in tests.values()
+            for e in t.evidence
+            if e.kind in ("export", "image")
+        ],
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def acceptance_line(rows: Sequence[Criterion], report: Path | str) -> str:
+    """`acceptance: 5/5 criteria met — report: reports/…md`, naming the unmet and undecided ones."""
+    met = sum(c.met is True for c in rows)
+    short = [c.text.split(" — ")[0] for c in rows]
+    unmet = [t for c, t in zip(rows, short, strict=True) if c.met is False]
+    undecided = [t for c, t in zip(rows, short, strict=True) if c.met is None]
+    tail = (f"; not met: {', '.join(unmet)}" if unmet else "") + (
+        f"; not decided: {', '.join(undecided)}" if undecided else ""
+    )
+    return f"acceptance: {met}/{len(rows)} criteria met{tail} — report: {report}"
 
 
 def json_path(report: Path) -> Path:

@@ -75,7 +75,7 @@ def pane_in(agent_pane, shell: str):
     return agent_pane(SESSION, shell=None if shell == "bash" else shell)
 
 
-def test_command_feedback(shell: str, case: Case, agent_pane, orchestrator_service) -> None:
+def test_command_feedback(shell: str, case: Case, agent_pane, orchestrator_service, tmuxagent_evidence) -> None:
     pane = pane_in(agent_pane, shell)
     service = orchestrator_service([pane])
 
@@ -110,6 +110,14 @@ def test_command_feedback(shell: str, case: Case, agent_pane, orchestrator_servi
     assert kinds == [("command_queued", command_id), ("command_dispatched", command_id), ("command_result", command_id)]
     result_event = events[-1]
     assert (result_event["exit_code"], result_event["status"]) == (case.exit_code, case.status)
+    latency = parse_iso_utc(result_event["ts"]) - parse_iso_utc(row.finished_at)
+    tmuxagent_evidence.figure("feedback_latency", latency)
+    tmuxagent_evidence.decide(
+        f"`{SESSION}` ({shell}) ran `{case.command}`: exit_code {row.exit_code} ({row.status}) in "
+        f"last_command_result {latency * 1000:.0f} ms after it exited, "
+        f'orchestrator_commands_total{{result="{case.status}"}} +1, 3 schema-valid audit events',
+        headline=(shell, case.exit_code) == ("bash", 7),
+    )
 
 
 def test_five_thousand_lines_keep_only_the_configured_tail(agent_pane, orchestrator_service) -> None:

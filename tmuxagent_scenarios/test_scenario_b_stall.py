@@ -24,7 +24,9 @@ STALL = {
 }
 
 
-def test_stalled_command_is_healed_alerted_and_cooled_down(agent_pane, orchestrator_service, wecom_mock) -> None:
+def test_stalled_command_is_healed_alerted_and_cooled_down(
+    agent_pane, orchestrator_service, wecom_mock, tmuxagent_evidence
+) -> None:
     pane = agent_pane(SESSION)
     service = orchestrator_service(
         [pane], settings=STALL, env=wecom_mock.env("webhook"), session_overrides={SESSION: {"retry_safe": True}}
@@ -62,6 +64,21 @@ def test_stalled_command_is_healed_alerted_and_cooled_down(agent_pane, orchestra
         if e["event"] == "command_dispatched" and parse_iso_utc(cooldown["ts"]) <= parse_iso_utc(e["ts"]) < until
     ]
     assert dispatched_during == []
+    dispatched = next(e for e in events if e["event"] == "command_dispatched" and e.get("command_id") == stuck)
+    detected = next(e for e in events if e["event"] == "stall_detected")
+    detect_s = parse_iso_utc(detected["ts"]) - parse_iso_utc(dispatched["ts"])
+    delivered = next(r.time for r in wecom_mock.requests if r.message and "命令卡顿" in r.message)
+    alert_s = delivered - parse_iso_utc(detected["ts"])
+    next_s = parse_iso_utc(nxt.started_at) - parse_iso_utc(row.finished_at)
+    tmuxagent_evidence.figure("stall_detection", detect_s)
+    tmuxagent_evidence.figure("stall_alert_delivery", alert_s)
+    tmuxagent_evidence.decide(
+        f"`sleep 600` stalled after {detect_s:.1f} s (timeout {STALL['stall_timeout_seconds']} s), was interrupted "
+        f"and retried once, ended `stalled` after {row.attempts} attempts; 命令卡顿 reached WeCom {alert_s:.1f} s "
+        f"after detection, and the next command ran {next_s:.1f} s later, after the "
+        f"{STALL['cooldown_seconds']} s cooldown",
+        headline=True,
+    )
 
 
 CHATTY = {

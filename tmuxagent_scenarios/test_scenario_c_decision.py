@@ -86,7 +86,7 @@ def pid_alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("kind", ["valid", "garbage", "hang"])
 def test_missing_api_key_blocker_gets_next_actions(
-    kind, agent_pane, orchestrator_service, fake_codex, wecom_mock
+    kind, agent_pane, orchestrator_service, fake_codex, wecom_mock, tmuxagent_evidence
 ) -> None:
     fake_codex.script([REPLIES[kind]])  # live: the real codex answers ("valid"); the other kinds skip
     fake = isinstance(fake_codex, FakeCodex)
@@ -112,6 +112,14 @@ def test_missing_api_key_blocker_gets_next_actions(
         assert CODEX_TIMEOUT <= elapsed < CODEX_TIMEOUT + 5
     [message] = wecom_mock.wait_for_messages(1)
     assert "下一步建议" in message and SESSION in message and recs[0]["title"] in message
+    delivered = next(r.time for r in wecom_mock.requests if r.message and "下一步建议" in r.message)
+    tmuxagent_evidence.figure("decision_to_delivery", delivered - time.time() + (time.monotonic() - started))
+    tmuxagent_evidence.decide(
+        f"Blocker {BLOCKER!r} ({kind} codex reply) got next_actions from source `{actions['source']}` in "
+        f"{elapsed:.1f} s, first recommendation {recs[0]['title']!r} ({recs[0]['priority']}), and 下一步建议 "
+        "reached WeCom",
+        headline=kind == "valid",
+    )
     if not fake:
         return
 

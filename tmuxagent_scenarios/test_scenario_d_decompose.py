@@ -92,7 +92,9 @@ def order(pane) -> list[str]:
 
 
 @pytest.mark.parametrize("variant", ["all-steps-pass", "a-step-fails"])
-def test_requirements_doc_drives_execution(variant, agent_pane, orchestrator_service, wecom_mock) -> None:
+def test_requirements_doc_drives_execution(
+    variant, agent_pane, orchestrator_service, wecom_mock, tmuxagent_evidence
+) -> None:
     pane = agent_pane(SESSION)
     fails = variant == "a-step-fails"
     sha = write_plan(pane, FAILING if fails else FIXED)
@@ -119,6 +121,12 @@ def test_requirements_doc_drives_execution(variant, agent_pane, orchestrator_ser
         assert "plan: 4/4 done (completed" in service.cli("status", SESSION).stdout
         assert service.status()["sessions"][0]["plan_progress"]["done"] == 4
         assert not service.metadata(SESSION).get("blockers")
+        tmuxagent_evidence.decide(
+            f"`requirements_doc` {DOC} became a task_decomposition of {len(plan['steps'])} steps "
+            f"({', '.join(s['id'] for s in plan['steps'])}) that ran to `completed`, dependencies first: "
+            f"order.log reads {' → '.join(order(pane))}",
+            headline=True,
+        )
         return
 
     # stop on failure: s3 failed, s2 and s4 never ran

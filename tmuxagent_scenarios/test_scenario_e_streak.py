@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.clock import parse_iso_utc
+
 pytestmark = pytest.mark.scenario_e
 
 SESSION = "weather/bot"
@@ -21,7 +23,9 @@ def heartbeats_pass(service, count: int = 5) -> None:
 
 
 @pytest.mark.parametrize("threshold", [1, 3])
-def test_failure_streak_alerts_once_blocks_and_resumes(threshold, agent_pane, orchestrator_service, wecom_mock) -> None:
+def test_failure_streak_alerts_once_blocks_and_resumes(
+    threshold, agent_pane, orchestrator_service, wecom_mock, tmuxagent_evidence
+) -> None:
     pane = agent_pane(SESSION)
     service = orchestrator_service(
         [pane], settings={"failure_alert_threshold": threshold}, env=wecom_mock.env("webhook"), start=False
@@ -51,6 +55,16 @@ def test_failure_streak_alerts_once_blocks_and_resumes(threshold, agent_pane, or
     assert len(wecom_mock.messages()) == 1  # one alert per streak, not one per failure
     events = [e["event"] for e in service.audit_events(session=SESSION)]
     assert events.count("session_blocked") == 1 and "session_unblocked" in events
+    last = service.command(failures[-1])
+    delivered = next(r.time for r in wecom_mock.requests if r.message and "命令连续失败" in r.message)
+    alert_s = delivered - parse_iso_utc(last.finished_at)
+    tmuxagent_evidence.figure("streak_to_alert", alert_s)
+    tmuxagent_evidence.decide(
+        f"{threshold} failure(s) in a row (threshold {threshold}) set orchestrator_failure_streak to {threshold} and "
+        f"blocked `{SESSION}`; one 命令连续失败 reached WeCom {alert_s * 1000:.0f} ms after the last failure, the "
+        f"{len(kept)} queued commands waited and ran in order after `tmux-agent unblock`",
+        headline=threshold == 3,
+    )
 
 
 def test_a_success_resets_the_streak(agent_pane, orchestrator_service, wecom_mock) -> None:

@@ -208,4 +208,11 @@ def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_veri
         "tmux-agent-orchestrator-replay --verify-db",
         replay_cli("--log", str(service.audit_log), "--verify-db", str(service.state_db)).stdout,
     )
-    tmuxagent_evidence.add("note", "dashboard screenshot", str(shot))
+    tmuxagent_evidence.decide(
+        f"A real Prometheus scraped the orchestrator: success rate {BOT} {success[BOT]:.2f} and {OPS} "
+        f"{success[OPS]:.2f}, failure rate {BOT} {failure[BOT]:.2f}, max queue depth 7, no alert on the healthy "
+        f"run, TmuxAgentFailureStreak firing for {OPS} alone after 3 failures; replay --verify-db found the DB "
+        "identical and caught a tampered copy",
+        headline=True,
+    )
+    assert shot.exists()

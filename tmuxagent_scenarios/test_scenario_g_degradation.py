@@ -5,6 +5,8 @@ delivers them when the channel works again — no restart, no secret in any log.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pytest_tmuxagent.waiting import wait_until
@@ -50,7 +52,9 @@ def degraded_lines(service) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", ["webhook", "app"])
-def test_removed_channel_degrades_then_recovers_and_flushes(mode, agent_pane, orchestrator_service, wecom_mock) -> None:
+def test_removed_channel_degrades_then_recovers_and_flushes(
+    mode, agent_pane, orchestrator_service, wecom_mock, tmuxagent_evidence
+) -> None:
     panes = [agent_pane("weather/bot"), agent_pane("weather/api")]
     service = orchestrator_service(panes, settings=FAST_NOTIFY)  # no WeCom variable anywhere
     streak_alert(service, "weather/bot")
@@ -64,8 +68,10 @@ def test_removed_channel_degrades_then_recovers_and_flushes(mode, agent_pane, or
     assert service.metrics.value("orchestrator_notifications_degraded") == 1.0
     assert wecom_mock.requests == []
 
+    restored = time.time()
     write_env(service, wecom_mock.env(mode))  # restore: no restart
     messages = wecom_mock.wait_for_messages(2, timeout=10)
+    first_s = min(r.time for r in wecom_mock.requests if r.message) - restored
     assert {m.split("\n")[0] for m in messages} == {"## 命令连续失败 · weather/bot", "## 命令连续失败 · weather/api"}
     wait_until(lambda: service.status()["notifications"]["state"] == "ok", timeout=10)
     assert service.metrics.wait_until_value("orchestrator_notifications_degraded", 0.0) == 0.0
@@ -74,6 +80,13 @@ def test_removed_channel_degrades_then_recovers_and_flushes(mode, agent_pane, or
     streak_alert(service, "weather/bot")  # later alerts flow too
     assert len(wecom_mock.wait_for_messages(3, timeout=10)) == 3
     assert_no_secret_leaked(service, wecom_mock)
+    tmuxagent_evidence.figure("degradation_to_delivery", first_s)
+    tmuxagent_evidence.decide(
+        f"With no WeCom variable the orchestrator kept running, logged `notifications degraded` once and held 2 "
+        f"alerts in the outbox; {first_s:.1f} s after the {mode} variables were restored (no restart) both were "
+        "delivered and a later alert flowed too, with no secret in any log",
+        headline=mode == "webhook",
+    )
 
 
 FAILURES = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +25,14 @@ from pytest_tmuxagent.registry import builtin
 
 PLAYBOOK = "tmuxagent_scenarios"
 SCENARIO_LETTERS = "".join(builtin())
+REPORT = Path("reports") / "orchestrator_real_world_test_report.md"  # under the folder validate runs in
+SOAK_DEFAULT = "10m"  # `--soak` without a value: the playbook's 10-minute export
+
+
+def report_file(args: argparse.Namespace) -> Path:
+    """Where validate's report goes: `--report`, else reports/… under the current folder —
+    always passed to pytest, so an ini `tmuxagent_report` (the test command's) never moves it."""
+    return Path(args.report).absolute() if getattr(args, "report", None) else Path.cwd() / REPORT
 
 
 def scenarios_dir(given: str | None = None) -> Path:
@@ -73,6 +82,8 @@ def pytest_argv(args: argparse.Namespace) -> list[str]:
         "-p",
         "no:cacheprovider",
         "-q",
+        "-o",
+        "console_output_style=classic",  # no [NN%] column beside the scenario lines
         "--tmuxagent-progress",
     ]
     exprs = [args.markexpr] if args.markexpr else []
@@ -87,19 +98,29 @@ def pytest_argv(args: argparse.Namespace) -> list[str]:
         argv += ["-n", str(workers)]
     if args.live:
         argv.append("--tmuxagent-live")
-    if args.report:
-        argv += ["--tmuxagent-report", str(Path(args.report).absolute())]
+    argv += ["--tmuxagent-report", str(report_file(args))]
+    soak = getattr(args, "soak", None)
+    if soak:
+        from pytest_tmuxagent.soak import parse_duration
+
+        try:
+            parse_duration(soak)
+        except ValueError as exc:
+            raise UserError(str(exc), key="--soak", fix="pass a duration like 20s, 10m or 1h") from None
+        argv += ["--tmuxagent-soak", soak]
     if args.allure:
         argv += ["--alluredir", str(Path(args.allure).absolute())]
     return argv
 
 
 def generate_allure_html(results: Path) -> Path | None:
-    """With the `allure` command (npm package, Allure Report 3) installed, render the HTML too."""
+    """With the `allure` command (npm package `allure`, Allure Report 3) installed, render the
+    HTML too, and say how to open it (a `file://` page cannot load its data: use `allure open`)."""
     allure = shutil.which("allure")
     if allure is None:
         print(
-            f"tmux-agent validate: `allure` not installed (npm install -g allure); allure-results are in {results}",
+            f"tmux-agent validate: allure results in {results}; `allure` is not installed "
+            "(npm package `allure`: npm install -g allure@3) — no HTML",
             flush=True,
         )
         return None
@@ -114,13 +135,46 @@ def generate_allure_html(results: Path) -> Path | None:
         print(f"tmux-agent validate: allure generate failed: {done.stderr.strip()[-500:]}", flush=True)
         return None
     print(f"tmux-agent validate: Allure HTML report in {output}", flush=True)
+    print(
+        f"tmux-agent validate: open it with `allure open {output}` (served over HTTP; file:// does not load)",
+        flush=True,
+    )
     return output
+
+
+def acceptance_summary(report: Path) -> str | None:
+    """The final line, from the report's JSON twin: `acceptance: 5/5 criteria met — report: …`."""
+    from pytest_tmuxagent.report import Criterion, acceptance_line, json_path
+
+    try:
+        data = json.loads(json_path(report).read_text(encoding="utf-8"))
+        rows = [Criterion(c["text"], c["met"], c["decided_by"]) for c in data["criteria"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        shown: Path | str = report.relative_to(Path.cwd())
+    except ValueError:
+        shown = report
+    return acceptance_line(rows, shown)
 
 
 def run_validation(args: argparse.Namespace) -> int:
     argv = pytest_argv(args)
+    report = report_file(args)
+    before = json_mtime(report)
     print("tmux-agent validate:", " ".join(argv[2:]), flush=True)
     code = subprocess.call(argv, cwd=os.getcwd(), env=os.environ.copy())
     if args.allure:
         generate_allure_html(Path(args.allure).absolute())
+    line = acceptance_summary(report) if json_mtime(report) != before else None
+    print(line or f"acceptance: not decided — pytest wrote no report (exit {code}); see the output above", flush=True)
     return code
+
+
+def json_mtime(report: Path) -> float | None:
+    from pytest_tmuxagent.report import json_path
+
+    try:
+        return json_path(report).stat().st_mtime
+    except OSError:
+        return None
