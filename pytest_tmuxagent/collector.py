@@ -200,6 +200,9 @@ class ReportCollector:
             json_path(self.written),
             render_json(summaries, rows, live=run.live, failures=failures, run=run),
         )
+        allure_dir = getattr(self.config.option, "allure_report_dir", None)
+        if allure_dir:
+            write_allure_extras(Path(allure_dir), run)
         unmet = [c.text for c in rows if c.met is False]
         if options.gate(self.config) and unmet and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -218,3 +221,30 @@ class ReportCollector:
         terminalreporter.line(f"report: {self.report_path()} (and {json_path(self.report_path()).name})")
         if self.rows and not self.progress:  # `tmux-agent validate` prints it as its own last line
             terminalreporter.line(acceptance_line(self.rows, self.report_path()))
+
+
+# Allure's categories: product failures (an assertion or a wait that timed out), harness errors
+# (a fixture or the plugin broke), tests skipped for a missing optional tool, other skips.
+ALLURE_CATEGORIES = [
+    {"name": "Product failures", "matchedStatuses": ["failed"]},
+    {"name": "Harness errors (setup, teardown, plugin)", "matchedStatuses": ["broken"]},
+    {"name": "Skipped: optional tool missing", "matchedStatuses": ["skipped"], "messageRegex": ".*missing tool: .*"},
+    {"name": "Skipped", "matchedStatuses": ["skipped"]},
+]
+
+
+def write_allure_extras(folder: Path, run: RunInfo) -> None:
+    """`environment.properties` (mode, commit, tool versions) and `categories.json` in the results."""
+    from .report import PACKAGES, _version, tmux_version
+
+    folder.mkdir(parents=True, exist_ok=True)
+    values = {
+        "mode": "live" if run.live else "embedded",
+        "commit": run.commit or "unknown",
+        "tmux": tmux_version(),
+        **{name: _version(name) for name in PACKAGES},
+    }
+    (folder / "environment.properties").write_text(
+        "".join(f"{k}={v.replace(chr(10), ' ')}\n" for k, v in values.items()), encoding="utf-8"
+    )
+    (folder / "categories.json").write_text(json.dumps(ALLURE_CATEGORIES, indent=2), encoding="utf-8")

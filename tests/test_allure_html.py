@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import re
 import shutil
 import subprocess
@@ -31,7 +32,8 @@ CHROMIUM_FLAGS = [
 def required(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.fail(f"`{tool}` is not installed; .ci/run installs it (allure: npm -g allure; chromium: apt)")
+        package = "npm package `allure` (npm install -g allure@3)" if tool == "allure" else f"Debian package `{tool}`"
+        pytest.skip(f"missing tool: {tool} — install the {package}")
     return path
 
 
@@ -75,3 +77,29 @@ def test_allure_html_lists_the_seven_scenarios(pytester: pytest.Pytester, tmp_pa
         server.server_close()
     for scenario in BUILTIN_SCENARIOS:
         assert scenario.feature in text, text[:2000]
+
+
+def test_allure_results_carry_environment_categories_and_image_attachments(pytester: pytest.Pytester) -> None:
+    png = (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4"
+        b"\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82"
+    )
+    (pytester.path / "shot.png").write_bytes(png)
+    pytester.makepyfile(
+        test_playbook="""
+import pytest
+
+@pytest.mark.scenario_a
+def test_a(tmuxagent_evidence):
+    tmuxagent_evidence.image("shot.png", "dashboard screenshot")
+    tmuxagent_evidence.decide("it worked")
+"""
+    )
+    assert pytester.runpytest_subprocess("--alluredir", "allure-results", "--tmuxagent-report", "r.md").ret == 0
+    results = pytester.path / "allure-results"
+    props = (results / "environment.properties").read_text()
+    assert "mode=embedded" in props and "commit=" in props
+    names = [c["name"] for c in json.loads((results / "categories.json").read_text())]
+    assert "Product failures" in names and "Skipped: optional tool missing" in names
+    [result] = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    assert any(a["type"] == "image/png" for a in result["attachments"])

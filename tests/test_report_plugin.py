@@ -180,3 +180,64 @@ def test_shell_only_scenarios_say_so_and_the_json_twin_is_written(pytester: pyte
     assert all(s["agents"]["shell"] == "passed" for s in data["scenarios"].values())
     assert [c["met"] for c in data["criteria"]] == [True] * 5
     assert "SUPERSECRET" not in (pytester.path / "report.json").read_text()
+
+
+# verdict, evidence sentences, figures, warnings, not decided -------------------------------------
+
+DECIDING = """
+import pytest
+
+@pytest.mark.scenario_a
+@pytest.mark.parametrize("ms", [10, 20, 30])
+def test_a(ms, tmuxagent_evidence):
+    tmuxagent_evidence.figure("feedback_latency", ms / 1000)
+    tmuxagent_evidence.decide(f"`(exit 7)` gave exit_code 7 in {ms} ms", headline=ms == 20)
+    tmuxagent_evidence.add("log", "orchestrator warnings", "2026-01-01 00:00:00,000 WARNING x: no WeCom channel")
+    tmuxagent_evidence.add("pane", "screen tail", "$ . /tmp/x/run/cmd-12.sh\\n(exit 7)\\n$   \\n\\n")
+
+@pytest.mark.scenario_f
+def test_f_prometheus_alerts():
+    pytest.skip("missing tool: prometheus — install the Debian package `prometheus`")
+
+@pytest.mark.scenario_f
+def test_f_replay(tmuxagent_evidence):
+    tmuxagent_evidence.decide("replay matched the DB")
+"""
+
+
+def test_verdict_first_evidence_sentences_figures_and_not_decided(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_deciding=DECIDING)
+    result = pytester.runpytest_subprocess("--tmuxagent-report", "report.md", "--tmuxagent-gate")
+    assert result.ret == 0, result.stdout.str()  # not decided is not a failure
+    report = read_report(pytester)
+    first = report.split("\n\n")[1]
+    assert first.startswith("**Verdict: NOT DECIDED.**") and "commit `" in first and "embedded mode" in first
+    assert "prometheus not installed" in first
+    row_a = next(line for line in report.splitlines() if line.startswith("| A "))
+    assert "`(exit 7)` gave exit_code 7 in 20 ms. [→](#scenario-a)" in row_a  # the headline, whole
+    row_f = next(line for line in report.splitlines() if line.startswith("| F "))
+    assert "| skipped |" in row_f and "prometheus not installed" in row_f
+    assert "| A | feedback latency (command exit → result recorded) | 3 | 20 ms | 29 ms | 30 ms |" in report
+    assert "| 指标无红色告警 — no alert firing on a healthy run | ⚪ not decided |" in report
+    assert "| Replay 审计完整 — audit replay complete | ✅ met |" in report
+    assert "❌" not in report
+    assert "| 3× | WARNING x: no WeCom channel |" in report and report.count("no WeCom channel") == 1
+    assert "cmd-12.sh" not in report
+    assert "## What this run did not prove" in report and "skipped ×1: missing tool: prometheus" in report
+    assert "the unit and integration suite (`tests/`) was not part of this run" in report
+    result.stdout.fnmatch_lines(
+        ["acceptance: 2/5 criteria met; not decided: 七大场景全部通过, 指标无红色告警, 通知链路稳定* — report: *"]
+    )
+    data = json.loads((pytester.path / "report.json").read_text())
+    assert data["verdict"] == "not decided" and data["criteria"][1]["met"] is None
+    assert data["scenarios"]["a"]["figures"]["feedback_latency"]["n"] == 3
+
+
+def test_progress_mode_prints_one_clean_line_per_scenario(pytester: pytest.Pytester) -> None:
+    scenario_file(pytester, fail="c")
+    result = pytester.runpytest_subprocess("--tmuxagent-report", "report.md", "--tmuxagent-progress", "-n", "2")
+    out = result.stdout.str()
+    for letter in "ABDEFG":
+        assert out.count(f"[scenario {letter}] passed  1 passed in") == 1, out
+    assert "[scenario C] FAILED  test_c — AssertionError: induced failure in scenario c" in out
+    assert ".[scenario" not in out and "F[scenario" not in out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 from pathlib import Path
 
 from orchestrator.cli.validate import pytest_argv, scenarios_dir
@@ -40,8 +41,12 @@ def validate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_all_scenarios_passing_exits_zero(tmp_path: Path) -> None:
     result = validate(tmp_path, "--scenarios-dir", str(playbook(tmp_path / "scenarios")))
     assert result.returncode == 0, result.stdout[-2000:]
-    assert "[scenario G] passed" in result.stdout  # a progress line per scenario test
+    assert "[scenario G] passed  1 passed in" in result.stdout  # one clean line per scenario
+    assert ".[scenario" not in result.stdout and "[100%]" not in result.stdout  # no pytest dots or column
     assert (tmp_path / "report.md").read_text().count("✅ met") == 5
+    assert (
+        result.stdout.rstrip().splitlines()[-1] == "acceptance: 5/5 criteria met — report: report.md"
+    )  # relative to the folder it ran in
 
 
 def test_an_induced_failure_fails_validate_and_shows_in_the_report(tmp_path: Path) -> None:
@@ -59,7 +64,7 @@ def test_an_unknown_scenario_letter_exits_2(tmp_path: Path) -> None:
 
 def args(**given: object) -> argparse.Namespace:
     defaults: dict[str, object] = dict(
-        scenarios_dir=None, markexpr=None, scenario=[], workers=None, live=False, report=None, allure=None
+        scenarios_dir=None, markexpr=None, scenario=[], workers=None, live=False, report=None, allure=None, soak=None
     )
     return argparse.Namespace(**{**defaults, **given})
 
@@ -78,3 +83,75 @@ def test_the_whole_playbook_is_gated_and_a_folder_replaces_the_package(tmp_path:
     assert "--tmuxagent-gate" in pytest_argv(args())
     argv = pytest_argv(args(scenarios_dir=str(tmp_path)))
     assert "--pyargs" not in argv and str(tmp_path) in argv
+
+
+def test_validate_always_names_its_report_so_the_ini_of_the_test_command_cannot_move_it(tmp_path: Path) -> None:
+    argv = pytest_argv(args())
+    assert argv[argv.index("--tmuxagent-report") + 1] == str(
+        Path.cwd() / "reports" / "orchestrator_real_world_test_report.md"
+    )
+    assert "--tmuxagent-soak" not in argv
+    soak = pytest_argv(args(soak="10m"))
+    assert soak[soak.index("--tmuxagent-soak") + 1] == "10m"
+
+
+def test_soak_without_a_value_means_ten_minutes_and_a_bad_duration_exits_2(tmp_path: Path) -> None:
+    from orchestrator.cli.main import build_parser
+
+    parsed = build_parser().parse_args(["validate", "--soak"])
+    assert parsed.soak == "10m"
+    result = validate(tmp_path, "--soak", "ten minutes")
+    assert result.returncode == 2 and "bad duration" in result.stderr
+
+
+def test_a_twenty_second_soak_exports_csv_and_png_linked_from_its_report(tmp_path: Path) -> None:
+    """The playbook's 四.2 export, shortened: a real Prometheus, a mixed workload, range queries
+    as CSV and one PNG beside the report. Skips (one line) without Debian's `prometheus`."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("prometheus") is None:
+        pytest.skip("missing tool: prometheus — install the Debian package `prometheus`")
+    report = tmp_path / "soak" / "report.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tmuxagent",
+            "--pyargs",
+            "tmuxagent_scenarios",
+            "-k",
+            "soak",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--tmuxagent-soak",
+            "20s",
+            "--tmuxagent-report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    text = report.read_text()
+    folder = report.parent / "report_files" / "soak"
+    for name in (
+        "success_rate",
+        "failure_rate",
+        "queue_depth",
+        "feedback_latency",
+        "stalls",
+        "notifications",
+        "session_states",
+    ):
+        assert f"](report_files/soak/{name}.csv)" in text
+        assert (folder / f"{name}.csv").read_text().startswith("time_s,series,value,unit,expr")
+    assert "![soak: 20 s of Prometheus range queries](report_files/soak/soak.png)" in text
+    assert (folder / "soak.png").stat().st_size > 10_000
+    assert "A 20 s mixed soak sent" in text
