@@ -144,7 +144,7 @@ def run_workload(
             outage(False)
             restored = True
         session = rng.choice(list(sessions))
-        if rng.random() < 0.08:
+        if rng.random() < 0.08 or (done.bursts == 0 and share >= 0.1):  # at least one queue build-up
             for i in range(5):
                 done.ids.append(service.send(session, f"echo burst {i}; sleep 0.6"))
             done.bursts += 1

@@ -18,6 +18,7 @@ from orchestrator.cli.doctor_checks import (
     check_log_dir,
     check_metrics_port,
     check_openai_key,
+    check_optional_tools,
     check_proxies,
     check_wecom,
 )
@@ -54,6 +55,7 @@ def run_checks(args: argparse.Namespace) -> list[CheckResult]:
         lambda: check_db(config.state_db),
         lambda: check_log_dir(config.log_dir),
         lambda: check_proxies(env),
+        check_optional_tools,
     ]
     for check in checks:
         outcome = check()

@@ -1,5 +1,6 @@
 """`tmux-agent doctor`'s result line and its checks of the environment around the agents: the
-OpenAI key, WeCom, the metrics and dashboard ports, the state DB, the log dir and the proxies."""
+OpenAI key, WeCom, the metrics and dashboard ports, the state DB, the log dir, the proxies, and
+the optional tools of the playbook (prometheus, promtool, chromium, allure: warnings, not failures)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sqlite3
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -215,3 +217,39 @@ def check_proxies(env: dict[str, str]) -> list[CheckResult]:
             )
         )
     return out
+
+
+# Optional tools: the playbook runs without them, but the tests that need them skip and the report
+# marks what they decide "not decided". tool -> (what needs it, the package that brings it)
+OPTIONAL_TOOLS = {
+    "prometheus": ("scenario F's real Prometheus and the soak export", "Debian package `prometheus`"),
+    "promtool": ("`promtool check metrics` / alert-rule tests", "Debian package `prometheus`"),
+    "chromium": ("dashboard screenshots and browser tests", "Debian package `chromium`"),
+    "allure": ("`tmux-agent validate --allure` HTML", "npm package `allure` (npm install -g allure@3)"),
+}
+
+
+def check_optional_tools(which: Callable[[str], str | None] | None = None) -> list[CheckResult]:
+    """One line per optional tool: found (where), or a warning naming the package (never a failure)."""
+    import shutil
+
+    find = which or shutil.which
+    results = []
+    for tool, (needed_for, package) in OPTIONAL_TOOLS.items():
+        path = find(tool)
+        if tool == "chromium" and path is None:
+            chromium = os.environ.get("TMUXAGENT_CHROMIUM", "/usr/bin/chromium")
+            path = chromium if Path(chromium).exists() else None
+        if path:
+            results.append(CheckResult(f"opt:{tool}", True, f"{path} ({needed_for})"))
+        else:
+            results.append(
+                CheckResult(
+                    f"opt:{tool}",
+                    True,
+                    f"not found — optional, for {needed_for}; those tests skip",
+                    f"install the {package}",
+                    warn=True,
+                )
+            )
+    return results
