@@ -6,7 +6,8 @@ Two backends answer the same `AIRequest`:
   stdin, asks for JSON matching our schema (`--output-schema FILE`) and reads the final
   message from `-o FILE` (or from the `--json` event stream when `json_events` is on). `bin`
   may be a shell string (`. ~/.proxy-on.sh && proxychains4 -q codex`); it then runs under
-  bash in its own process group, so a timeout kills the whole pipeline.
+  bash. Either way it leads its own process group, so a timeout kills the whole pipeline, and
+  the group dies with the orchestrator, even by SIGKILL (`adapters/children.py`).
 * `openai` calls the Chat Completions API through the `openai` package with structured output
   (`response_format` json_schema, strict) against the same schema; the base URL is
   configurable (`[ai] openai_base_url`, else `OPENAI_BASE_URL`).
@@ -34,6 +35,7 @@ from typing import Any, Literal, Protocol
 
 import jsonschema
 
+from orchestrator.adapters.children import die_with_parent, marked_env, start_group_watcher, stop_group
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.config import CodexConfig, OrchestratorSettings
 from orchestrator.payloads import ERROR_KINDS as ERROR_KINDS  # re-exported: the kinds every AIError has
@@ -199,11 +201,13 @@ class CodexBackend:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=cwd,
-                env=env,
-                start_new_session=True,
+                env=marked_env(env),  # a restart reaps it by this mark if we die without a word
+                process_group=0,  # its own group (in our session, so the watcher may join it): killed as one
+                preexec_fn=die_with_parent(),  # SIGKILL when we die, even by SIGKILL
             )
         except OSError as exc:  # vanished or lost its execute bit since the PATH lookup
             raise AIError("missing_binary", f"cannot run {argv[0]}: {exc.strerror}") from None
+        watcher = start_group_watcher(proc.pid)  # kills the rest of the group (a pipeline, codex's children) with us
         with self._lock:
             self._running.add(proc)
         try:
@@ -212,6 +216,7 @@ class CodexBackend:
             _kill_group(proc)
             raise AIError("timeout", f"no answer within {timeout:g}s (killed)") from None
         finally:
+            stop_group(proc.pid, watcher)  # nothing the call started outlives it
             with self._lock:
                 self._running.discard(proc)
         return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), proc.returncode

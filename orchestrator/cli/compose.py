@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.adapters.children import reap_orphans
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.adapters.metrics_recorder import MetricsRecorder
 from orchestrator.adapters.panes import PaneDirectory
@@ -60,6 +61,7 @@ def build_orchestrator(
 ) -> Orchestrator:
     clock = clock or SystemClock()
     bus = bus or EventBus()
+    reap_orphans()  # AI subprocesses a killed orchestrator left behind (logged when there were any)
     settings = config.settings
     names = [s.name for s in config.sessions]
     panes = PaneDirectory(tmux, config.sessions)
