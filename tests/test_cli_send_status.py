@@ -5,6 +5,7 @@ session's state, its running command and the orchestrator's heartbeat, and never
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -92,10 +93,11 @@ def test_a_stale_heartbeat_is_no_orchestrator(idle: OrchestratorService) -> None
 @pytest.mark.parametrize(("state", "shown"), [(None, "in no reported state"), ("working", "working"), (3, "in no")])
 def test_reply_is_refused_unless_the_session_waits_for_input(idle: OrchestratorService, state: Any, shown: str) -> None:
     if state is not None:
-        idle.meta_set(SESSION, "state", state)
+        store_raw(idle, SESSION, {"state": state})
     result = idle.cli("reply", SESSION, "--", "yes", check=False)
     assert result.returncode == 2
-    [line] = result.stderr.splitlines()
+    *warnings, line = result.stderr.splitlines()  # a stored state that does not fit is warned about
+    assert all("treated as absent" in w for w in warnings)
     assert SESSION in line and f"is {shown}" in line and "not waiting_input" in line
     assert "pending_reply" not in idle.metadata(SESSION)
 
@@ -115,6 +117,17 @@ def test_reply_queues_the_text_for_the_orchestrator(idle: OrchestratorService) -
 
 
 # status ----------------------------------------------------------------------------------------
+def store_raw(service: OrchestratorService, session: str, changes: dict[str, Any]) -> None:
+    """Write metadata straight into the DB, around `meta set`'s schema check (as an older version
+    or a hand-edited DB would): readers must cope with whatever is stored."""
+    store = service.store()
+    try:
+        store.ensure_session(session, "")
+        store.update_metadata(session, changes)
+    finally:
+        store.close()
+
+
 def status_json(service: OrchestratorService) -> dict[str, Any]:
     [session] = service.status()["sessions"]
     return dict(session)
@@ -166,7 +179,9 @@ def test_status_shows_state_running_command_output_and_question(idle: Orchestrat
     assert "  state: waiting_input — a y/N prompt" in text
     assert f"  running: #{command_id} for 4" in text and "    | building" in text
     assert "  question: Deploy? [y/N]" in text and f"tmux-agent reply {SESSION} -- TEXT" in text
-    assert "  orchestrator heartbeat 3s ago" in text or "  orchestrator heartbeat 4s ago" in text
+    # written 3 s before status ran; status is a fresh process, slow on a loaded machine
+    ago = re.search(r"  orchestrator heartbeat (\d+)s ago", text)
+    assert ago is not None and 3 <= int(ago.group(1)) < 15
 
 
 def test_status_says_when_the_heartbeat_is_stale_or_missing(idle: OrchestratorService) -> None:
@@ -191,8 +206,7 @@ def test_odd_metadata_is_shown_as_absent_never_a_traceback(idle: OrchestratorSer
         "task_decomposition": {"steps": "none"},
         "blocked": "yes",
     }
-    for key, value in odd.items():
-        idle.meta_set(SESSION, key, value)
+    store_raw(idle, SESSION, odd)
     store = idle.store()
     try:
         command_id = store.enqueue(SESSION, "sleep 1")
@@ -200,9 +214,13 @@ def test_odd_metadata_is_shown_as_absent_never_a_traceback(idle: OrchestratorSer
     finally:
         store.close()
     text = idle.cli("status")
-    assert text.returncode == 0 and text.stderr == ""
+    assert text.returncode == 0 and "Traceback" not in text.stderr
+    # one warning per stored value that does not fit, naming the key and how to fix it
+    warned = text.stderr.splitlines()
+    assert warned and all("treated as absent" in line and "tmux-agent meta set" in line for line in warned)
     assert "  state: (not reported)" in text.stdout and "  no orchestrator heartbeat" in text.stdout
-    assert f"  running: #{command_id}  sleep 1" in text.stdout and "a1 t" in text.stdout
+    assert f"  running: #{command_id}  sleep 1" in text.stdout
+    assert "a1 t" not in text.stdout  # next_actions does not fit its schema: absent, not half shown
     session = status_json(idle)
     assert (session["state"], session["state_detail"], session["question"]) == (None, None, None)
     assert session["running"]["elapsed_s"] is None and session["running"]["output_tail"] is None
@@ -321,11 +339,13 @@ def test_an_agent_without_a_finished_turn_and_odd_results(agents: OrchestratorSe
     assert (agent["last_reply"], agent["last_tools"], agent["running"], agent["question"]) == (None, None, None, None)
     text = agents.cli("status", AGENT).stdout
     assert "  kind: agent  provider: codex" in text and "reply:" not in text and "tools:" not in text
-    agents.meta_set(
-        AGENT, "last_command_result", {"command_id": 1, "command": "p", "reply": 5, "tools": ["x", {"name": 3}]}
+    store_raw(
+        agents,
+        AGENT,
+        {"last_command_result": {"command_id": 1, "command": "p", "reply": 5, "tools": ["x", {"name": 3}]}},
     )
     agent = sessions_json(agents)[AGENT]
-    assert agent["last_reply"] is None and agent["last_tools"] == [{"name": "?", "command": None}]
+    assert agent["last_reply"] is None and agent["last_tools"] is None  # a result that does not fit is absent
     agents.meta_set(AGENT, "last_command_result", {"command_id": 2, "command": "p", "reply": "", "tools": []})
     result = agents.cli("status", AGENT)
     assert result.returncode == 0 and "  reply: (empty)" in result.stdout and "  tools: none" in result.stdout
@@ -364,3 +384,18 @@ def test_approve_without_a_pending_request_is_one_line_and_exit_2(idle: Orchestr
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert "not waiting_approval: nothing to approve" in line and "SESSION" in line
+
+
+def test_a_secret_typed_into_a_command_is_masked_in_status_but_kept_in_the_queue(idle: OrchestratorService) -> None:
+    secret = "sk-live-0123456789abcdefghijklmn"
+    store = idle.store()
+    try:
+        store.ensure_session(SESSION, idle.panes[0].target)
+        queued = store.enqueue(SESSION, f"export OPENAI_API_KEY={secret}; make deploy")
+        assert store.command(queued).command.endswith("make deploy") and secret in store.command(queued).command  # type: ignore[union-attr]
+    finally:
+        store.close()
+    session = status_json(idle)
+    shown = json.dumps({k: session[k] for k in ("queued", "recent")})
+    assert secret not in shown and "make deploy" in shown
+    assert secret not in idle.cli("status", SESSION).stdout

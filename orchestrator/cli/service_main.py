@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     for kind in FAULT_KINDS:
         metrics.state_db_errors.labels(kind=kind)
     store.faults.listeners.append(lambda kind: metrics.state_db_errors.labels(kind=kind).inc())
-    audit = AuditLog(config.audit_log, on_write_error=lambda exc: metrics.audit_write_errors.inc())
+    audit = AuditLog.for_service(config.audit_log, on_write_error=lambda exc: metrics.audit_write_errors.inc())
     notifier = Notifier(
         outbox=Outbox(store),
         env=EnvSource(config.settings.env_file),
@@ -91,6 +91,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     finally:
         notifier.stop()
         orchestrator.close()
+        audit.close()
         server.shutdown()
         store.close()
     return 0

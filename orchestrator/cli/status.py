@@ -18,6 +18,7 @@ from orchestrator.clock import SystemClock, parse_iso_utc
 from orchestrator.config import Config, clean_metadata
 from orchestrator.envfile import EnvSource
 from orchestrator.model import CommandRow
+from orchestrator.redact import redact, redact_obj
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.outbox import Outbox
 from orchestrator.state.store import StateStore
@@ -37,7 +38,7 @@ def _open(args: argparse.Namespace) -> tuple[Config, StateStore, AuditLog]:
 def _metadata(store: StateStore, session: str) -> dict[str, Any]:
     """The session's metadata as the product reads it: a stored value that does not fit the schema
     is absent (with one warning on stderr)."""
-    return clean_metadata(store.metadata(session), session, warn=_warn)
+    return clean_metadata(store.raw_metadata(session), session, warn=_warn)
 
 
 # a running orchestrator writes every session's `orchestrator_heartbeat` about every 2 s
@@ -169,7 +170,7 @@ def _running_report(row: CommandRow | None, live: Mapping[str, Any], now: float)
     started = _timestamp(row.started_at)
     return {
         "id": row.id,
-        "command": row.command,
+        "command": redact(row.command),
         "started_at": row.started_at,
         "elapsed_s": None if started is None else round(max(0.0, now - started), 1),
         "output_tail": _text(live.get("output_tail")),
@@ -208,7 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     shown: dict[str, dict[str, Any]] = {}
     for name in names:
-        raw = store.metadata(name)
+        raw = store.raw_metadata(name)
         metadata = shown[name] = clean_metadata(raw, name, warn=_warn)
         session = config.session(name)
         row = running_rows.get(name)
@@ -223,8 +224,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "provider": session.provider,
                 "metadata": raw,  # the whole stored object, values that do not fit included
                 "queue_depth": depths.get(name, 0),
-                "queued": [{"id": r.id, "command": r.command} for r in store.queued(name)],
-                "recent": [r.as_dict() for r in store.commands(name, limit=args.limit)],
+                "queued": [{"id": r.id, "command": redact(r.command)} for r in store.queued(name)],
+                "recent": [redact_obj(r.as_dict()) for r in store.commands(name, limit=args.limit)],
                 "plan_progress": plan_progress(metadata.get("task_decomposition")),
                 "state": state,
                 "state_detail": _text(metadata.get("state_detail")),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
+from orchestrator.config import clean_metadata
 from orchestrator.errors import UserError
 from orchestrator.model import CommandResult, CommandRow
 
@@ -310,6 +311,13 @@ class StateStore:
             return [r["name"] for r in db.execute("SELECT name FROM sessions ORDER BY name")]
 
     def metadata(self, name: str) -> dict[str, Any]:
+        """The session's metadata as readers may trust it: a known key whose stored value does not
+        fit the shipped schema (written around `tmux-agent meta set`, or by an older version) is
+        left out, with one warning per key (`orchestrator.config.clean_metadata`)."""
+        return clean_metadata(self.raw_metadata(name), name)
+
+    def raw_metadata(self, name: str) -> dict[str, Any]:
+        """The metadata exactly as stored (for showing it to the person who must fix it)."""
         with self._reading() as db:
             row = db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
         return _metadata_dict(row)
@@ -340,7 +348,8 @@ class StateStore:
     def increment_metadata(self, name: str, key: str, by: int = 1) -> int:
         with self.transaction() as db:
             row = db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
-            value = int(_metadata_dict(row).get(key) or 0) + by
+            stored = clean_metadata(_metadata_dict(row), name).get(key)
+            value = (stored if isinstance(stored, int) and not isinstance(stored, bool) else 0) + by
             self._update_metadata(db, name, {key: value})
             return value
 
