@@ -177,7 +177,8 @@ def test_status_shows_state_running_command_output_and_question(idle: Orchestrat
 
     text = idle.cli("status").stdout
     assert "  state: waiting_input — a y/N prompt" in text
-    assert f"  running: #{command_id} for 4" in text and "    | building" in text
+    elapsed = re.search(rf"  running: #{command_id} for (\d+)s", text)  # started 42 s before status ran
+    assert elapsed is not None and 42 <= int(elapsed.group(1)) < 90 and "    | building" in text
     assert "  question: Deploy? [y/N]" in text and f"tmux-agent reply {SESSION} -- TEXT" in text
     # written 3 s before status ran; status is a fresh process, slow on a loaded machine
     ago = re.search(r"  orchestrator heartbeat (\d+)s ago", text)
@@ -233,7 +234,8 @@ def test_status_of_a_real_running_command(
     service = orchestrator_service([agent_pane(SESSION)])
     command_id = service.send(SESSION, "sleep 30")
     wait_until(lambda: (row := service.command(command_id)) is not None and row.status == "running", timeout=15)
-    session = wait_until(lambda: (s := status_json(service))["heartbeat"]["fresh"] and s["running"] and s, timeout=15)
+    # each status is a fresh CLI process: seconds apiece on a loaded machine
+    session = wait_until(lambda: (s := status_json(service))["heartbeat"]["fresh"] and s["running"] and s, timeout=60)
     assert session["running"]["id"] == command_id and session["running"]["command"] == "sleep 30"
     assert session["running"]["elapsed_s"] >= 0
     text = service.cli("status").stdout
@@ -308,7 +310,7 @@ def test_status_of_an_agent_shows_provider_prompt_reply_tools_and_question(agent
         assert key in agent
     assert (agent["kind"], agent["provider"], agent["state"]) == ("agent", "codex", "waiting_input")
     assert agent["running"]["id"] == running_id and agent["running"]["command"] == "Deploy to which environment?"
-    assert 75 <= agent["running"]["elapsed_s"] < 100
+    assert 75 <= agent["running"]["elapsed_s"] < 140  # started 75 s before; the CLI is slow under load
     assert agent["question"] == "staging or prod?"
     assert agent["last_reply"] == REPLY  # whole in --json
     assert agent["last_tools"] == [
@@ -322,7 +324,9 @@ def test_status_of_an_agent_shows_provider_prompt_reply_tools_and_question(agent
     text = agents.cli("status", AGENT).stdout
     assert "  kind: agent  provider: codex" in text
     assert "  state: waiting_input — codex asks a question" in text
-    assert f"  prompt: #{running_id} for 1m1" in text and "Deploy to which environment?" in text
+    assert (
+        re.search(rf"  prompt: #{running_id} for (1m[1-5]\ds|2m\d+s)", text) and "Deploy to which environment?" in text
+    )
     assert "  question: staging or prod?  (answer: tmux-agent reply weather/agent -- TEXT)" in text
     assert f"  last: #{done} succeeded 10.0s  List the files and explain them" in text
     [reply] = [line for line in text.splitlines() if line.startswith("  reply: ")]

@@ -494,3 +494,22 @@ def test_a_question_that_starts_between_liveness_rounds_is_still_not_a_stall(tmp
     rig.advance(0.7)  # 10.5 s without output: past the timeout, not a liveness round
     assert rig.driver.interrupts == []
     assert rig.store.metadata(S)["state"] == "waiting_input"
+
+
+def test_the_question_is_in_metadata_before_the_state_says_waiting_input(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    seen: list[object] = []
+    original = rig.store.update_metadata
+
+    def spy(name: str, changes: dict[str, object]) -> None:
+        original(name, changes)
+        if changes.get("state") == "waiting_input":
+            running = rig.store.metadata(name).get("running")
+            seen.append(running.get("question") if isinstance(running, dict) else None)
+
+    rig.store.update_metadata = spy  # type: ignore[method-assign]
+    cid = rig.send("read -p 'continue? [y/N] ' ans")
+    rig.sup.step()
+    rig.driver.asking.add(cid)
+    rig.advance(1.0)
+    assert seen == ["continue? [y/N]"]

@@ -134,8 +134,9 @@ class RunningWatch:
         if waiting and running.waiting_since is None:
             running.waiting_since = self.sup.clock.monotonic()
             question = redact(self._driver(state).question(running.row.id))
-            self.sup.set_state(state, "waiting_input", question)
+            # the question first (metadata `running.question`), then the state a reader acts on
             self.sup.bus.publish(InputRequested(state.config.name, running.row, question))
+            self.sup.set_state(state, "waiting_input", question)
         elif not waiting and running.waiting_since is not None:
             self._input_answered(state)
 
