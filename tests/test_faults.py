@@ -58,6 +58,14 @@ from tests.test_shell_panes import (
 S = "weather/bot"
 
 
+def results_landed(service: Any, expected: dict[int, int]) -> None:
+    """Exactly `expected` command_result audit lines per command. The audit line follows the DB
+    commit of the result, so the last one may land a moment after `wait_result` returned: wait for
+    the count to reach it, then check nothing more came."""
+    wait_until(lambda: len(results_per_command(service)) >= len(expected), timeout=10, message="the audit lines")
+    assert results_per_command(service) == expected
+
+
 # helpers ---------------------------------------------------------------------------------------
 def headers(pane: AgentPane, command_id: int) -> int:
     """How often the pane shows the header of command `command_id` (once per run of it)."""
@@ -162,7 +170,7 @@ def test_tmux_server_killed_mid_command_cancels_it_and_keeps_the_next_queued(
     done = service.wait_result(next_id, timeout=20)
     assert (done.status, done.exit_code, done.attempts) == ("succeeded", 0, 1)
     assert lines_of(back.workdir / "back.log") == ["back"]
-    assert results_per_command(service) == {long_id: 1, next_id: 1}
+    results_landed(service, {long_id: 1, next_id: 1})
     session_meta(service, S, "idle")
 
 
@@ -200,7 +208,7 @@ def test_pane_closed_mid_command_cancels_it_and_keeps_the_next_queued(
     done = service.wait_result(next_id, timeout=20)
     assert (done.status, done.attempts) == ("succeeded", 1)
     assert lines_of(back.workdir / "back.log") == ["back"]
-    assert results_per_command(service) == {long_id: 1, next_id: 1, spare_id: 1}
+    results_landed(service, {long_id: 1, next_id: 1, spare_id: 1})
 
 
 # 3 — SIGKILL of the orchestrator mid-command, 5 queued behind it ----------------------------------
@@ -247,7 +255,7 @@ def test_sigkill_mid_command_with_five_queued_then_restart_runs_each_once(
     rows = [service.wait_result(i, timeout=20) for i in queued]
     assert [(r.status, r.attempts) for r in rows] == [("succeeded", 1)] * 5
     assert lines_of(ran) == ["mid-done"] + [f"q-{i}" for i in range(5)]
-    assert results_per_command(service) == {i: 1 for i in [mid, *queued]}
+    results_landed(service, {i: 1 for i in [mid, *queued]})
     assert dispatches(service, mid) == 1  # typed once, before the kill; never again
     wait_until(lambda: headers(pane, queued[-1]) == 1, timeout=10)
     assert [headers(pane, i) for i in [mid, *queued]] == [1] * 6

@@ -66,7 +66,7 @@ def test_live_mode_uses_the_users_server_codex_and_wecom(
     sessions = tmux_server.server.cmd("list-sessions", "-F", "#{session_name}").stdout
     assert sessions == ["weather"]  # every scratch session was closed
     report = (tmp_path / "report.md").read_text()
-    assert "LIVE (your tmux, codex and WeCom)" in report and "live plan" in report
+    assert "live (your tmux, codex and WeCom)" in report and "live plan" in report
     assert "live-user-key-42" not in report and "sk-live-user-000111" not in report
 
 
