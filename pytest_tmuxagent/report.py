@@ -437,7 +437,9 @@ def verdict(summaries: Mapping[str, ScenarioSummary], rows: Sequence[Criterion],
         more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
         parts.append(f"What failed: {shown}{more}.")
     if run.other_failures:
-        parts.append(f"Outside the scenarios, {len(run.other_failures)} test(s) failed: `{run.other_failures[0]}`.")
+        named = ", ".join(f"`{n}`" for n in run.other_failures[:3])
+        rest = f" (and {len(run.other_failures) - 3} more)" if len(run.other_failures) > 3 else ""
+        parts.append(f"Outside the scenarios, {len(run.other_failures)} test(s) failed: {named}{rest}.")
     for c in unmet:
         parts.append(f"Not met: {c.text.split(' — ')[0]} ({c.decided_by}).")
     tools = list(dict.fromkeys(t for s in summaries.values() for t in s.missing_tools))

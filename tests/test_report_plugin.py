@@ -241,3 +241,21 @@ def test_progress_mode_prints_one_clean_line_per_scenario(pytester: pytest.Pytes
         assert out.count(f"[scenario {letter}] passed  1 passed in") == 1, out
     assert "[scenario C] FAILED  test_c — AssertionError: induced failure in scenario c" in out
     assert ".[scenario" not in out and "F[scenario" not in out
+
+
+def test_the_verdict_names_the_failed_tests_outside_the_scenarios(pytester: pytest.Pytester) -> None:
+    scenario_file(pytester)
+    pytester.makepyfile(
+        test_units="""
+        import pytest
+
+        @pytest.mark.parametrize("n", [1, 2, 3, 4])
+        def test_unit(n):
+            assert n < 0
+        """
+    )
+    pytester.runpytest_subprocess("--tmuxagent-report", "report.md")
+    verdict = read_report(pytester).splitlines()[2]
+    assert verdict.startswith("**Verdict: FAILED.**")
+    assert "Outside the scenarios, 4 test(s) failed:" in verdict and "(and 1 more)" in verdict
+    assert "test_unit[1]" in verdict and "test_unit[3]" in verdict
