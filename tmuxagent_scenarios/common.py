@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
 from pytest_tmuxagent.fake_codex import FakeCodex
+from pytest_tmuxagent.service import cli_path
 from pytest_tmuxagent.waiting import wait_until
 
 
@@ -29,6 +33,25 @@ def supervised_for(service, seconds: float, message: str = "the supervisor to ru
         timeout=seconds + 12,
         message=message,
     )
+
+
+def replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`tmux-agent-orchestrator-replay ARGS`, run as a person runs it."""
+    return subprocess.run(
+        [cli_path("tmux-agent-orchestrator-replay"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def replay_verified(service) -> dict:  # type: ignore[no-untyped-def]
+    """Stop the service, replay its audit log against its state DB (`--verify-db --json`), and
+    return the summary once replay says the DB matches the log and no line is bad."""
+    assert service.stop() == 0
+    replayed = replay_cli("--log", str(service.audit_log), "--verify-db", str(service.state_db), "--json")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    summary = json.loads(replayed.stdout)
+    assert summary["verify"] == {"db": str(service.state_db), "ok": True, "differences": []}
+    assert summary["problems"] == []
+    return dict(summary)
 
 
 def fake_only(fake_codex) -> None:

@@ -11,7 +11,6 @@ metrics, and `--verify-db` finds the state DB identical.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,9 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from pytest_tmuxagent.model_server import text
-from pytest_tmuxagent.service import cli_path
 from pytest_tmuxagent.waiting import wait_until
 from tmuxagent_scenarios.agent_cases import PROVIDERS, TURN_TIMEOUT, script, shell_call
+from tmuxagent_scenarios.common import replay_cli, replay_verified
 
 pytestmark = pytest.mark.scenario_f
 
@@ -52,12 +51,6 @@ def promtool_check(exposition: str) -> subprocess.CompletedProcess[str]:
     if promtool is None:
         pytest.fail("promtool is missing: install Debian's `prometheus` package (.ci/run does)")
     return subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=30)
-
-
-def replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cli_path("tmux-agent-orchestrator-replay"), *args], capture_output=True, text=True, timeout=60
-    )
 
 
 def nonzero(prom, expr: str, *labels: str) -> dict[tuple[str, ...], float]:  # type: ignore[no-untyped-def]
@@ -189,11 +182,7 @@ def test_agent_turns_approvals_questions_and_states_in_metrics_prometheus_and_re
 
     # replay: the turns, who decided each approval and how long the agent waited, the time each
     # session waited for a person — the metrics' figures — and the DB identical to the log
-    assert service.stop() == 0
-    replayed = replay_cli("--log", str(service.audit_log), "--verify-db", str(service.state_db), "--json")
-    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    summary = json.loads(replayed.stdout)
-    assert summary["verify"]["ok"] is True and summary["problems"] == []
+    summary = replay_verified(service)
     mine = summary["sessions"][AGENT]
     assert (mine["kind"], mine["turns"], mine["results"]) == ("agent", 3, {"succeeded": 3})
     assert mine["tool_calls"] >= 2  # the two tools that ran (a refused one may be listed too)

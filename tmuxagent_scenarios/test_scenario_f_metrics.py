@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
@@ -19,8 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pytest_tmuxagent.service import cli_path
 from pytest_tmuxagent.waiting import wait_until
+from tmuxagent_scenarios.common import replay_cli, replay_verified
 
 pytestmark = pytest.mark.scenario_f
 
@@ -69,12 +68,6 @@ def grafana_queries() -> list[tuple[str, str]]:
                 expr = expr.replace(var, value)
             out.append((panel["title"], expr))
     return out
-
-
-def replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cli_path("tmux-agent-orchestrator-replay"), *args], capture_output=True, text=True, timeout=60
-    )
 
 
 def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_verifies(
@@ -175,12 +168,7 @@ def test_prometheus_sees_rates_and_queue_alerts_only_on_a_streak_and_replay_veri
     shot = tmuxagent_save_screenshot(page, "scenario-f-streak")
 
     # replay the audit log of this mixed run and verify it against the state DB
-    assert service.stop() == 0
-    replayed = replay_cli("--log", str(service.audit_log), "--verify-db", str(service.state_db), "--json")
-    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    summary = json.loads(replayed.stdout)
-    assert summary["verify"] == {"db": str(service.state_db), "ok": True, "differences": []}
-    assert summary["problems"] == []
+    summary = replay_verified(service)
     assert summary["commands"]["results"] == {"succeeded": 8, "failed": 5}
     assert summary["commands"]["success_rate"] == pytest.approx(8 / 13)
     assert summary["sessions"][BOT]["max_queue_depth"] == 7

@@ -6,13 +6,12 @@ machine without Debian's `prometheus`.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import closing
 
 import pytest
 
-from tmuxagent_scenarios.test_scenario_f_metrics import replay_cli
+from tmuxagent_scenarios.common import replay_cli, replay_verified
 
 pytestmark = pytest.mark.scenario_f
 
@@ -27,13 +26,7 @@ def test_replay_verifies_the_audit_log_of_a_mixed_run(agent_pane, orchestrator_s
     statuses = [service.wait_result(i).status for i in [*ok, *streak]]
     assert statuses == ["succeeded", "failed", "succeeded", "failed", "succeeded", "failed", "failed", "failed"]
     service.metrics.wait_until_value("orchestrator_session_blocked", 1.0, session=OPS)
-    assert service.stop() == 0
-
-    replayed = replay_cli("--log", str(service.audit_log), "--verify-db", str(service.state_db), "--json")
-    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    summary = json.loads(replayed.stdout)
-    assert summary["verify"] == {"db": str(service.state_db), "ok": True, "differences": []}
-    assert summary["problems"] == []
+    summary = replay_verified(service)
     assert summary["commands"]["results"] == {"succeeded": 3, "failed": 5}
     assert summary["sessions"][OPS]["queued"] == [held] and summary["sessions"][OPS]["blocked"] is True
 
