@@ -30,9 +30,19 @@ def shell_call(provider: str, command: str, *, escalate: bool = False, why: str 
     return tool_call("exec_command", arguments)
 
 
-def script(model_server: ModelServer, provider: str, *replies: ModelReply) -> None:
-    """Queue replies on the API this provider speaks (Anthropic for claude, Responses for codex)."""
-    (model_server.anthropic if provider == "claude" else model_server.openai).script(*replies)
+def script(model_server: ModelServer, provider: str, *replies: ModelReply, prompt: str | None = None) -> None:
+    """Queue replies on the API this provider speaks (Anthropic for claude, Responses for codex).
+    `prompt`: only for requests whose latest user text is that prompt, so a request the agent
+    makes on its own between turns can never take a reply meant for a turn."""
+    when = (lambda request: request.last_user_text() == prompt) if prompt is not None else None
+    (model_server.anthropic if provider == "claude" else model_server.openai).script(*replies, when=when)
+
+
+def model_requests(model_server: ModelServer, provider: str) -> list[tuple[str, str | None, str | None]]:
+    """What the model was asked and how it answered (kind, last user text, reply): a failing
+    turn's evidence."""
+    api = model_server.anthropic if provider == "claude" else model_server.openai
+    return [(r.kind, r.last_user_text(), r.reply) for r in api.requests()]
 
 
 def approve_and_finish(service, session: str, command_id: int, made: Path, reply: str, tool_command: str) -> None:  # type: ignore[no-untyped-def]

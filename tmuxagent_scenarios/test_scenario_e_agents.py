@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_tmuxagent.model_server import http_error, overloaded, server_error, text
-from tmuxagent_scenarios.agent_cases import PROVIDERS, TURN_TIMEOUT, script
+from tmuxagent_scenarios.agent_cases import PROVIDERS, TURN_TIMEOUT, model_requests, script
 from tmuxagent_scenarios.test_scenario_e_streak import heartbeats_pass
 
 pytestmark = pytest.mark.scenario_e
@@ -28,9 +28,12 @@ def test_failed_agent_turns_alert_once_block_and_resume(provider, agent_under_te
         env=wecom_mock.env("webhook"),
         fail_fast=True,
     )
-    script(model_server, provider, server_error(), overloaded(), http_error(400, "weather model unavailable"))
-    script(model_server, provider, text("Back in business."))
-    failures = [service.send(SESSION, f"forecast attempt {i}") for i in range(THRESHOLD)]
+    errors = (server_error(), overloaded(), http_error(400, "weather model unavailable"))
+    prompts = [f"forecast attempt {i}" for i in range(THRESHOLD)]
+    for prompt, error in zip(prompts, errors, strict=True):
+        script(model_server, provider, error, prompt=prompt)
+    script(model_server, provider, text("Back in business."), prompt="say you are back")
+    failures = [service.send(SESSION, prompt) for prompt in prompts]
     kept = service.send(SESSION, "say you are back")
 
     rows = [service.wait_result(i, timeout=TURN_TIMEOUT) for i in failures]
@@ -51,7 +54,8 @@ def test_failed_agent_turns_alert_once_block_and_resume(provider, agent_under_te
 
     service.cli("unblock", SESSION)
     row = service.wait_result(kept, timeout=TURN_TIMEOUT)
-    assert row.status == "succeeded"
+    evidence = (service.metadata(SESSION)["last_command_result"], model_requests(model_server, provider))
+    assert row.status == "succeeded", evidence
     assert service.metadata(SESSION)["last_command_result"]["reply"] == "Back in business."
     assert metrics.wait_until_value("orchestrator_failure_streak", 0.0, session=SESSION) == 0.0
     assert len(wecom_mock.messages()) == 1  # one alert per streak
