@@ -3,8 +3,8 @@ of strings).
 
 A person sets them (`tmux-agent meta set S blockers '[...]'`), or this module finds them:
 
-* in a finished command's output tail and in new lines of the session's pane (an agent's own
-  output), by pattern — built-in ones for a missing API key, plus `[decision]
+* in a finished command's output tail and in new lines of the session's pane (what a program
+  printed outside any dispatched command), by pattern — built-in ones for a missing API key, plus `[decision]
   blocker_patterns` and the session's `blocker_patterns`; one blocker per pattern, the last
   matching line;
 * from a failure streak: while the session is blocked a "failure streak: …" blocker is present,
@@ -20,11 +20,18 @@ A person sets them (`tmux-agent meta set S blockers '[...]'`), or this module fi
   agent's reply often talks about code that checks keys, so in replies only the agent
   patterns and the configured `blocker_patterns` count.
 
+A line a dispatched command printed is that command's, found in its output tail (the exact
+channel), whatever order the screen and the tail show it in: while a command runs the pane is not
+looked at (its new lines wait for the next look after the result), and a pane line that ends with
+a line of a recent output tail is that line, drawn after the prompt (`$ <line>`) — not a second
+blocker.
+
 Every blocker found is audited (`blocker_detected`).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -60,6 +67,7 @@ AGENT_PATTERNS = (
 """What an agent says when it stops for something it lacks (only in agent replies)."""
 MAX_BLOCKER_CHARS = 300
 PANE_SCAN_LINES = 60
+OUTPUT_LINES_KEPT = 2 * PANE_SCAN_LINES  # recent output-tail lines a pane line is checked against
 
 
 def normalize_blockers(value: object) -> list[str]:
@@ -110,6 +118,10 @@ class BlockerWatch:
         self._pane_lines: dict[str, set[str]] = {}
         self._pane_last: dict[str, str] = {}
         self._next_scan: dict[str, float] = {}
+        self._running: set[str] = set()
+        self._output: dict[str, collections.deque[str]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=OUTPUT_LINES_KEPT)
+        )
 
     # finding -------------------------------------------------------------------------------
     def find(self, session: str, lines: list[str]) -> list[str]:
@@ -122,9 +134,23 @@ class BlockerWatch:
                     found.append(text)
         return found
 
+    def command_started(self, session: str) -> None:
+        """A command was dispatched: what the pane shows now is its output, told by its result."""
+        self._running.add(session)
+
+    def command_ended(self, session: str, output_tail: str) -> list[str]:
+        """A command's result is in: blockers in its output tail; returns those that were new."""
+        self._running.discard(session)
+        self._output[session].extend(line.strip() for line in output_tail.splitlines() if line.strip())
+        return self.from_output(session, output_tail)
+
     def from_output(self, session: str, output_tail: str) -> list[str]:
         """Blockers in a finished command's output tail; returns those that were new."""
         return self.add(session, self.find(session, output_tail.splitlines()), "command output")
+
+    def _printed_by_a_command(self, session: str, line: str) -> bool:
+        text = line.rstrip()
+        return any(text.endswith(printed) for printed in self._output.get(session, ()))
 
     def reported(self, session: str, reply: str) -> list[str]:
         """The blockers an agent's reply reports ("agent reported: <the line>")."""
@@ -158,12 +184,15 @@ class BlockerWatch:
         now = self.clock.monotonic()
         if name in self.agents or self.scan_every <= 0 or now < self._next_scan.get(name, 0.0):
             return []
+        if name in self._running:  # the baseline stays: these lines are judged once the result is in
+            return []
         self._next_scan[name] = now + self.scan_every
         captured = self.panes.capture_session(name, PANE_SCAN_LINES)
         if captured is None:
             return []
-        # The orchestrator's own `▶ #N command` headers show the command, not what it printed.
-        lines = [line for line in captured if not is_header_line(line)]
+        # The orchestrator's own `▶ #N command` headers show the command, not what it printed; the
+        # lines a dispatched command printed are its output tail's.
+        lines = [line for line in captured if not is_header_line(line) and not self._printed_by_a_command(name, line)]
         previous, previous_last = self._pane_lines.get(name), self._pane_last.get(name)
         # The cursor's line may still be being written: it counts once it is the same on two looks.
         last = lines[-1] if lines else ""

@@ -25,7 +25,7 @@ from orchestrator.assist.safety import SafetyPolicy
 from orchestrator.clock import Clock
 from orchestrator.config import OrchestratorSettings, SessionConfig
 from orchestrator.envfile import EnvSource
-from orchestrator.events import CommandFinished, EventBus
+from orchestrator.events import CommandDispatched, CommandFinished, EventBus, SessionStateChanged
 from orchestrator.ports import Notify, PaneReader
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore
@@ -90,7 +90,19 @@ class Assist:
         self._last_check = float("-inf")
 
     def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(CommandDispatched, self.on_command_dispatched)
         bus.subscribe(CommandFinished, self.on_command_finished)
+        bus.subscribe(SessionStateChanged, self.on_state_changed)
+
+    def on_command_dispatched(self, event: CommandDispatched) -> None:
+        if self.decisions is not None:
+            self.blockers.command_started(event.session)
+
+    def on_state_changed(self, event: SessionStateChanged) -> None:
+        """Idle again — after a result, or a stalled command put back in the queue: the pane is
+        the session's own again."""
+        if event.state == "idle":
+            self.blockers.command_ended(event.session, "")
 
     def on_command_finished(self, event: CommandFinished) -> None:
         """Blockers in the finished command's output tail; for an agent's turn, in how it ended and its reply."""
@@ -100,8 +112,8 @@ class Assist:
         if event.session in self.blockers.agents:
             reply = result.reply if result.reply is not None else result.output_tail
             self.blockers.from_turn(event.session, result.status, event.row.command, reply)
-        elif result.output_tail:
-            self.blockers.from_output(event.session, result.output_tail)
+        else:
+            self.blockers.command_ended(event.session, result.output_tail)
 
     def tick(self) -> None:
         self.jobs.drain()
