@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from orchestrator.adapters.ai_client import wire_schema
 from orchestrator.assist.decompose import (
     DECOMPOSITION_SCHEMA,
+    build_prompt,
     check_steps,
     decomposition_schema,
     execution_order,
-    parse_markdown,
-    split_commands,
 )
+from orchestrator.assist.plan_markdown import parse_markdown, split_commands
+from orchestrator.config import SessionConfig
 
 
 def md(text: str) -> tuple[list[dict], list[str]]:
@@ -260,3 +264,190 @@ def test_the_schema_for_agent_fleets_is_strict_mode_compatible_and_the_shipped_o
     assert sorted(item["required"]) == sorted(item["properties"]) and item["additionalProperties"] is False
     assert item["properties"]["kind"]["enum"] == ["command", "prompt", None]
     assert "session" not in DECOMPOSITION_SCHEMA["properties"]["steps"]["items"]["properties"]
+
+
+# CommonMark: what a renderer shows as code runs, what it hides never does ----------------------
+def test_html_comments_and_html_blocks_never_yield_steps_or_commands() -> None:
+    steps, warnings = md("""\
+        ## Build
+        ```bash
+        make
+        ```
+        Depends on: Deploy <!-- and Clean, once it is safe -->
+
+        <!--
+        ## Clean
+        ```bash
+        rm -rf build
+        ```
+        -->
+
+        <details><summary>Old way</summary>
+        ```bash
+        make legacy
+        ```
+        </details>
+
+        ## Deploy
+        ```bash
+        make deploy <!-- not a comment in a shell block -->
+        ```
+        Prompt: keep `<!-- this -->` and "sunny in <city>" <!-- drop this -->
+        """)
+    assert [(s["title"], s["commands"], s["depends_on"]) for s in steps] == [
+        ("Build", ["make"], ["s2"]),
+        ("Deploy", ['keep `<!-- this -->` and "sunny in <city>"'], []),
+    ]
+    assert not any("rm -rf" in c or "legacy" in c for s in steps for c in s["commands"])
+    assert warnings == [
+        "line 14: a code fence inside an HTML block is not code in CommonMark, so it does not run; "
+        "leave a blank line between the HTML tag and the fence",
+        "s2: has prompts and shell commands; the shell commands are ignored",
+    ]
+
+
+def test_setext_headings_are_headings() -> None:
+    steps, _ = md("""\
+        Plan
+        ====
+        Build it
+        --------
+        ```sh
+        make
+        ```
+        Test
+        it
+        ---
+        Depends on: Build it
+        ```sh
+        make test
+        ```
+        """)
+    assert [(s["id"], s["title"], s["commands"], s["depends_on"]) for s in steps] == [
+        ("s1", "Build it", ["make"], []),
+        ("s2", "Test it", ["make test"], ["s1"]),
+    ]
+
+
+def test_block_quotes_are_transparent_their_fences_are_commands() -> None:
+    steps, _ = md("""\
+        ## Step 1: Build
+        > **Note:** run it from the repo root.
+        > ```bash
+        > make build
+        > ```
+        > - [ ] the build passes
+
+        > ## Step 2: Ask
+        > Depends on: 1
+        > ```prompt
+        > Review the build.
+        > ```
+        """)
+    assert steps == [
+        {
+            "id": "s1",
+            "title": "Build",
+            "commands": ["make build"],
+            "depends_on": [],
+            "acceptance": ["the build passes"],
+        },
+        {
+            "id": "s2",
+            "title": "Ask",
+            "commands": ["Review the build."],
+            "depends_on": ["s1"],
+            "acceptance": [],
+            "kind": "prompt",
+        },
+    ]
+
+
+def test_checklists_nested_in_lists_and_wrapped_items_are_acceptance() -> None:
+    steps, _ = md("""\
+        ## Step 1: Setup
+        ```bash
+        true
+        ```
+        ## Step 2: Ship
+        - Before shipping:
+          - [ ] the tests pass
+            and lint is clean
+          - [x] docs updated
+            1. [ ] numbered, nested twice
+        - [ ] tagged
+        Depends on: 1
+        - a plain bullet with [ ] inside
+        """)
+    ship = steps[1]
+    assert ship["acceptance"] == [
+        "the tests pass and lint is clean",
+        "docs updated",
+        "numbered, nested twice",
+        "tagged",
+    ]
+    assert ship["depends_on"] == ["s1"]  # a lazy continuation line is still its own line
+
+
+@pytest.mark.parametrize(
+    "fence,commands",
+    [
+        ('```bash title="install.sh"\nmake\n```', ["make"]),
+        ("```{.bash}\nmake\n```", ["make"]),
+        ("``` {.sh .numberLines}\nmake\n```", ["make"]),
+        ("```zsh{1,2}\nmake\n```", ["make"]),
+        ("~~~bash\nmake\n~~~", ["make"]),
+        ("~~~ shell\ncat <<'EOF'\n```\nEOF\n~~~", ["cat <<'EOF'\n```\nEOF"]),
+        ("```shell-session\n$ make\nmake: done\n```", ["make"]),
+        ("````markdown\n```bash\nrm -rf build\n```\n````", []),
+        ("```python\nprint(1)\n```", []),
+        ("```bashrc\nset -o vi\n```", []),
+        ("    make  # an indented code block", []),
+        ("```bash\nmake\nmake test", ["make", "make test"]),  # unclosed: CommonMark runs it to the end
+    ],
+    ids=[
+        "attributes",
+        "pandoc",
+        "pandoc-classes",
+        "line-numbers",
+        "tildes",
+        "tildes-hold-backticks",
+        "shell-session-is-a-transcript",
+        "fence-in-a-fence",
+        "python",
+        "not-a-shell-word",
+        "indented-code",
+        "unclosed",
+    ],
+)
+def test_fences_by_the_first_word_of_their_info_string(fence: str, commands: list[str]) -> None:
+    steps, _ = parse_markdown(f"## Build\n\n{fence}\n")
+    assert [c for s in steps for c in s["commands"]] == commands
+
+
+def test_a_prompt_line_runs_to_the_end_of_its_paragraph() -> None:
+    steps, _ = md("""\
+        ## Forecast
+        Prompt: Write weather_bot/forecast.py
+        with one forecast(city) function.
+        Session: weather/agent
+        Prose after the session line is not part of the prompt.
+        Prompt: Add its test.
+
+        A new paragraph is not part of it either.
+        """)
+    assert steps[0]["commands"] == ["Write weather_bot/forecast.py\nwith one forecast(city) function.", "Add its test."]
+    assert steps[0]["session"] == "weather/agent"
+
+
+@pytest.mark.parametrize("agents", [False, True], ids=["shell-fleet", "agent-fleet"])
+def test_the_prompt_carries_the_schema_as_real_json(agents: bool) -> None:
+    sessions = [SessionConfig("weather/bot", "weather:bot", Path("."))]
+    if agents:
+        sessions.append(SessionConfig("weather/agent", "weather:agent", Path("."), kind="agent"))
+    prompt = build_prompt("plan.md", "## Build\n```bash\nmake\n```\n", sessions, "weather/bot")
+    intro, block = prompt.rsplit("\n", 1)
+    assert intro.endswith("matching this JSON Schema, no prose and no code fences:")
+    schema = decomposition_schema(agents)
+    assert json.loads(block) == wire_schema(schema)  # the same object codex gets as --output-schema
+    assert ("null" in block) == agents and "None" not in block and "False" not in block and "false" in block

@@ -40,8 +40,9 @@ from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.advisor import PLAN_PREFIX
 from orchestrator.assist.blockers import BlockerWatch
 from orchestrator.assist.decision import queue_command
-from orchestrator.assist.decompose import build_prompt, decomposition_schema, parse_markdown, reply_check
+from orchestrator.assist.decompose import build_prompt, decomposition_schema, reply_check
 from orchestrator.assist.jobs import Jobs
+from orchestrator.assist.plan_markdown import parse_markdown
 from orchestrator.assist.safety import SafetyPolicy
 from orchestrator.clock import Clock, iso_utc
 from orchestrator.config import PlanSettings, SessionConfig
