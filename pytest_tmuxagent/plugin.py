@@ -31,7 +31,7 @@ from .tmux_server import PANE_SHELL, AgentPane, AgentPaneFactory, TmuxTestServer
 from .wecom_mock import WeComMock
 
 # Prometheus server, dashboard process and Chromium fixtures live in their own module.
-pytest_plugins = ["pytest_tmuxagent.observability", "pytest_tmuxagent.agents_plugin"]
+pytest_plugins = ["pytest_tmuxagent.observability", "pytest_tmuxagent.agents_plugin", "pytest_tmuxagent.wecom_check"]
 
 _REGISTRY = pytest.StashKey[dict[str, Scenario]]()
 
@@ -227,7 +227,8 @@ def fake_codex(
 
 @pytest.fixture
 def wecom_mock(request: pytest.FixtureRequest, tmuxagent_live: LiveContext | None) -> Iterator[WeComMock]:
-    """A real HTTP server on 127.0.0.1 standing in for WeCom, recording every request.
+    """A real HTTP server on 127.0.0.1 standing in for WeCom, recording every request, strict
+    about WeCom's contract (violations fail the session: see wecom_check).
     In live mode: a recording proxy in front of the user's real WeCom."""
     mock: WeComMock
     if tmuxagent_live is not None:
@@ -244,6 +245,8 @@ def wecom_mock(request: pytest.FixtureRequest, tmuxagent_live: LiveContext | Non
         f"{len(messages)} message(s) delivered to the WeCom mock ({len(mock.requests)} request(s))",
         "\n---\n".join(messages) or "(none)",
     )
+    if mock.violations:
+        Evidence(request.node).lines("notifications", "WeCom contract violations", [v.line() for v in mock.violations])
     mock.stop()
 
 

@@ -6,8 +6,17 @@ speaks the three WeCom endpoints the notifier uses, records every request, and i
 failures the degradation/outbox logic must survive: HTTP 500, rate limiting (errcode 45009),
 expired tokens (errcode 42001), slowness, and refused connections.
 
+It is strict by default: it answers as WeCom's published contract says (``wecom_contract``:
+byte limits, 20 messages a minute per robot key, known keys, the app's corpid / secret /
+agentid, recipients), so a test sees what WeCom would do. A request refused for breaking that
+contract is a *violation*: it is recorded (``violations``) and fails the session unless the
+test declared it (``expect_violation`` / ``allow_violations``), see ``wecom_check``.
+``WeComMock(strict=False)`` keeps the old lax checks (any key, secret, size, rate, recipient).
+
 Faults model *delivery* failures, so they apply to the two send endpoints only (``token_expired``
 to the app ``message/send`` only); ``gettoken`` always answers unless the mock is refusing.
+An injected fault is never a violation, and a request it answers is not counted by the rate
+limit: WeCom never took it in.
 """
 
 from __future__ import annotations
@@ -22,9 +31,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
+from . import wecom_violations
 from .waiting import wait_until
+from .wecom_contract import (
+    APP_AGENT_ID,
+    APP_CORP_ID,
+    DEFAULT_APP_SECRET,
+    DEFAULT_WEBHOOK_KEY,
+    Endpoint,
+    RateWindow,
+    Refusal,
+    WeComLimits,
+    check_app_message,
+    check_gettoken,
+    check_webhook_message,
+    message_content,
+    refuse,
+)
+from .wecom_violations import Violation, ViolationLedger
 
-__all__ = ["FAULT_KINDS", "RecordedRequest", "WeComMock"]
+__all__ = ["FAULT_KINDS", "RecordedRequest", "Violation", "WeComLimits", "WeComMock"]
 
 FAULT_KINDS = frozenset({"http_500", "rate_limit", "token_expired", "slow", "refuse"})
 WEBHOOK_PATH = "/cgi-bin/webhook/send"
@@ -56,14 +82,12 @@ class RecordedRequest:
     errcode: Optional[int] = None
     fault: Optional[str] = None
     message: Optional[str] = None
+    violation: Optional[str] = None  # why the contract refused it, if it did
 
 
 def _message_text(payload: Any) -> Optional[str]:
-    """Text of a WeCom ``text`` or ``markdown`` message body, or None if it has none."""
-    if not isinstance(payload, dict) or payload.get("msgtype") not in ("text", "markdown"):
-        return None
-    content = (payload.get(payload["msgtype"]) or {}).get("content")
-    return content if isinstance(content, str) and content else None
+    """Text of a WeCom ``text``, ``markdown`` or ``markdown_v2`` message body, or None."""
+    return message_content(payload)
 
 
 def _new_token() -> str:
@@ -110,14 +134,24 @@ class _Handler(BaseHTTPRequestHandler):
 class WeComMock:
     """Local WeCom server: webhook robot, ``gettoken`` and app ``message/send``."""
 
-    def __init__(self, slow_seconds: float = 3.0) -> None:
+    CORP_ID = APP_CORP_ID
+    AGENT_ID = APP_AGENT_ID
+
+    def __init__(self, slow_seconds: float = 3.0, *, strict: bool = True, limits: Optional[WeComLimits] = None) -> None:
         self.slow_seconds = slow_seconds
+        self.strict = strict
+        self.limits = limits or WeComLimits()
         self._lock = threading.RLock()
         self._requests: list[RecordedRequest] = []
         self._pending: list[list[Any]] = []  # [kind, remaining], oldest first
         self._mode: Optional[str] = None
         self._expected: list[str] = []
+        self._keys = {DEFAULT_WEBHOOK_KEY}
+        self._secrets = {DEFAULT_APP_SECRET}
+        self._rate = RateWindow(self.limits)
+        self._ledger = wecom_violations.register(ViolationLedger(wecom_violations.current_test()))
         self._token = _new_token()
+        self._issued = {self._token}
         self._port = 0
         self._server: Optional[ThreadingHTTPServer] = None
         self._placeholder: Optional[socket.socket] = None  # holds the port while refusing
@@ -190,19 +224,32 @@ class WeComMock:
         """Base URL to use as ``WECOM_API_BASE``, e.g. ``http://127.0.0.1:40123``."""
         return f"http://127.0.0.1:{self.port}"
 
-    def webhook_url(self, key: str = "test-key") -> str:
+    def webhook_url(self, key: str = DEFAULT_WEBHOOK_KEY) -> str:
         return f"{self.url}{WEBHOOK_PATH}?key={key}"
 
+    def add_webhook_key(self, key: str) -> None:
+        """Make ``key`` a robot this WeCom knows (the default key always is)."""
+        with self._lock:
+            self._keys.add(key)
+
+    def add_app_secret(self, secret: str) -> None:
+        """Make ``secret`` a valid ``corpsecret`` of the app (the default one always is)."""
+        with self._lock:
+            self._secrets.add(secret)
+
     def env(
-        self, mode: str = "webhook", key: str = "test-webhook-key-0001", secret: str = "test-app-secret-0001"
+        self, mode: str = "webhook", key: str = DEFAULT_WEBHOOK_KEY, secret: str = DEFAULT_APP_SECRET
     ) -> dict[str, str]:
-        """The environment that points the orchestrator's notifier at this mock."""
+        """The environment that points the orchestrator's notifier at this mock; the ``key``
+        or ``secret`` given becomes a valid one."""
         if mode == "webhook":
+            self.add_webhook_key(key)
             return {"WECOM_WEBHOOK": f"https://qyapi.weixin.qq.com{WEBHOOK_PATH}?key={key}", "WECOM_API_BASE": self.url}
         if mode == "app":
+            self.add_app_secret(secret)
             return {
-                "WECOM_CORP_ID": "ww-test-corp",
-                "WECOM_AGENT_ID": "1000002",
+                "WECOM_CORP_ID": self.CORP_ID,
+                "WECOM_AGENT_ID": str(self.AGENT_ID),
                 "WECOM_APP_SECRET": secret,
                 "WECOM_API_BASE": self.url,
             }
@@ -217,6 +264,7 @@ class WeComMock:
         """Issue a new token; app sends still using the old one now get errcode 42001."""
         with self._lock:
             self._token = _new_token()
+            self._issued.add(self._token)
 
     @staticmethod
     def _check_kind(kind: str) -> None:
@@ -279,19 +327,69 @@ class WeComMock:
         return status, reply
 
     def _answer(self, rec: RecordedRequest, endpoint: Optional[str]) -> Reply:
-        if rec.path == GETTOKEN_PATH and rec.method == "GET":
-            if not rec.query.get("corpid") or not rec.query.get("corpsecret"):
-                return 200, {"errcode": 41002, "errmsg": "corpid and corpsecret are required"}
-            return 200, {**_OK, "access_token": self.access_token, "expires_in": 7200}
-        if endpoint is None or rec.method != "POST":
+        """WeCom's answer by its contract; a refusal that breaks it is recorded as a violation."""
+        kind: Endpoint = "gettoken" if rec.path == GETTOKEN_PATH and rec.method == "GET" else "unknown"
+        if endpoint is not None and rec.method == "POST":
+            kind = "webhook" if endpoint == "webhook" else "app"
+        if kind == "unknown":
+            self._violate(rec, kind, 404, f"no such endpoint: {rec.method} {rec.path}")
             return 404, {"errcode": 404, "errmsg": f"no such endpoint: {rec.method} {rec.path}"}
-        if endpoint == "webhook" and not rec.query.get("key"):
-            return 200, {"errcode": 93000, "errmsg": "invalid webhook url: missing key"}
-        if endpoint == "app" and rec.query.get("access_token") != self.access_token:
-            return 200, {"errcode": 42001, "errmsg": "access_token expired"}
-        if _message_text(rec.json) is None:
-            return 200, {"errcode": 40008, "errmsg": "invalid message: need text or markdown content"}
+        refusal = {"gettoken": self._check_gettoken, "webhook": self._check_webhook, "app": self._check_app}[kind](rec)
+        if refusal is not None:
+            if refusal.violation:
+                self._violate(rec, kind, refusal.errcode, refusal.errmsg)
+            return 200, refusal.reply()
+        if kind == "gettoken":
+            return 200, {**_OK, "access_token": self.access_token, "expires_in": 7200}
         return 200, dict(_OK)
+
+    def _check_gettoken(self, rec: RecordedRequest) -> Optional[Refusal]:
+        with self._lock:
+            secrets_ = set(self._secrets)
+        return check_gettoken(rec.query, secrets_.__contains__, self.strict)
+
+    def _check_webhook(self, rec: RecordedRequest) -> Optional[Refusal]:
+        key = rec.query.get("key")
+        if not key:
+            return refuse(93000, "the URL has no key")
+        with self._lock:
+            known = key in self._keys
+        if self.strict and not known:
+            return refuse(93000, "no robot has this key (add it with add_webhook_key)")
+        if self.strict and (full := self._rate.admit(key)) is not None:
+            return full
+        return check_webhook_message(rec.json, self.limits, self.strict)
+
+    def _check_app(self, rec: RecordedRequest) -> Optional[Refusal]:
+        token = rec.query.get("access_token")
+        if not token:
+            return refuse(41001)
+        with self._lock:
+            current, issued = self._token, token in self._issued
+        if token != current:
+            if issued or not self.strict:  # an expired token: refreshing it is the client's job
+                return Refusal(42001, violation=False)
+            return refuse(40014, "never issued by gettoken")
+        return check_app_message(rec.json, self.limits, self.strict)
+
+    def _violate(self, rec: RecordedRequest, endpoint: Endpoint, errcode: int, reason: str) -> None:
+        rec.violation = reason
+        self._ledger.record(endpoint, errcode, reason)
+
+    @property
+    def violations(self) -> list[Violation]:
+        """Requests refused for breaking WeCom's contract (not injected faults), oldest first.
+        ``clear()`` keeps them: they are what the session-end check reports."""
+        return self._ledger.violations
+
+    def expect_violation(self, errcode: int | str) -> None:
+        """Declare that this test provokes ``errcode`` on purpose: such violations do not fail
+        the session, and ``check_assertions`` reports it if it never happened."""
+        self._ledger.expect(errcode)
+
+    def allow_violations(self) -> None:
+        """Declare every violation of this mock intended (a test of the contract itself)."""
+        self._ledger.allow_all()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -332,6 +430,7 @@ class WeComMock:
                 f"no delivered message contains {s!r}" for s in self._expected if not any(s in m for m in delivered)
             ]
             problems += [f"unexpected request {r.method} {r.path}" for r in self._requests if r.status == 404]
+            problems += [f"expected violation errcode {code} never happened" for code in self._ledger.unmet()]
         if problems:
             raise AssertionError(
                 "WeComMock expectations not met:\n  " + "\n  ".join(problems) + f"\ndelivered messages: {delivered!r}"
