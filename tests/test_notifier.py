@@ -25,6 +25,7 @@ from orchestrator.state.store import StateStore
 class RecordingChannel:
     name: str = "webhook"
     fail_with: ChannelError | None = None
+    rate_key: str = ""  # empty: the notifier counts by name
     sent: list[str] = field(default_factory=list)
 
     def send(self, title: str, markdown: str) -> None:
@@ -113,6 +114,10 @@ def test_failure_backs_off_degrades_once_and_recovers(rig: Rig, caplog: pytest.L
     rig.channel.fail_with = None
     rig.clock.advance(2.5)
     rig.notifier.flush_once()
+    # The two refused attempts count against the robot's 3 a minute, as they do at WeCom.
+    assert rig.channel.sent == ["命令卡顿 · a"]
+    rig.clock.advance(60)
+    rig.notifier.flush_once()
     assert rig.channel.sent == ["命令卡顿 · a", "命令卡顿 · b"]
     assert rig.events().count("notifications_degraded") == 1 and "notifications_recovered" in rig.events()
 
@@ -138,3 +143,69 @@ def test_removing_and_restoring_the_variable_takes_effect_without_restart(rig: R
 def test_env_text_is_read_like_a_shell_would() -> None:
     text = "# comment\nexport A=1\nB='two words'\nC=\"x=y\"  # trailing\nbad line\nD=\n"
     assert parse_env_text(text) == {"A": "1", "B": "two words", "C": "x=y", "D": ""}
+
+
+def refused(errcode: int, channel: str = "webhook") -> ChannelError:
+    return ChannelError(channel, "refused", f"errcode {errcode}: refused", errcode=errcode)
+
+
+def test_a_refused_message_ends_dead_without_degrading_or_blocking_the_others(rig: Rig) -> None:
+    rig.channel.fail_with = refused(40058)
+    alert(rig, "too-long")
+    rig.notifier.flush_once()
+    rig.channel.fail_with = None
+    alert(rig, "next")
+    rig.notifier.flush_once()
+    assert rig.channel.sent == ["命令卡顿 · next"]
+    [dead] = rig.notifier.outbox.dead()
+    assert dead.title == "命令卡顿 · too-long" and "40058" in (dead.last_error or "")
+    assert rig.notifier.outbox.pending() == [] and rig.notifier.degraded_reason is None
+    registry = rig.notifier.metrics.registry
+    assert registry.get_sample_value("orchestrator_notifications_degraded") == 0
+    assert registry.get_sample_value("orchestrator_notifications_pending") == 0
+    assert "notification_dead" in rig.events() and "notifications_degraded" not in rig.events()
+
+
+def test_a_message_one_channel_refuses_waits_for_the_other(rig: Rig) -> None:
+    app = RecordingChannel(name="app", fail_with=ChannelError("app", "timeout", "no reply within 5s"))
+    rig.channel.fail_with = refused(40058)
+    rig.notifier.channel_factory = lambda env, timeout, previous: [rig.channel, app]
+    alert(rig, "x")
+    rig.notifier.flush_once()
+    assert rig.notifier.outbox.dead() == [] and len(rig.notifier.outbox.pending()) == 1
+    assert rig.notifier.degraded_reason is None  # the webhook works for other messages
+    app.fail_with = None
+    rig.clock.advance(2.5)
+    rig.notifier.flush_once()
+    assert app.sent == ["命令卡顿 · x"] and rig.notifier.outbox.pending() == []
+
+
+def test_a_message_every_channel_refuses_for_good_is_dead_once(rig: Rig) -> None:
+    app = RecordingChannel(name="app", fail_with=refused(81013, "app"))
+    rig.channel.fail_with = refused(93000)
+    rig.notifier.channel_factory = lambda env, timeout, previous: [rig.channel, app]
+    alert(rig, "x")
+    rig.notifier.flush_once()
+    [dead] = rig.notifier.outbox.dead()
+    assert "webhook errcode 93000" in (dead.last_error or "") and "app errcode 81013" in (dead.last_error or "")
+    assert rig.notifier.degraded_reason is not None  # both refused their configuration: nothing can deliver
+    registry = rig.notifier.metrics.registry
+    for channel, errcode in (("webhook", "93000"), ("app", "81013")):
+        labels = {"channel": channel, "errcode": errcode}
+        assert registry.get_sample_value("orchestrator_notifications_dead_total", labels) == 1
+
+
+def test_two_channels_of_one_robot_share_its_rate_limit(rig: Rig) -> None:
+    """The limit is WeCom's per robot: a rebuilt channel object (or a second one) with the same
+    key does not get a fresh budget, and refused attempts count too."""
+    twin = RecordingChannel(name="webhook")
+    rig.channel.rate_key = twin.rate_key = "webhook:same-robot"
+    rig.channel.fail_with = ChannelError("webhook", "http", "HTTP 500")
+    alert(rig, "a")
+    rig.notifier.flush_once()  # 1 attempt, refused
+    rig.notifier.channel_factory = lambda env, timeout, previous: [twin]
+    for key in ("b", "c", "d"):
+        alert(rig, key)
+    rig.clock.advance(2.5)
+    rig.notifier.flush_once()
+    assert len(twin.sent) == 2  # 3 a minute, one already used by the refused attempt

@@ -81,15 +81,15 @@ def fail(channel: WebhookChannel | AppChannel) -> ChannelError:
 # -- webhook -----------------------------------------------------------------------------
 
 
-def test_webhook_posts_markdown_with_title_heading(rsps, webhook: WebhookChannel, key: str) -> None:
+def test_webhook_posts_markdown_v2_with_title_heading(rsps, webhook: WebhookChannel, key: str) -> None:
     rsps.post(f"{BASE}/cgi-bin/webhook/send", json=ok())
     webhook.send("命令卡顿 weather/bot", "- exit code: 1\n- tail: `boom`")
     (call,) = rsps.calls
     assert query(call) == {"key": [key]}
     assert call.request.headers["Content-Type"] == "application/json"
     assert json.loads(call.request.body) == {
-        "msgtype": "markdown",
-        "markdown": {"content": "## 命令卡顿 weather/bot\n- exit code: 1\n- tail: `boom`"},
+        "msgtype": "markdown_v2",
+        "markdown_v2": {"content": "## 命令卡顿 weather/bot\n- exit code: 1\n- tail: `boom`"},
     }
     assert webhook.name == "webhook"
 
@@ -97,8 +97,15 @@ def test_webhook_posts_markdown_with_title_heading(rsps, webhook: WebhookChannel
 def test_errcode_on_http_200_is_a_failure(rsps, webhook: WebhookChannel, key: str) -> None:
     rsps.post(f"{BASE}/cgi-bin/webhook/send", json={"errcode": 93000, "errmsg": f"invalid webhook url {key}"})
     err = fail(webhook)
-    assert (err.channel, err.kind, err.errcode, err.retry_after) == ("webhook", "errcode", 93000, None)
+    assert (err.channel, err.kind, err.errcode, err.retry_after) == ("webhook", "refused", 93000, None)
+    assert err.refusal is not None and err.refusal.scope == "channel" and "WECOM_WEBHOOK" in err.refusal.fix
     assert "93000" in str(err) and key not in str(err)
+
+
+def test_an_errcode_outside_the_table_may_work_later(rsps, webhook: WebhookChannel) -> None:
+    rsps.post(f"{BASE}/cgi-bin/webhook/send", json={"errcode": 12345, "errmsg": "something new"})
+    err = fail(webhook)
+    assert (err.kind, err.errcode, err.refusal) == ("errcode", 12345, None)
 
 
 def test_rate_limit_45009_is_rate_limited_with_retry_after(rsps, webhook: WebhookChannel) -> None:
@@ -150,7 +157,7 @@ def test_app_token_fetched_once_and_cached_across_sends(rsps, app: AppChannel, s
     sends = calls_to(rsps, "/cgi-bin/message/send")
     assert [query(c)["access_token"] for c in sends] == [["tok-A"], ["tok-A"]]
     assert json.loads(sends[0].request.body) == {
-        "touser": "@all",
+        "touser": "@all",  # nothing configured: every member the app can see
         "msgtype": "markdown",
         "agentid": 1000002,
         "markdown": {"content": "## 下一步建议 weather/bot\n1. run tests"},
@@ -197,11 +204,14 @@ def test_token_refreshed_after_clock_passes_expiry(rsps, app: AppChannel, clock:
     assert [query(c)["access_token"][0] for c in calls_to(rsps, "/cgi-bin/message/send")] == ["tok-1", "tok-1", "tok-2"]
 
 
-def test_gettoken_refusal_is_token_error_and_app_errcodes_are_checked(rsps, app: AppChannel, secret: str) -> None:
+def test_gettoken_refusal_is_final_and_app_errcodes_are_checked(rsps, app: AppChannel, secret: str) -> None:
     rsps.get(TOKEN, json={"errcode": 40001, "errmsg": f"invalid credential corpsecret={secret}"})
     err = fail(app)
-    assert (err.channel, err.kind, err.errcode) == ("app", "token", 40001)
+    assert (err.channel, err.kind, err.errcode) == ("app", "refused", 40001)
+    assert err.refusal is not None and "WECOM_APP_SECRET" in err.refusal.fix
     assert secret not in str(err)
+    rsps.replace(responses.GET, TOKEN, json={"errcode": -1, "errmsg": "system busy"})
+    assert (fail(app).kind, fail(app).refusal) == ("token", None)  # -1 may work later
     rsps.replace(responses.GET, TOKEN, json={"errcode": 0, "access_token": "tok-9", "expires_in": 7200})
     rsps.post(SEND, json={"errcode": 45009, "errmsg": "api freq out of limit"})
     err = fail(app)
@@ -308,3 +318,24 @@ def test_channels_from_env_reuses_equal_channels_and_their_token(rsps, key: str,
     assert changed[0] is first[0] and changed[1] is not first[1]
     only_app = channels_from_env({k: v for k, v in env.items() if k != "WECOM_WEBHOOK"}, previous=again)
     assert only_app == [first[1]]
+
+
+def test_rate_key_names_the_robot_without_its_key(key: str, secret: str) -> None:
+    url = f"{BASE}/cgi-bin/webhook/send?key={key}"
+    one, same = WebhookChannel(url, 2.0), WebhookChannel(url, 9.0, api_base="http://127.0.0.1:1")
+    other = WebhookChannel(f"{BASE}/cgi-bin/webhook/send?key={key}x", 2.0)
+    assert one.rate_key == same.rate_key != other.rate_key
+    assert key not in one.rate_key and one.rate_key.startswith("webhook:")
+    app = AppChannel("corp1", "1000002", secret, 2.0, clock=ManualClock())
+    assert app.rate_key == "app:corp1:1000002" and secret not in app.rate_key
+
+
+def test_app_body_carries_only_the_recipients_set(rsps, secret: str) -> None:
+    add_token(rsps, "tok")
+    rsps.post(SEND, json=ok())
+    [app] = channels_from_env(
+        {"WECOM_CORP_ID": "corp1", "WECOM_AGENT_ID": "7", "WECOM_APP_SECRET": secret, "WECOM_TOTAG": "1|2"}
+    )
+    app.send("t", "m")
+    body = json.loads(calls_to(rsps, "/cgi-bin/message/send")[0].request.body)
+    assert (body["totag"], "touser" in body, "toparty" in body) == ("1|2", False, False)

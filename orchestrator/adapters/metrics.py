@@ -9,7 +9,15 @@ import socket
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from orchestrator.errors import UserError
 from orchestrator.model import SESSION_STATES, SessionStateName
@@ -24,6 +32,10 @@ class OrchestratorMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        # The standard process_* (CPU, memory, open fds, start time) and python_info series: the
+        # registry is our own, so prometheus_client's default one (which has them) is not served.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.commands = Counter(
             "orchestrator_commands", "Commands that ended, by session and result.", ["session", "result"], registry=r
         )
@@ -121,6 +133,12 @@ class OrchestratorMetrics:
         )
         self.notifications_degraded_episodes = Counter(
             "orchestrator_notifications_degraded_episodes", "Times notifications became degraded.", registry=r
+        )
+        self.notifications_dead = Counter(
+            "orchestrator_notifications_dead",
+            "Notifications WeCom refused for good (not retried), by channel and errcode.",
+            ["channel", "errcode"],
+            registry=r,
         )
 
         # decision assist and requirements plans

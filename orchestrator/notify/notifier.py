@@ -3,9 +3,19 @@ without ever stopping the orchestrator.
 
 `notify` only writes the outbox (fast, in the supervisor's thread). A background
 thread re-reads the environment, picks the configured channels, respects the
-per-channel rate limit and backs off failed messages. When no channel is
-configured or every channel fails, it says "notifications degraded: …" once per
-episode, counts it, and keeps the messages until a channel works again.
+rate limit and backs off failed messages. When no channel is configured or every
+channel fails, it says "notifications degraded: …" once per episode, counts it,
+and keeps the messages until a channel works again.
+
+WeCom's limit is per robot (20 messages a minute for a webhook key), and it counts
+every request, refused or not, so the notifier counts *attempts* per `rate_key`
+(the webhook key's hash, or the app's corp + agent), not successes per channel name.
+
+A message every channel refuses with a final errcode (`ChannelError.refusal`) ends
+`dead` instead of being retried for ever: one ERROR line with the errcode and the
+fix, audit `notification_dead`, `orchestrator_notifications_dead_total`. Degraded
+means "no channel can deliver": a refusal of one message's *content* leaves the
+channel healthy; a refusal of its *configuration* (wrong key, untrusted IP) does not.
 """
 
 from __future__ import annotations
@@ -51,6 +61,12 @@ class _Unsaved:
     dedupe_key: str
 
 
+def rate_key(channel: Channel) -> str:
+    """What WeCom's per-minute limit counts against (a channel double without one: its name)."""
+    key = getattr(channel, "rate_key", None)
+    return key if isinstance(key, str) and key else channel.name
+
+
 class ChannelFactory(Protocol):
     """Builds the configured channels from the environment (`channels_from_env`, or a test double)."""
 
@@ -77,7 +93,7 @@ class Notifier:
         self.channels: list[Channel] = []
         self.degraded_reason: str | None = None
         self._wake = threading.Event()
-        self._sent_times: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._attempt_times: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._held = threading.Lock()
@@ -178,11 +194,15 @@ class Notifier:
         self.metrics.notifications_pending.set(len(self.outbox.pending()))
 
     def _allowed(self, channel: Channel) -> bool:
-        window = self._sent_times[channel.name]
+        """Room for one more request to this robot in the last minute; if so, it is counted now."""
+        window = self._attempt_times[rate_key(channel)]
         now = self.clock.monotonic()
         while window and now - window[0] >= 60.0:
             window.popleft()
-        return len(window) < self.settings.rate_limit_per_minute
+        if len(window) >= self.settings.rate_limit_per_minute:
+            return False
+        window.append(now)
+        return True
 
     def _deliver(self, message: OutboxMessage) -> None:
         errors: list[ChannelError] = []
@@ -197,7 +217,6 @@ class Notifier:
                 errors.append(exc)
                 self.metrics.notifications.labels(channel=channel.name, result="failed").inc()
                 continue
-            self._sent_times[channel.name].append(self.clock.monotonic())
             try:
                 self.outbox.mark_sent(message.id, channel.name)
             except StateDBError:
@@ -210,6 +229,14 @@ class Notifier:
         if not tried:  # every channel is at its rate limit: wait, this is not a failure
             return
         reason = "; ".join(redact(str(e)) for e in errors)
+        if len(errors) == len(self.channels) and all(e.refusal is not None for e in errors):
+            self._bury(message, errors)
+        else:
+            self._retry_later(message, errors, reason)
+        if all(e.refusal is None or e.refusal.scope == "channel" for e in errors):  # the channels, not the message
+            self._degrade(f"every channel failed ({reason})", len(self.outbox.pending()))
+
+    def _retry_later(self, message: OutboxMessage, errors: Sequence[ChannelError], reason: str) -> None:
         exponent = min(message.attempts, MAX_BACKOFF_EXPONENT)
         backoff = min(self.settings.retry_backoff_seconds * (2**exponent), MAX_BACKOFF_SECONDS)
         limited = [e.retry_after for e in errors if e.kind == "rate_limited" and e.retry_after]
@@ -217,7 +244,19 @@ class Notifier:
             backoff = max(backoff, min(min(limited), self.settings.rate_limit_backoff_seconds))
         self.outbox.mark_failed(message.id, reason, self.clock.now() + backoff)
         self.audit.record("notification_failed", message.session, detail=f"{message.title}: {reason}")
-        self._degrade(f"every channel failed ({reason})", len(self.outbox.pending()))
+
+    def _bury(self, message: OutboxMessage, errors: Sequence[ChannelError]) -> None:
+        """End a message every channel refused for good: said once, with each errcode's fix."""
+        verdicts = "; ".join(
+            f"{e.channel} errcode {e.errcode} ({e.refusal.meaning}), fix: {e.refusal.fix}"
+            for e in errors
+            if e.refusal is not None
+        )
+        self.outbox.mark_dead(message.id, redact(verdicts))
+        for e in errors:
+            self.metrics.notifications_dead.labels(channel=e.channel, errcode=str(e.errcode)).inc()
+        log.error("notification %d %r not delivered, will not be retried: %s", message.id, message.title, verdicts)
+        self.audit.record("notification_dead", message.session, detail=f"{message.title}: {verdicts}")
 
     # degradation -----------------------------------------------------------------------
     def _degrade(self, reason: str, pending: int) -> None:

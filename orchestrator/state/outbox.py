@@ -1,6 +1,11 @@
 """The notification outbox: every notification is written to the state DB before
 any send is tried, so a message that fails, or has no channel to go to, waits
 there and is delivered when a channel works again. Nothing is dropped.
+
+A message's `status` is `pending` (waiting or backing off), `sent`, or `dead`: every channel
+refused it with an errcode that will never succeed (a wrong key, content WeCom will not take).
+A dead message stays in the table with its `last_error` (the errcodes and the fix) but is no
+longer due or pending, so it neither blocks the others nor counts as a backlog.
 """
 
 from __future__ import annotations
@@ -100,6 +105,17 @@ class Outbox:
                 "WHERE id=? AND status='pending'",
                 (channel, self.store.clock.now(), message_id),
             )
+
+    def mark_dead(self, message_id: int, error: str) -> None:
+        """End a pending message that no channel will ever accept; it is kept, not retried."""
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET status='dead', attempts=attempts+1, last_error=? WHERE id=? AND status='pending'",
+                (error, message_id),
+            )
+
+    def dead(self) -> list[OutboxMessage]:
+        return self._rows("SELECT * FROM outbox WHERE status='dead' ORDER BY id")
 
     def mark_failed(self, message_id: int, error: str, retry_at: float, counts_as_attempt: bool = True) -> None:
         with self.store.transaction() as db:
