@@ -113,8 +113,11 @@ class ApprovalSettings:
 
 @dataclass(frozen=True)
 class PlanSettings:
+    """`[plan]`: `auto_execute` false (the default) makes a decomposed plan wait for
+    `tmux-agent approve SESSION plan` instead of queueing its commands at once."""
+
     enabled: bool = True
-    auto_execute: bool = True
+    auto_execute: bool = False
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ WorkKind = Literal["command", "prompt"]
 """What a suggestion or a plan step queues: a shell command (shell session) or a prompt (agent session)."""
 
 PlanGenerator = Literal["codex", "openai", "markdown"]
-PlanState = Literal["pending", "running", "completed", "stopped", "empty"]
+PlanState = Literal["waiting_approval", "pending", "running", "completed", "stopped", "empty"]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "denied"]
 
 

@@ -16,7 +16,7 @@ from orchestrator.adapters.ai_client import AIClient, AIError, AIRequest
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.assist.coordinator import CHECK_SECONDS, Assist, status_lines
 from orchestrator.assist.decision import approve
-from orchestrator.assist.plan_executor import short
+from orchestrator.assist.plan_executor import approve_plan, short
 from orchestrator.clock import ManualClock
 from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
 from orchestrator.dashboard.state import build_state
@@ -560,6 +560,7 @@ def test_a_failure_streak_of_an_agent_names_its_last_prompt(make) -> None:
 
 
 # plans --------------------------------------------------------------------------------------------
+RUN_PLANS = {"ai": {"backend": "off"}, "plan": {"auto_execute": True}}  # plans run without approval
 PLAN = """\
 # Plan
 ## Step 1: Build
@@ -599,7 +600,7 @@ def drive(h: Harness, exit_codes: dict[str, int]) -> list[str]:
 
 
 def test_plan_runs_in_dependency_order_one_command_at_a_time(make) -> None:
-    h = make(toml={"ai": {"backend": "off"}})
+    h = make(toml=RUN_PLANS)
     write_doc(h, PLAN)
     assert drive(h, {}) == ["make build", "make check", "make test", "make ship"]
     plan = h.store.metadata(SESSION)["task_decomposition"]
@@ -609,7 +610,7 @@ def test_plan_runs_in_dependency_order_one_command_at_a_time(make) -> None:
 
 
 def test_a_failed_step_stops_the_plan_and_an_edit_resumes_it(make) -> None:
-    h = make(toml={"ai": {"backend": "off"}})
+    h = make(toml=RUN_PLANS)
     write_doc(h, PLAN)
     assert drive(h, {"make test": 1}) == ["make build", "make check", "make test"]
     meta = h.store.metadata(SESSION)
@@ -625,7 +626,7 @@ def test_a_failed_step_stops_the_plan_and_an_edit_resumes_it(make) -> None:
 
 
 def test_a_denied_plan_command_is_never_queued(make) -> None:
-    h = make(toml={"ai": {"backend": "off"}})
+    h = make(toml=RUN_PLANS)
     write_doc(h, "## Clean\n```bash\nrm -rf ~\n```\n## Next\n```bash\ntrue\n```\n")
     assert drive(h, {}) == []
     plan = h.store.metadata(SESSION)["task_decomposition"]
@@ -661,6 +662,96 @@ def test_an_unreadable_doc_is_reported_once(make) -> None:
     h.settle()
     assert len(h.events("decomposition_failed")) == 1
     assert "task_decomposition" not in h.store.metadata(SESSION)
+
+
+# plans that wait for approval (the default) ------------------------------------------------------
+def test_a_plan_waits_for_approval_by_default_and_approve_starts_it(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    write_doc(h, PLAN)
+    assert drive(h, {}) == []  # nothing queued, however many rounds
+    meta = h.store.metadata(SESSION)
+    assert meta["task_decomposition"]["state"] == "waiting_approval" and not meta.get("blockers")
+    assert "    answer: tmux-agent approve weather/bot plan" in status_lines(SESSION, meta)
+    [created] = h.events("decomposition_created")
+    assert created["detail"].endswith("; waits for `tmux-agent approve weather/bot plan`")
+
+    plan, started = approve_plan(h.store, h.audit, SESSION)
+    assert started and plan["state"] == "running"
+    assert approve_plan(h.store, h.audit, SESSION)[1] is False  # approving again changes nothing
+    [approved] = h.events("plan_approved")
+    assert (approved["by"], approved["detail"]) == (
+        "person",
+        f"approved with tmux-agent approve: 3 step(s) to run from plan.md (sha256 {plan['source_sha256'][:12]})",
+    )
+    assert drive(h, {}) == ["make build", "make check", "make test", "make ship"]
+    assert h.store.metadata(SESSION)["task_decomposition"]["state"] == "completed"
+    with pytest.raises(UserError, match="the plan of weather/bot is completed, not waiting_approval"):
+        approve_plan(h.store, h.audit, SESSION)
+
+
+def test_a_changed_document_is_a_new_plan_that_waits_again(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    write_doc(h, PLAN)
+    h.settle()
+    approve_plan(h.store, h.audit, SESSION)
+    assert drive(h, {"make test": 1}) == ["make build", "make check", "make test"]
+    write_doc(h, PLAN.replace("make test", "make test-fixed"))
+    assert drive(h, {}) == []
+    plan = h.store.metadata(SESSION)["task_decomposition"]
+    assert plan["state"] == "waiting_approval" and [s["status"] for s in plan["steps"]] == [
+        "succeeded",
+        "pending",
+        "pending",
+    ]
+    approve_plan(h.store, h.audit, SESSION)
+    assert drive(h, {}) == ["make test-fixed", "make ship"]  # Build is kept, not run again
+
+    write_doc(h, PLAN.replace("make test", "make test-fixed") + "\n")  # same steps, all done: nothing to approve
+    plan = h.settle()["task_decomposition"]
+    assert plan["state"] == "completed" and h.store.queued(SESSION) == []
+
+
+def test_approving_a_plan_does_not_approve_what_the_safety_policy_denies(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    write_doc(h, "## Clean\n```bash\nrm -rf ~\n```\n")
+    h.settle()
+    approve_plan(h.store, h.audit, SESSION)
+    assert drive(h, {}) == []
+    plan = h.store.metadata(SESSION)["task_decomposition"]
+    assert plan["state"] == "stopped" and plan["steps"][0]["status"] == "denied"
+
+
+def test_a_pending_plan_an_older_version_left_waits_too(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    write_doc(h, PLAN)
+    plan = h.settle()["task_decomposition"]
+    h.store.update_metadata(SESSION, {"task_decomposition": plan | {"state": "pending"}})
+    assert drive(h, {}) == []
+    assert approve_plan(h.store, h.audit, SESSION)[1] is True
+    assert drive(h, {})[:1] == ["make build"]
+
+
+def test_only_a_waiting_plan_can_be_approved(make) -> None:
+    h = make(toml={"ai": {"backend": "off"}})
+    with pytest.raises(UserError, match=r"session weather/bot has no plan \(task_decomposition\): nothing to approve"):
+        approve_plan(h.store, h.audit, SESSION)
+    write_doc(h, "# Nothing to do here\nJust prose.\n")
+    assert h.settle()["task_decomposition"]["state"] == "empty"
+    with pytest.raises(UserError, match="the plan of weather/bot is empty, not waiting_approval") as refused:
+        approve_plan(h.store, h.audit, SESSION)
+    assert refused.value.key == "plan" and h.events("plan_approved") == []
+
+
+def test_auto_execute_runs_a_plan_that_waits(make) -> None:
+    waiting = make(toml={"ai": {"backend": "off"}})
+    write_doc(waiting, PLAN)
+    plan = waiting.settle()["task_decomposition"]
+    assert plan["state"] == "waiting_approval"
+    h = make(toml=RUN_PLANS)  # the same plan, seen by an orchestrator with auto_execute = true
+    h.store.update_metadata(SESSION, {"task_decomposition": plan})
+    write_doc(h, PLAN)
+    assert drive(h, {}) == ["make build", "make check", "make test", "make ship"]
+    assert len(h.events("decomposition_created")) == 0  # the same content: not decomposed again
 
 
 # plans with prompt steps --------------------------------------------------------------------------
@@ -713,7 +804,7 @@ TEST = "Add a test for forecast()."
 
 
 def test_prompt_steps_go_to_their_agent_one_turn_at_a_time(make) -> None:
-    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    h = make(toml=RUN_PLANS, agents=(AGENT,))
     write_agent_doc(h, AGENT_PLAN)
     assert drive_fleet(h) == [(AGENT, SCAFFOLD), (AGENT, FORECAST), (AGENT, TEST), (SESSION, "make test")]
     plan = h.store.metadata(AGENT)["task_decomposition"]
@@ -749,7 +840,7 @@ def test_prompt_steps_go_to_their_agent_one_turn_at_a_time(make) -> None:
     ids=["failed", "stalled", "reported-blocker"],
 )
 def test_a_prompt_step_whose_turn_does_not_succeed_stops_the_plan(make, outcome, why: str) -> None:
-    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    h = make(toml=RUN_PLANS, agents=(AGENT,))
     write_agent_doc(h, AGENT_PLAN)
     assert drive_fleet(h, {FORECAST: outcome}) == [(AGENT, SCAFFOLD), (AGENT, FORECAST)]  # not the rest of s2, not s3
     meta = h.store.metadata(AGENT)
@@ -760,7 +851,7 @@ def test_a_prompt_step_whose_turn_does_not_succeed_stops_the_plan(make, outcome,
 
 
 def test_a_step_that_does_not_fit_its_session_stops_the_plan_before_anything_runs(make) -> None:
-    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    h = make(toml=RUN_PLANS, agents=(AGENT,))
     write_agent_doc(
         h,
         AGENT_PLAN.replace("## Step 2: Forecast\n", "## Step 2: Forecast\n```bash\nmake forecast\n```\n")
@@ -790,7 +881,7 @@ def test_a_step_that_does_not_fit_its_session_stops_the_plan_before_anything_run
 
 
 def test_a_denied_prompt_step_is_never_sent(make) -> None:
-    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    h = make(toml=RUN_PLANS, agents=(AGENT,))
     write_agent_doc(
         h, "## Reset\nPrompt: Clean the repo with `git reset --hard` and `git clean -fd`.\n## Next\nPrompt: go on\n"
     )
@@ -801,7 +892,7 @@ def test_a_denied_prompt_step_is_never_sent(make) -> None:
 
 
 def test_a_prompt_step_waits_while_its_target_session_is_blocked(make) -> None:
-    h = make(toml={"ai": {"backend": "off"}}, agents=(AGENT,))
+    h = make(toml=RUN_PLANS, agents=(AGENT,))
     (h.workdir / "plan.md").write_text("## Ask the agent\nSession: weather/agent\n```prompt\nsay hi\n```\n")
     h.store.update_metadata(AGENT, {"blocked": True})
     h.store.update_metadata(SESSION, {"requirements_doc": "plan.md"})

@@ -21,7 +21,7 @@ def write(tmp_path: Path, toml_text: str, session_extra: str = "") -> Path:
 
 def test_the_starter_file_loads_with_the_documented_defaults(tmp_path: Path) -> None:
     settings = load_config(write(tmp_path, ORCHESTRATOR_TOML)).settings
-    assert (settings.ai.backend, settings.decision.enabled, settings.plan.auto_execute) == ("codex", True, True)
+    assert (settings.ai.backend, settings.decision.enabled, settings.plan.auto_execute) == ("codex", True, False)
     assert settings.decision.approval_risk == "high" and settings.decision.auto_run is False
     assert settings.codex.output_schema is True and settings.codex.json_events is False
 

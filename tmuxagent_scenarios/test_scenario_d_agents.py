@@ -55,7 +55,7 @@ def agent(agent_pane, orchestrator_service, agent_session, model_server, wecom_m
         service = orchestrator_service(
             [pane],
             session_overrides={SESSION: dict(entry)},
-            settings={"stall_timeout_seconds": 120, "decision": {"enabled": True}},
+            settings={"stall_timeout_seconds": 120, "decision": {"enabled": True}, "plan": {"auto_execute": True}},
             env=wecom_mock.env("webhook"),
         )
         return pane, service

@@ -2,6 +2,9 @@
 `task_decomposition`, and the orchestrator drives its steps through the dispatch queue in
 dependency order; a failed step stops the plan, sets a blocker and brings decision assist in,
 and fixing the document resumes the plan without re-running what already succeeded.
+
+A plan waits for `tmux-agent approve SESSION plan` unless `[plan] auto_execute = true`; the
+scenarios that drive plans say so in their config (RUN_PLANS), and one shows the default.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ STEPS = [
     ("s4", "Smoke test", []),
 ]
 ALL_DONE = ["scaffold", "config", "forecast", "smoke"]
+RUN_PLANS = {"plan": {"auto_execute": True}}  # run a plan as soon as it is decomposed (default: wait for approve)
 
 
 def write_plan(pane, secrets: str) -> str:
@@ -98,7 +102,9 @@ def test_requirements_doc_drives_execution(
     pane = agent_pane(SESSION)
     fails = variant == "a-step-fails"
     sha = write_plan(pane, FAILING if fails else FIXED)
-    service = orchestrator_service([pane], settings={"decision": {"enabled": True}}, env=wecom_mock.env("webhook"))
+    service = orchestrator_service(
+        [pane], settings={"decision": {"enabled": True}, **RUN_PLANS}, env=wecom_mock.env("webhook")
+    )
     service.meta_set(SESSION, "requirements_doc", DOC)
     plan = plan_settled(service, sha)
 
@@ -175,7 +181,9 @@ def test_codex_decomposes_and_unchanged_content_is_not_sent_again(agent_pane, or
     fake_codex.script([{"kind": "json", "payload": CODEX_PLAN}, {"kind": "garbage"}])
     pane = agent_pane(SESSION)
     sha = write_plan(pane, FIXED)
-    service = orchestrator_service([pane], settings={"ai": {"backend": "codex"}}, env={"CODEX_TIMEOUT_SECONDS": "5"})
+    service = orchestrator_service(
+        [pane], settings={"ai": {"backend": "codex"}, **RUN_PLANS}, env={"CODEX_TIMEOUT_SECONDS": "5"}
+    )
     service.meta_set(SESSION, "requirements_doc", DOC)
     plan = plan_settled(service, sha)
     assert plan["generated_by"] == "codex" and [s["id"] for s in plan["steps"]] == ["deploy", "setup"]
@@ -204,9 +212,39 @@ def test_codex_decomposes_and_unchanged_content_is_not_sent_again(agent_pane, or
 def test_once_mode_runs_the_whole_plan_then_exits(agent_pane, orchestrator_service) -> None:
     pane = agent_pane(SESSION)
     sha = write_plan(pane, FIXED)
-    service = orchestrator_service([pane], start=False)
+    service = orchestrator_service([pane], settings=RUN_PLANS, start=False)
     service.meta_set(SESSION, "requirements_doc", DOC)
     service.start("--once", wait=False)
     assert service.process.wait(timeout=60) == 0, service.log_text()[-2000:]
     plan = service.metadata(SESSION)["task_decomposition"]
     assert (plan["source_sha256"], plan["state"]) == (sha, "completed") and order(pane) == ALL_DONE
+
+
+def test_by_default_a_plan_waits_for_tmux_agent_approve(agent_pane, orchestrator_service, tmuxagent_evidence) -> None:
+    pane = agent_pane(SESSION)
+    sha = write_plan(pane, FIXED)
+    service = orchestrator_service([pane])
+    service.meta_set(SESSION, "requirements_doc", DOC)
+
+    def waiting():
+        plan = service.metadata(SESSION).get("task_decomposition") or {}
+        return plan if plan.get("source_sha256") == sha and plan.get("state") == "waiting_approval" else None
+
+    plan = wait_until(waiting, timeout=30, message=f"plan of {DOC} to wait for approval")
+    loop_ran(service, rounds=5)
+    assert order(pane) == [] and not service.status()["sessions"][0]["queued"]
+    status = service.cli("status", SESSION).stdout
+    assert "plan: 0/4 done (waiting_approval" in status and f"answer: tmux-agent approve {SESSION} plan" in status
+
+    approved = service.cli("approve", SESSION, "plan")
+    assert approved.stdout.strip() == f"plan of {SESSION} approved: {DOC}"
+    plan = plan_settled(service, sha)
+    assert plan["state"] == "completed" and order(pane) == ALL_DONE
+    [event] = service.audit_events(event="plan_approved", session=SESSION)
+    assert event["by"] == "person"
+    refused = service.cli("approve", SESSION, "plan", check=False)
+    assert refused.returncode == 2 and "is completed, not waiting_approval" in refused.stderr
+    tmuxagent_evidence.decide(
+        f"with the default `[plan] auto_execute = false` the plan of {DOC} waited (nothing ran) until "
+        f"`tmux-agent approve {SESSION} plan`, then ran to `completed`: order.log reads {' → '.join(order(pane))}"
+    )

@@ -161,6 +161,8 @@ def status_lines(session: str, metadata: Mapping[str, Any]) -> list[str]:
         )
         if plan.get("stopped_reason"):
             lines.append(f"    stopped: {plan['stopped_reason']}")
+        if plan.get("state") == "waiting_approval":
+            lines.append(f"    answer: tmux-agent approve {session} plan")
     next_actions = metadata.get("next_actions")
     if isinstance(next_actions, dict) and next_actions.get("recommendations"):
         lines.append(f"  next actions ({next_actions.get('source')}, {next_actions.get('generated_at')}):")

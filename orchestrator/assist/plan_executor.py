@@ -6,6 +6,12 @@ when AI is off or fails — whenever its SHA-256 differs from the one the curren
 was made from; unchanged content is never sent to the AI again. Steps that already succeeded
 and are unchanged keep their status, so editing the document after a failure resumes the plan.
 
+Whether a new plan runs by itself is `[plan] auto_execute`: when it is false (the default) a
+decomposed plan is `waiting_approval` and nothing of it is queued until a person runs
+`tmux-agent approve SESSION plan` (`approve_plan`), which makes it `running`; a changed document
+is a new plan and waits again. A plan with nothing left to run needs no approval. When it is
+true, plans run as soon as they are decomposed (a waiting one too).
+
 The executor then drives the steps in dependency order (document order among the ready ones),
 one command at a time, through the normal dispatch queue. A failed, stalled or cancelled
 command fails its step, stops the plan and sets a "plan step …" blocker, which triggers decision
@@ -21,7 +27,7 @@ session) or that names an unknown session stops the plan before it starts. Nothi
 into a session blocked by a failure streak; the plan waits.
 
 `task_decomposition` = {source (the document path), source_sha256, generated_at,
-generated_by: codex|openai|markdown, state: pending|running|completed|stopped|empty,
+generated_by: codex|openai|markdown, state: waiting_approval|pending|running|completed|stopped|empty,
 stopped_reason?, progress: {done, total}, warnings?, ai_error?, steps: [{id, title, commands,
 session?, kind?, depends_on, acceptance, status: pending|running|succeeded|failed|skipped|denied,
 command_ids?, started_at?, finished_at?}]} (`payloads.TaskDecomposition`).
@@ -46,6 +52,7 @@ from orchestrator.assist.plan_markdown import parse_markdown
 from orchestrator.assist.safety import SafetyPolicy
 from orchestrator.clock import Clock, iso_utc
 from orchestrator.config import PlanSettings, SessionConfig
+from orchestrator.errors import UserError
 from orchestrator.model import TERMINAL_STATUSES, CommandRow
 from orchestrator.payloads import (
     PlanGenerator,
@@ -64,7 +71,8 @@ log = logging.getLogger("orchestrator.plan")
 
 DONE: tuple[StepStatus, ...] = ("succeeded", "skipped")
 CARRIED: tuple[StepStatus, ...] = ("succeeded", "skipped", "running")
-ACTIVE: tuple[PlanState, ...] = ("pending", "running")
+WAITING: PlanState = "waiting_approval"
+UNSTARTED: tuple[PlanState, ...] = (WAITING, "pending")  # what `tmux-agent approve SESSION plan` starts
 FAILED: tuple[StepStatus, ...] = ("failed", "denied")
 
 
@@ -171,11 +179,12 @@ class PlanRunner:
         return self._runs(self.store.metadata(name))
 
     def _runs(self, metadata: Mapping[str, Any]) -> bool:
+        """An approved plan runs; an unstarted one only with `auto_execute` (so a `pending` plan
+        an older version left behind waits too)."""
         plan = metadata.get("task_decomposition")
         return (
-            self.settings.auto_execute
-            and isinstance(plan, dict)
-            and plan.get("state") in ACTIVE
+            isinstance(plan, dict)
+            and (plan.get("state") == "running" or (self.settings.auto_execute and plan.get("state") in UNSTARTED))
             and plan_progress(plan) is not None
             and not metadata.get("blocked")
         )
@@ -243,7 +252,7 @@ class PlanRunner:
             "source_sha256": sha,
             "generated_at": iso_utc(self.clock.now()),
             "generated_by": by,
-            "state": "pending" if steps else "empty",
+            "state": ("pending" if self.settings.auto_execute else WAITING) if steps else "empty",
             "steps": [self._step(session, s, infer_kind=by != "markdown") for s in steps],
         }
         if warnings:
@@ -276,6 +285,8 @@ class PlanRunner:
 
     def apply(self, name: str, plan: TaskDecomposition) -> None:
         kept = carry_over(self.store.metadata(name).get("task_decomposition"), plan)
+        if plan["state"] == WAITING and not any(s["status"] in ("pending", "running") for s in plan["steps"]):
+            plan["state"] = "running"  # nothing left to run (all kept from before): no approval needed
         self._save(name, plan)
         self.blockers.remove(name, lambda b: b.startswith(PLAN_PREFIX))
         error = plan.get("ai_error")
@@ -285,8 +296,11 @@ class PlanRunner:
             source=plan["generated_by"],
             error_kind=error["kind"] if error else None,
             detail=f"{len(plan['steps'])} step(s) from {plan['source']} "
-            f"(sha256 {plan['source_sha256'][:12]}), {kept} kept from before",
+            f"(sha256 {plan['source_sha256'][:12]}), {kept} kept from before"
+            + (f"; waits for `tmux-agent approve {name} plan`" if plan["state"] == WAITING else ""),
         )
+        if plan["state"] == WAITING:
+            log.info("plan of %s from %s waits for `tmux-agent approve %s plan`", name, plan["source"], name)
 
     # execution ---------------------------------------------------------------------------------
     def _target(self, owner: str, step: PlanStep) -> tuple[str, str | None]:
@@ -313,13 +327,13 @@ class PlanRunner:
 
     def _advance(self, name: str, plan: TaskDecomposition) -> None:
         steps = plan["steps"]
-        if plan.get("state") == "pending":  # before anything runs: every step must fit its session
+        running = next((s for s in steps if s["status"] == "running"), None)
+        if plan.get("state") != "running" or running is None:  # before anything runs: every step must fit
             for step in steps:
                 problem = self._target(name, step)[1] if step["status"] == "pending" and step["commands"] else None
                 if problem is not None:
                     self._end_step(name, step, "failed", problem)
                     return self._stop(name, plan, problem, step)
-        running = next((s for s in steps if s["status"] == "running"), None)
         if running is not None:
             target = self._target(name, running)[0]
             ids = running.get("command_ids") or []
@@ -452,3 +466,39 @@ class PlanRunner:
         done, total = _counts(plan["steps"])
         plan["progress"] = {"done": done, "total": total}
         self.store.update_metadata(name, {"task_decomposition": plan})
+
+
+def approve_plan(store: StateStore, audit: AuditLog, session: str) -> tuple[TaskDecomposition, bool]:
+    """`tmux-agent approve SESSION plan`: start the session's plan that waits for approval (it
+    becomes `running`; the orchestrator queues its first step at its next round). Returns the
+    plan and whether this call started it (False: it was already running). Approving a plan
+    approves its steps' commands, not the safety policy's denials: a denied step still never
+    runs. A plan that is not waiting (none, empty, completed, stopped) is refused."""
+    started: list[bool] = []
+
+    def start(value: Any) -> Any:
+        state = value.get("state") if isinstance(value, dict) and plan_progress(value) is not None else None
+        if state not in (*UNSTARTED, "running"):
+            raise UserError(
+                f"the plan of {session} is {state}, not waiting_approval: nothing to approve"
+                if state
+                else f"session {session} has no plan (task_decomposition): nothing to approve",
+                key="plan",
+                fix=f"a plan waits once its requirements_doc is decomposed (see `tmux-agent status {session}`); "
+                "a stopped one is decomposed again when its document changes",
+            )
+        started.append(state != "running")
+        value["state"] = "running"
+        return value
+
+    plan: TaskDecomposition = store.modify_metadata(session, "task_decomposition", start)
+    if started[0]:
+        done, total = _counts(plan["steps"])
+        audit.record(
+            "plan_approved",
+            session,
+            by="person",
+            detail=f"approved with tmux-agent approve: {total - done} step(s) to run from {plan.get('source')} "
+            f"(sha256 {str(plan.get('source_sha256'))[:12]})",
+        )
+    return plan, started[0]

@@ -144,6 +144,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
         )
         warn_unsupervised(store, session.name, "the approval")
         return 0
+    if args.id == "plan":
+        from orchestrator.assist.plan_executor import approve_plan
+
+        plan, started = approve_plan(store, audit, session.name)
+        print(f"plan of {session.name} {'approved' if started else 'already approved'}: {plan.get('source')}")
+        warn_unsupervised(store, session.name, "the plan")
+        return 0
     from orchestrator.assist.decision import approve
 
     command_id, command = approve(config, store, audit, session.name, args.id)
@@ -219,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(p)
     p.add_argument("session")
-    p.add_argument("id", nargs="?", default=None, help="a suggestion's id, as `tmux-agent status` shows it")
+    p.add_argument(
+        "id", nargs="?", default=None, help="a suggestion's id, as `tmux-agent status` shows it; `plan`: start the plan"
+    )
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("deny", help="refuse the agent's pending tool request; with ID, refuse a suggestion")

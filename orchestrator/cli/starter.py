@@ -51,5 +51,5 @@ enabled = true
 
 [plan]                             # requirements_doc → task_decomposition → commands
 enabled = true
-auto_execute = true
+auto_execute = false               # a new plan waits for `tmux-agent approve SESSION plan`; true runs it at once
 """
