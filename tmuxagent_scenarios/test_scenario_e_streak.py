@@ -80,3 +80,40 @@ def test_a_success_resets_the_streak(agent_pane, orchestrator_service, wecom_moc
     assert not service.metadata(SESSION).get("blocked")
     heartbeats_pass(service)
     assert wecom_mock.messages() == []
+
+
+def test_unblock_resets_the_streak_so_one_more_failure_does_not_block_again(
+    agent_pane, orchestrator_service, wecom_mock
+) -> None:
+    """After `tmux-agent unblock` the streak starts again from 0: ONE more failure makes it 1 — not
+    threshold + 1, which would block the session again and send a second 命令连续失败. (Following
+    the unblock with a success, as the case above does, resets the streak anyway and hides this.)"""
+    threshold = 3
+    pane = agent_pane(SESSION)
+    service = orchestrator_service(
+        [pane], settings={"failure_alert_threshold": threshold}, env=wecom_mock.env("webhook"), start=False
+    )
+    failures = [service.send(SESSION, f"echo attempt {i}; (exit {10 + i})") for i in range(threshold)]
+    one_more = service.send(SESSION, "echo after-unblock; (exit 7)")  # held by the block
+    service.start()
+    assert [service.wait_result(i).status for i in failures] == ["failed"] * threshold
+    metrics = service.metrics
+    assert metrics.wait_until_value("orchestrator_session_blocked", 1.0, session=SESSION) == 1.0
+    assert len(wecom_mock.wait_for_messages(1)) == 1
+
+    service.cli("unblock", SESSION)
+    assert service.wait_result(one_more).status == "failed"
+    heartbeats_pass(service)  # the result's handlers ran and the gauges mirror the DB
+    assert metrics.value("orchestrator_failure_streak", session=SESSION) == 1.0, "unblock did not reset the streak"
+    assert service.metadata(SESSION)["failure_streak"] == 1
+    assert metrics.value("orchestrator_session_blocked", session=SESSION) == 0.0
+    assert service.metadata(SESSION)["blocked"] is False
+    kinds = [e["event"] for e in service.audit_events(session=SESSION)]
+    assert (kinds.count("failure_streak"), kinds.count("session_blocked")) == (1, 1)
+
+    # not blocked: the next command is dispatched (a block would keep it queued)
+    nxt = service.wait_result(service.send(SESSION, "echo still-dispatched"), timeout=10)
+    assert (nxt.status, nxt.output_tail) == ("succeeded", "still-dispatched")
+    assert metrics.wait_until_value("orchestrator_notifications_pending", 0.0) == 0.0
+    alerts = wecom_mock.messages()
+    assert len(alerts) == 1, f"a second alert after the unblock: {alerts}"  # the streak's one 命令连续失败
