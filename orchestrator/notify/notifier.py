@@ -8,8 +8,11 @@ channel fails, it says "notifications degraded: …" once per episode, counts it
 and keeps the messages until a channel works again.
 
 WeCom's limit is per robot (20 messages a minute for a webhook key), and it counts
-every request, refused or not, so the notifier counts *attempts* per `rate_key`
-(the webhook key's hash, or the app's corp + agent), not successes per channel name.
+every request its API takes in, refused or not, so the notifier counts *attempts*
+per `rate_key` (the webhook key's hash, or the app's corp + agent), not successes
+per channel name. An attempt that never reached the API (no connection, a gateway's
+HTTP error, a reply that is not WeCom's) is not counted: otherwise an outage's
+retries would use up the budget and hold the backlog back after it ends.
 
 A message every channel refuses with a final errcode (`ChannelError.refusal`) ends
 `dead` instead of being retried for ever: one ERROR line with the errcode and the
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
-from orchestrator.adapters.wecom import Channel, ChannelError, channels_from_env, describe
+from orchestrator.adapters.wecom import Channel, ChannelError, ChannelErrorKind, channels_from_env, describe
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import NotificationSettings
 from orchestrator.envfile import EnvSource
@@ -50,6 +53,8 @@ MAX_BACKOFF_EXPONENT = 64
 #: Notifications whose outbox write the state DB refused (a full disk, a lock) wait in memory,
 #: up to this many, and are written by the sending thread when the DB takes writes again.
 UNSAVED_LIMIT = 1000
+#: Failures that never reached WeCom's API, so WeCom's per-minute limit did not count them.
+UNCOUNTED_KINDS: frozenset[ChannelErrorKind] = frozenset({"network", "http", "bad_reply"})
 
 
 @dataclass(frozen=True)
@@ -194,15 +199,16 @@ class Notifier:
         self.metrics.notifications_pending.set(len(self.outbox.pending()))
 
     def _allowed(self, channel: Channel) -> bool:
-        """Room for one more request to this robot in the last minute; if so, it is counted now."""
+        """Room for one more request to this robot in the last minute."""
         window = self._attempt_times[rate_key(channel)]
         now = self.clock.monotonic()
         while window and now - window[0] >= 60.0:
             window.popleft()
-        if len(window) >= self.settings.rate_limit_per_minute:
-            return False
-        window.append(now)
-        return True
+        return len(window) < self.settings.rate_limit_per_minute
+
+    def _count_attempt(self, channel: Channel, error: ChannelError | None = None) -> None:
+        if error is None or error.kind not in UNCOUNTED_KINDS:
+            self._attempt_times[rate_key(channel)].append(self.clock.monotonic())
 
     def _deliver(self, message: OutboxMessage) -> None:
         errors: list[ChannelError] = []
@@ -214,9 +220,11 @@ class Notifier:
             try:
                 channel.send(message.title, message.body)
             except ChannelError as exc:
+                self._count_attempt(channel, exc)
                 errors.append(exc)
                 self.metrics.notifications.labels(channel=channel.name, result="failed").inc()
                 continue
+            self._count_attempt(channel)
             try:
                 self.outbox.mark_sent(message.id, channel.name)
             except StateDBError:
