@@ -155,8 +155,14 @@ def check_app_message(payload: Any, limits: WeComLimits, strict: bool) -> Option
 
 def check_gettoken(query: Mapping[str, str], secret_ok: Callable[[str], bool], strict: bool) -> Optional[Refusal]:
     """``gettoken``'s ``corpid`` / ``corpsecret``. ``secret_ok`` says whether a secret is the
-    app's; the secret itself never appears in the errmsg."""
+    app's; the secret itself never appears in the errmsg.
+
+    A bare ``gettoken`` (neither parameter) is a reachability probe (``doctor`` sends one: no
+    secret on the wire, and WeCom's JSON 41002 tells it apart from a proxy's login page), so
+    its 41002 is not a violation; half a credential is."""
     corpid, secret = query.get("corpid"), query.get("corpsecret")
+    if not corpid and not secret:
+        return Refusal(41002, "a bare gettoken: no corpid, no corpsecret", violation=False)
     if not corpid:
         return refuse(41002)
     if not secret:

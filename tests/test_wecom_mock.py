@@ -95,6 +95,12 @@ def test_gettoken_requires_credentials_and_unknown_paths_are_404(wecom: WeComMoc
     assert [v.errcode for v in wecom.violations] == [41002, 41004, 404]
 
 
+def test_a_bare_gettoken_is_a_probe_not_a_violation(wecom: WeComMock) -> None:
+    status, reply = call(f"{wecom.url}/cgi-bin/gettoken")  # what `doctor` sends to see WeCom's JSON
+    assert (status, reply["errcode"]) == (200, 41002) and "access_token" not in reply
+    assert wecom.violations == []
+
+
 def test_invalid_message_bodies_are_rejected(wecom: WeComMock) -> None:
     for code in (40008, 44004, 93000):
         wecom.expect_violation(code)
