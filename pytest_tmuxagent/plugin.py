@@ -25,6 +25,7 @@ from .evidence import Evidence, allure
 from .fake_codex import FakeCodex
 from .live import LiveCodex, LiveContext, LiveTmuxServer, WeComRecordingProxy
 from .metrics_scraper import MetricsScraper
+from .proxy_servers import HttpProxy, Socks5Proxy
 from .registry import EPIC, Scenario, scenarios
 from .service import COMPRESSED_SETTINGS, OrchestratorService, OrchestratorServiceFactory, make_service, merge_settings
 from .tmux_server import PANE_SHELL, AgentPane, AgentPaneFactory, TmuxTestServer
@@ -254,6 +255,22 @@ def wecom_mock(request: pytest.FixtureRequest, tmuxagent_live: LiveContext | Non
 def metrics_scraper() -> type[MetricsScraper]:
     """Factory: `metrics_scraper(url, timeout=5.0)` scrapes /metrics and parses it with prometheus_client."""
     return MetricsScraper
+
+@pytest.fixture
+def tmuxagent_http_proxy() -> Iterator[HttpProxy]:
+    """A real HTTP proxy on 127.0.0.1 (absolute-URI forwarding and CONNECT tunnels) recording
+    where each request went; `.url` is the value for HTTP_PROXY / HTTPS_PROXY."""
+    with HttpProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def tmuxagent_socks_proxy() -> Iterator[Socks5Proxy]:
+    """A real SOCKS5 proxy on 127.0.0.1 without authentication, recording each tunnel's target;
+    `.url` / `.url_for("socks5h")` for ALL_PROXY. With a password: `Socks5Proxy(username=, password=)`."""
+    with Socks5Proxy() as proxy:
+        yield proxy
+
 
 
 @pytest.fixture

@@ -9,14 +9,21 @@ clients, whichever of the two places a variable came from.
 
 The rule is curl's: the scheme's own variable (`https_proxy` for an https URL, lower case before
 upper case), else `all_proxy`; none when the host matches `no_proxy` (`*`, a host name or a
-domain suffix with or without a leading dot, an IP address or CIDR block, optionally `:port`).
+domain suffix with or without a leading dot, an IP address or CIDR block, optionally `:port`);
+a proxy written without a scheme (`127.0.0.1:7890`) is an http:// one.
+
+A proxy a client cannot use (socks support not installed, a scheme it does not speak) is one
+`ProxySupportError` line naming the proxy (never its password) and the fix, not an ImportError
+from inside the client: `proxy_problem` says it beforehand, for `doctor` too.
 """
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import requests
@@ -25,8 +32,40 @@ if TYPE_CHECKING:  # the SDK's client is imported only by the code that talks to
     import httpx2
 
 
-def _variable(env: Mapping[str, str], name: str) -> str:
-    return (env.get(name.lower()) or env.get(name.upper()) or "").strip()
+ProxyClient = Literal["requests", "httpx"]  # the WeCom client, the OpenAI SDK's client
+# what each client speaks, and the module + extra its socks support needs
+CLIENT_SCHEMES: dict[ProxyClient, frozenset[str]] = {
+    "requests": frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"}),
+    "httpx": frozenset({"http", "https", "socks5", "socks5h"}),
+}
+SOCKS_SUPPORT: dict[ProxyClient, tuple[str, str]] = {
+    "requests": ("socks", "requests[socks]"),
+    "httpx": ("socksio", "httpx2[socks]"),
+}
+
+
+class ProxySupportError(RuntimeError):
+    """A proxy the client cannot use; the message is one line with the fix and no password."""
+
+
+@dataclass(frozen=True)
+class ProxyProblem:
+    """Why a client cannot use a proxy (`what`, naming the proxy without its password) and the fix."""
+
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.what} — {self.fix}"
+
+
+def _variable(env: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """(the variable as spelled in `env`, its value) for `name` in either case, lower first."""
+    for spelled in (name.lower(), name.upper()):
+        value = (env.get(spelled) or "").strip()
+        if value:
+            return spelled, value
+    return None
 
 
 def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
@@ -72,12 +111,47 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
     >>> proxy_for("http://nas.lan:8080/", env) is None
     True
     """
+    chosen = proxy_variable(url, env)
+    if chosen is None:
+        return None
+    value = env[chosen].strip()
+    return value if "://" in value else f"http://{value}"
+
+
+def proxy_variable(url: str, env: Mapping[str, str]) -> str | None:
+    """The variable (as spelled in `env`) whose proxy `url` goes through, or None (direct).
+
+    >>> proxy_variable("https://api.openai.com/v1", {"ALL_PROXY": "socks5://s:1080"})
+    'ALL_PROXY'
+    """
     parts = urlsplit(url)
     if parts.hostname is None:
         return None
-    if _bypassed(parts.hostname, parts.port, _variable(env, "no_proxy")):
+    no_proxy = _variable(env, "no_proxy")
+    if no_proxy and _bypassed(parts.hostname, parts.port, no_proxy[1]):
         return None
-    return _variable(env, f"{parts.scheme}_proxy") or _variable(env, "all_proxy") or None
+    chosen = _variable(env, f"{parts.scheme}_proxy") or _variable(env, "all_proxy")
+    return chosen[0] if chosen else None
+
+
+def proxy_problem(proxy: str | None, client: ProxyClient) -> ProxyProblem | None:
+    """Why `client` cannot use `proxy`, or None when it can."""
+    if not proxy:
+        return None
+    scheme = urlsplit(proxy).scheme.lower()
+    shown = describe_proxy(proxy)
+    if scheme not in CLIENT_SCHEMES[client]:
+        speaks = ", ".join(f"{s}://" for s in sorted(CLIENT_SCHEMES[client]))
+        return ProxyProblem(f"{shown}: the {client} client cannot use {scheme}:// proxies", f"use one of {speaks}")
+    if scheme.startswith("socks"):
+        module, extra = SOCKS_SUPPORT[client]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return ProxyProblem(
+                f"{shown}: SOCKS support for the {client} client is not installed ({module})", f"pip install '{extra}'"
+            )
+    return None
 
 
 def requests_proxies(url: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -94,10 +168,16 @@ def requests_session() -> requests.Session:
 
 
 def httpx_client(url: str, env: Mapping[str, str], timeout: float) -> httpx2.Client:
-    """The OpenAI SDK's HTTP client for `url`, with the environment's proxy for it (if any)."""
+    """The OpenAI SDK's HTTP client for `url`, with the environment's proxy for it (if any).
+
+    Raises ProxySupportError (one line) for a proxy it cannot use, never ImportError."""
     import httpx2
 
-    return httpx2.Client(trust_env=False, proxy=proxy_for(url, env), timeout=timeout)
+    proxy = proxy_for(url, env)
+    problem = proxy_problem(proxy, "httpx")
+    if problem:
+        raise ProxySupportError(str(problem))
+    return httpx2.Client(trust_env=False, proxy=proxy, timeout=timeout)
 
 
 def describe_proxy(proxy: str | None) -> str:
