@@ -206,3 +206,35 @@ def test_two_channels_of_one_robot_share_its_rate_limit(rig: Rig) -> None:
     rig.clock.advance(2.5)
     rig.notifier.flush_once()
     assert len(twin.sent) == 2  # 3 a minute, one already used by the refused attempt
+
+
+def test_a_message_refused_for_its_content_is_not_revived_by_a_new_configuration(rig: Rig) -> None:
+    rig.channel.fail_with = refused(40058)
+    alert(rig, "too-long")
+    rig.notifier.flush_once()
+    rig.channel.fail_with = None
+    rig.env_file.write_text("WECOM_WEBHOOK=https://example.invalid/send?key=key-two-5678\n")
+    rig.notifier.channel_factory = lambda env, timeout, previous: [RecordingChannel(name="webhook")]
+    rig.notifier.flush_once()
+    assert len(rig.notifier.outbox.dead()) == 1 and rig.channel.sent == []
+
+
+def test_an_old_state_db_gains_the_dead_scope_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the outbox as an earlier version created it
+        db.execute(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, dedupe_key TEXT NOT NULL, kind TEXT NOT NULL,"
+            " session TEXT, title TEXT NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL,"
+            " status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
+            " next_attempt_at REAL NOT NULL DEFAULT 0, last_error TEXT, channel TEXT, sent_at REAL)"
+        )
+        db.execute("INSERT INTO outbox(dedupe_key, kind, title, body, created_at) VALUES ('k', 'stall', 't', 'b', 1)")
+    store = StateStore(path)
+    outbox = Outbox(store)
+    [message] = outbox.pending()
+    outbox.mark_dead(message.id, "webhook errcode 93000", "channel")
+    assert [m.dead_scope for m in outbox.dead()] == ["channel"]
+    assert outbox.revive(since=0) == 1 and len(outbox.pending()) == 1
+    store.close()

@@ -224,3 +224,19 @@ def test_the_proxy_and_recipients_are_part_of_the_channel_identity(mock: WeComMo
     retargeted = channels_from_env({**env, "WECOM_TOUSER": "zhangsan"}, previous=first)
     assert [a is b for a, b in zip(first, retargeted, strict=True)] == [True, False]
     assert isinstance(first[0], WebhookChannel)
+
+
+def test_fixing_the_key_delivers_what_died_of_it(notifier: Notifier, mock: WeComMock) -> None:
+    mock.expect_violation(93000)
+    good = mock.env("webhook")
+    notifier.env = EnvSource(None, base={**good, "WECOM_WEBHOOK": mock.webhook_url("no-such-robot")})
+    queue(notifier, 2)
+    notifier.flush_once()
+    assert len(notifier.outbox.dead()) == 2 and mock.messages() == []
+    notifier.flush_once()  # the same configuration: nothing is tried again
+    assert len([r for r in mock.requests if r.errcode == 93000]) == 2
+    notifier.env = EnvSource(None, base=good)  # the user fixes WECOM_WEBHOOK
+    notifier.flush_once()
+    assert sorted(m.split("\n")[0] for m in mock.messages()) == ["## 命令卡顿 · 0", "## 命令卡顿 · 1"]
+    assert notifier.outbox.dead() == [] and notifier.outbox.pending() == []
+    assert notifier.degraded_reason is None

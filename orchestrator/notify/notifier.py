@@ -19,6 +19,8 @@ A message every channel refuses with a final errcode (`ChannelError.refusal`) en
 fix, audit `notification_dead`, `orchestrator_notifications_dead_total`. Degraded
 means "no channel can deliver": a refusal of one message's *content* leaves the
 channel healthy; a refusal of its *configuration* (wrong key, untrusted IP) does not.
+Messages that died of a configuration are queued again when the configuration
+changes (the env file is fixed, or the service restarts), if younger than a day.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ MAX_BACKOFF_EXPONENT = 64
 UNSAVED_LIMIT = 1000
 #: Failures that never reached WeCom's API, so WeCom's per-minute limit did not count them.
 UNCOUNTED_KINDS: frozenset[ChannelErrorKind] = frozenset({"network", "http", "bad_reply"})
+#: Messages that died of a channel's configuration are queued again when it changes, if younger.
+REVIVE_WINDOW_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class Notifier:
         self._held = threading.Lock()
         self._unsaved: collections.deque[_Unsaved] = collections.deque(maxlen=UNSAVED_LIMIT)
         self._sent_unmarked: dict[int, str] = {}  # delivered, but `mark_sent` was refused: never resend
+        self._configuration: tuple[object, ...] | None = None  # the channels' config keys last round
         self._set_health("ok", "", 0)
 
     # the supervisor's side -------------------------------------------------------
@@ -182,6 +187,7 @@ class Notifier:
         self._save_held()
         before = describe(self.channels)
         self._refresh_channels(self.env.current())
+        self._revive_if_reconfigured()
         pending = len(self.outbox.pending())
         if self.channels and describe(self.channels) != before and self.degraded_reason is None:
             self._set_health("ok", f"channels: {describe(self.channels)}", pending)
@@ -197,6 +203,15 @@ class Notifier:
             if message.id not in self._sent_unmarked:
                 self._deliver(message)
         self.metrics.notifications_pending.set(len(self.outbox.pending()))
+
+    def _revive_if_reconfigured(self) -> None:
+        """A changed configuration may fix what killed messages (a key, a secret): try them again."""
+        configuration = tuple(getattr(ch, "config_key", id(ch)) for ch in self.channels)
+        if self.channels and configuration != self._configuration:
+            revived = self.outbox.revive(self.clock.now() - REVIVE_WINDOW_SECONDS)
+            if revived:
+                log.info("WeCom configuration changed: %d notification(s) refused by the old one queued again", revived)
+        self._configuration = configuration
 
     def _allowed(self, channel: Channel) -> bool:
         """Room for one more request to this robot in the last minute."""
@@ -260,7 +275,8 @@ class Notifier:
             for e in errors
             if e.refusal is not None
         )
-        self.outbox.mark_dead(message.id, redact(verdicts))
+        scope = "channel" if any(e.refusal is not None and e.refusal.scope == "channel" for e in errors) else "message"
+        self.outbox.mark_dead(message.id, redact(verdicts), scope)
         for e in errors:
             self.metrics.notifications_dead.labels(channel=e.channel, errcode=str(e.errcode)).inc()
         log.error("notification %d %r not delivered, will not be retried: %s", message.id, message.title, verdicts)

@@ -5,7 +5,10 @@ there and is delivered when a channel works again. Nothing is dropped.
 A message's `status` is `pending` (waiting or backing off), `sent`, or `dead`: every channel
 refused it with an errcode that will never succeed (a wrong key, content WeCom will not take).
 A dead message stays in the table with its `last_error` (the errcodes and the fix) but is no
-longer due or pending, so it neither blocks the others nor counts as a backlog.
+longer due or pending, so it neither blocks the others nor counts as a backlog. `dead_scope`
+says why: "message" (WeCom will never take this content) or "channel" (the configuration was
+wrong: a key, a secret, an IP); the notifier queues the latter again when the configuration
+changes (`revive`), so fixing the key does not lose the alerts sent while it was wrong.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at REAL NOT NULL DEFAULT 0,
     last_error TEXT,
     channel TEXT,
-    sent_at REAL
+    sent_at REAL,
+    dead_scope TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(status, next_attempt_at, id);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)
@@ -53,6 +57,7 @@ class OutboxMessage:
     last_error: str | None
     channel: str | None
     sent_at: float | None
+    dead_scope: str | None = None
 
 
 class Outbox:
@@ -62,6 +67,9 @@ class Outbox:
             for statement in OUTBOX_SCHEMA.strip().split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)").fetchall()}
+            if "dead_scope" not in columns:  # a state DB from before `dead` existed
+                db.execute("ALTER TABLE outbox ADD COLUMN dead_scope TEXT")
 
     def add(
         self, *, dedupe_key: str, kind: str, session: str | None, title: str, body: str, dedupe_seconds: float
@@ -106,13 +114,24 @@ class Outbox:
                 (channel, self.store.clock.now(), message_id),
             )
 
-    def mark_dead(self, message_id: int, error: str) -> None:
-        """End a pending message that no channel will ever accept; it is kept, not retried."""
+    def mark_dead(self, message_id: int, error: str, scope: str) -> None:
+        """End a pending message no channel will accept as configured; it is kept, not retried."""
         with self.store.transaction() as db:
             db.execute(
-                "UPDATE outbox SET status='dead', attempts=attempts+1, last_error=? WHERE id=? AND status='pending'",
-                (error, message_id),
+                "UPDATE outbox SET status='dead', attempts=attempts+1, last_error=?, dead_scope=? "
+                "WHERE id=? AND status='pending'",
+                (error, scope, message_id),
             )
+
+    def revive(self, since: float) -> int:
+        """Queue again the messages created after `since` that died of a channel's configuration."""
+        with self.store.transaction() as db:
+            cur = db.execute(
+                "UPDATE outbox SET status='pending', next_attempt_at=0, dead_scope=NULL "
+                "WHERE status='dead' AND dead_scope='channel' AND created_at > ?",
+                (since,),
+            )
+            return cur.rowcount
 
     def dead(self) -> list[OutboxMessage]:
         return self._rows("SELECT * FROM outbox WHERE status='dead' ORDER BY id")
