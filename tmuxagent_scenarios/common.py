@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,16 +44,23 @@ def replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def replay_matching(log: Path, db: Path) -> tuple[dict[str, Any], str]:
+    """Replay `log` against `db` (`--verify-db --json`); return the summary and replay's stderr
+    once it exits 0 and says the DB matches the log (bad lines may be reported in `problems`)."""
+    replayed = replay_cli("--log", str(log), "--verify-db", str(db), "--json")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    summary = json.loads(replayed.stdout)
+    assert summary["verify"] == {"db": str(db), "ok": True, "differences": []}
+    return dict(summary), replayed.stderr
+
+
 def replay_verified(service) -> dict:  # type: ignore[no-untyped-def]
     """Stop the service, replay its audit log against its state DB (`--verify-db --json`), and
     return the summary once replay says the DB matches the log and no line is bad."""
     assert service.stop() == 0
-    replayed = replay_cli("--log", str(service.audit_log), "--verify-db", str(service.state_db), "--json")
-    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    summary = json.loads(replayed.stdout)
-    assert summary["verify"] == {"db": str(service.state_db), "ok": True, "differences": []}
+    summary, _ = replay_matching(service.audit_log, service.state_db)
     assert summary["problems"] == []
-    return dict(summary)
+    return summary
 
 
 def fake_only(fake_codex) -> None:
