@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
-from orchestrator.adapters.wecom import AppChannel, Channel, WebhookChannel, channels_from_env
+from orchestrator.adapters.wecom import AppChannel, Channel, ChannelError, WebhookChannel, channels_from_env
 from orchestrator.adapters.wecom_limits import APP_MARKDOWN_LIMIT, WEBHOOK_LIMITS, fit, lines_cut_mark, utf8_len
 from orchestrator.clock import ManualClock
 from orchestrator.config import NotificationSettings
@@ -240,3 +240,13 @@ def test_fixing_the_key_delivers_what_died_of_it(notifier: Notifier, mock: WeCom
     assert sorted(m.split("\n")[0] for m in mock.messages()) == ["## 命令卡顿 · 0", "## 命令卡顿 · 1"]
     assert notifier.outbox.dead() == [] and notifier.outbox.pending() == []
     assert notifier.degraded_reason is None
+
+
+def test_a_proxy_the_client_cannot_use_is_one_clear_error_with_the_fix(mock: WeComMock) -> None:
+    [hook] = channels_from_env({**mock.env("webhook"), "ALL_PROXY": "ftp://user:pa55word@127.0.0.1:21"})
+    with pytest.raises(ChannelError) as info:
+        hook.send(TITLE, "> x")
+    err = info.value
+    assert err.kind == "network" and err.refusal is None  # the user can fix it: retried, not dead
+    assert "ftp://" in str(err) and "use one of" in str(err) and "pa55word" not in str(err)
+    assert mock.requests == []

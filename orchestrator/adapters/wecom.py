@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import requests
 
-from orchestrator.adapters.proxies import proxy_for, requests_session
+from orchestrator.adapters.proxies import proxy_for, proxy_problem, requests_session
 from orchestrator.adapters.wecom_errcodes import Refusal, refusal
 from orchestrator.adapters.wecom_limits import APP_MARKDOWN_LIMIT, WEBHOOK_LIMITS, fit
 from orchestrator.clock import Clock, SystemClock
@@ -157,8 +157,12 @@ class _Transport:
         """One HTTP exchange turned into a JSON reply with errcode 0, or a ChannelError.
 
         `from None` keeps the original requests exception (whose text holds the URL) out of
-        tracebacks.
+        tracebacks. A proxy `requests` cannot use (a scheme it does not speak, socks support not
+        installed) is said in one line with the fix instead of the library's exception.
         """
+        problem = proxy_problem(self.proxy, "requests")
+        if problem is not None:
+            raise ChannelError(self.channel, "network", f"proxy unusable: {problem}")
         try:
             resp = self.session.request(
                 method, url, params=params, json=body, timeout=self.timeout, proxies=_proxies(self.proxy)
