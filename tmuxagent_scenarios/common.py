@@ -48,6 +48,9 @@ def replay_matching(log: Path, db: Path) -> tuple[dict[str, Any], str]:
     """Replay `log` against `db` (`--verify-db --json`); return the summary and replay's stderr
     once it exits 0 and says the DB matches the log (bad lines may be reported in `problems`)."""
     replayed = replay_cli("--log", str(log), "--verify-db", str(db), "--json")
+    if replayed.returncode == 1:  # say how the DB differs, not the whole summary
+        differences = json.loads(replayed.stdout)["verify"]["differences"]
+        raise AssertionError(f"replay --verify-db: the state DB differs from the audit log: {differences}")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     summary = json.loads(replayed.stdout)
     assert summary["verify"] == {"db": str(db), "ok": True, "differences": []}
