@@ -9,7 +9,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ import pytest
 from orchestrator.state.store import StateStore
 from pytest_tmuxagent.fake_codex import FakeCodex
 from pytest_tmuxagent.live import LiveCodex
+from pytest_tmuxagent.model_server import ModelServer
+from pytest_tmuxagent.proxy_servers import HttpProxy, Socks5Proxy, refusing_port
 from pytest_tmuxagent.service import OrchestratorServiceFactory, cli_path
 from pytest_tmuxagent.tmux_server import AgentPane, AgentPaneFactory, TmuxTestServer
 from pytest_tmuxagent.waiting import wait_until
@@ -55,10 +60,19 @@ def project(
     )
     env = {"OPENAI_API_KEY": "sk-doctor-secret-123456", **wecom_mock.env("webhook")}
     (tmp_path / "dot.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    # doctor's reach WeCom line asks gettoken without a corp id: WeCom (and the mock) answer 41002
+    wecom_mock.expect_violation(41002)
     return tmp_path
 
 
-def doctor(project: Path, *args: str, script: bool = False) -> subprocess.CompletedProcess[str]:
+def without_proxies(env: Mapping[str, str]) -> dict[str, str]:
+    """Proxies come from each test's env file only, never from the machine running the tests."""
+    return {k: v for k, v in env.items() if not k.lower().endswith("_proxy")}
+
+
+def doctor(
+    project: Path, *args: str, script: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     argv = [str(ROOT / "scripts" / "diagnose_orchestrator.sh")] if script else [cli_path("tmux-agent"), "doctor"]
     if "--dashboard-port" not in args:  # 8702 may be anyone's on this machine
         args = (*args, "--dashboard-port", str(free_port()))
@@ -67,7 +81,7 @@ def doctor(project: Path, *args: str, script: bool = False) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=60,
-        env=os.environ.copy(),
+        env={**without_proxies(os.environ), **(env or {})},
         cwd=project,
     )
 
@@ -76,12 +90,13 @@ def test_all_checks_pass_and_the_key_is_masked(project: Path, wecom_mock: WeComM
     result = doctor(project)
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
-    names = ("tmux", "config", "tmux socket", "pane weather/bot", "codex", "OPENAI_API_KEY", "WeCom")
+    names = ("tmux", "config", "tmux socket", "pane weather/bot", "codex", "OPENAI_API_KEY", "WeCom", "reach WeCom")
     for name in (*names, "metrics port", "dashboard port", "state DB", "log dir"):
         assert any(line.startswith("ok") and f" {name} " in f"{line} " for line in lines), (name, result.stdout)
     assert "answered a tiny prompt" in result.stdout
     assert "sk-doctor-secret-123456" not in result.stdout and "test-webhook-key-0001" not in result.stdout
-    assert wecom_mock.requests == []  # no message without --send-test
+    assert wecom_mock.messages() == []  # no message without --send-test, only the reach probe:
+    assert [(r.method, r.path, r.query) for r in wecom_mock.requests] == [("GET", "/cgi-bin/gettoken", {})]
 
 
 def test_send_test_delivers_a_message(project: Path, wecom_mock: WeComMock) -> None:
@@ -338,3 +353,120 @@ def test_a_missing_or_hanging_agent_binary_fails_with_the_fix(
     bad = line_of(result, "agent broken/claude")
     assert bad.startswith("FAIL") and f"`{broken} --version` exited 3" in bad
     assert "failing: " in result.stdout and "agent no/claude" in result.stdout.splitlines()[-1]
+
+
+# the network: a real request through the proxy each client takes -----------------------------------
+def use_openai(project: Path, model_server: ModelServer, env_lines: str) -> None:
+    """`[ai] backend = "openai"` against the model server, and `env_lines` added to the env file."""
+    toml = project / ".tmuxagent" / "orchestrator.toml"
+    toml.write_text(
+        toml.read_text() + f'[ai]\nbackend = "openai"\nopenai_base_url = "{model_server.openai_base_url}"\n'
+    )
+    with (project / "dot.env").open("a") as env_file:
+        env_file.write(env_lines)
+
+
+def test_each_endpoint_is_reached_through_the_proxy_of_the_env_file(
+    project: Path, wecom_mock: WeComMock, model_server: ModelServer, tmuxagent_http_proxy: HttpProxy
+) -> None:
+    use_openai(project, model_server, f"HTTP_PROXY={tmuxagent_http_proxy.url}\nNO_PROXY=.lan\n")
+    result = doctor(project)
+    assert result.returncode == 0, result.stdout
+    proxy = tmuxagent_http_proxy.url
+    assert line_of(result, "proxies").startswith("ok") and f"HTTP_PROXY {proxy}; NO_PROXY .lan" in result.stdout
+    wecom = line_of(result, "reach WeCom")
+    assert wecom.startswith("ok") and f"{wecom_mock.url}/cgi-bin/gettoken via {proxy} (HTTP_PROXY): HTTP 200" in wecom
+    openai = line_of(result, "reach OpenAI")
+    assert (
+        openai.startswith("ok")
+        and f"{model_server.openai_base_url}/models via {proxy} (HTTP_PROXY): HTTP 200" in openai
+    )
+    assert sorted(c.target for c in tmuxagent_http_proxy.connections) == sorted(
+        [f"127.0.0.1:{wecom_mock.port}", f"127.0.0.1:{model_server.port}"]
+    )
+    assert "sk-doctor-secret-123456" not in result.stdout
+
+
+def test_a_dead_proxy_fails_each_endpoint_with_the_fix_and_no_password(
+    project: Path, wecom_mock: WeComMock, model_server: ModelServer
+) -> None:
+    with refusing_port() as port:
+        use_openai(project, model_server, f"ALL_PROXY=socks5h://me:proxy-pw-0001@127.0.0.1:{port}\n")
+        result = doctor(project)
+    assert result.returncode == 1
+    for name in ("reach WeCom", "reach OpenAI"):
+        line = line_of(result, name)
+        assert line.startswith("FAIL") and f"via socks5h://127.0.0.1:{port} (ALL_PROXY)" in line, line
+        assert "Connection refused" in line and f"fix: start the proxy at socks5h://127.0.0.1:{port}" in line, line
+    assert "proxy-pw-0001" not in result.stdout + result.stderr
+    assert wecom_mock.requests == [] and model_server.requests() == []
+
+
+def test_no_proxy_sends_an_endpoint_direct_past_a_dead_proxy(project: Path, wecom_mock: WeComMock) -> None:
+    with refusing_port() as port:
+        with (project / "dot.env").open("a") as env_file:
+            env_file.write(f"HTTP_PROXY=http://127.0.0.1:{port}\nNO_PROXY=localhost,127.0.0.1\n")
+        result = doctor(project)
+    assert result.returncode == 0, result.stdout
+    assert f"{wecom_mock.url}/cgi-bin/gettoken via direct: HTTP 200" in line_of(result, "reach WeCom")
+
+
+def test_a_socks_proxy_with_a_password_logs_in_and_never_shows_it(project: Path, wecom_mock: WeComMock) -> None:
+    with Socks5Proxy(username="me", password="pw#0001") as proxy:
+        with (project / "dot.env").open("a") as env_file:
+            env_file.write(f"ALL_PROXY={proxy.url}\n")
+        result = doctor(project)
+        assert [c.username for c in proxy.connections] == ["me"]
+    assert result.returncode == 0, result.stdout
+    assert f"via socks5://127.0.0.1:{proxy.port} (ALL_PROXY): HTTP 200" in line_of(result, "reach WeCom")
+    assert "pw%230001" not in result.stdout and "pw#0001" not in result.stdout
+
+
+def test_missing_socks_support_is_one_line_naming_the_package(
+    project: Path, wecom_mock: WeComMock, model_server: ModelServer, tmuxagent_socks_proxy: Socks5Proxy, tmp_path: Path
+) -> None:
+    """An install without the socks extras: doctor says which package, no traceback."""
+    blocked = tmp_path / "no-socks"
+    blocked.mkdir()
+    for module in ("socks", "socksio"):  # found before site-packages, and refusing to import
+        (blocked / f"{module}.py").write_text("raise ImportError('not installed (test)')\n")
+    use_openai(project, model_server, f"ALL_PROXY={tmuxagent_socks_proxy.url}\n")
+    result = doctor(project, env={"PYTHONPATH": str(blocked)})
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr
+    wecom = line_of(result, "reach WeCom")
+    assert wecom.startswith("FAIL") and "SOCKS support for the requests client is not installed" in wecom
+    assert wecom.endswith("fix: pip install 'requests[socks]'")
+    assert line_of(result, "reach OpenAI").endswith("fix: pip install 'httpx2[socks]'")
+    assert tmuxagent_socks_proxy.connections == []
+
+
+class LoginPage(BaseHTTPRequestHandler):
+    """What a captive portal or a proxy's login page answers to anything: 200 and HTML."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>Please log in</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_openai_base_url_answering_html_is_not_the_api(project: Path, wecom_mock: WeComMock) -> None:
+    page = ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    try:
+        toml = project / ".tmuxagent" / "orchestrator.toml"
+        base = f"http://127.0.0.1:{page.server_address[1]}/v1"
+        toml.write_text(toml.read_text() + f'[ai]\nbackend = "openai"\nopenai_base_url = "{base}"\n')
+        result = doctor(project)
+    finally:
+        page.shutdown()
+        page.server_close()
+    assert result.returncode == 1
+    line = line_of(result, "reach OpenAI")
+    assert line.startswith("FAIL") and f"{base}/models via direct: HTTP 200 text/html" in line
+    assert "not the OpenAI API — fix: a proxy's login page or a wrong URL" in line

@@ -19,9 +19,9 @@ from orchestrator.cli.doctor_checks import (
     check_metrics_port,
     check_openai_key,
     check_optional_tools,
-    check_proxies,
     check_wecom,
 )
+from orchestrator.cli.doctor_network import check_network
 from orchestrator.cli.doctor_tmux import check_tmux, tmux_checks
 from orchestrator.config import load_config
 from orchestrator.envfile import EnvSource
@@ -54,7 +54,7 @@ def run_checks(args: argparse.Namespace) -> list[CheckResult]:
         lambda: check_dashboard_port(config, DASHBOARD_HOST, args.dashboard_port),
         lambda: check_db(config.state_db),
         lambda: check_log_dir(config.log_dir),
-        lambda: check_proxies(env),
+        lambda: check_network(config.settings, env, min(timeout, 10.0)),
         check_optional_tools,
     ]
     for check in checks:

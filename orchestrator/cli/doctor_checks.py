@@ -1,5 +1,5 @@
 """`tmux-agent doctor`'s result line and its checks of the environment around the agents: the
-OpenAI key, WeCom, the metrics and dashboard ports, the state DB, the log dir, the proxies, and
+OpenAI key, WeCom, the metrics and dashboard ports, the state DB, the log dir, and
 the optional tools of the playbook (prometheus, promtool, chromium, allure: warnings, not failures)."""
 
 from __future__ import annotations
@@ -42,14 +42,6 @@ def check_openai_key(env: dict[str, str]) -> CheckResult:
     return CheckResult("OPENAI_API_KEY", True, f"set ({key[:3]}…, {len(key)} chars)")
 
 
-def _tcp(host: str, port: int, timeout: float = 2.0) -> str | None:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return exc.strerror or str(exc)
-
-
 def check_wecom(env: dict[str, str], send_test: bool, timeout: float) -> CheckResult:
     from orchestrator.adapters.wecom import ChannelError, channels_from_env, describe
 
@@ -61,7 +53,6 @@ def check_wecom(env: dict[str, str], send_test: bool, timeout: float) -> CheckRe
             "no channel configured",
             "set WECOM_WEBHOOK, or WECOM_CORP_ID + WECOM_AGENT_ID + WECOM_APP_SECRET, in ~/.env",
         )
-    base = env.get("WECOM_API_BASE") or "https://qyapi.weixin.qq.com"
     if send_test:
         try:
             for channel in channels:
@@ -69,18 +60,8 @@ def check_wecom(env: dict[str, str], send_test: bool, timeout: float) -> CheckRe
         except ChannelError as exc:
             return CheckResult("WeCom", False, f"{describe(channels)}: {exc}", "check the webhook key / app secret")
         return CheckResult("WeCom", True, f"{describe(channels)}: test message accepted")
-    url = urlsplit(base)
-    problem = _tcp(url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
-    if problem:
-        return CheckResult(
-            "WeCom",
-            False,
-            f"{describe(channels)} configured; {url.hostname} unreachable ({problem})",
-            "check network/proxy or WECOM_API_BASE",
-        )
-    return CheckResult(
-        "WeCom", True, f"{describe(channels)} configured; {url.hostname} reachable (--send-test sends a message)"
-    )
+    # whether WeCom can be reached, through the proxy the client takes, is the `reach WeCom` line
+    return CheckResult("WeCom", True, f"{describe(channels)} configured (--send-test sends a message)")
 
 
 def _port_problem(host: str, port: int) -> str | None:
@@ -198,25 +179,6 @@ def check_log_dir(path: Path) -> CheckResult:
     except OSError as exc:
         return CheckResult("log dir", False, f"{path}: {exc.strerror}", "check log_dir and its permissions")
     return CheckResult("log dir", True, f"{path} writable")
-
-
-def check_proxies(env: dict[str, str]) -> list[CheckResult]:
-    out = []
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        value = env.get(name) or env.get(name.lower())
-        if not value:
-            continue
-        url = urlsplit(value if "://" in value else f"http://{value}")
-        problem = _tcp(url.hostname or "", url.port or 80)
-        out.append(
-            CheckResult(
-                name,
-                problem is None,
-                f"{url.hostname}:{url.port} " + ("reachable" if problem is None else f"unreachable ({problem})"),
-                f"start the proxy or unset {name}",
-            )
-        )
-    return out
 
 
 # Optional tools: the playbook runs without them, but the tests that need them skip and the report
