@@ -19,6 +19,7 @@ SELECTION = "(test_command_feedback and success) or test_failure_streak_alerts_o
 
 def users_setup(home: Path, tmux_server, agent, wecom_mock) -> Path:
     (home / ".tmuxagent").mkdir(parents=True)
+    wecom_mock.add_webhook_key("live-user-key-42")  # the user's own robot, as WeCom knows it
     (home / ".env").write_text(
         "WECOM_WEBHOOK=https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=live-user-key-42\n"
         f"WECOM_API_BASE={wecom_mock.url}\nOPENAI_API_KEY=sk-live-user-000111\n"
