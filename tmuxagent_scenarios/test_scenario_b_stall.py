@@ -81,6 +81,41 @@ def test_stalled_command_is_healed_alerted_and_cooled_down(
     )
 
 
+RESTART_COOLDOWN = 6  # seconds: room to stop and start the orchestrator inside it, even on a busy machine
+
+
+def test_a_cooldown_survives_a_restart_of_the_orchestrator(agent_pane, orchestrator_service, wecom_mock) -> None:
+    """Stopped and started again (same DB) inside a stall's cooldown, the orchestrator still holds
+    the session's next command until `cooldown_until`, and runs it after."""
+    pane = agent_pane(SESSION)
+    service = orchestrator_service(
+        [pane], settings={**STALL, "cooldown_seconds": RESTART_COOLDOWN}, env=wecom_mock.env("webhook")
+    )
+    stuck = service.send(SESSION, "echo before-restart; sleep 600")
+    after = service.send(SESSION, "echo after-restart")
+    assert service.wait_result(stuck, timeout=20).status == "stalled"
+    [cooldown] = wait_until(lambda: service.audit_events(event="cooldown_started"), timeout=10, message="cooldown")
+    stored = service.metadata(SESSION)["cooldown_until"]
+    until = parse_iso_utc(stored)
+
+    assert service.stop() == 0
+    assert service.metadata(SESSION)["cooldown_until"] == stored  # the stop kept it
+    assert service.command(after).status == "queued"
+    service.start()
+    [_, restarted] = service.audit_events(event="orchestrator_started")
+    assert parse_iso_utc(restarted["ts"]) < until, "the restart took longer than the cooldown: nothing was tested"
+
+    row = service.wait_result(after, timeout=RESTART_COOLDOWN + 15)
+    assert (row.status, row.output_tail) == ("succeeded", "after-restart")
+    assert parse_iso_utc(row.started_at) >= until, f"dispatched at {row.started_at}, inside the cooldown to {stored}"
+    events = service.audit_events(session=SESSION)
+    [ended] = [e for e in events if e["event"] == "cooldown_ended"]
+    assert parse_iso_utc(ended["ts"]) >= until
+    [dispatched] = [e for e in events if e["event"] == "command_dispatched" and e["command_id"] == after]
+    assert parse_iso_utc(dispatched["ts"]) >= until
+    assert service.metadata(SESSION).get("cooldown_until") is None
+
+
 CHATTY = {
     "progress-lines": "for i in $(seq 1 25); do echo building step $i; sleep 0.1; done",
     "carriage-return-progress-bar": "for i in $(seq 1 25); do printf '\\r[%-25s] %d%%' $(printf '#%.0s' $(seq 1 $i)) $((i*4)); sleep 0.1; done; echo",
