@@ -84,6 +84,12 @@ def test_stalled_command_is_healed_alerted_and_cooled_down(
 RESTART_COOLDOWN = 6  # seconds: room to stop and start the orchestrator inside it, even on a busy machine
 
 
+def started_twice(service) -> list[dict] | None:  # type: ignore[no-untyped-def]
+    """Both `orchestrator_started` lines, once the restart's is written (it follows the start)."""
+    starts = service.audit_events(event="orchestrator_started")
+    return starts if len(starts) == 2 else None
+
+
 def test_a_cooldown_survives_a_restart_of_the_orchestrator(agent_pane, orchestrator_service, wecom_mock) -> None:
     """Stopped and started again (same DB) inside a stall's cooldown, the orchestrator still holds
     the session's next command until `cooldown_until`, and runs it after."""
@@ -102,7 +108,7 @@ def test_a_cooldown_survives_a_restart_of_the_orchestrator(agent_pane, orchestra
     assert service.metadata(SESSION)["cooldown_until"] == stored  # the stop kept it
     assert service.command(after).status == "queued"
     service.start()
-    [_, restarted] = service.audit_events(event="orchestrator_started")
+    [_, restarted] = wait_until(lambda: started_twice(service), timeout=10, message="the restart's audit line")
     assert parse_iso_utc(restarted["ts"]) < until, "the restart took longer than the cooldown: nothing was tested"
 
     row = service.wait_result(after, timeout=RESTART_COOLDOWN + 15)
