@@ -135,3 +135,33 @@ def test_an_expired_app_token_is_refreshed_without_degrading(agent_pane, orchest
     gettokens = [r for r in wecom_mock.requests if r.path == "/cgi-bin/gettoken"]
     assert len(gettokens) == 2  # the first token, then a fresh one after 42001
     assert degraded_lines(service) == []
+
+
+@pytest.mark.parametrize("mode", ["webhook", "app"])
+def test_restored_channel_recovers_with_nothing_pending(mode, agent_pane, orchestrator_service, wecom_mock) -> None:
+    """Issue 18 hole 6: recovery must not wait for a delivery. With the outbox empty, no message
+    goes out when the channel comes back, so only the notifier's own check can end the episode;
+    a notifier that recovers on delivery alone stays degraded (status and gauge) until the next alert."""
+    service = orchestrator_service([agent_pane("weather/bot")], settings=FAST_NOTIFY)
+    write_env(service, wecom_mock.env(mode))
+    wait_until(lambda: mode in (health := service.status()["notifications"])["channels"] and health, timeout=10)
+    assert service.status()["notifications"]["state"] == "ok"
+
+    write_env(service, {})  # removed, no restart, and no alert raised meanwhile
+    assert service.metrics.wait_until_value("orchestrator_notifications_degraded", 1.0) == 1.0
+    health = service.status()["notifications"]
+    assert health["state"] == "degraded" and "WECOM_WEBHOOK" in health["reason"] and health["pending"] == 0
+
+    write_env(service, wecom_mock.env(mode))  # restored, still nothing pending
+    recovered = wait_until(
+        lambda: (health := service.status()["notifications"])["state"] == "ok" and health,
+        timeout=10,
+        message="status back to ok with an empty outbox",
+    )
+    assert recovered["pending"] == 0 and mode in recovered["channels"]
+    assert service.metrics.wait_until_value("orchestrator_notifications_degraded", 0.0, timeout=10) == 0.0
+    assert service.metrics.value("orchestrator_notifications_pending") == 0.0
+    assert wecom_mock.messages() == []  # nothing was delivered: the recovery came from the channel alone
+    [event] = service.audit_events(event="notifications_recovered")
+    assert mode in event["detail"]
+    assert len(degraded_lines(service)) == 1
