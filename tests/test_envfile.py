@@ -146,6 +146,10 @@ def test_quotes_export_and_expansion_against_process_and_earlier_keys() -> None:
     }
 
 
+def test_a_file_saved_with_crlf_line_ends_has_no_cr_in_its_values() -> None:
+    assert parse_env_text("A=b\r\nB='c d'\r\nC=\"e\" # note\r\n") == {"A": "b", "B": "c d", "C": "e"}
+
+
 def test_a_byte_order_mark_does_not_cost_the_first_line(tmp_path: Path) -> None:
     path = tmp_path / "bom.env"
     path.write_bytes(b"\xef\xbb\xbfOPENAI_API_KEY=sk-first-line-0001\nOTHER=1\n")
