@@ -367,11 +367,16 @@ def use_openai(project: Path, model_server: ModelServer, env_lines: str) -> None
 def test_each_endpoint_is_reached_through_the_proxy_of_the_env_file(
     project: Path, wecom_mock: WeComMock, model_server: ModelServer, tmuxagent_http_proxy: HttpProxy
 ) -> None:
-    use_openai(project, model_server, f"HTTP_PROXY={tmuxagent_http_proxy.url}\nNO_PROXY=.lan\n")
+    proxy = tmuxagent_http_proxy.url
+    # HTTPS_PROXY written without a scheme, as curl allows: an http:// proxy (unused: both are http)
+    env_lines = f"HTTP_PROXY={proxy}\nHTTPS_PROXY=127.0.0.1:7890\nNO_PROXY=.lan\n"
+    use_openai(project, model_server, env_lines)
     result = doctor(project)
     assert result.returncode == 0, result.stdout
-    proxy = tmuxagent_http_proxy.url
-    assert line_of(result, "proxies").startswith("ok") and f"HTTP_PROXY {proxy}; NO_PROXY .lan" in result.stdout
+    summary = line_of(result, "proxies")
+    assert (
+        summary.startswith("ok") and f"HTTP_PROXY {proxy}, HTTPS_PROXY http://127.0.0.1:7890; NO_PROXY .lan" in summary
+    )
     wecom = line_of(result, "reach WeCom")
     assert wecom.startswith("ok") and f"{wecom_mock.url}/cgi-bin/gettoken via {proxy} (HTTP_PROXY): HTTP 200" in wecom
     openai = line_of(result, "reach OpenAI")

@@ -114,7 +114,12 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
     chosen = proxy_variable(url, env)
     if chosen is None:
         return None
-    value = env[chosen].strip()
+    return proxy_url(env[chosen])
+
+
+def proxy_url(value: str) -> str:
+    """A proxy variable's value as a URL: without a scheme it is an http:// proxy (curl's reading)."""
+    value = value.strip()
     return value if "://" in value else f"http://{value}"
 
 

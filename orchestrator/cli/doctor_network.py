@@ -23,6 +23,7 @@ from orchestrator.adapters.proxies import (
     httpx_client,
     proxy_for,
     proxy_problem,
+    proxy_url,
     proxy_variable,
     requests_proxies,
     requests_session,
@@ -79,7 +80,7 @@ def _origin(url: str) -> str:
 def check_network(settings: OrchestratorSettings, env: Mapping[str, str], timeout: float) -> list[CheckResult]:
     """The proxies seen (if any), then one line per endpoint."""
     seen = [
-        f"{name} {describe_proxy(proxy_for('http://probe.invalid/', {name: value}))}"
+        f"{name} {describe_proxy(proxy_url(value))}"
         for name in PROXY_VARIABLES
         if (value := (env.get(name.lower()) or env.get(name) or "").strip())
     ]
