@@ -140,7 +140,7 @@ def test_duration_is_measured_by_the_pane_shell(shell: str, agent_pane, orchestr
     pane = pane_in(agent_pane, shell)
     service = orchestrator_service([pane])
     row = service.wait_result(service.send(SESSION, "sleep 0.4"))
-    assert 0.4 <= row.duration_s < 3.0
+    assert 0.4 <= row.duration_s < 0.4 + 10  # room for a machine at load 15 on 2 cores to start `sleep`
 
 
 def test_commands_run_one_at_a_time_in_fifo_order(shell: str, agent_pane, orchestrator_service) -> None:

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.scenario_c
 SESSION = "weather/bot"
 BLOCKER = "weather API calls fail with 401 Unauthorized: OPENAI_API_KEY is missing"
 CODEX_TIMEOUT = 1.5
+# seconds a timed-out call may take past the timeout: the kill's grace (2 s) plus what a machine
+# at load 15 on 2 cores adds (killing and reaping the process group, thread scheduling)
+LOAD_MARGIN = 12.0
 CODEX_ADVICE = {
     "summary": "The weather bot has no OpenAI key.",
     "recommendations": [
@@ -93,7 +96,7 @@ def test_missing_api_key_blocker_gets_next_actions(
     service = assist_service(orchestrator_service, agent_pane(SESSION), wecom_mock, fake=fake)
     started = time.monotonic()
     service.meta_set(SESSION, "blockers", [BLOCKER])
-    actions = next_actions(service, timeout=CODEX_TIMEOUT + 8 if fake else 300, blockers=[BLOCKER])
+    actions = next_actions(service, timeout=CODEX_TIMEOUT + 30 if fake else 300, blockers=[BLOCKER])
     elapsed = time.monotonic() - started
     recs = actions["recommendations"]
 
@@ -108,8 +111,10 @@ def test_missing_api_key_blocker_gets_next_actions(
         assert actions["ai_error"]["kind"] == FALLBACK_KIND[kind] and actions["ai_error"]["backend"] == "codex"
         assert (recs[0]["title"], recs[0]["priority"]) == ("Provide OPENAI_API_KEY", "high")
         assert {r["policy"] for r in recs if r.get("command")} == {"suggested"}  # not allowlisted: nothing ran
-    if kind == "hang":  # the fallback came once the timeout cut the hung codex off, not later
-        assert CODEX_TIMEOUT <= elapsed < CODEX_TIMEOUT + 5
+    if kind == "hang":  # the fallback came once the timeout cut the hung codex off (it never answers by itself)
+        assert actions["ai_error"]["detail"] == f"no answer within {CODEX_TIMEOUT:g}s (killed)"
+        # the call as the engine timed it, not this test's wall clock (which a busy machine stretches)
+        assert CODEX_TIMEOUT <= actions["latency_s"] < CODEX_TIMEOUT + LOAD_MARGIN
     [message] = wecom_mock.wait_for_messages(1)
     assert "下一步建议" in message and SESSION in message and recs[0]["title"] in message
     delivered = next(r.time for r in wecom_mock.requests if r.message and "下一步建议" in r.message)
