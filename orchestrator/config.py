@@ -74,7 +74,8 @@ class CodexConfig:
     extra_args: tuple[str, ...] = ()
     timeout_seconds: float = 120.0
     output_schema: bool = True  # pass --output-schema FILE to `codex exec`
-    json_events: bool = False  # pass --json and read the final message from the event stream
+    # call types ("decision", "decomposition") that run with extra_args instead of the safe flags
+    inherit_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,8 @@ def _table(cls: type[_Settings], values: dict[str, Any]) -> _Settings:
 
 def settings_from_mapping(data: dict[str, Any], base: Path) -> OrchestratorSettings:
     codex = data.get("codex", {})
+    if "json_events" in codex:  # accepted so old files still load; --json is always passed now
+        log.warning("[codex] json_events is obsolete and ignored: decision calls always read codex's --json events")
     notes = data.get("notifications", {})
     tables = {"codex", "notifications", "env_file", "runtime_dir", "ai", "decision", "plan", "approvals"}
     scalars = {k: v for k, v in data.items() if k not in tables}
@@ -317,7 +320,7 @@ def settings_from_mapping(data: dict[str, Any], base: Path) -> OrchestratorSetti
             extra_args=tuple(codex.get("extra_args", [])),
             timeout_seconds=float(codex.get("timeout_seconds", 120.0)),
             output_schema=codex.get("output_schema", True),
-            json_events=codex.get("json_events", False),
+            inherit_args=tuple(dict.fromkeys(codex.get("inherit_args", []))),
         ),
         notifications=NotificationSettings(**notes),
         ai=_table(AISettings, data.get("ai", {})),

@@ -19,7 +19,7 @@ pending|running|succeeded|failed|skipped|denied, command_ids?, started_at?, fini
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, TypedDict, get_args
 
 # vocabularies ---------------------------------------------------------------------------------
 AIBackendName = Literal["codex", "openai"]
@@ -29,23 +29,25 @@ AITask = Literal["decision", "decomposition"]
 AIErrorKind = Literal[
     "timeout",
     "missing_binary",
+    "usage_error",
     "exit_nonzero",
     "empty_output",
     "not_json",
     "schema_mismatch",
     "missing_api_key",
+    "auth",
+    "rate_limited",
+    "server_error",
+    "network",
+    "bad_reply",
+    "missing_dependency",
+    "proxy_unusable",
     "api_error",
+    "unexpected",
 ]
-ERROR_KINDS: tuple[AIErrorKind, ...] = (
-    "timeout",
-    "missing_binary",
-    "exit_nonzero",
-    "empty_output",
-    "not_json",
-    "schema_mismatch",
-    "missing_api_key",
-    "api_error",
-)
+ERROR_KINDS: tuple[AIErrorKind, ...] = get_args(AIErrorKind)
+"""Why an AI call gave no usable answer (docs/decision-assist.md#error-kinds says when each one
+happens). Every one falls back to the rules or the Markdown parser."""
 
 DecisionSource = Literal["codex", "openai", "rules"]
 Priority = Literal["low", "medium", "high", "critical"]

@@ -8,7 +8,14 @@ and every invocation is logged (without secrets) so tests can assert what was as
 
 With ``--json`` the answer comes as a ``codex exec --json`` event stream (the final
 ``item.completed`` agent message); ``-o/--output-last-message FILE`` gets the bare message either
-way, and the JSON Schema passed with ``--output-schema FILE`` is recorded with the call.
+way, and the JSON Schema passed with ``--output-schema FILE`` is recorded with the call. An
+``event_error`` reply is a failing model request as codex streams it (``error`` events, then a
+``turn.failed``, or retries for ever).
+
+Only options the pinned real ``codex exec`` has are accepted (``codex_exec_flags.json``, taken
+from its ``--help``): anything else is refused as the real CLI refuses it — exit 2, ``error:
+unexpected argument '--x' found`` and "For more information, try '--help'." — so a flag the
+real CLI dropped fails here too. A refused call is logged (``refused``) and consumes no reply.
 
 Files in ``bin_dir``: ``codex`` (the program), ``codex.script.json`` (replies),
 ``codex.state`` (index of the next reply), ``codex.calls.jsonl`` (one line per call) and
@@ -20,21 +27,88 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from .waiting import wait_until
 
-__all__ = ["REPLY_KINDS", "DEFAULT_REPLY", "VERSION_TEXT", "FakeCodex"]
+__all__ = [
+    "DEFAULT_REPLY",
+    "EXEC_FLAGS_FILE",
+    "REPLY_KINDS",
+    "VERSION_TEXT",
+    "FakeCodex",
+    "exec_flags",
+    "exec_flags_of",
+    "parse_exec_help",
+]
 
-REPLY_KINDS = frozenset({"json", "fenced", "garbage", "hang", "exit", "slow"})
+REPLY_KINDS = frozenset({"json", "fenced", "garbage", "hang", "exit", "slow", "event_error"})
 VERSION_TEXT = "codex-cli 0.0.0-fake"
 DEFAULT_REPLY: dict[str, Any] = {
     "kind": "json",
     "payload": {"summary": "fake codex default reply", "next_actions": [], "blockers": []},
 }
+EXEC_FLAGS_FILE = Path(__file__).with_name("codex_exec_flags.json")
+"""The options of the pinned real `codex exec` (`parse_exec_help` of its `--help`); the fake
+refuses any other, as the real CLI does. tests/test_fake_codex.py regenerates it from the real
+binary and fails when it drifts."""
+ALSO_REPEATABLE = ("--config", "--add-dir")
+"""Options the real CLI takes more than once although its help does not say so (probed by hand
+against 0.171.0: `-c a=1 -c b=2`, `--add-dir A --add-dir B`)."""
+
+_OPTION_LINE = re.compile(
+    r"^ {2}(?:(?P<short>-\w), | {4})(?P<long>--[\w-]+)(?: <(?P<value>[^>]+)>(?P<multiple>\.\.\.)?)?\s*$"
+)
+_POSSIBLE = re.compile(r"^\s+\[possible values: (?P<values>[^\]]+)\]")
+
+
+def parse_exec_help(text: str) -> list[dict[str, Any]]:
+    """The options of `codex exec --help`: long and short names, the value's name (None for a
+    flag), whether it takes several values or may be repeated, and its possible values."""
+    options: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        match = _OPTION_LINE.match(line)
+        if match:
+            options.append(
+                {
+                    "long": match["long"],
+                    "short": match["short"],
+                    "value": match["value"],
+                    "multiple": bool(match["multiple"]),
+                    "repeatable": bool(match["multiple"]) or match["long"] in ALSO_REPEATABLE,
+                    "values": None,
+                }
+            )
+            continue
+        possible = _POSSIBLE.match(line)
+        if possible and options:
+            options[-1]["values"] = [v.strip() for v in possible["values"].split(",")]
+        elif options and "(repeatable)" in line:
+            options[-1]["repeatable"] = True
+    return options
+
+
+def exec_flags_of(binary: os.PathLike[str] | str, timeout: float = 30.0) -> dict[str, Any]:
+    """What `EXEC_FLAGS_FILE` holds, read from a real codex: its version and `exec --help` options."""
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=timeout)
+    helped = subprocess.run([str(binary), "exec", "--help"], capture_output=True, text=True, timeout=timeout)
+    return {
+        "version": version.stdout.strip(),
+        "source": "codex exec --help",
+        "options": parse_exec_help(helped.stdout),
+    }
+
+
+def exec_flags() -> dict[str, Any]:
+    """The stored options of the pinned `codex exec` (`{"version", "options"}`)."""
+    data: dict[str, Any] = json.loads(EXEC_FLAGS_FILE.read_text(encoding="utf-8"))
+    return data
+
 
 # The program is plain stdlib Python so it runs under the interpreter that runs the tests.
 _PROGRAM = r'''
@@ -43,6 +117,66 @@ import fcntl, json, os, sys, threading, time
 HERE = os.path.dirname(os.path.realpath(__file__))
 VERSION_TEXT = %(version)r
 DEFAULT_REPLY = %(default)r
+OPTIONS = %(options)r  # the pinned real `codex exec --help` options
+USAGE = "Usage: codex exec [OPTIONS] [PROMPT]\n       codex exec [OPTIONS] <COMMAND> [ARGS]\n"
+MORE = "For more information, try '--help'.\n"
+
+
+class UsageError(Exception):
+    """What clap (the real CLI's parser) prints, and exit 2."""
+
+
+def shown(option):
+    return option["long"] + (" <%%s>" %% option["value"] if option["value"] else "")
+
+
+def unexpected(arg):
+    tip = "\n  tip: to pass '%%s' as a value, use '-- %%s'\n" %% (arg, arg) if arg.startswith("-") else ""
+    return UsageError("error: unexpected argument '%%s' found\n%%s\n%%s\n%%s" %% (arg, tip, USAGE, MORE))
+
+
+def check_exec_args(args):
+    """The real CLI's verdict on `exec ARGS`: unknown options, missing or invalid values, an
+    option given twice, a second positional argument — each refused as clap words it."""
+    by_name = {}
+    for option in OPTIONS:
+        by_name[option["long"]] = option
+        if option["short"]:
+            by_name[option["short"]] = option
+    seen, positionals, i = set(), 0, 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            positionals += len(args) - i
+            break
+        if arg == "-" or not arg.startswith("-"):
+            positionals += 1
+            if positionals > 1:
+                raise unexpected(arg)
+            continue
+        name, attached = arg, None
+        if arg.startswith("--") and "=" in arg:
+            name, attached = arg.split("=", 1)
+        elif not arg.startswith("--") and len(arg) > 2:
+            name, attached = arg[:2], arg[2:]
+        option = by_name.get(name)
+        if option is None:
+            raise unexpected(name)
+        if option["long"] in seen and not option["repeatable"]:
+            raise UsageError("error: the argument '%%s' cannot be used multiple times\n\n%%s\n%%s" %% (shown(option), USAGE, MORE))
+        seen.add(option["long"])
+        if not option["value"]:
+            if attached is not None:
+                raise UsageError("error: unexpected value '%%s' for '%%s' found; no more were expected\n\n%%s\n%%s" %% (attached, name, USAGE, MORE))
+            continue
+        if attached is None:
+            if i >= len(args) or (args[i].startswith("-") and args[i] != "-"):
+                raise UsageError("error: a value is required for '%%s' but none was supplied\n\n%%s" %% (shown(option), MORE))
+            attached = args[i]
+            i += 1
+        if option["values"] and attached not in option["values"]:
+            raise UsageError("error: invalid value '%%s' for '%%s'\n  [possible values: %%s]\n\n%%s" %% (attached, shown(option), ", ".join(option["values"]), MORE))
 
 
 def path(suffix):
@@ -110,13 +244,41 @@ def output_path(argv):
     return flag_value(argv, "-o", "--output-last-message")
 
 
+START = ({"type": "thread.started", "thread_id": "fake-thread"}, {"type": "turn.started"})
+
+
 def events(message):
     """What `codex exec --json` prints: JSONL thread/turn/item events, the answer last."""
     item = {"id": "item_0", "type": "agent_message", "text": message}
-    for event in ({"type": "thread.started", "thread_id": "fake-thread"}, {"type": "turn.started"},
-                  {"type": "item.completed", "item": item},
+    for event in (*START, {"type": "item.completed", "item": item},
                   {"type": "turn.completed", "usage": {"input_tokens": 1, "output_tokens": 1}}):
         yield json.dumps(event, ensure_ascii=False)
+
+
+def emit(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def event_error(reply, as_json):
+    """A failing model request as codex reports it: an `error` event per retry, then (`then`:
+    "fail") a final `error` + `turn.failed` and exit 1, or ("hang", the default) retries that
+    never end, as codex does while the network is down."""
+    message = reply.get("payload") or "unexpected status 401 Unauthorized: Incorrect API key provided."
+    retries = int(reply.get("retries", 1))
+    if not as_json:
+        sys.stderr.write("ERROR: %%s\n" %% message)
+        return 1
+    for event in START:
+        emit(json.dumps(event))
+    for n in range(1, retries + 1):
+        emit(json.dumps({"type": "error", "message": "Reconnecting... %%d/5 (%%s)" %% (n, message)}))
+    if reply.get("then", "hang") == "hang":
+        while True:
+            time.sleep(3600)
+    emit(json.dumps({"type": "error", "message": message}))
+    emit(json.dumps({"type": "turn.failed", "error": {"message": message}}))
+    return 1
 
 
 def render(kind, payload):
@@ -137,10 +299,21 @@ def main(argv):
         "env": {"CODEX_TIMEOUT_SECONDS": os.environ.get("CODEX_TIMEOUT_SECONDS"),
                 "OPENAI_API_KEY": bool(os.environ.get("OPENAI_API_KEY"))},
     }
-    if "--version" in argv:
+    if argv[:1] in (["--version"], ["-V"]) or (argv[:1] in (["exec"], ["e"]) and "--version" in argv):
         record(entry, consume=False)
         print(VERSION_TEXT)
         return 0
+    if argv[:1] not in (["exec"], ["e"]):
+        record(entry, consume=False)
+        sys.stderr.write("fake codex: only `exec` and `--version` are scripted, not %%r\n" %% argv[:1])
+        return 2
+    try:
+        check_exec_args(argv[1:])
+    except UsageError as refused:
+        entry["refused"] = str(refused).splitlines()[0]
+        record(entry, consume=False)
+        sys.stderr.write(str(refused))
+        return 2
     entry["stdin"] = read_stdin()
     schema_file = flag_value(argv, "--output-schema")
     if schema_file:
@@ -151,6 +324,8 @@ def main(argv):
     if kind == "hang":
         while True:
             time.sleep(3600)
+    if kind == "event_error":
+        return event_error(reply, "--json" in argv)
     if kind == "exit":
         sys.stderr.write((payload if isinstance(payload, str) else json.dumps(payload)) + "\n")
         return int(reply.get("exit_code", 1))
@@ -181,7 +356,8 @@ class FakeCodex:
     def install(self) -> Path:
         """Write the executable (shebang: this interpreter) and return its path."""
         self.bin_dir.mkdir(parents=True, exist_ok=True)
-        source = _PROGRAM % {"version": VERSION_TEXT, "default": DEFAULT_REPLY}
+        options = exec_flags()["options"]
+        source = _PROGRAM % {"version": VERSION_TEXT, "default": DEFAULT_REPLY, "options": options}
         self._atomic_write(self.path, f"#!{sys.executable}\n# fake codex written by pytest_tmuxagent\n{source}")
         self.path.chmod(self.path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         return self.path

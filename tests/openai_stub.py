@@ -1,5 +1,6 @@
 """A local stand-in for the OpenAI Chat Completions endpoint, for the `openai` backend's tests:
-a real HTTP server on 127.0.0.1 that records requests and answers from a script."""
+a real HTTP server on 127.0.0.1 that records requests and answers from a script (completions,
+error statuses with OpenAI's error body, or any raw body)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from typing import Any
 
 @dataclass
 class Reply:
+    """One answer: a completion with `content`, or an error body for a `status` other than 200;
+    `body` (with `content_type`) replaces either, e.g. the HTML page a captive portal sends."""
+
     content: str | None = None
     status: int = 200
     delay: float = 0.0
+    body: bytes | None = None
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -49,10 +55,10 @@ class OpenAIStub:
                 }
                 if reply.status != 200:
                     payload = {"error": {"message": "injected failure", "type": "server_error"}}
-                data = json.dumps(payload).encode()
+                data = json.dumps(payload).encode() if reply.body is None else reply.body
                 try:
                     self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", reply.content_type)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -1,5 +1,6 @@
 """The AI client: codex (a real fake executable) and openai (a local HTTP stub), every named
-error kind, reply parsing and validation, metrics and logging once."""
+error kind, the safe flags of decision calls, codex's error events ending a call at once, reply
+parsing and validation, metrics and logging once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -18,15 +21,20 @@ from orchestrator.adapters.ai_client import (
     CodexBackend,
     OpenAIBackend,
     ask_backend,
+    classify_exception,
     extract_json,
     final_message_from_events,
     resolve_timeout,
     validate_reply,
 )
+from orchestrator.adapters.codex_backend import SAFE_FLAGS, meaningful_line, no_retry_overrides
 from orchestrator.adapters.metrics import OrchestratorMetrics
+from orchestrator.adapters.openai_backend import classify_openai
 from orchestrator.assist.advisor import DECISION_SCHEMA, check_reply
-from orchestrator.config import CodexConfig, OrchestratorSettings, settings_from_mapping
+from orchestrator.config import CodexConfig, OrchestratorSettings, load_config, settings_from_mapping
+from orchestrator.errors import ConfigError
 from pytest_tmuxagent.fake_codex import FakeCodex
+from pytest_tmuxagent.proxy_servers import refusing_port
 
 from .openai_stub import OpenAIStub, Reply
 
@@ -112,12 +120,70 @@ def test_codex_answers_are_parsed_and_validated(codex: FakeCodex, kind: str) -> 
     }
 
 
-def test_codex_argv_has_extra_args_after_exec(codex: FakeCodex) -> None:
+PLAYBOOK_ARGS = ("--dangerously-bypass-approvals-and-sandbox",)
+
+
+def test_decision_calls_run_with_safe_flags_never_the_agents_extra_args(codex: FakeCodex) -> None:
     codex.script([{"kind": "json", "payload": ADVICE}])
-    ask_backend(backend(codex, extra_args=("--dangerously-bypass-approvals-and-sandbox",)), request(), timeout=10)
+    ask_backend(backend(codex, extra_args=PLAYBOOK_ARGS), request(), timeout=10)
     argv = codex.calls()[0]["argv"]
-    assert argv[:3] == ["exec", "--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check"]
-    assert argv[3] == "--output-schema" and argv[5] == "--output-last-message" and argv[-1] == "-"
+    assert argv[:5] == ["exec", *SAFE_FLAGS] == ["exec", "--sandbox", "read-only", "-c", 'approval_policy="never"']
+    assert {"--ephemeral", "--skip-git-repo-check", "--json"} <= set(argv)
+    assert "--dangerously-bypass-approvals-and-sandbox" not in argv
+    assert argv[-5] == "--output-schema" and argv[-3] == "--output-last-message" and argv[-1] == "-"
+
+
+def test_inherit_args_opts_one_call_type_in(codex: FakeCodex) -> None:
+    codex.script([{"kind": "json", "payload": ADVICE}, {"kind": "json", "payload": {"steps": []}}])
+    chosen = backend(codex, extra_args=(*PLAYBOOK_ARGS, "--skip-git-repo-check"), inherit_args=("decomposition",))
+    ask_backend(chosen, request(), timeout=10)
+    with pytest.raises(AIError):  # an empty plan is rejected by the schema; the argv is what counts
+        ask_backend(chosen, AIRequest("decomposition", "plan", {"type": "object"}, "plan", check=no_steps), timeout=10)
+    decision, decomposition = (call["argv"] for call in codex.calls())
+    assert "--sandbox" in decision and PLAYBOOK_ARGS[0] not in decision
+    assert decomposition[1:3] == [PLAYBOOK_ARGS[0], "--skip-git-repo-check"] and "--sandbox" not in decomposition
+    assert decomposition.count("--skip-git-repo-check") == 1  # the real CLI refuses a flag given twice
+    assert "--ephemeral" in decomposition and "--json" in decomposition
+
+
+def no_steps(data: object) -> None:
+    raise ValueError("no steps")
+
+
+def test_inherit_args_accepts_only_call_types(tmp_path: Path) -> None:
+    (tmp_path / ".tmuxagent").mkdir()
+    (tmp_path / "agent-config.yaml").write_text("sessions:\n  - name: a/b\n    target: a:0\n")
+    toml = tmp_path / ".tmuxagent" / "orchestrator.toml"
+    toml.write_text('[codex]\ninherit_args = ["decision", "decomposition"]\n')
+    assert load_config(tmp_path / "agent-config.yaml").settings.codex.inherit_args == ("decision", "decomposition")
+    toml.write_text('[codex]\ninherit_args = ["advice"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "agent-config.yaml")
+    assert "codex.inherit_args" in str(info.value) and "'advice' is not one of ['decision', 'decomposition']" in str(
+        info.value
+    )
+
+
+def test_retries_are_off_for_a_provider_defined_in_codex_config(codex: FakeCodex, tmp_path: Path) -> None:
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model_provider = "local"\n[model_providers.local]\nname = "l"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    )
+    assert no_retry_overrides({"CODEX_HOME": str(home)}) == [
+        "-c",
+        "model_providers.local.request_max_retries=0",
+        "-c",
+        "model_providers.local.stream_max_retries=0",
+    ]
+    codex.script([{"kind": "json", "payload": ADVICE}])
+    chosen = backend(codex)
+    env = {**chosen.env(), "CODEX_HOME": str(home)}
+    ask_backend(CodexBackend(chosen.config, lambda: env), request(), timeout=10)
+    assert "model_providers.local.request_max_retries=0" in codex.calls()[0]["argv"]
+    (home / "config.toml").write_text('model = "gpt-5"\n')  # the built-in provider: codex refuses overrides
+    assert no_retry_overrides({"CODEX_HOME": str(home)}) == []
+    assert no_retry_overrides({"CODEX_HOME": str(tmp_path / "none")}) == []
 
 
 @pytest.mark.parametrize(
@@ -126,12 +192,61 @@ def test_codex_argv_has_extra_args_after_exec(codex: FakeCodex) -> None:
         ({"kind": "garbage"}, "not_json"),
         ({"kind": "json", "payload": ""}, "empty_output"),
         ({"kind": "json", "payload": {"next_actions": []}}, "schema_mismatch"),
-        ({"kind": "exit", "payload": "error: 401 Unauthorized", "exit_code": 2}, "exit_nonzero"),
+        ({"kind": "exit", "payload": "Error loading config.toml: bad", "exit_code": 1}, "exit_nonzero"),
     ],
 )
 def test_codex_failures_have_named_kinds(codex: FakeCodex, reply: dict, kind: str) -> None:
     codex.script([reply])
     assert kind_of(lambda: ask_backend(backend(codex), request(), timeout=10)) == kind
+
+
+@pytest.mark.parametrize(
+    "message,kind",
+    [
+        ("unexpected status 401 Unauthorized: Incorrect API key provided., url: http://127.0.0.1:1/v1", "auth"),
+        ("unexpected status 429 Too Many Requests: slow down", "rate_limited"),
+        ("We’re currently experiencing high demand, which may cause temporary errors.", "server_error"),
+        ("Connection failed: error sending request", "network"),
+        ("unexpected status 400 Bad Request: unknown model", "api_error"),
+    ],
+)
+@pytest.mark.parametrize("then", ["hang", "fail"])
+def test_an_error_event_ends_the_call_at_once(codex: FakeCodex, message: str, kind: str, then: str) -> None:
+    """codex keeps retrying after its first `error` event (for ever while the network is down):
+    the call ends there, with that message (not the "Reconnecting..." wrapper) as the detail."""
+    codex.script([{"kind": "event_error", "payload": message, "then": then}])
+    started = time.monotonic()
+    with pytest.raises(AIError) as info:
+        ask_backend(backend(codex), request(), timeout=30)
+    assert time.monotonic() - started < 5  # not the 30 s timeout
+    assert (info.value.kind, info.value.detail) == (kind, message)
+    with pytest.raises(ProcessLookupError):
+        os.kill(codex.calls()[0]["pid"], 0)
+
+
+def test_a_flag_the_cli_refuses_is_a_usage_error_naming_it(codex: FakeCodex) -> None:
+    """0.171 has no `--ask-for-approval` for exec: the detail is clap's `error:` line, not the
+    "For more information, try '--help'." after it."""
+    refused = backend(codex, extra_args=("--ask-for-approval", "never"), inherit_args=("decision",))
+    with pytest.raises(AIError) as info:
+        ask_backend(refused, request(), timeout=10)
+    assert info.value.kind == "usage_error"
+    assert info.value.detail == "exit 2: error: unexpected argument '--ask-for-approval' found"
+
+
+@pytest.mark.parametrize(
+    "stderr,line",
+    [
+        (
+            "error: unexpected argument '--x' found\n\n  tip: …\n\nUsage: codex exec\n\nFor more information, try '--help'.\n",
+            "error: unexpected argument '--x' found",
+        ),
+        ("WARNING: proceeding\nError loading config.toml: bad key\nin `model`\n", "Error loading config.toml: bad key"),
+        ("something broke\nFor more information, try '--help'.\n", "something broke"),
+    ],
+)
+def test_the_recorded_detail_is_the_meaningful_line(stderr: str, line: str) -> None:
+    assert meaningful_line(stderr) == line
 
 
 def test_a_hanging_codex_times_out_and_is_killed(codex: FakeCodex) -> None:
@@ -168,8 +283,8 @@ def test_a_hanging_shell_string_is_killed_as_a_group(codex: FakeCodex) -> None:
 
 def test_json_event_stream(codex: FakeCodex) -> None:
     codex.script([{"kind": "fenced", "payload": ADVICE}])
-    assert ask_backend(backend(codex, json_events=True), request(), timeout=10) == ADVICE
-    assert "--json" in codex.calls()[0]["argv"]
+    assert ask_backend(backend(codex), request(), timeout=10) == ADVICE
+    assert "--json" in codex.calls()[0]["argv"]  # always: the events decide when a call has failed
     stream = "\n".join(
         json.dumps(e)
         for e in [
@@ -210,18 +325,65 @@ def test_openai_structured_output(stub: OpenAIStub) -> None:
     assert body["response_format"]["json_schema"]["schema"]["required"] == ["summary", "recommendations"]
 
 
+HTML = b"<html><body>Please log in to the hotel Wi-Fi</body></html>"
+
+
 @pytest.mark.parametrize(
     "reply,kind",
     [
         (Reply("nonsense"), "not_json"),
         (Reply(None), "empty_output"),
-        (Reply("{}", status=500), "api_error"),
+        (Reply("{}", status=401), "auth"),
+        (Reply("{}", status=403), "auth"),
+        (Reply("{}", status=429), "rate_limited"),
+        (Reply("{}", status=500), "server_error"),
+        (Reply("{}", status=404), "api_error"),
+        (Reply(body=HTML, content_type="text/html"), "bad_reply"),  # was an uncaught AttributeError
+        (Reply(body=b"{not json", content_type="application/json"), "bad_reply"),
         (Reply(json.dumps(ADVICE), delay=1.5), "timeout"),
     ],
 )
 def test_openai_failures_have_named_kinds(stub: OpenAIStub, reply: Reply, kind: str) -> None:
     stub.replies = [reply]
     assert kind_of(lambda: ask_backend(openai_backend(stub), request(), timeout=0.5)) == kind
+
+
+def test_openai_with_nothing_listening_is_a_network_error() -> None:
+    with refusing_port() as port:
+        dead = OpenAIBackend("gpt-test", f"http://127.0.0.1:{port}/v1", lambda: {"OPENAI_API_KEY": "sk-test-0003"})
+        with pytest.raises(AIError) as info:
+            ask_backend(dead, request(), timeout=5)
+    assert info.value.kind == "network" and "Connection" in info.value.detail
+
+
+def test_openai_goes_through_the_environments_proxy(stub: OpenAIStub, tmuxagent_http_proxy) -> None:
+    """The SDK gets an HTTP client built from the env it is given (the merged one), not the process's."""
+    stub.replies = [Reply(json.dumps(ADVICE))]
+    env = {"OPENAI_API_KEY": "sk-test-openai-0004", "HTTP_PROXY": tmuxagent_http_proxy.url}
+    assert ask_backend(OpenAIBackend("gpt-test", stub.base_url, lambda: env), request(), timeout=5) == ADVICE
+    assert tmuxagent_http_proxy.targets() == [f"127.0.0.1:{stub.server.server_address[1]}"]
+
+
+def test_a_proxy_the_client_cannot_use_is_named() -> None:
+    env = {"OPENAI_API_KEY": "sk-test-openai-0005", "ALL_PROXY": "ftp://user:pw-secret@127.0.0.1:2121"}
+    with pytest.raises(AIError) as info:
+        ask_backend(OpenAIBackend("gpt-test", "http://127.0.0.1:9/v1", lambda: env), request(), timeout=5)
+    assert info.value.kind == "proxy_unusable" and "pw-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "exc,kind",
+    [
+        (ImportError("Using SOCKS proxy, but the 'socksio' package is not installed."), "missing_dependency"),
+        (ConnectionResetError("reset"), "network"),
+        (TimeoutError("late"), "timeout"),
+        (KeyError("choices"), "unexpected"),
+    ],
+)
+def test_any_other_exception_is_classified(exc: Exception, kind: str) -> None:
+    """The last resort, a unit of the classifier: socks support is installed now, so the
+    ImportError the playbook's ALL_PROXY used to raise cannot happen for real here."""
+    assert classify_exception(exc).kind == kind and classify_openai(exc, 5).kind == kind
 
 
 def test_openai_without_a_key(stub: OpenAIStub) -> None:
@@ -272,6 +434,28 @@ def test_errors_are_counted_and_logged_once_until_a_success(codex: FakeCodex, ca
         )
         == 4
     )
+
+
+@dataclass
+class Broken:
+    """A backend (the port, not our code) whose call raises what no backend should."""
+
+    name: Literal["codex"] = "codex"
+
+    def complete(self, request: AIRequest, timeout: float) -> str:
+        raise KeyError("choices")
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_unexpected_exception_is_still_an_answer_and_counted() -> None:
+    metrics = OrchestratorMetrics()
+    answer = AIClient(OrchestratorSettings(), dict, metrics, backend=Broken()).ask("weather/bot", request())
+    assert answer.data is None and answer.error is not None and answer.error.kind == "unexpected"
+    assert "KeyError" in answer.error.detail
+    labels = {"session": "weather/bot", "backend": "codex", "kind": "unexpected"}
+    assert metrics.registry.get_sample_value("orchestrator_decision_assist_errors_total", labels) == 1
 
 
 def test_backend_off_asks_nobody() -> None:
