@@ -23,10 +23,11 @@ import importlib
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import requests
+from requests.utils import select_proxy
 
 if TYPE_CHECKING:  # the SDK's client is imported only by the code that talks to OpenAI
     import httpx2
@@ -165,9 +166,20 @@ def requests_proxies(url: str, env: Mapping[str, str]) -> dict[str, str]:
     return {"http": proxy, "https": proxy} if proxy else {}
 
 
+class _ProxyCheckedSession(requests.Session):
+    """Refuses a proxy requests cannot use with `proxy_problem`'s line (requests' own words,
+    "Missing dependencies for SOCKS support.", name neither the proxy nor the package)."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        problem = proxy_problem(select_proxy(request.url or "", kwargs.get("proxies") or {}), "requests")
+        if problem is not None:
+            raise requests.exceptions.InvalidSchema(str(problem), request=request)
+        return super().send(request, **kwargs)
+
+
 def requests_session() -> requests.Session:
     """A session that uses only the proxies it is given, never the process environment's."""
-    session = requests.Session()
+    session = _ProxyCheckedSession()
     session.trust_env = False
     return session
 
