@@ -137,6 +137,13 @@ def test_an_expired_app_token_is_refreshed_without_degrading(agent_pane, orchest
     assert degraded_lines(service) == []
 
 
+def health_in(service, state: str) -> dict[str, object]:
+    """The status's notifications part once it is in `state`; a wait that times out shows the last one."""
+    health: dict[str, object] = service.status()["notifications"]
+    assert health["state"] == state, f"notifications {health}"
+    return health
+
+
 @pytest.mark.parametrize("mode", ["webhook", "app"])
 def test_restored_channel_recovers_with_nothing_pending(mode, agent_pane, orchestrator_service, wecom_mock) -> None:
     """Issue 18 hole 6: recovery must not wait for a delivery. With the outbox empty, no message
@@ -144,8 +151,7 @@ def test_restored_channel_recovers_with_nothing_pending(mode, agent_pane, orches
     a notifier that recovers on delivery alone stays degraded (status and gauge) until the next alert."""
     service = orchestrator_service([agent_pane("weather/bot")], settings=FAST_NOTIFY)
     write_env(service, wecom_mock.env(mode))
-    wait_until(lambda: mode in (health := service.status()["notifications"])["channels"] and health, timeout=10)
-    assert service.status()["notifications"]["state"] == "ok"
+    wait_until(lambda: mode in str(health_in(service, "ok")["channels"]), timeout=10, message=f"{mode} configured")
 
     write_env(service, {})  # removed, no restart, and no alert raised meanwhile
     assert service.metrics.wait_until_value("orchestrator_notifications_degraded", 1.0) == 1.0
@@ -153,12 +159,8 @@ def test_restored_channel_recovers_with_nothing_pending(mode, agent_pane, orches
     assert health["state"] == "degraded" and "WECOM_WEBHOOK" in health["reason"] and health["pending"] == 0
 
     write_env(service, wecom_mock.env(mode))  # restored, still nothing pending
-    recovered = wait_until(
-        lambda: (health := service.status()["notifications"])["state"] == "ok" and health,
-        timeout=10,
-        message="status back to ok with an empty outbox",
-    )
-    assert recovered["pending"] == 0 and mode in recovered["channels"]
+    recovered = wait_until(lambda: health_in(service, "ok"), timeout=10, message="status back to ok, outbox empty")
+    assert recovered["pending"] == 0 and mode in str(recovered["channels"])
     assert service.metrics.wait_until_value("orchestrator_notifications_degraded", 0.0, timeout=10) == 0.0
     assert service.metrics.value("orchestrator_notifications_pending") == 0.0
     assert wecom_mock.messages() == []  # nothing was delivered: the recovery came from the channel alone
