@@ -55,7 +55,7 @@ except ImportError:  # pragma: no cover
 
 @dataclass(frozen=True)
 class EvidenceItem:
-    kind: str  # decision | figure | metrics | notifications | audit | pane | log | note | image
+    kind: str  # decision | figure | metrics | notifications | audit | pane | log | note | image | if fails | capability | failure
     title: str
     text: str
 
@@ -100,6 +100,13 @@ class Evidence:
         if sentence and sentence[-1] not in ".!?。":
             sentence += "."
         self.add("decision", "headline" if headline else "decision", sentence)
+
+    def if_fails(self, sentence: str) -> None:
+        """What a failure from here on means, in the playbook's words, e.g. "stall detected but
+        命令卡顿 not delivered": if the test then fails, the report's red row starts with the
+        last such sentence (before the assertion); a passing test's are never shown. Optional —
+        the scenario registry (capabilities.py) names a capability for every scenario test."""
+        self.add("if fails", "if fails", " ".join(sentence.split()))
 
     def figure(self, name: str, seconds: float) -> None:
         """One measured time, in seconds (`feedback_latency`, `stall_detection`, `streak_to_alert`,

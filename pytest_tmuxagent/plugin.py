@@ -32,7 +32,12 @@ from .tmux_server import PANE_SHELL, AgentPane, AgentPaneFactory, TmuxTestServer
 from .wecom_mock import WeComMock
 
 # Prometheus server, dashboard process and Chromium fixtures live in their own module.
-pytest_plugins = ["pytest_tmuxagent.observability", "pytest_tmuxagent.agents_plugin", "pytest_tmuxagent.wecom_check"]
+pytest_plugins = [
+    "pytest_tmuxagent.observability",
+    "pytest_tmuxagent.agents_plugin",
+    "pytest_tmuxagent.wecom_check",
+    "pytest_tmuxagent.capability_plugin",
+]
 
 _REGISTRY = pytest.StashKey[dict[str, Scenario]]()
 

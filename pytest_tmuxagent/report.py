@@ -4,7 +4,9 @@ machine-readable twin (`render_json`, written beside it as `<name>.json`).
 Built on the controller from test reports (xdist workers send their evidence
 along with each report), so it is correct under `-n 2`. Each scenario also says on which
 kinds of session its tests proved it (`KINDS`: shell, claude, codex): a test's kinds are the
-agent providers it asked for, or `shell` when it used no agent fixture.
+agent providers it asked for, or `shell` when it used no agent fixture. A failed test's row
+starts with what it broke in the playbook's words (capabilities.py); the acceptance criteria
+live in criteria.py (re-exported here).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from typing import Any
 
 from orchestrator.redact import redact
 
+from .capabilities import HIDDEN_KINDS, what_broke
+from .criteria import Criterion, acceptance_line, criteria, decided_by_tests, scenarios_pass
 from .evidence import FIGURES, EvidenceItem
-from .registry import BUILTIN_SCENARIOS, Scenario, builtin
+from .registry import Scenario, builtin
 
 __all__ = [
     "KINDS",
@@ -38,6 +42,7 @@ __all__ = [
     "agents_cell",
     "commit_under_test",
     "criteria",
+    "decided_by_tests",
     "figures",
     "missing_tool",
     "json_path",
@@ -133,7 +138,7 @@ class ScenarioSummary:
         decision, else the first decision a test wrote, else a skip's reason."""
         failed = next((t for t in self.tests if t.outcome == "failed"), None)
         if failed is not None:
-            return f"`{failed.name}` failed: {failed.reason}"
+            return f"{self.what_broke(failed)} — `{failed.name}` failed: {failed.reason}"
         passed = [t for t in self.tests if t.outcome == "passed"]
         found = next((h for t in passed if (h := t.headline)), None) or next(
             (d for t in passed for d in t.decisions), None
@@ -169,49 +174,14 @@ class ScenarioSummary:
     def duration(self) -> float:
         return sum(t.duration for t in self.tests)
 
+    def what_broke(self, test: TestRecord) -> str:
+        """A failed test's capability in the playbook's words: `B: stall detected but 命令卡顿
+        not delivered` (capabilities.py says where it comes from)."""
+        return what_broke(self.letter, test.name, test.evidence, test.reason, self.scenario)
+
     @property
     def title(self) -> str:
         return self.scenario.title if self.scenario is not None else self.letter
-
-
-@dataclass
-class Criterion:
-    """One row of the report's acceptance criteria: what is required, whether this run met it
-    (`True`, `False`, or `None`: not decided — the tests that decide it did not run, e.g. an
-    optional tool is missing), and why."""
-
-    text: str
-    met: bool | None
-    decided_by: str
-
-    @property
-    def mark(self) -> str:
-        return {True: "✅ met", False: "❌ not met", None: "⚪ not decided"}[self.met]
-
-
-def decided_by_tests(text: str, tests: Sequence[TestRecord], what: str) -> Criterion:
-    """Met when the tests that decide it ran and passed; not met when one failed; not decided
-    when none ran (skipped, deselected)."""
-    ran = [t for t in tests if t.outcome in ("passed", "failed")]
-    failed = [t for t in ran if t.outcome == "failed"]
-    skipped = [t for t in tests if t.outcome == "skipped"]
-    if failed:
-        return Criterion(text, False, f"{what}: {len(failed)} of {len(ran)} failed (`{failed[0].name}`)")
-    if not ran:
-        why = f"; skipped: {skipped[0].reason}" if skipped else ""
-        return Criterion(text, None, f"{what}: none ran{why}")
-    extra = f", {len(skipped)} skipped ({skipped[0].reason})" if skipped else ""
-    return Criterion(text, True, f"{what}: {len(ran)} passed{extra}")
-
-
-def scenarios_pass(text: str, summaries: Mapping[str, ScenarioSummary], *letters: str) -> Criterion:
-    """The usual criterion: met when every named scenario passed (not skipped, not unrun)."""
-    missing = [x for x in letters if x not in summaries]
-    if missing:
-        raise KeyError(f"no scenario {missing[0]!r} in this run's registry")
-    results = [summaries[x].result for x in letters]
-    met: bool | None = False if "FAILED" in results else all(r == "passed" for r in results) or None
-    return Criterion(text, met, ", ".join(f"scenario {x.upper()} {summaries[x].result}" for x in letters))
 
 
 def _version(name: str) -> str:
@@ -238,58 +208,6 @@ def summarize(
         letter: ScenarioSummary(letter, [r for r in records if letter in r.scenarios], scenario)
         for letter, scenario in registry.items()
     }
-
-
-def criteria(
-    summaries: Mapping[str, ScenarioSummary],
-    failures: int,
-    extra: Iterable[Criterion] = (),
-    *,
-    tests_run: int | None = None,
-    scenario_tests_run: int | None = None,
-) -> list[Criterion]:
-    """The playbook's five acceptance criteria, then a project's `extra` ones (from the hook).
-    Each is decided by the tests that decide it: the alert check by scenario F's Prometheus
-    test, replay by the tests that replay the audit log; a criterion whose tests did not run
-    (a missing optional tool) is not decided (`met=None`), not failed."""
-    seven = [s.letter for s in BUILTIN_SCENARIOS]
-    f_tests = summaries["f"].tests if "f" in summaries else []
-
-    def by_tests(text: str, word: str, what: str) -> Criterion:
-        """Decided by scenario F's tests named for it (`…prometheus…`, `…replay…`); a playbook
-        without such names falls back to scenario F's result."""
-        named = [t for t in f_tests if word in t.name]
-        if named or not [t for t in f_tests if "soak" not in t.name]:  # a soak alone decides neither
-            return decided_by_tests(text, named, what)
-        return scenarios_pass(text, summaries, "f")
-
-    if tests_run is None:
-        what = f"{failures} failed test(s) in this run"
-    else:
-        scope = (
-            f"{tests_run} test(s) run"
-            + (f", {scenario_tests_run} of them scenario tests" if scenario_tests_run is not None else "")
-            + ("; the unit suite was not part of this run" if scenario_tests_run == tests_run else "")
-        )
-        what = f"{failures} failed of {scope}"
-    return [
-        scenarios_pass("七大场景全部通过 — all seven scenarios pass", summaries, *seven),
-        by_tests(
-            "指标无红色告警 — no alert firing on a healthy run",
-            "prometheus",
-            "scenario F's real-Prometheus alert checks",
-        ),
-        scenarios_pass(
-            "通知链路稳定，降级策略正确 — notification chain stable, degradation correct", summaries, "b", "e", "g"
-        ),
-        by_tests(
-            "Replay 审计完整 — audit replay complete",
-            "replay",
-            "`tmux-agent-orchestrator-replay --verify-db` tests",
-        ),
-        Criterion("全量 pytest 0 失败 — pytest 0 failures", failures == 0, what),
-        *extra,
-    ]
 
 
 def commit_under_test(folder: Path | None = None) -> str:
@@ -418,22 +336,26 @@ def _link(path: str, report: Path | None) -> str:
 
 
 def verdict(summaries: Mapping[str, ScenarioSummary], rows: Sequence[Criterion], run: RunInfo) -> tuple[str, str]:
-    """(word, paragraph): PASSED / FAILED / NOT DECIDED, and a paragraph a lead reads first."""
-    unmet = [c for c in rows if c.met is False]
-    undecided = [c for c in rows if c.met is None]
+    """(word, paragraph): PASSED / FAILED / NOT DECIDED / PARTIAL (a subset run: no ❌, nothing
+    undecided, but some criteria's scenarios were not part of the run), and a paragraph a lead
+    reads first."""
+    unmet = [c for c in rows if c.standing == "not met"]
+    undecided = [c for c in rows if c.standing == "not decided"]
+    unrun = [c for c in rows if c.standing == "not run"]
     met = sum(c.met is True for c in rows)
-    word = "FAILED" if unmet else "NOT DECIDED" if undecided else "PASSED"
+    word = "FAILED" if unmet else "NOT DECIDED" if undecided else "PARTIAL" if unrun else "PASSED"
     mode = "live" if run.live else "embedded"
     parts = [
         f"**Verdict: {word}.** {met}/{len(rows)} acceptance criteria met"
         + (f", {len(unmet)} not met" if unmet else "")
         + (f", {len(undecided)} not decided" if undecided else "")
+        + (f", {len(unrun)} not run" if unrun else "")
         + f" — commit `{run.commit or 'unknown'}`, {mode} mode, {run.tests_run} test(s) run"
         f" ({run.scenario_tests_run} scenario tests), {run.failures} failed."
     ]
-    failed = [(s.letter, t) for s in summaries.values() for t in s.tests if t.outcome == "failed"]
+    failed = [(s, t) for s in summaries.values() for t in s.tests if t.outcome == "failed"]
     if failed:
-        shown = "; ".join(f"scenario {x.upper()} `{t.name}`: {t.reason}" for x, t in failed[:3])
+        shown = "; ".join(f"{s.what_broke(t)} (`{t.name}`: {t.reason})" for s, t in failed[:3])
         more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
         parts.append(f"What failed: {shown}{more}.")
     if run.other_failures:
@@ -441,7 +363,7 @@ def verdict(summaries: Mapping[str, ScenarioSummary], rows: Sequence[Criterion],
         rest = f" (and {len(run.other_failures) - 3} more)" if len(run.other_failures) > 3 else ""
         parts.append(f"Outside the scenarios, {len(run.other_failures)} test(s) failed: {named}{rest}.")
     for c in unmet:
-        parts.append(f"Not met: {c.text.split(' — ')[0]} ({c.decided_by}).")
+        parts.append(f"Not met: {c.short} ({c.decided_by}).")
     tools = list(dict.fromkeys(t for s in summaries.values() for t in s.missing_tools))
     if undecided:
         why = f": {', '.join(tools)} not installed" if tools else ""
@@ -449,8 +371,16 @@ def verdict(summaries: Mapping[str, ScenarioSummary], rows: Sequence[Criterion],
             "Not decided"
             + why
             + " — "
-            + "; ".join(c.text.split(" — ")[0] for c in undecided)
+            + "; ".join(c.short for c in undecided)
             + ". See [what this run did not prove](#not-proven)."
+        )
+    if unrun:
+        unrun_letters = ", ".join(s.letter.upper() for s in summaries.values() if not s.tests)
+        parts.append(
+            f"Not run (scenarios {unrun_letters} were not part of this run): "
+            + "; ".join(c.short for c in unrun)
+            + "."
+            + (" Everything that ran passed." if not unmet and not undecided and not run.failures else "")
         )
     if word == "PASSED":
         parts.append("Every scenario's deciding facts are below; [what this run did not prove](#not-proven) too.")
@@ -609,7 +539,7 @@ def _soak_section(summaries: Mapping[str, ScenarioSummary], report: Path | None)
 def _details(test: TestRecord, report: Path | None, warnings: Mapping[str, int]) -> list[str]:
     out: list[str] = []
     for item in test.evidence:
-        if item.kind in ("decision", "figure", "export"):
+        if item.kind in ("decision", "figure", "export", *HIDDEN_KINDS):
             continue
         if item.kind == "image":
             out += [f"  - ![{_cell(item.title)}]({_link(item.text, report)})", ""]
@@ -649,6 +579,8 @@ def _scenario_section(
     for test in summary.tests:
         on = "" if test.kinds == ["shell"] else f" on {', '.join(test.kinds)}"
         said = " ".join(test.decisions) or test.reason
+        if test.outcome == "failed":
+            said = f"{summary.what_broke(test)} — {test.reason}"
         out.append(
             f"- `{test.name}`{on} — **{test.outcome}** in {test.duration:.2f} s" + (f": {_cell(said)}" if said else "")
         )
@@ -669,9 +601,10 @@ def render_json(
     run: RunInfo | None = None,
 ) -> str:
     """The report for programs: the verdict, commit and mode; per scenario its result, deciding
-    sentence, figures and `agents` (`{"shell": "passed", "claude": "failed", "codex": "not run"}`)
-    with the counts behind them; the acceptance criteria (`met`: true, false or null when not
-    decided); each scenario test's outcome and kinds; the exported files. Reasons are redacted."""
+    sentence, figures, `broke` (what each failed test broke, in the playbook's words) and `agents`
+    (`{"shell": "passed", "claude": "failed", "codex": "not run"}`) with the counts behind them;
+    the acceptance criteria (`met`: true, false or null; `standing`: met, not met, not decided or
+    not run); each scenario test's outcome and kinds; the exported files. Reasons are redacted."""
     rows = list(rows)
     run = run or RunInfo(live=live, failures=failures)
     tests = {t.nodeid: t for s in summaries.values() for t in s.tests}
@@ -689,6 +622,7 @@ def render_json(
                 "tests": len(summary.tests),
                 "duration_s": round(summary.duration, 3),
                 "evidence": redact(summary.decision),
+                "broke": [redact(summary.what_broke(t)) for t in summary.tests if t.outcome == "failed"],
                 "figures": {k: {q: round(v, 6) for q, v in f.items()} for k, f in figures(summary).items()},
                 "missing_tools": summary.missing_tools,
                 "agents": summary.agents,
@@ -696,7 +630,7 @@ def render_json(
             }
             for letter, summary in summaries.items()
         },
-        "criteria": [{"text": c.text, "met": c.met, "decided_by": redact(c.decided_by)} for c in rows],
+        "criteria": [{**c.to_json(), "decided_by": redact(c.decided_by)} for c in rows],
         "criteria_met": sum(c.met is True for c in rows),
         "criteria_total": len(rows),
         "failures": failures,
@@ -710,6 +644,7 @@ def render_json(
                 "duration_s": round(t.duration, 3),
                 "reason": redact(t.reason),
                 "decisions": t.decisions,
+                **({"broke": redact(summaries[t.scenarios[0]].what_broke(t))} if t.outcome == "failed" else {}),
             }
             for t in tests.values()
         ],
@@ -721,18 +656,6 @@ def render_json(
         ],
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-
-
-def acceptance_line(rows: Sequence[Criterion], report: Path | str) -> str:
-    """`acceptance: 5/5 criteria met — report: reports/…md`, naming the unmet and undecided ones."""
-    met = sum(c.met is True for c in rows)
-    short = [c.text.split(" — ")[0] for c in rows]
-    unmet = [t for c, t in zip(rows, short, strict=True) if c.met is False]
-    undecided = [t for c, t in zip(rows, short, strict=True) if c.met is None]
-    tail = (f"; not met: {', '.join(unmet)}" if unmet else "") + (
-        f"; not decided: {', '.join(undecided)}" if undecided else ""
-    )
-    return f"acceptance: {met}/{len(rows)} criteria met{tail} — report: {report}"
 
 
 def json_path(report: Path) -> Path:

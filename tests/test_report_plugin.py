@@ -62,6 +62,148 @@ def test_a_subset_run_without_gate_passes_and_says_not_run(pytester: pytest.Pyte
     assert "| A 命令执行反馈 — command execution feedback | not run |" in report
 
 
+SUBSET_ROWS = {
+    "七大场景全部通过 — all seven scenarios pass": "⚪ not run",
+    "指标无红色告警 — no alert firing on a healthy run": "⚪ not run",
+    "通知链路稳定，降级策略正确 — notification chain stable, degradation correct": "⚪ not run",
+    "Replay 审计完整 — audit replay complete": "⚪ not run",
+    "全量 pytest 0 失败 — pytest 0 failures": "✅ met",
+}
+
+
+def criteria_rows(report: str) -> dict[str, str]:
+    table = report.split("## Acceptance criteria (验收标准)", 1)[1].split("\n## ", 1)[0]
+    cells = [line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| ") and " — " in line]
+    return {c[0]: c[1] for c in cells}
+
+
+def test_a_gated_subset_run_says_not_run_for_what_it_did_not_run_and_passes(pytester: pytest.Pytester) -> None:
+    """`validate --scenario e` in small: what ran passed, so nothing is ❌ and the gate passes;
+    the criteria whose scenarios did not run say ⚪ not run — not ❌, not "not decided"."""
+    scenario_file(pytester)
+    result = pytester.runpytest_subprocess("--tmuxagent-report", "report.md", "-m", "scenario_e", "--tmuxagent-gate")
+    assert result.ret == 0, result.stdout.str()
+    report = read_report(pytester)
+    assert criteria_rows(report) == SUBSET_ROWS
+    assert "❌" not in report and "not decided" not in report
+    verdict = report.split("\n\n")[1]
+    assert verdict.startswith("**Verdict: PARTIAL.** 1/5 acceptance criteria met, 4 not run")
+    assert "Not run (scenarios A, B, C, D, F, G were not part of this run)" in verdict
+    assert "Everything that ran passed." in verdict
+    result.stdout.fnmatch_lines(
+        ["acceptance: 1/5 criteria met; not run: 七大场景全部通过, 指标无红色告警, *, Replay 审计完整 — report: *"]
+    )
+    data = json.loads((pytester.path / "report.json").read_text())
+    assert data["verdict"] == "partial"
+    assert [(c["met"], c["standing"]) for c in data["criteria"]] == [(None, "not run")] * 4 + [(True, "met")]
+
+
+def test_a_red_subset_run_fails_the_gate_on_what_ran_and_still_says_not_run_for_the_rest(
+    pytester: pytest.Pytester,
+) -> None:
+    scenario_file(pytester, fail="e")
+    result = pytester.runpytest_subprocess("--tmuxagent-report", "report.md", "-m", "scenario_e", "--tmuxagent-gate")
+    assert result.ret == 1
+    rows = criteria_rows(read_report(pytester))
+    assert rows["通知链路稳定，降级策略正确 — notification chain stable, degradation correct"] == "❌ not met"
+    assert rows["全量 pytest 0 失败 — pytest 0 failures"] == "❌ not met"
+    assert rows["七大场景全部通过 — all seven scenarios pass"] == "❌ not met"  # E failed: the seven cannot all pass
+    assert rows["Replay 审计完整 — audit replay complete"] == "⚪ not run"
+    result.stdout.fnmatch_lines(
+        ["acceptance: 0/5 criteria met; not met: *; not run: 指标无红色告警, Replay 审计完整 — *"]
+    )
+
+
+# a red row names the broken capability in the playbook's words ----------------------------------
+
+RED = """
+import pytest
+
+
+class FakeWeCom:
+    def __init__(self, messages):
+        self._messages = messages
+
+    def messages(self):
+        return list(self._messages)
+
+    def wait_for_messages(self, n, timeout=10):
+        assert len(self._messages) >= n, f"{len(self._messages)} WeCom message(s), waited for {n}"
+        return self.messages()
+
+
+@pytest.mark.scenario_b
+def test_stalled_command_is_healed_alerted_and_cooled_down():
+    stall_count = 2
+    assert stall_count == 2
+    wecom_mock = FakeWeCom([])
+    [alert] = wecom_mock.wait_for_messages(1, timeout=10)
+
+
+@pytest.mark.scenario_e
+@pytest.mark.parametrize("threshold", [3])
+def test_failure_streak_alerts_once_blocks_and_resumes(threshold):
+    wecom_mock = FakeWeCom(["## 命令连续失败 · weather/bot", "## 命令连续失败 · weather/bot"])
+    assert len(wecom_mock.messages()) == 1  # one alert per streak, not one per failure
+
+
+@pytest.mark.scenario_g
+@pytest.mark.capability("还原变量后通知恢复正常: the kept alerts reach WeCom")
+def test_a_project_check_named_by_its_marker():
+    assert 1 + 1 == 3, "induced"
+
+
+@pytest.mark.scenario_c
+def test_a_step_by_step_test(tmuxagent_evidence):
+    tmuxagent_evidence.if_fails("blocker set but metadata.next_actions not written")
+    tmuxagent_evidence.if_fails("next_actions written but 下一步建议 not delivered")
+    assert [] == ["下一步建议"]
+"""
+
+
+def scenario_row(report: str, letter: str) -> str:
+    return next(line for line in report.splitlines() if line.startswith(f"| {letter} "))
+
+
+def test_a_red_row_says_which_capability_failed_before_the_assertion(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_red=RED)
+    # under xdist: the failing statement is recorded on the worker and rides to the controller
+    result = pytester.runpytest_subprocess("--tmuxagent-report", "report.md", "--tmuxagent-gate", "-n", "2")
+    assert result.ret == 1
+    result.assert_outcomes(failed=4)
+    report = read_report(pytester)
+    row_b = scenario_row(report, "B")
+    said = "B: stall detected but 命令卡顿 not delivered — `test_stalled_command_is_healed_alerted_and_cooled_down` failed: "
+    assert said + "AssertionError: 0 WeCom message(s), waited for 1" in row_b
+    row_e = scenario_row(report, "E")
+    assert (
+        "E: 命令连续失败 sent twice for one streak — `test_failure_streak_alerts_once_blocks_and_resumes[3]` failed:"
+        in row_e
+    )
+    assert row_e.index("sent twice") < row_e.index("assert 2 == 1")
+    row_g = scenario_row(report, "G")
+    assert (
+        "G: 还原变量后通知恢复正常: the kept alerts reach WeCom — broken — `test_a_project_check_named_by_its_marker`"
+        in row_g
+    )
+    row_c = scenario_row(report, "C")  # the last if_fails before the failure
+    assert "C: next_actions written but 下一步建议 not delivered — `test_a_step_by_step_test` failed:" in row_c
+    verdict = report.split("\n\n")[1]
+    assert "What failed: B: stall detected but 命令卡顿 not delivered (`test_stalled_command_is_healed" in verdict
+    section = report.split('<a id="scenario-b"></a>', 1)[1]
+    assert "**failed** in" in section and "B: stall detected but 命令卡顿 not delivered — AssertionError" in section
+    assert "if fails" not in report and "failing statement" not in report  # said in the rows, not as evidence
+    data = json.loads((pytester.path / "report.json").read_text())
+    assert data["scenarios"]["b"]["broke"] == ["B: stall detected but 命令卡顿 not delivered"]
+    assert data["scenarios"]["e"]["broke"] == ["E: 命令连续失败 sent twice for one streak"]
+    broke = {t["nodeid"].split("::")[-1]: t.get("broke") for t in data["tests"]}
+    assert (
+        broke["test_stalled_command_is_healed_alerted_and_cooled_down"]
+        == "B: stall detected but 命令卡顿 not delivered"
+    )
+    assert [c["standing"] for c in data["criteria"]][:3] == ["not met", "not run", "not met"]
+
+
 def test_allure_results_carry_epic_feature_and_story(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_allure_labels="""
@@ -219,6 +361,8 @@ def test_verdict_first_evidence_sentences_figures_and_not_decided(pytester: pyte
     assert "| skipped |" in row_f and "prometheus not installed" in row_f
     assert "| A | feedback latency (command exit → result recorded) | 3 | 20 ms | 29 ms | 30 ms |" in report
     assert "| 指标无红色告警 — no alert firing on a healthy run | ⚪ not decided |" in report
+    # F ran but its Prometheus test skipped: not decided; B, E and G never ran: not run
+    assert "| 通知链路稳定，降级策略正确 — notification chain stable, degradation correct | ⚪ not run |" in report
     assert "| Replay 审计完整 — audit replay complete | ✅ met |" in report
     assert "❌" not in report
     assert "| 3× | WARNING x: no WeCom channel |" in report and report.count("no WeCom channel") == 1
@@ -226,7 +370,9 @@ def test_verdict_first_evidence_sentences_figures_and_not_decided(pytester: pyte
     assert "## What this run did not prove" in report and "skipped ×1: missing tool: prometheus" in report
     assert "the unit and integration suite (`tests/`) was not part of this run" in report
     result.stdout.fnmatch_lines(
-        ["acceptance: 2/5 criteria met; not decided: 七大场景全部通过, 指标无红色告警, 通知链路稳定* — report: *"]
+        [
+            "acceptance: 2/5 criteria met; not decided: 七大场景全部通过, 指标无红色告警; not run: 通知链路稳定* — report: *"
+        ]
     )
     data = json.loads((pytester.path / "report.json").read_text())
     assert data["verdict"] == "not decided" and data["criteria"][1]["met"] is None

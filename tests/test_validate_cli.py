@@ -57,6 +57,40 @@ def test_an_induced_failure_fails_validate_and_shows_in_the_report(tmp_path: Pat
     assert "induced failure in scenario e" in report
 
 
+def test_a_subset_that_passes_exits_zero_and_says_not_run_for_the_rest(tmp_path: Path) -> None:
+    """`validate --scenario e`: what ran passed, so exit 0; the criteria of the scenarios that did
+    not run are ⚪ not run (never ❌), in the report and in validate's own last line."""
+    result = validate(tmp_path, "--scenarios-dir", str(playbook(tmp_path / "scenarios")), "--scenario", "e")
+    assert result.returncode == 0, result.stdout[-2000:]
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "❌" not in report
+        and report.count("⚪ not run") == 4
+        and "| E 连续失败告警 — failure-streak alerts | passed |" in report
+    )
+    assert result.stdout.rstrip().splitlines()[-1] == (
+        "acceptance: 1/5 criteria met; not run: 七大场景全部通过, 指标无红色告警, 通知链路稳定，降级策略正确, "
+        "Replay 审计完整 — report: report.md"
+    )
+
+
+def test_a_red_row_names_the_broken_capability_before_the_assertion(tmp_path: Path) -> None:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "test_scenario_e.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.scenario_e\n"
+        "def test_unblock_resets_the_streak_so_one_more_failure_does_not_block_again():\n"
+        "    alerts = ['## 命令连续失败 · weather/bot'] * 2\n"
+        "    assert len(alerts) == 1, f'a second alert after the unblock: {alerts}'\n"
+    )
+    result = validate(tmp_path, "--scenarios-dir", str(folder), "--scenario", "e")
+    assert result.returncode != 0
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| E "))
+    phrase, assertion = "E: 命令连续失败 sent twice for one streak", "AssertionError: a second alert after the unblock"
+    assert phrase in row and assertion in row and row.index(phrase) < row.index(assertion)
+
+
 def test_an_unknown_scenario_letter_exits_2(tmp_path: Path) -> None:
     result = validate(tmp_path, "--scenario", "z")
     assert result.returncode == 2 and "unknown scenario 'z'" in result.stderr

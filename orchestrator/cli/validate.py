@@ -148,7 +148,7 @@ def acceptance_summary(report: Path) -> str | None:
 
     try:
         data = json.loads(json_path(report).read_text(encoding="utf-8"))
-        rows = [Criterion(c["text"], c["met"], c["decided_by"]) for c in data["criteria"]]
+        rows = [Criterion.from_json(c) for c in data["criteria"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
