@@ -1,4 +1,5 @@
-"""Tests for the fake ``codex`` executable, run as a real subprocess."""
+"""Tests for the fake ``codex`` executable, run as a real subprocess: its replies, and that it
+refuses exactly the options the pinned real ``codex exec`` refuses."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from pytest_tmuxagent.fake_codex import DEFAULT_REPLY, VERSION_TEXT, FakeCodex
+from pytest_tmuxagent.agents import AGENT_PACKAGES
+from pytest_tmuxagent.agents_plugin import require_agent
+from pytest_tmuxagent.fake_codex import DEFAULT_REPLY, VERSION_TEXT, FakeCodex, exec_flags, exec_flags_of
 
 DECISION = {"next_actions": ["run tests"], "blockers": []}
 
@@ -183,3 +186,82 @@ def test_script_rejects_unknown_kinds(codex: FakeCodex) -> None:
     with pytest.raises(ValueError, match="reply 1"):
         codex.script([{"kind": "json"}, {"kind": "explode"}])
     assert codex.calls() == []
+
+
+# the real CLI's options -------------------------------------------------------------------------
+def test_the_stored_options_are_the_pinned_real_codex_exec_help() -> None:
+    """codex_exec_flags.json is `codex exec --help` of the pinned version, regenerated here from the
+    real binary (.ci/run installs it); a new pin that drops or adds an option fails until the file
+    is regenerated (`exec_flags_of(binary)`)."""
+    binary = require_agent("codex")
+    assert exec_flags_of(binary) == exec_flags()
+    assert exec_flags()["version"] == f"codex-cli {AGENT_PACKAGES['codex'][1]}"
+
+
+def test_options_the_product_passes_are_real_ones() -> None:
+    longs = {o["long"] for o in exec_flags()["options"]}
+    assert {"--sandbox", "--ephemeral", "--skip-git-repo-check", "--json", "--output-schema"} <= longs
+    assert {"--config", "--output-last-message", "--dangerously-bypass-approvals-and-sandbox"} <= longs
+    assert "--ask-for-approval" not in longs and "--full-auto" not in longs  # gone from exec in 0.171
+
+
+REFUSED = [
+    (["exec", "--ask-for-approval", "never", "-"], "error: unexpected argument '--ask-for-approval' found"),
+    (["exec", "--bogus", "-"], "error: unexpected argument '--bogus' found"),
+    (["exec", "one", "two"], "error: unexpected argument 'two' found"),
+    (["exec", "--json", "--json", "-"], "error: the argument '--json' cannot be used multiple times"),
+    (["exec", "--sandbox", "nope", "-"], "error: invalid value 'nope' for '--sandbox <SANDBOX_MODE>'"),
+    (["exec", "--output-schema"], "error: a value is required for '--output-schema <FILE>' but none was supplied"),
+    (["exec", "--json=yes", "-"], "error: unexpected value 'yes' for '--json' found; no more were expected"),
+]
+
+
+@pytest.mark.parametrize("argv,first", REFUSED)
+def test_flags_the_real_cli_refuses_are_refused_alike(codex: FakeCodex, argv: list[str], first: str) -> None:
+    result = run(codex, *argv)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[0] == first
+    assert result.stderr.endswith("For more information, try '--help'.\n")
+    [call] = codex.calls()
+    assert call["refused"] == first and "reply_index" not in call  # no reply consumed
+
+
+def test_refusals_match_the_real_cli_byte_for_byte(codex: FakeCodex, tmp_path: Path) -> None:
+    binary = require_agent("codex")
+    env = {"HOME": str(tmp_path), "CODEX_HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    for argv, _ in REFUSED:
+        real = subprocess.run([str(binary), *argv], capture_output=True, text=True, timeout=30, env=env)
+        real_err = "".join(line for line in real.stderr.splitlines(keepends=True) if not line.startswith("WARNING"))
+        fake = run(codex, *argv)
+        assert (fake.returncode, fake.stderr) == (real.returncode, real_err), argv
+
+
+def test_accepted_forms_of_options(codex: FakeCodex, tmp_path: Path) -> None:
+    out = tmp_path / "o.txt"
+    for argv in (
+        ["exec", "-sread-only", "-c", "a=1", "-c", "b=2", f"-o{out}", "-"],
+        ["exec", "--sandbox=workspace-write", "--add-dir", "/a", "--add-dir", "/b", "--", "--not-a-flag"],
+        ["e", "-m", "gpt-5", "prompt text"],
+    ):
+        assert run(codex, *argv).returncode == 0, argv
+
+
+def test_event_error_reports_like_codex_then_fails_or_retries_for_ever(codex: FakeCodex) -> None:
+    codex.script([{"kind": "event_error", "payload": "unexpected status 500", "then": "fail", "retries": 2}])
+    failed = run(codex, "exec", "--json", "-")
+    events = [json.loads(line) for line in failed.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["thread.started", "turn.started", "error", "error", "error", "turn.failed"]
+    assert events[2]["message"] == "Reconnecting... 1/5 (unexpected status 500)"
+    assert events[-1]["error"]["message"] == "unexpected status 500" and failed.returncode == 1
+    codex.script([{"kind": "event_error", "payload": "Connection failed"}])
+    proc = subprocess.Popen([str(codex.path), "exec", "--json", "-"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert json.loads(lines[2])["message"] == "Reconnecting... 1/5 (Connection failed)"
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.3)  # retrying for ever, as codex does while the network is down
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()  # type: ignore[union-attr]

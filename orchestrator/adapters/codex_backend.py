@@ -223,11 +223,14 @@ class _Stream:
             pass
 
     def finish(self) -> None:
-        """Wait (briefly) for the readers after the process ended or was killed, then close pipes."""
+        """Wait (briefly, in all) for the readers after the process ended or was killed, then
+        close the pipes they are done with. A pipe still held open by a child that left the
+        group is left to its daemon thread: closing it under a blocked read would block us."""
+        deadline = time.monotonic() + KILL_GRACE_SECONDS
         for thread in self.threads:
-            thread.join(KILL_GRACE_SECONDS)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for thread, pipe in zip(self.threads[1:], (self.proc.stdout, self.proc.stderr), strict=False):
+            if pipe is not None and not thread.is_alive():
                 try:
                     pipe.close()
                 except OSError:
