@@ -4,7 +4,9 @@ playbook scenario.
 The plugin registers the markers and Allure labels from it, the report has a row per
 entry, and `tmux-agent validate` checks `--scenario` letters against it. A project adds
 its own scenarios with the `pytest_tmuxagent_scenarios(config)` hook (see hookspecs.py);
-`scenarios(config)` returns the built-in seven followed by those.
+`scenarios(config)` returns the built-in seven followed by those. What each built-in
+scenario's tests prove, in the playbook's words (a red report row names it), is in
+playbook_capabilities.py.
 """
 
 from __future__ import annotations
