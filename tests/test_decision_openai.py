@@ -51,3 +51,27 @@ def test_openai_backend_answers_blockers(agent_pane, orchestrator_service, monke
     assert sent["headers"]["authorization"] == "Bearer sk-test-from-env-file-0001"
     assert sent["json"]["model"] == "gpt-stub"
     assert "sk-test-from-env-file-0001" not in service.audit_log.read_text() + service.log_text()
+
+
+def test_a_base_url_answering_html_falls_back_to_rules(agent_pane, orchestrator_service, monkeypatch) -> None:
+    """A 200 `text/html` page (a captive portal, a wrong base URL) used to be an uncaught
+    AttributeError: no advice, the job retried every 30 s, no metric. Now it is `bad_reply`,
+    counted, and the rules answer in the same job."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    stub = OpenAIStub([Reply(body=b"<html><body>Sign in to the Wi-Fi</body></html>", content_type="text/html")])
+    try:
+        service = orchestrator_service(
+            [agent_pane(SESSION)],
+            settings={"ai": {"backend": "openai", "openai_base_url": stub.base_url}, "decision": {"enabled": True}},
+            env={"OPENAI_API_KEY": "sk-test-from-env-file-0002"},
+        )
+        service.meta_set(SESSION, "blockers", ["OPENAI_API_KEY is missing in the bot's shell"])
+        actions = wait_until(lambda: service.metadata(SESSION).get("next_actions"), timeout=15)
+    finally:
+        stub.close()
+    assert actions["source"] == "rules" and actions["ai_error"]["kind"] == "bad_reply"
+    assert actions["ai_error"]["backend"] == "openai" and actions["recommendations"]
+    assert len(stub.requests) == 1  # answered once, not retried every 30 s
+    labels = {"session": SESSION, "backend": "openai", "kind": "bad_reply"}
+    assert service.metrics.wait_until_value("orchestrator_decision_assist_errors_total", 1.0, **labels) == 1
