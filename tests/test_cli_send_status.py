@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from orchestrator.adapters.wecom_errcodes import PERMANENT_ERRCODES
 from orchestrator.clock import iso_utc, parse_iso_utc
 from orchestrator.model import CommandResult, ToolCall
 from pytest_tmuxagent.service import OrchestratorService, OrchestratorServiceFactory
 from pytest_tmuxagent.tmux_server import AgentPaneFactory
 from pytest_tmuxagent.waiting import wait_until
+from pytest_tmuxagent.wecom_mock import WEBHOOK_PATH, WeComMock
 
 SESSION = "weather/bot"
 WARNING = "tmux-agent: warning: no orchestrator is running for weather/bot"
@@ -403,3 +405,46 @@ def test_a_secret_typed_into_a_command_is_masked_in_status_but_kept_in_the_queue
     shown = json.dumps({k: session[k] for k in ("queued", "recent")})
     assert secret not in shown and "make deploy" in shown
     assert secret not in idle.cli("status", SESSION).stdout
+
+
+# dead notifications ------------------------------------------------------------------------------
+WRONG_KEY = "wrong-webhook-key-0093"
+REMOVED_ROBOT = PERMANENT_ERRCODES[93000]
+
+
+def wrong_webhook(wecom_mock: WeComMock) -> dict[str, str]:
+    """A robot key WeCom does not know: every message to it is refused with 93000, for good."""
+    wecom_mock.expect_violation(93000)
+    return {**wecom_mock.env("webhook"), "WECOM_WEBHOOK": f"https://qyapi.weixin.qq.com{WEBHOOK_PATH}?key={WRONG_KEY}"}
+
+
+def test_status_counts_dead_notifications_with_the_last_errcode_and_its_fix(
+    agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory, wecom_mock: WeComMock
+) -> None:
+    settings = {
+        "failure_alert_threshold": 1,
+        "notifications": {"retry_backoff_seconds": 0.2, "env_reload_seconds": 0.2},
+    }
+    service = orchestrator_service([agent_pane(SESSION)], settings=settings, env=wrong_webhook(wecom_mock))
+    assert service.status()["notifications"]["dead"] == {"count": 0, "last": None}
+    assert "dead" not in service.cli("status").stdout
+
+    send(service, "false")  # one failure: a 命令连续失败 alert, refused by the unknown robot
+    dead = wait_until(lambda: (d := service.status()["notifications"]["dead"])["count"] and d, timeout=15)
+    assert dead["count"] == 1 and dead["last"]["title"] == f"命令连续失败 · {SESSION}"
+    assert dead["last"]["refusals"] == [
+        {"channel": "webhook", "errcode": 93000, "meaning": REMOVED_ROBOT.meaning, "fix": REMOVED_ROBOT.fix}
+    ]
+    text = service.cli("status").stdout
+    [line] = [line for line in text.splitlines() if " dead " in line]
+    assert line.startswith("notifications: 1 dead") and "webhook errcode 93000" in line
+    assert line.endswith(f"fix: {REMOVED_ROBOT.fix}")
+    assert WRONG_KEY not in text + json.dumps(dead)
+
+
+def test_doctor_send_test_prints_the_errcodes_fix(idle: OrchestratorService, wecom_mock: WeComMock) -> None:
+    idle.env_file.write_text("".join(f"{k}={v}\n" for k, v in wrong_webhook(wecom_mock).items()))
+    result = idle.cli("doctor", "--send-test", "--dashboard-port", "0", check=False)
+    [line] = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["WeCom"]]  # not `reach WeCom`
+    assert line.startswith("FAIL") and "errcode 93000" in line and line.endswith(f"fix: {REMOVED_ROBOT.fix}"), line
+    assert WRONG_KEY not in result.stdout + result.stderr

@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from orchestrator.adapters.wecom_errcodes import PERMANENT_ERRCODES
 from orchestrator.config import AgentProvider, SessionConfig
 from orchestrator.dashboard.server import DashboardApp, DashboardServer
 from orchestrator.model import CommandResult, ToolCall
+from orchestrator.notify.dead import verdict
 from orchestrator.state.audit import AuditLog
+from orchestrator.state.outbox import Outbox
 from orchestrator.state.store import StateStore
 from pytest_tmuxagent.dashboard import http_get
 from tests.test_metrics_promtool import promtool_check
@@ -263,7 +266,7 @@ def test_other_apis_and_quoted_session_names(dashboard, store: StateStore) -> No
     assert running.json("api/sessions")[0]["name"] == BOT
     assert running.get("api/sessions/nobody")[0] == 404
     assert running.get("api/nothing")[0] == 404
-    assert running.json("api/notifications") == {"pending": 0}
+    assert running.json("api/notifications") == {"pending": 0, "dead": {"count": 0, "last": None}}
     assert running.json("api/events?limit=5&session=weather/bot") == []
     assert running.get("api/events?limit=x")[0] == 400
 
@@ -425,3 +428,36 @@ def test_a_pending_tool_approval_is_on_the_agents_card(dashboard, agent_store: S
     agent_store.update_metadata(AGENT, {"state": "working"})  # answered: no longer shown
     sessions = {s["name"]: s for s in dashboard(sessions=agent_config()).json("api/state")["sessions"]}
     assert sessions[AGENT]["approval"] is None
+
+
+def test_dead_notifications_show_their_count_and_the_last_ones_errcodes_with_fixes(
+    dashboard, store: StateStore
+) -> None:
+    outbox = Outbox(store)
+
+    def queue(title: str) -> int:
+        message_id = outbox.add(dedupe_key=title, kind="failure", session=BOT, title=title, body="b", dedupe_seconds=0)
+        assert message_id is not None
+        return message_id
+
+    too_long = PERMANENT_ERRCODES[40058]
+    outbox.mark_dead(queue("命令失败 · weather/bot"), verdict("webhook", 40058, too_long), "message")
+    both = [("webhook", 93000), ("app", 40001)]  # every channel refused the newest one
+    last_error = "; ".join(verdict(channel, code, PERMANENT_ERRCODES[code]) for channel, code in both)
+    outbox.mark_dead(queue("命令卡顿 · weather/bot"), last_error, "channel")
+    queue("下一步建议 · weather/bot")  # pending, not dead
+
+    notifications = dashboard().json("api/notifications")
+    assert notifications["pending"] == 1 and notifications["dead"]["count"] == 2
+    last = notifications["dead"]["last"]
+    assert last["title"] == "命令卡顿 · weather/bot" and last["session"] == BOT
+    assert last["refusals"] == [
+        {
+            "channel": c,
+            "errcode": code,
+            "meaning": PERMANENT_ERRCODES[code].meaning,
+            "fix": PERMANENT_ERRCODES[code].fix,
+        }
+        for c, code in both
+    ]
+    assert "dead-fix" in dashboard().get("static/app.js")[2].decode()  # the banner shows each fix

@@ -58,7 +58,8 @@ def check_wecom(env: dict[str, str], send_test: bool, timeout: float) -> CheckRe
             for channel in channels:
                 channel.send("tmux-agent doctor", "> test message from `tmux-agent doctor --send-test`")
         except ChannelError as exc:
-            return CheckResult("WeCom", False, f"{describe(channels)}: {exc}", "check the webhook key / app secret")
+            fix = exc.refusal.fix if exc.refusal else "check the webhook key / app secret"  # the errcode's own fix
+            return CheckResult("WeCom", False, f"{describe(channels)}: {exc}", fix)
         return CheckResult("WeCom", True, f"{describe(channels)}: test message accepted")
     # whether WeCom can be reached, through the proxy the client takes, is the `reach WeCom` line
     return CheckResult("WeCom", True, f"{describe(channels)} configured (--send-test sends a message)")

@@ -18,6 +18,7 @@ from orchestrator.clock import SystemClock, parse_iso_utc
 from orchestrator.config import Config, clean_metadata
 from orchestrator.envfile import EnvSource
 from orchestrator.model import CommandRow
+from orchestrator.notify.dead import DEAD_SQL, dead_line, dead_summary
 from orchestrator.redact import redact, redact_obj
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.outbox import Outbox
@@ -237,13 +238,17 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "last_tools": _last_tools(last),
             }
         )
-    notifications = Outbox(store).health()
-    notifications["pending"] = len(Outbox(store).pending())
+    outbox = Outbox(store)
+    notifications = outbox.health()
+    notifications["pending"] = len(outbox.pending())
+    notifications["dead"] = dead_summary(store.query(DEAD_SQL))
     if args.json:
         print(json.dumps({"sessions": report, "notifications": notifications}, ensure_ascii=False, indent=2))
         return 0
     if notifications.get("state") == "degraded":
         print(f"notifications DEGRADED: {notifications.get('reason')} ({notifications['pending']} queued)")
+    if dead := dead_line(notifications["dead"]):
+        print(dead)
     for item in report:
         print_session(item, Heartbeat.of(shown[item["name"]], now), shown[item["name"]])
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.clock import Clock, SystemClock, iso_utc
 from orchestrator.config import SessionConfig
 from orchestrator.model import TERMINAL_STATUSES
+from orchestrator.notify.dead import DEAD_SQL, dead_summary
 from orchestrator.redact import redact_obj
 from orchestrator.state.replay import rates
 from orchestrator.state.snapshot import SnapshotError, StateSnapshot
@@ -266,7 +267,7 @@ def build_state(
         queued = snapshot.commands_in("queued")
         running = snapshot.commands_in("running")
         counts = snapshot.status_counts()
-        state["notifications"] = snapshot.notifications()
+        state["notifications"] = {**snapshot.notifications(), "dead": dead_summary(snapshot.rows(DEAD_SQL))}
     except SnapshotError as exc:
         state["error"] = str(exc)
         rows, queued, running, counts = [], {}, {}, {}

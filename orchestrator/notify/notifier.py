@@ -37,6 +37,7 @@ from orchestrator.adapters.wecom import Channel, ChannelError, ChannelErrorKind,
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import NotificationSettings
 from orchestrator.envfile import EnvSource
+from orchestrator.notify.dead import verdict
 from orchestrator.redact import redact
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.outbox import Outbox, OutboxMessage, health_record
@@ -270,11 +271,7 @@ class Notifier:
 
     def _bury(self, message: OutboxMessage, errors: Sequence[ChannelError]) -> None:
         """End a message every channel refused for good: said once, with each errcode's fix."""
-        verdicts = "; ".join(
-            f"{e.channel} errcode {e.errcode} ({e.refusal.meaning}), fix: {e.refusal.fix}"
-            for e in errors
-            if e.refusal is not None
-        )
+        verdicts = "; ".join(verdict(e.channel, e.errcode, e.refusal) for e in errors if e.refusal is not None)
         scope = "channel" if any(e.refusal is not None and e.refusal.scope == "channel" for e in errors) else "message"
         self.outbox.mark_dead(message.id, redact(verdicts), scope)
         for e in errors:

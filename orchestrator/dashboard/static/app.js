@@ -154,6 +154,17 @@
       plan(s.task_decomposition));
   }
 
+  // messages every channel refused for good: how many, and the last one's errcodes with their fixes
+  function deadNotifications(dead) {
+    if (!dead || !dead.count || !dead.last) return null;
+    const last = dead.last;
+    return el("div", { class: "dead-notifications" },
+      el("strong", null, dead.count + " dead (not delivered, not retried)"), " — last #" + last.id + " ", last.title || "",
+      (last.refusals || []).map((r) => el("div", { class: "dead-refusal" },
+        r.channel + " errcode " + r.errcode + (r.meaning ? " (" + r.meaning + ")" : ""), " — fix: ",
+        el("span", { class: "dead-fix" }, r.fix || "?"))));
+  }
+
   function render(state) {
     const error = document.getElementById("error");
     error.hidden = !state.error;
@@ -165,7 +176,8 @@
     notifications.replaceChildren(
       el("strong", null, "notifications " + (n.state || "unknown")), " ",
       el("span", null, ["channels: " + (n.channels || "none"), n.reason].filter(Boolean).join(" — ")), " ",
-      el("span", { class: "muted" }, (n.pending || 0) + " queued in outbox"));
+      el("span", { class: "muted" }, (n.pending || 0) + " queued in outbox"),
+      deadNotifications(n.dead));
 
     const t = state.totals || {};
     document.getElementById("totals").replaceChildren(
