@@ -6,7 +6,8 @@ A failed test's capability comes from, most specific first:
 1. `tmuxagent_evidence.if_fails(sentence)` — the last one the test recorded before it failed
    (a test may say, step by step, what a failure from here on means);
 2. a `Clause` of its registry entry whose pattern matches the failing statement (else the
-   assertion message; the statements are recorded on the worker, so this works under xdist);
+   assertion message; the statements are recorded on the worker, so this works under xdist),
+   then the plugin fixtures' own (`FIXTURE_CLAUSES`: a secret in a log);
 3. the test's `@pytest.mark.capability("…")` marker;
 4. its registry entry's `proves` (`PLAYBOOK_CAPABILITIES` for the built-in A–G, by test
    function name), with "— broken";
@@ -79,6 +80,11 @@ class Capability:
         return None
 
 
+# What the plugin's own fixtures check for every test, whatever its scenario (the service
+# fixture's teardown fails a test whose secrets reached a log).
+FIXTURE_CLAUSES = (Clause(r"secrets reached a log", "a secret reached a log or the audit file"),)
+
+
 def function_name(test_name: str) -> str:
     """`test_feedback` of `test_feedback[bash-success]` or `TestX::test_feedback`."""
     return test_name.split("[", 1)[0].rsplit("::", 1)[-1]
@@ -96,8 +102,12 @@ def capability_of(
     return next((c for c in table.get(letter, ()) if c.covers(name)), None)
 
 
+def _texts(evidence: Iterable[EvidenceItem], kind: str) -> list[str]:
+    return [e.text for e in evidence if e.kind == kind and e.text.strip()]
+
+
 def _last(evidence: Iterable[EvidenceItem], kind: str) -> str:
-    return next((e.text for e in reversed(list(evidence)) if e.kind == kind and e.text.strip()), "")
+    return next(reversed(_texts(evidence, kind)), "")
 
 
 def what_broke(
@@ -115,7 +125,12 @@ def what_broke(
     if said:
         return f"{label}: {said}"
     entry = capability_of(letter, test_name, table)
-    clause = entry.clause_for(_last(evidence, FAILURE_EVIDENCE), reason) if entry is not None else None
+    statement = next(iter(_texts(evidence, FAILURE_EVIDENCE)), "")  # the first failure's, as `reason` is
+    fixtures = Capability((), "", FIXTURE_CLAUSES)
+    candidates = [entry] if entry is not None else []
+    # no statement of the test's own: it failed in a fixture, whose message says more than the entry's clauses
+    candidates = [fixtures, *candidates] if not statement else [*candidates, fixtures]
+    clause = next((c for cap in candidates if (c := cap.clause_for(statement, reason))), None)
     if clause is not None:
         return f"{label}: {clause.broke}"
     proves = _last(evidence, CAPABILITY_EVIDENCE) or (entry.proves if entry is not None else "")

@@ -114,7 +114,8 @@ class ReportCollector:
         writer = self.config.get_terminal_writer()
         if record.outcome == "failed":
             tag = ",".join(s.upper() for s in record.scenarios)
-            writer.line(f"[scenario {tag}] FAILED  {record.name} — {record.reason}", red=True)
+            broke = self.summaries()[record.scenarios[0]].what_broke(record)  # what broke, then the assertion
+            writer.line(f"[scenario {tag}] FAILED  {broke} — `{record.name}`: {record.reason}", red=True)
         for letter in record.scenarios:
             done = [r for r in self.records.values() if letter in r.scenarios]
             if letter not in self.announced and self.totals.get(letter) and len(done) >= self.totals[letter]:

@@ -131,6 +131,13 @@ def test_the_failing_statement_picks_the_clause_in_the_playbooks_words() -> None
     assert said == "E: 命令连续失败 sent twice for one streak"
 
 
+def test_a_fixture_teardown_failure_names_the_plugins_own_check() -> None:
+    leak = "AssertionError: secrets reached a log or the audit file: ['WECOM_WEBHOOK in orchestrator.log']"
+    assert what_broke("g", "test_failing_channel_keeps_the_alert_until_it_works[app-refuse]", [], leak) == (
+        "G: a secret reached a log or the audit file"
+    )
+
+
 def test_without_a_matching_clause_the_capability_itself_is_named_broken() -> None:
     said = what_broke("b", STALL, failing("x = 1"), "AssertionError")
     assert (

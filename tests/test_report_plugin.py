@@ -385,7 +385,8 @@ def test_progress_mode_prints_one_clean_line_per_scenario(pytester: pytest.Pytes
     out = result.stdout.str()
     for letter in "ABDEFG":
         assert out.count(f"[scenario {letter}] passed  1 passed in") == 1, out
-    assert "[scenario C] FAILED  test_c — AssertionError: induced failure in scenario c" in out
+    said = "[scenario C] FAILED  C: 决策辅助 — decision assist — broken — `test_c`: AssertionError: induced failure in scenario c"
+    assert said in out
     assert ".[scenario" not in out and "F[scenario" not in out
 
 

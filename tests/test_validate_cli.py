@@ -89,6 +89,7 @@ def test_a_red_row_names_the_broken_capability_before_the_assertion(tmp_path: Pa
     row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| E "))
     phrase, assertion = "E: 命令连续失败 sent twice for one streak", "AssertionError: a second alert after the unblock"
     assert phrase in row and assertion in row and row.index(phrase) < row.index(assertion)
+    assert f"[scenario E] FAILED  {phrase} — `test_unblock_resets_the_streak_so" in result.stdout  # the console too
 
 
 def test_an_unknown_scenario_letter_exits_2(tmp_path: Path) -> None:
