@@ -23,7 +23,7 @@ def test_the_starter_file_loads_with_the_documented_defaults(tmp_path: Path) -> 
     settings = load_config(write(tmp_path, ORCHESTRATOR_TOML)).settings
     assert (settings.ai.backend, settings.decision.enabled, settings.plan.auto_execute) == ("codex", True, False)
     assert settings.decision.approval_risk == "high" and settings.decision.auto_run is False
-    assert settings.codex.output_schema is True and settings.codex.json_events is False
+    assert settings.codex.output_schema is True and settings.codex.inherit_args == ()
 
 
 def test_tables_take_lists_as_tuples(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from orchestrator.adapters.ai_client import resolve_timeout
+from orchestrator.adapters.codex_backend import MECHANICS, SAFE_FLAGS
 from orchestrator.cli.doctor_checks import CheckResult
 from orchestrator.config import Config, SessionConfig
 
@@ -74,7 +75,8 @@ def check_codex(config: Config, env: dict[str, str], timeout: float) -> CheckRes
     seen = version[0] if version else "answered"
     try:
         prompt = run_bounded(
-            codex_argv(config, "exec", *config.settings.codex.extra_args, "Reply with the single word: ok"),
+            # the flags of a decision call (read-only, never asks, no session file), not the agent's
+            codex_argv(config, "exec", *SAFE_FLAGS, *MECHANICS, "Reply with the single word: ok"),
             timeout,
             env,
         )

@@ -30,10 +30,11 @@ env_file = "~/.env"                # WECOM_*, OPENAI_API_KEY, CODEX_TIMEOUT_SECO
 
 [codex]
 bin = "codex"                      # may be a shell string, e.g. ". ~/.proxy-on.sh && proxychains4 -q codex"
-extra_args = []
+extra_args = []                    # your agent's flags; decision calls never get them, unless:
+# inherit_args = []                # "decision" / "decomposition": those calls use extra_args instead of
+                                   # their safe flags (read-only sandbox, approvals never asked, --ephemeral)
 timeout_seconds = 120              # CODEX_TIMEOUT_SECONDS wins (also the openai backend's timeout)
 # output_schema = true             # pass --output-schema FILE (the JSON Schema of the answer)
-# json_events = false              # pass --json and read the answer from the event stream
 
 [ai]
 backend = "codex"                  # codex | openai | off (rule-based advice, Markdown decomposition)
