@@ -146,19 +146,20 @@ class Harness:
         assert result.problems == []
         return [e for e in result.events if e["event"] == event]
 
-    def result(self, exit_code: int, output_tail: str = "") -> CommandResult:
+    def result(self, exit_code: int | None, output_tail: str = "", status: ResultStatus | None = None) -> CommandResult:
         return CommandResult(
             exit_code,
-            "succeeded" if exit_code == 0 else "failed",
+            status or ("succeeded" if exit_code == 0 else "failed"),
             "2026-01-01T00:00:00.000000Z",
             "2026-01-01T00:00:01.000000Z",
             1.0,
             output_tail,
         )
 
-    def finish(self, command_id: int, exit_code: int) -> None:
+    def finish(self, command_id: int, exit_code: int | None, status: ResultStatus | None = None) -> None:
+        """The command ends with `exit_code` (and `status`; by default what the code says)."""
         assert self.store.mark_running(command_id, "2026-01-01T00:00:00.000000Z")
-        self.store.finish(command_id, self.result(exit_code))
+        self.store.finish(command_id, self.result(exit_code, status=status))
 
     def end_turn(self, command_id: int, status: ResultStatus = "succeeded", reply: str = "Done.") -> None:
         """An agent's turn ends as the engine records it: the row, last_command_result, the bus event."""
@@ -585,8 +586,12 @@ def write_doc(h: Harness, text: str) -> None:
     h.store.update_metadata(SESSION, {"requirements_doc": "plan.md"})
 
 
-def drive(h: Harness, exit_codes: dict[str, int]) -> list[str]:
-    """Run the plan: every queued command 'exits' with its code from exit_codes (default 0)."""
+Ending = tuple[ResultStatus, int | None]  # how a command ended: status and exit code
+
+
+def drive(h: Harness, exit_codes: dict[str, int], endings: dict[str, Ending] | None = None) -> list[str]:
+    """Run the plan: every queued command 'exits' with its code from exit_codes (default 0), or
+    ends as `endings` says (a stall, a cancel)."""
     ran: list[str] = []
     for _ in range(20):
         h.settle()
@@ -595,7 +600,8 @@ def drive(h: Harness, exit_codes: dict[str, int]) -> list[str]:
             break
         for row in queued:
             ran.append(row.command)
-            h.finish(row.id, exit_codes.get(row.command, 0))
+            status, code = (endings or {}).get(row.command, (None, exit_codes.get(row.command, 0)))
+            h.finish(row.id, code, status)
     return ran
 
 
@@ -623,6 +629,29 @@ def test_a_failed_step_stops_the_plan_and_an_edit_resumes_it(make) -> None:
     assert drive(h, {}) == ["make test-fixed", "make ship"]  # Build is kept, not run again
     meta = h.store.metadata(SESSION)
     assert meta["task_decomposition"]["state"] == "completed" and meta["blockers"] == []
+
+
+@pytest.mark.parametrize(
+    "ending,shown",
+    [
+        (("stalled", None), "`make build` stalled"),
+        (("stalled", 130), "`make build` stalled (exit 130)"),  # the interrupt ended it
+        (("cancelled", None), "`make build` cancelled"),
+    ],
+    ids=["stalled", "stalled-by-its-interrupt", "cancelled"],
+)
+def test_a_step_whose_command_stalled_or_was_cancelled_stops_the_plan(make, ending: Ending, shown: str) -> None:
+    """Not only `failed`: the step fails, its next command and the steps after never run, and
+    the reason says how the command ended (no exit code when it never exited by itself)."""
+    h = make(toml=RUN_PLANS)
+    write_doc(h, PLAN)
+    assert drive(h, {}, {"make build": ending}) == ["make build"]  # not make check, make test, make ship
+    meta = h.store.metadata(SESSION)
+    plan = meta["task_decomposition"]
+    assert plan["state"] == "stopped" and [s["status"] for s in plan["steps"]] == ["failed", "pending", "pending"]
+    assert plan["stopped_reason"] == f"step s1 failed: {shown}"
+    assert meta["blockers"] == [f"plan step s1 “Build” failed: {shown} (plan.md)"]
+    assert [e["status"] for e in h.events("plan_finished")] == ["failed"]
 
 
 def test_a_denied_plan_command_is_never_queued(make) -> None:

@@ -411,8 +411,8 @@ class PlanRunner:
     def _what_failed(step: PlanStep, row: CommandRow | None, reported: list[str]) -> str:
         if row is None:
             return "its command vanished"
-        if step_kind(step) != "prompt":
-            return f"`{row.command}` {row.status} (exit {row.exit_code})"
+        if step_kind(step) != "prompt":  # a stalled or cancelled command may never have exited
+            return f"`{row.command}` {row.status}" + (f" (exit {row.exit_code})" if row.exit_code is not None else "")
         if reported:
             return f"prompt “{short(row.command)}”: {reported[0]}"
         return f"prompt “{short(row.command)}” {row.status}"
