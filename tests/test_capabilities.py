@@ -4,8 +4,11 @@ words come from the most specific source: `if_fails`, a clause on the failing st
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +179,54 @@ def test_if_fails_then_clause_then_marker_then_registry_then_title() -> None:
 def test_function_names_drop_the_parametrize_id_and_the_class() -> None:
     assert function_name("test_command_feedback[bash-success]") == "test_command_feedback"
     assert function_name("TestX::test_y[a::b]") == "test_y"
+
+
+@functools.cache
+def scenario_functions() -> dict[str, tuple[str, ...]]:
+    """Every function of the shipped scenario files (tests and their helpers) with the
+    statements inside it, whitespace-normalised as the plugin records them."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tmuxagent_scenarios").glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef):
+                inner = [n for n in ast.walk(node) if isinstance(n, ast.stmt) and n is not node]
+                texts = [" ".join((ast.get_source_segment(source, n) or "").split()) for n in inner]
+                found.setdefault(node.name, []).extend(texts)
+    return {name: tuple(texts) for name, texts in found.items()}
+
+
+def statements_of(entry: Capability) -> list[str]:
+    """The statements of the tests an entry covers, and of every helper (a clause may name the
+    helper's failing line, e.g. `assert summary["problems"] == []` in `replay_verified`)."""
+    return [
+        text
+        for name, texts in scenario_functions().items()
+        if entry.covers(name) or not name.startswith("test_")
+        for text in texts
+    ]
+
+
+def test_every_clause_matches_a_statement_of_its_tests() -> None:
+    """A clause whose pattern no statement of its tests (or their helpers) contains is dead: it
+    would never name a failure. Catches a quoting slip in a pattern, or a test rewritten since."""
+    dead = []
+    for letter, entries in PLAYBOOK_CAPABILITIES.items():
+        for entry in entries:
+            statements = statements_of(entry)
+            for clause in entry.clauses:
+                if not any(re.search(clause.pattern, s, re.IGNORECASE) for s in statements):
+                    dead.append(f"{letter}: {clause.pattern!r} ({clause.broke})")
+    assert dead == []
+
+
+def test_the_real_stall_test_reads_as_the_playbook_says() -> None:
+    """Scenario B's real statements, each taken as the failing one, give the issue's words."""
+    statements = scenario_functions()[STALL]
+    said = {s: what_broke("b", STALL, failing(s), "") for s in statements}
+    alert = next(s for s in statements if s.startswith("[alert] = wecom_mock.wait_for_messages"))
+    assert said[alert] == "B: stall detected but 命令卡顿 not delivered"
+    counted = next(s for s in statements if "orchestrator_stall_count_total" in s)
+    assert said[counted] == "B: stall detected but orchestrator_stall_count not increased"
+    nxt = next(s for s in statements if s.startswith("nxt = service.wait_result(after"))
+    assert said[nxt] == "B: cooldown over but the next command did not run (冷却解除后命令能继续执行)"
