@@ -159,7 +159,7 @@
     if (!dead || !dead.count || !dead.last) return null;
     const last = dead.last;
     return el("div", { class: "dead-notifications" },
-      el("strong", null, dead.count + " dead (not delivered, not retried)"), " — last #" + last.id + " ", last.title || "",
+      el("strong", { class: "badge warn" }, dead.count + " dead (not delivered, not retried)"), " — last #" + last.id + " ", last.title || "",
       (last.refusals || []).map((r) => el("div", { class: "dead-refusal" },
         r.channel + " errcode " + r.errcode + (r.meaning ? " (" + r.meaning + ")" : ""), " — fix: ",
         el("span", { class: "dead-fix" }, r.fix || "?"))));
