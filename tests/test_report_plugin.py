@@ -153,6 +153,13 @@ def test_a_project_check_named_by_its_marker():
     assert 1 + 1 == 3, "induced"
 
 
+@pytest.mark.scenario_f
+def test_replay_verifies_the_audit_log_of_a_mixed_run():
+    from replay_helpers import replay_verified
+
+    summary = replay_verified(["line 3: not JSON"])
+
+
 @pytest.mark.scenario_c
 def test_a_step_by_step_test(tmuxagent_evidence):
     tmuxagent_evidence.if_fails("blocker set but metadata.next_actions not written")
@@ -167,10 +174,12 @@ def scenario_row(report: str, letter: str) -> str:
 
 def test_a_red_row_says_which_capability_failed_before_the_assertion(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_red=RED)
+    # a helper beside the test: its failing line is the test's own too
+    pytester.makepyfile(replay_helpers="def replay_verified(problems):\n    assert problems == []\n    return {}\n")
     # under xdist: the failing statement is recorded on the worker and rides to the controller
     result = pytester.runpytest_subprocess("--tmuxagent-report", "report.md", "--tmuxagent-gate", "-n", "2")
     assert result.ret == 1
-    result.assert_outcomes(failed=4)
+    result.assert_outcomes(failed=5)
     report = read_report(pytester)
     row_b = scenario_row(report, "B")
     said = "B: stall detected but 命令卡顿 not delivered — `test_stalled_command_is_healed_alerted_and_cooled_down` failed: "
@@ -185,6 +194,9 @@ def test_a_red_row_says_which_capability_failed_before_the_assertion(pytester: p
     assert (
         "G: 还原变量后通知恢复正常: the kept alerts reach WeCom — broken — `test_a_project_check_named_by_its_marker`"
         in row_g
+    )
+    assert "| F: replay 复盘 differs from the DB — `test_replay_verifies_the_audit_log_of_a_mixed_run` failed:" in (
+        scenario_row(report, "F")
     )
     row_c = scenario_row(report, "C")  # the last if_fails before the failure
     assert "C: next_actions written but 下一步建议 not delivered — `test_a_step_by_step_test` failed:" in row_c
@@ -201,7 +213,7 @@ def test_a_red_row_says_which_capability_failed_before_the_assertion(pytester: p
         broke["test_stalled_command_is_healed_alerted_and_cooled_down"]
         == "B: stall detected but 命令卡顿 not delivered"
     )
-    assert [c["standing"] for c in data["criteria"]][:3] == ["not met", "not run", "not met"]
+    assert [c["standing"] for c in data["criteria"]] == ["not met"] * 5  # F's replay test failed: Replay too
 
 
 def test_allure_results_carry_epic_feature_and_story(pytester: pytest.Pytester) -> None:
