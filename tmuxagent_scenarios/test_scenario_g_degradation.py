@@ -149,8 +149,9 @@ def test_restored_channel_recovers_with_nothing_pending(mode, agent_pane, orches
     """Issue 18 hole 6: recovery must not wait for a delivery. With the outbox empty, no message
     goes out when the channel comes back, so only the notifier's own check can end the episode;
     a notifier that recovers on delivery alone stays degraded (status and gauge) until the next alert."""
-    service = orchestrator_service([agent_pane("weather/bot")], settings=FAST_NOTIFY)
-    write_env(service, wecom_mock.env(mode))
+    service = orchestrator_service([agent_pane("weather/bot")], settings=FAST_NOTIFY, start=False)
+    write_env(service, wecom_mock.env(mode))  # in the env file from the start: its removal is the only episode
+    service.start()
     wait_until(lambda: mode in str(health_in(service, "ok")["channels"]), timeout=10, message=f"{mode} configured")
 
     write_env(service, {})  # removed, no restart, and no alert raised meanwhile
