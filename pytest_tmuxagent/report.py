@@ -152,6 +152,8 @@ class ScenarioSummary:
             return found
         if passed:
             return f"{len(passed)} test(s) passed (they recorded no decision)."
+        if not self.tests:
+            return "Not part of this run (deselected)."
         return next((t.reason for t in self.tests if t.reason), "")
 
     def kind_counts(self, kind: str) -> dict[str, int]:

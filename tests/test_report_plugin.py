@@ -90,6 +90,9 @@ def test_a_gated_subset_run_says_not_run_for_what_it_did_not_run_and_passes(pyte
     assert verdict.startswith("**Verdict: PARTIAL.** 1/5 acceptance criteria met, 4 not run")
     assert "Not run (scenarios A, B, C, D, F, G were not part of this run)" in verdict
     assert "Everything that ran passed." in verdict
+    assert scenario_row(report, "A").endswith(
+        "| not run | 0 | 0.0 s | shell – not run · claude – not run · codex – not run | Not part of this run (deselected). |"
+    )
     result.stdout.fnmatch_lines(
         ["acceptance: 1/5 criteria met; not run: 七大场景全部通过, 指标无红色告警, *, Replay 审计完整 — report: *"]
     )
