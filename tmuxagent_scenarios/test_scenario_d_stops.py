@@ -118,7 +118,9 @@ def hang_command_id(service, sha: str) -> int:  # type: ignore[no-untyped-def]
     """The id of step s2's second command (the hanging download), once it is queued."""
 
     def queued() -> int | None:
-        plan = plan_of(service, sha, ("running", "stopped", "completed"), "the plan to start")
+        plan = service.metadata(SESSION).get("task_decomposition") or {}
+        if plan.get("source_sha256") != sha:
+            return None
         ids = plan["steps"][1].get("command_ids") or []
         return ids[1] if len(ids) >= 2 else None
 
@@ -240,8 +242,8 @@ def test_a_step_the_safety_policy_denies_stops_the_plan_and_is_never_typed(
     # the reason where a person looks
     status = service.cli("status", SESSION).stdout
     assert "plan: 1/3 done (stopped, failed s2)" in status and f"stopped: {reason}" in status
-    blocker = f"plan step s2 “Start from a clean tree” denied by the safety policy: `{denied}` {why}"
-    assert any(b.startswith(blocker) for b in service.metadata(SESSION)["blockers"])
+    blocker = f"plan step s2 “Start from a clean tree” denied by the safety policy: `{denied}` {why} ({RELEASE_DOC})"
+    assert blocker in service.metadata(SESSION)["blockers"]
     step_events = [e["detail"] for e in service.audit_events(event="plan_step", session=SESSION)]
     assert f"s2 'Start from a clean tree': denied — `{denied}` {why}" in step_events
     tmuxagent_evidence.decide(
