@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .registry import BUILTIN_SCENARIOS
 
 if TYPE_CHECKING:
-    from .report import ScenarioSummary, TestRecord
+    from .summaries import ScenarioSummary, TestRecord
 
 __all__ = [
     "MARKS",

@@ -5,8 +5,9 @@ Built on the controller from test reports (xdist workers send their evidence
 along with each report), so it is correct under `-n 2`. Each scenario also says on which
 kinds of session its tests proved it (`KINDS`: shell, claude, codex): a test's kinds are the
 agent providers it asked for, or `shell` when it used no agent fixture. A failed test's row
-starts with what it broke in the playbook's words (capabilities.py); the acceptance criteria
-live in criteria.py (re-exported here).
+starts with what it broke in the playbook's words (capabilities.py). The test records and
+scenario summaries live in summaries.py, the acceptance criteria in criteria.py; both are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,10 +28,10 @@ from typing import Any
 
 from orchestrator.redact import redact
 
-from .capabilities import HIDDEN_KINDS, what_broke
+from .capabilities import HIDDEN_KINDS
 from .criteria import Criterion, acceptance_line, criteria, decided_by_tests, scenarios_pass
-from .evidence import FIGURES, EvidenceItem
-from .registry import Scenario, builtin
+from .evidence import FIGURES
+from .summaries import KINDS, MISSING_TOOL, ScenarioSummary, TestRecord, figures, missing_tool, summarize
 
 __all__ = [
     "KINDS",
@@ -55,135 +55,7 @@ __all__ = [
     "summarize",
 ]
 
-KINDS = ("shell", "claude", "codex")  # the report's agents column, in this order; others follow
-MISSING_TOOL = "missing tool: "  # how a test that skips for lack of an optional tool says so
 PACKAGES = ("tmuxagent", "libtmux", "prometheus-client", "pytest", "pytest-xdist", "allure-pytest", "openai")
-
-
-@dataclass
-class TestRecord:
-    __test__ = False  # not a test class, whatever pytest's python_classes say
-
-    nodeid: str
-    scenarios: list[str]
-    outcome: str = "passed"
-    duration: float = 0.0
-    evidence: list[EvidenceItem] = field(default_factory=list)
-    reason: str = ""
-    kinds: list[str] = field(default_factory=lambda: ["shell"])  # the kinds of session it ran on
-
-    @property
-    def name(self) -> str:
-        return self.nodeid.split("::", 1)[-1]
-
-    def items(self, kind: str) -> list[EvidenceItem]:
-        return [e for e in self.evidence if e.kind == kind]
-
-    @property
-    def decisions(self) -> list[str]:
-        return list(dict.fromkeys(e.text for e in self.evidence if e.kind == "decision"))
-
-    @property
-    def headline(self) -> str | None:
-        return next((e.text for e in self.evidence if e.kind == "decision" and e.title == "headline"), None)
-
-    @property
-    def tool_skip(self) -> bool:
-        return self.outcome == "skipped" and missing_tool(self.reason) is not None
-
-
-def missing_tool(reason: str) -> str | None:
-    """The tool a skip reason says is missing (`missing tool: prometheus — …`), else None."""
-    if not reason.startswith(MISSING_TOOL):
-        return None
-    return reason[len(MISSING_TOOL) :].split(" ", 1)[0].strip(",;:")
-
-
-def _outcome(outcomes: set[str]) -> str:
-    """What a group of test outcomes adds up to, as the scenario table says it."""
-    if not outcomes:
-        return "not run"
-    if "failed" in outcomes:
-        return "failed"
-    if outcomes == {"skipped"}:
-        return "skipped"
-    return "passed"
-
-
-@dataclass
-class ScenarioSummary:
-    letter: str
-    tests: list[TestRecord]
-    scenario: Scenario | None = None
-
-    @property
-    def result(self) -> str:
-        """`passed`, `FAILED`, `skipped` or `not run`. A scenario with a test skipped because an
-        optional tool is missing (`missing tool: …`) is `skipped`, not passed: part of it was
-        not proven."""
-        result = _outcome({t.outcome for t in self.tests})
-        if result == "failed":
-            return "FAILED"
-        if result == "passed" and any(t.tool_skip for t in self.tests):
-            return "skipped"
-        return result
-
-    @property
-    def missing_tools(self) -> list[str]:
-        return list(dict.fromkeys(tool for t in self.tests if (tool := missing_tool(t.reason)) and t.tool_skip))
-
-    @property
-    def decision(self) -> str:
-        """The scenario's deciding fact for the table: a failure's reason, else the headline
-        decision, else the first decision a test wrote, else a skip's reason."""
-        failed = next((t for t in self.tests if t.outcome == "failed"), None)
-        if failed is not None:
-            return f"{self.what_broke(failed)} — `{failed.name}` failed: {failed.reason}"
-        passed = [t for t in self.tests if t.outcome == "passed"]
-        found = next((h for t in passed if (h := t.headline)), None) or next(
-            (d for t in passed for d in t.decisions), None
-        )
-        tools = self.missing_tools
-        if tools:
-            skipped = sum(t.tool_skip for t in self.tests)
-            why = f"{skipped} test(s) skipped: {', '.join(tools)} not installed"
-            return f"{found} ({why}.)" if found else why + "."
-        if found:
-            return found
-        if passed:
-            return f"{len(passed)} test(s) passed (they recorded no decision)."
-        if not self.tests:
-            return "Not part of this run (deselected)."
-        return next((t.reason for t in self.tests if t.reason), "")
-
-    def kind_counts(self, kind: str) -> dict[str, int]:
-        """How many of this scenario's tests on `kind` passed, failed and were skipped."""
-        counts = {"passed": 0, "failed": 0, "skipped": 0}
-        for test in self.tests:
-            if kind in test.kinds:
-                counts[test.outcome] = counts.get(test.outcome, 0) + 1
-        return counts
-
-    @property
-    def agents(self) -> dict[str, str]:
-        """Per kind of session (shell, claude, codex, then any other seen): `passed`, `failed`,
-        `skipped` or `not run`, decided like the scenario's result but over that kind's tests."""
-        seen = [k for t in self.tests for k in t.kinds]
-        kinds = [*KINDS, *dict.fromkeys(k for k in seen if k not in KINDS)]
-        return {kind: _outcome({t.outcome for t in self.tests if kind in t.kinds}) for kind in kinds}
-
-    @property
-    def duration(self) -> float:
-        return sum(t.duration for t in self.tests)
-
-    def what_broke(self, test: TestRecord) -> str:
-        """A failed test's capability in the playbook's words: `B: stall detected but 命令卡顿
-        not delivered` (capabilities.py says where it comes from)."""
-        return what_broke(self.letter, test.name, test.evidence, test.reason, self.scenario)
-
-    @property
-    def title(self) -> str:
-        return self.scenario.title if self.scenario is not None else self.letter
 
 
 def _version(name: str) -> str:
@@ -198,18 +70,6 @@ def tmux_version() -> str:
     if not tmux:
         return "not found"
     return subprocess.run([tmux, "-V"], capture_output=True, text=True).stdout.strip()
-
-
-def summarize(
-    records: Iterable[TestRecord], registry: Mapping[str, Scenario] | None = None
-) -> dict[str, ScenarioSummary]:
-    """One summary per registered scenario (built-in ones by default), in registry order."""
-    registry = builtin() if registry is None else registry
-    records = list(records)
-    return {
-        letter: ScenarioSummary(letter, [r for r in records if letter in r.scenarios], scenario)
-        for letter, scenario in registry.items()
-    }
 
 
 def commit_under_test(folder: Path | None = None) -> str:
@@ -228,29 +88,6 @@ def commit_under_test(folder: Path | None = None) -> str:
     except OSError:
         return "unknown (git failed)"
     return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
-
-
-def figures(summary: ScenarioSummary) -> dict[str, dict[str, float]]:
-    """Per figure name the scenario's passed tests recorded: n, p50, p95, max (seconds)."""
-    values: dict[str, list[float]] = {}
-    for test in summary.tests:
-        if test.outcome != "passed":
-            continue
-        for item in test.items("figure"):
-            try:
-                values.setdefault(item.title, []).append(float(item.text))
-            except ValueError:
-                continue
-    return {
-        name: {"n": len(v), "p50": _quantile(v, 0.5), "p95": _quantile(v, 0.95), "max": max(v)}
-        for name, v in values.items()
-    }
 
 
 def _seconds(value: float) -> str:
