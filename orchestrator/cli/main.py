@@ -52,6 +52,14 @@ def words_to_text(argv: list[str], *, what: str, example: str) -> str:
     return words[0] if len(words) == 1 else shlex.join(words)
 
 
+def ring_orchestrator(state_db: Path) -> None:
+    """After a commit the orchestrator acts on: wake it now rather than at its next poll (one
+    sendto; nothing when no orchestrator listens — the poll still finds the change)."""
+    from orchestrator.state.wake import ring
+
+    ring(state_db)
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     config, store, audit = _open(args)
     session = config.session(args.session)
@@ -61,6 +69,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     # a refused queue write is a StateDBError: one line (which file, why, the fix), exit 1
     store.ensure_session(session.name, session.target)
     command_id = store.enqueue(session.name, command, source="cli")  # committed with synchronous=FULL
+    ring_orchestrator(config.state_db)
     depth = store.queue_depths().get(session.name, 0)
     audit_errors: list[OSError] = []
     audit.on_write_error = audit_errors.append
@@ -94,6 +103,7 @@ def cmd_reply(args: argparse.Namespace) -> int:
         )
     earlier = metadata.get("pending_reply")
     store.update_metadata(session.name, {"pending_reply": {"text": text, "queued_at": iso_utc(store.clock.now())}})
+    ring_orchestrator(config.state_db)
     # the text itself stays out of the audit log: an answer to a prompt may be a password
     audit.record("reply_queued", session.name, detail=f"reply of {len(text)} character(s)")
     print(f"reply queued for {session.name}")
@@ -121,6 +131,7 @@ def cmd_meta_set(args: argparse.Namespace) -> int:
     check_metadata(args.key, value)
     store.ensure_session(session.name, session.target)
     store.update_metadata(session.name, {args.key: value})
+    ring_orchestrator(config.state_db)
     audit.record("metadata_set", session.name, detail=args.key)
     return 0
 
@@ -129,6 +140,7 @@ def cmd_unblock(args: argparse.Namespace) -> int:
     config, store, audit = _open(args)
     session = config.session(args.session)
     store.update_metadata(session.name, {"blocked": False, "failure_streak": 0})
+    ring_orchestrator(config.state_db)
     audit.record("session_unblocked", session.name)
     print(f"{session.name} unblocked")
     return 0
@@ -139,6 +151,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     session = config.session(args.session)
     if args.id is None:
         pending = answer_tool_request(store, audit, session.name, "approved", None)
+        ring_orchestrator(config.state_db)
         print(
             f"approval queued for {session.name}: {_text(pending.get('tool'))} {_text(pending.get('command'))}".rstrip()
         )
@@ -148,12 +161,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
         from orchestrator.assist.plan_executor import approve_plan
 
         plan, started = approve_plan(store, audit, session.name)
+        ring_orchestrator(config.state_db)
         print(f"plan of {session.name} {'approved' if started else 'already approved'}: {plan.get('source')}")
         warn_unsupervised(store, session.name, "the plan")
         return 0
     from orchestrator.assist.decision import approve
 
     command_id, command = approve(config, store, audit, session.name, args.id)
+    ring_orchestrator(config.state_db)
     print(f"{command_id}\t{command}")
     return 0
 
@@ -163,6 +178,7 @@ def cmd_deny(args: argparse.Namespace) -> int:
     session = config.session(args.session)
     if args.id is None:
         pending = answer_tool_request(store, audit, session.name, "denied", args.reason)
+        ring_orchestrator(config.state_db)
         print(
             f"denial queued for {session.name}: {_text(pending.get('tool'))} {_text(pending.get('command'))}".rstrip()
         )

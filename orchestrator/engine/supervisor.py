@@ -2,8 +2,11 @@
 session's driver, and record its exact result when the driver's channel reports it.
 
 One command at a time per pane, FIFO per session, and only into a pane the driver says is ready
-(its shell at an empty prompt). The loop wakes on completion signals and otherwise checks every
-poll interval. Everything that happens is published as a typed event (`orchestrator.events`);
+(its shell at an empty prompt). The loop wakes on completion signals and on the queue's doorbell
+(`tmux-agent send` rings it after its commit, `orchestrator.state.wake`), and otherwise checks
+every poll interval, so a lost ring costs one poll, never a command. A round reads the DB once
+(`StateStore.round`): an idle round is one statement whatever the number of sessions, and the
+queue depths come from a table the store's triggers keep, not a count of the queue. Everything that happens is published as a typed event (`orchestrator.events`);
 the audit trail, metrics, guards and decision assist subscribe. The engine asks questions and
 acts on the answers itself: gates (may this session dispatch now?), the stall policy's verdict
 (wait, interrupt, retry, give up), the driver's readiness and input probes, and the background's
@@ -41,6 +44,7 @@ from orchestrator.events import (
 from orchestrator.model import CommandResult, Running, SessionState, SessionStateName
 from orchestrator.ports import ApprovalPolicy, Background, Driver, Gate, PaneIO, PaneLocator, StallPolicy, Ticker
 from orchestrator.state.store import StateDBError, StateStore
+from orchestrator.state.wake import WAKE, Doorbell
 
 log = logging.getLogger("orchestrator")
 
@@ -91,6 +95,7 @@ class Supervisor:
         self._next_probe: dict[str, float] = {}
         self._dry_run_seen: set[int] = set()
         self._db_failures = 0
+        self.doorbell = Doorbell(store.path, self.completions)
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -152,16 +157,22 @@ class Supervisor:
         self.bus.publish(OrchestratorStopped())
 
     def run(self, once: bool = False) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self.step()
-                if once and self.idle():
-                    break
-                self._wait_for_signal(self.settings.poll_interval_seconds)
-            except StateDBError as exc:
-                self._db_fault(exc)
-            else:
-                self._db_failures = 0
+        """The loop, with the doorbell listening while it runs (what a ring finds queued before
+        it listens, the first round finds anyway)."""
+        self.doorbell.open()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self.step()
+                    if once and self.idle():
+                        break
+                    self._wait_for_signal(self.settings.poll_interval_seconds)
+                except StateDBError as exc:
+                    self._db_fault(exc)
+                else:
+                    self._db_failures = 0
+        finally:
+            self.doorbell.close()
 
     def _db_fault(self, exc: StateDBError) -> None:
         """The loop's one boundary for state DB faults (a full disk, a lock held past the busy
@@ -184,6 +195,8 @@ class Supervisor:
         self._on_signal(command_id)
 
     def _on_signal(self, command_id: int) -> None:
+        if command_id == WAKE:  # the doorbell: the round that follows looks at the queue
+            return
         for state in self.sessions.values():
             if state.running and state.running.row.id == command_id:
                 self.watch.complete_if_ended(state)
@@ -196,6 +209,10 @@ class Supervisor:
                 return
 
     def step(self) -> None:
+        with self.store.round():
+            self._step()
+
+    def _step(self) -> None:
         now = self.clock.now()
         self._drain_signals()
         mono = self.clock.monotonic()
@@ -217,8 +234,7 @@ class Supervisor:
         self.bus.publish(HeartbeatTick(now, depths))
         if now - self._last_heartbeat_write >= HEARTBEAT_WRITE_SECONDS:
             self._last_heartbeat_write = now
-            for name in self.sessions:
-                self.store.update_metadata(name, {"orchestrator_heartbeat": iso_utc(now)})
+            self.store.write_heartbeat(list(self.sessions), iso_utc(now))
 
     def _server_changed(self) -> None:
         log.warning("the tmux server was restarted: looking every session's pane up again")
@@ -238,7 +254,7 @@ class Supervisor:
         if closed is not None:
             self.set_state(state, closed.closed_state)
             return
-        queued = self.store.next_queued(name) is not None
+        queued = self.store.queue_depth(name) > 0
         if not queued and mono < self._next_probe.get(name, float("-inf")):
             return
         self._next_probe[name] = mono + self.settings.idle_probe_seconds
@@ -292,10 +308,11 @@ class Supervisor:
             return True
         if any(b.busy() for b in self.background):
             return False
+        depths = self.store.queue_depths()
         return not any(
-            self.may_dispatch(name)
+            depths.get(name, 0) > 0
+            and self.may_dispatch(name)
             and s.state not in ("pane_missing", "unsupported", "exited")
-            and self.store.next_queued(name)
             for name, s in self.sessions.items()
         )
 
@@ -339,8 +356,7 @@ class Supervisor:
         mono = self.clock.monotonic()
         state.running = Running(row, pane_id, mono, driver.activity_marker(row.id), mono)
         self.watch.first_sent.setdefault(row.id, mono)
-        depth = max(0, self.store.queue_depths().get(name, 1))
-        self.bus.publish(CommandDispatched(name, row, depth))
+        self.bus.publish(CommandDispatched(name, row, self.store.queue_depth(name)))
         self.set_state(state, "working")
 
     def _pane_for(self, state: SessionState, report: bool) -> str | None:

@@ -20,8 +20,9 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -204,10 +205,46 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE INDEX IF NOT EXISTS commands_by_session_status ON commands(session, status, id);
 """
 
+# The queue depth per session, kept by triggers in the same statement (so the same transaction)
+# as whatever changes a command's status: `enqueue`, `mark_running`, `revert_to_queued`, a raw
+# UPDATE or DELETE from a test or a person's sqlite3 shell alike. Reading the depths is then one
+# small table (a row per session), never a scan of the queue.
+QUEUE_DEPTH_OBJECTS = ("queue_depth", "queue_depth_insert", "queue_depth_update", "queue_depth_delete")
+QUEUE_DEPTH_SCHEMA = (
+    "DROP TABLE IF EXISTS queue_depth",
+    "DROP TRIGGER IF EXISTS queue_depth_insert",
+    "DROP TRIGGER IF EXISTS queue_depth_update",
+    "DROP TRIGGER IF EXISTS queue_depth_delete",
+    "CREATE TABLE queue_depth (session TEXT PRIMARY KEY, queued INTEGER NOT NULL)",
+    "CREATE TRIGGER queue_depth_insert AFTER INSERT ON commands WHEN NEW.status = 'queued' BEGIN "
+    "INSERT INTO queue_depth(session, queued) VALUES (NEW.session, 1) "
+    "ON CONFLICT(session) DO UPDATE SET queued = queued + 1; END",
+    "CREATE TRIGGER queue_depth_update AFTER UPDATE OF status, session ON commands "
+    "WHEN (OLD.status = 'queued' OR NEW.status = 'queued') "
+    "AND (OLD.status IS NOT NEW.status OR OLD.session IS NOT NEW.session) BEGIN "
+    "UPDATE queue_depth SET queued = queued - 1 WHERE OLD.status = 'queued' AND session = OLD.session; "
+    "INSERT INTO queue_depth(session, queued) SELECT NEW.session, 1 WHERE NEW.status = 'queued' "
+    "ON CONFLICT(session) DO UPDATE SET queued = queued + 1; END",
+    "CREATE TRIGGER queue_depth_delete AFTER DELETE ON commands WHEN OLD.status = 'queued' BEGIN "
+    "UPDATE queue_depth SET queued = queued - 1 WHERE session = OLD.session; END",
+    "INSERT INTO queue_depth(session, queued) SELECT session, COUNT(*) FROM commands WHERE status = 'queued' "
+    "GROUP BY session",
+)
+
 _Value = TypeVar("_Value")
 
 
-def _metadata_dict(row: sqlite3.Row | None) -> dict[str, Any]:
+@dataclass
+class _Snapshot:
+    """What one loop round has read so far (`StateStore.round`): each session's metadata as
+    stored and as cleaned (JSON text), and the queue depths."""
+
+    metadata_text: dict[str, str] | None = None
+    clean_text: dict[str, str] = field(default_factory=dict)
+    depths: dict[str, int] | None = None
+
+
+def _metadata_dict(row: sqlite3.Row | Mapping[str, str] | None) -> dict[str, Any]:
     """A session row's metadata column as a dict ({} for no row, or a value that is not an object)."""
     if row is None:
         return {}
@@ -237,9 +274,32 @@ class StateStore:
                 for statement in SCHEMA.strip().split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                self._ensure_queue_depth()
             except BaseException:
                 self._db.close()
                 raise
+        # a loop round's snapshot (see `round`): the thread it belongs to, the DB's data_version
+        # when it was taken, and what it read so far (dropped by any commit of this store)
+        self._round_owner: int | None = None
+        self._data_version: int | None = None
+        self._snapshot = _Snapshot()
+
+    def _ensure_queue_depth(self) -> None:
+        """Create the depth table and its triggers once (an older DB gets them counted from its
+        queue, in one transaction, so two processes opening it at once cannot count twice)."""
+        wanted = ", ".join("?" * len(QUEUE_DEPTH_OBJECTS))
+        sql = f"SELECT COUNT(*) FROM sqlite_master WHERE name IN ({wanted})"
+        if self._db.execute(sql, QUEUE_DEPTH_OBJECTS).fetchone()[0] == len(QUEUE_DEPTH_OBJECTS):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._db.execute(sql, QUEUE_DEPTH_OBJECTS).fetchone()[0] != len(QUEUE_DEPTH_OBJECTS):
+                for statement in QUEUE_DEPTH_SCHEMA:
+                    self._db.execute(statement)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -283,7 +343,35 @@ class StateStore:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                self._snapshot = _Snapshot()  # a round reads its own writes
         self.faults.succeeded()
+
+    # a loop round's snapshot -------------------------------------------------------------
+    @contextmanager
+    def round(self) -> Iterator[None]:
+        """One round of the engine's loop: its metadata and queue-depth reads are served from
+        one snapshot instead of a statement per session, so an idle round costs one
+        `PRAGMA data_version` however many sessions there are.
+
+        The snapshot is read again after another connection commits (SQLite's data_version says
+        so) or this store commits, so a round sees its own writes and, from the next round on,
+        everyone else's. Only the thread that opened the round reads from it, and only inside
+        it; every other read, and every read inside a transaction, is of the DB itself.
+        """
+        with self._reading() as db:
+            version = int(db.execute("PRAGMA data_version").fetchone()[0])
+            if version != self._data_version:
+                self._snapshot = _Snapshot()
+            self._data_version = version
+            self._round_owner = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._round_owner = None
+
+    def _in_round(self) -> bool:
+        return self._round_owner == threading.get_ident()
 
     def check_integrity(self) -> None:
         """`PRAGMA quick_check` (the orchestrator runs it at start): a damaged file is a fatal StateDBError."""
@@ -314,11 +402,23 @@ class StateStore:
         """The session's metadata as readers may trust it: a known key whose stored value does not
         fit the shipped schema (written around `tmux-agent meta set`, or by an older version) is
         left out, with one warning per key (`orchestrator.config.clean_metadata`)."""
-        return clean_metadata(self.raw_metadata(name), name)
+        with self._lock:
+            if self._in_round() and name in self._snapshot.clean_text:
+                return _metadata_dict({"metadata": self._snapshot.clean_text[name]})
+            cleaned = clean_metadata(self.raw_metadata(name), name)
+            if self._in_round():  # kept as text: every reader gets its own copy to change
+                self._snapshot.clean_text[name] = json.dumps(cleaned, ensure_ascii=False)
+        return cleaned
 
     def raw_metadata(self, name: str) -> dict[str, Any]:
         """The metadata exactly as stored (for showing it to the person who must fix it)."""
         with self._reading() as db:
+            if self._in_round():
+                if self._snapshot.metadata_text is None:
+                    rows = db.execute("SELECT name, metadata FROM sessions").fetchall()
+                    self._snapshot.metadata_text = {r["name"]: r["metadata"] for r in rows}
+                text = self._snapshot.metadata_text.get(name)
+                return _metadata_dict({"metadata": text} if text is not None else None)
             row = db.execute("SELECT metadata FROM sessions WHERE name=?", (name,)).fetchone()
         return _metadata_dict(row)
 
@@ -344,6 +444,18 @@ class StateStore:
             value = change(_metadata_dict(row).get(key))
             self._update_metadata(db, name, {key: value})
             return value
+
+    def write_heartbeat(self, names: Sequence[str], stamp: str) -> None:
+        """Set `orchestrator_heartbeat` of every named session in one statement (not a
+        read-modify-write per session); a metadata value that is not a JSON object is replaced
+        by one holding just the heartbeat, as `update_metadata` would."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sessions SET metadata = json_set("
+                "CASE WHEN json_valid(metadata) AND json_type(metadata) = 'object' THEN metadata ELSE '{}' END, "
+                "'$.orchestrator_heartbeat', ?), updated_at = ? WHERE name IN (SELECT value FROM json_each(?))",
+                (stamp, self._now(), json.dumps(list(names), ensure_ascii=False)),
+            )
 
     def increment_metadata(self, name: str, key: str, by: int = 1) -> int:
         with self.transaction() as db:
@@ -392,12 +504,30 @@ class StateStore:
         return self._rows("SELECT * FROM commands WHERE session=? AND status='queued' ORDER BY id", (session,))
 
     def queue_depths(self) -> dict[str, int]:
+        """Queued commands per known session (0 for none): the trigger-kept `queue_depth` table,
+        a row per session whatever the queue's length; inside a round, its snapshot."""
+        with self._reading():
+            return dict(self._depth_rows())
+
+    def queue_depth(self, session: str) -> int:
+        """One session's queued commands (inside a round: from its snapshot, no statement)."""
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT s.name AS name, COUNT(c.id) AS depth FROM sessions s "
-                "LEFT JOIN commands c ON c.session = s.name AND c.status='queued' GROUP BY s.name"
-            ).fetchall()
-        return {r["name"]: int(r["depth"]) for r in rows}
+            if self._in_round():
+                return self._depth_rows().get(session, 0)
+            row = db.execute("SELECT MAX(0, queued) FROM queue_depth WHERE session=?", (session,)).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def _depth_rows(self) -> dict[str, int]:
+        if self._in_round() and self._snapshot.depths is not None:
+            return self._snapshot.depths
+        rows = self._db.execute(
+            "SELECT s.name AS name, MAX(0, COALESCE(q.queued, 0)) AS depth FROM sessions s "
+            "LEFT JOIN queue_depth q ON q.session = s.name"
+        ).fetchall()
+        depths = {r["name"]: int(r["depth"]) for r in rows}
+        if self._in_round():
+            self._snapshot.depths = depths
+        return depths
 
     def mark_running(self, command_id: int, started_at: str) -> bool:
         with self.transaction() as db:
