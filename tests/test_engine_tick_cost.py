@@ -1,0 +1,176 @@
+"""What a loop round costs in SQL, counted, not timed: an idle round runs the same few
+statements whatever the number of sessions, and the queue depth is read from the trigger-kept
+table, never by scanning a queue of 10,000 commands — and stays exact through every change."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from orchestrator.events import HeartbeatTick
+from orchestrator.model import CommandResult
+from orchestrator.state.store import StateStore
+
+from .engine_fakes import session
+from .test_engine import Rig, make_rig
+
+IDLE_TICKS = 40  # 4 s of 0.1 s rounds: two heartbeat writes and four liveness rounds included
+S = "weather/bot"
+
+
+@contextmanager
+def statements(store: StateStore) -> Iterator[list[str]]:
+    """Every SQL statement the store's connection runs inside the block."""
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)
+    try:
+        yield seen
+    finally:
+        store._db.set_trace_callback(None)
+
+
+def idle_rig(tmp_path: Path, sessions: int) -> Rig:
+    rig = make_rig(tmp_path, sessions=[session(f"s/{i}", f"s{i}:0") for i in range(sessions)])
+    for _ in range(30):  # past the first probes and the start-up writes
+        rig.advance(0.1)
+    return rig
+
+
+def idle_statements(rig: Rig) -> list[str]:
+    with statements(rig.store) as seen:
+        for _ in range(IDLE_TICKS):
+            rig.advance(0.1)
+    return seen
+
+
+def test_an_idle_round_costs_the_same_statements_at_1_and_50_sessions(tmp_path: Path) -> None:
+    one = idle_statements(idle_rig(tmp_path / "one", 1))
+    fifty = idle_statements(idle_rig(tmp_path / "fifty", 50))
+    assert len(fifty) == len(one)
+    assert len(one) <= 2 * IDLE_TICKS  # a data_version look a round, plus the heartbeat's share
+    assert sum("data_version" in sql for sql in fifty) == IDLE_TICKS
+    assert not any("FROM commands" in sql for sql in fifty)  # nothing asks the queue itself
+
+
+def test_a_command_queued_by_another_process_is_seen_by_the_next_round(tmp_path: Path) -> None:
+    rig = idle_rig(tmp_path, 3)
+    other = StateStore(rig.store.path)  # another connection: what `tmux-agent send` is
+    command_id = other.enqueue("s/1", "make test")
+    rig.advance(0.1)
+    assert rig.driver.delivered == [(command_id, "%1")]
+    other.close()
+
+
+def bulk_queue(path: Path, name: str, count: int) -> None:
+    """`count` queued commands in one transaction, written by another connection."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany(
+        "INSERT INTO commands(session, command, source, queued_at) VALUES (?, ?, 'bulk', '2026-01-01T00:00:00Z')",
+        [(name, f"echo {i}") for i in range(count)],
+    )
+    db.execute("COMMIT")
+    db.close()
+
+
+def counted(store: StateStore) -> dict[str, int]:
+    """The truth, the slow way: a count of the queue."""
+    rows = store.query("SELECT session, COUNT(*) AS n FROM commands WHERE status='queued' GROUP BY session")
+    return {r["session"]: r["n"] for r in rows}
+
+
+def test_the_queue_depth_stays_exact_through_10k_queued_without_scanning_them(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    ticks: list[HeartbeatTick] = []
+    rig.sup.bus.subscribe(HeartbeatTick, ticks.append)
+    bulk_queue(rig.store.path, S, 10_000)
+    assert rig.store.queue_depths() == counted(rig.store) == {S: 10_000}
+
+    rig.advance(0.1)  # dispatch: one is running
+    [(first, _)] = rig.driver.delivered
+    assert rig.status(first) == "running" and ticks[-1].queue_depths == {S: 9_999} == counted(rig.store)
+    rig.driver.end(first, 0)
+    rig.advance(0.1)  # finish, and the next is dispatched in the same round
+    assert rig.status(first) == "succeeded" and ticks[-1].queue_depths == {S: 9_998} == counted(rig.store)
+
+    db = sqlite3.connect(rig.store.path, isolation_level=None)  # cancelled and removed by hand
+    db.execute("UPDATE commands SET status='cancelled' WHERE status='queued' AND id % 2 = 0")
+    db.execute("DELETE FROM commands WHERE status='queued' AND id % 5 = 0")
+    db.close()
+    rig.advance(0.1)
+    assert ticks[-1].queue_depths == counted(rig.store) == rig.store.queue_depths()
+    with statements(rig.store) as seen:
+        depth = rig.store.queue_depths()[S]
+    assert depth == counted(rig.store)[S] and not any("commands" in sql for sql in seen)
+
+
+def test_requeue_and_a_move_to_another_session_keep_both_depths(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    for name in ("a", "b"):
+        store.ensure_session(name, f"{name}:0")
+    ids = [store.enqueue("a", "true") for _ in range(3)]
+    store.mark_running(ids[0], "2026-01-01T00:00:00.000000Z")
+    assert store.queue_depths() == {"a": 2, "b": 0}
+    store.revert_to_queued(ids[0])
+    assert store.queue_depths() == {"a": 3, "b": 0}
+    store.query("SELECT 1")  # reads change nothing
+    with store.transaction() as db:
+        db.execute("UPDATE commands SET session='b' WHERE id=?", (ids[1],))
+    assert store.queue_depths() == {"a": 2, "b": 1} == {**{"b": 0}, **counted(store)}
+    store.mark_running(ids[2], "2026-01-01T00:00:00.000000Z")
+    result = CommandResult(0, "succeeded", "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:01.000000Z", 1.0, "")
+    assert store.finish(ids[2], result)
+    assert store.queue_depths() == {"a": 1, "b": 1} == counted(store)
+
+
+def test_an_older_db_without_the_depth_table_is_counted_once_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore(path)
+    store.ensure_session(S, "weather:bot")
+    store.close()
+    bulk_queue(path, S, 25)
+    db = sqlite3.connect(path, isolation_level=None)  # as a version before the table left it
+    db.execute("DROP TRIGGER queue_depth_insert")
+    db.execute("DROP TABLE queue_depth")
+    db.close()
+    reopened = StateStore(path)
+    assert reopened.queue_depths() == {S: 25}
+    reopened.enqueue(S, "true")
+    assert reopened.queue_depths() == {S: 26} == counted(reopened)
+
+
+def test_a_round_reads_its_own_writes_and_the_next_round_everyone_elses(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.ensure_session(S, "weather:bot")
+    other = sqlite3.connect(store.path, isolation_level=None)
+    with store.round():
+        assert store.metadata(S) == {}
+        store.update_metadata(S, {"x-mine": 1})
+        assert store.metadata(S) == {"x-mine": 1}  # its own commit drops the snapshot
+        other.execute("""UPDATE sessions SET metadata='{"x-theirs": 2}'""")
+        assert store.metadata(S) == {"x-mine": 1}  # one snapshot per round
+        changed = store.metadata(S)
+        changed["x-mine"] = 99  # a reader's copy is its own
+        assert store.metadata(S) == {"x-mine": 1}
+    assert store.metadata(S) == {"x-theirs": 2}  # outside a round: the DB itself
+    with store.round():
+        assert store.metadata(S) == {"x-theirs": 2}
+    other.close()
+
+
+@pytest.mark.parametrize("stored", ["[1, 2]", "not json"])
+def test_the_heartbeat_replaces_metadata_that_is_not_an_object(tmp_path: Path, stored: str) -> None:
+    store = StateStore(tmp_path / "state.db")
+    for name in ("a", "b"):
+        store.ensure_session(name, f"{name}:0")
+    store.update_metadata("a", {"x-keep": "ü"})
+    db = sqlite3.connect(store.path, isolation_level=None)
+    db.execute("UPDATE sessions SET metadata=? WHERE name='b'", (stored,))
+    db.close()
+    store.write_heartbeat(["a", "b"], "2026-01-01T00:00:00.000000Z")
+    assert store.metadata("a") == {"x-keep": "ü", "orchestrator_heartbeat": "2026-01-01T00:00:00.000000Z"}
+    assert store.metadata("b") == {"orchestrator_heartbeat": "2026-01-01T00:00:00.000000Z"}
