@@ -174,6 +174,30 @@ def test_tmux_server_killed_mid_command_cancels_it_and_keeps_the_next_queued(
     session_meta(service, S, "idle")
 
 
+@pytest.mark.timeout(60)
+def test_a_closed_window_never_takes_a_command_into_another_window_of_its_session(
+    agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory
+) -> None:
+    """A person closes the `weather:bot` window while their `weather:logs` window stays open:
+    the next command for weather/bot waits for its own pane (pane_missing), it is never typed
+    into the window tmux would fall back to."""
+    pane = agent_pane(S)
+    logs = agent_pane("weather/logs")  # the same tmux session, not supervised
+    at_prompt(pane)
+    service = orchestrator_service([pane])
+    assert service.wait_result(service.send(S, "true")).status == "succeeded"
+    pane.kill()
+    next_id = service.send(S, "echo typed-here > where.txt")
+    session_meta(service, S, "pane_missing")
+
+    def stays_put() -> None:
+        alive(service)
+        assert status_of(service, next_id) == ("queued", 0)
+        assert not (logs.workdir / "where.txt").exists() and headers(logs, next_id) == 0
+
+    holds_for(STALL, stays_put)
+
+
 # 2 — a pane closed mid-command -----------------------------------------------------------------
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["kill-pane", "shell-sigkill"])

@@ -53,3 +53,17 @@ def test_targets_resolve_to_pane_ids_or_fail_with_a_fix(tmux_server, agent_pane)
     assert "no tmux pane for target 'nowhere:nothing'" in info.value.render()
     pane.kill()
     assert not adapter.pane_alive(pane.pane_id)
+
+
+def test_a_closed_window_never_resolves_to_another_window_of_its_session(tmux_server, agent_pane) -> None:
+    """tmux's `display-message -t` falls back to another pane when the target's window is gone;
+    a command for the closed `weather:bot` must not be typed into the person's `weather:logs`."""
+    bot, logs = agent_pane("weather/bot"), agent_pane("weather/logs")
+    adapter = adapters(tmux_server)[0]
+    assert adapter.resolve(bot.target).pane_id == bot.pane_id
+    bot.kill()
+    with pytest.raises(PaneNotFound):
+        adapter.resolve(bot.target)
+    assert adapter.resolve(logs.target).pane_id == logs.pane_id
+    with pytest.raises(PaneNotFound):
+        adapter.resolve(f"{logs.target}.7")  # the window is there, that pane is not

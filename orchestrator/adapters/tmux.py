@@ -62,20 +62,28 @@ class TmuxAdapter:
         return list(result.stdout)
 
     def resolve(self, target: str) -> PaneRef:
-        """The pane a target names right now; PaneNotFound when it names none."""
+        """The pane a target names right now; PaneNotFound when it names none.
+
+        `display-message -t` alone falls back to another pane when the target's window is gone
+        (a closed `weather:bot` would answer with the person's `weather:logs`), so the same tmux
+        call first lists the target's window with `list-panes -t`, which fails on a missing
+        window or pane, and the pane shown must be one of those listed."""
         try:
-            out = self._run("display-message", "-p", "-t", target, "#{pane_id}")
+            out = self._run(
+                "list-panes", "-t", target, "-F", "#{pane_id}", ";", "display-message", "-p", "-t", target, "#{pane_id}"
+            )
         except TmuxUnavailable as exc:
             raise PaneNotFound(
                 f"no tmux pane for target '{target}' ({exc})",
                 key="target",
                 fix="create the pane or fix the session's target in agent-config.yaml",
             ) from None
-        if not out or not out[0].startswith("%"):
+        shown = out[-1].strip() if out else ""
+        if not shown.startswith("%") or shown not in {line.strip() for line in out[:-1]}:
             raise PaneNotFound(
                 f"no tmux pane for target '{target}'", key="target", fix="create the pane or fix the session's target"
             )
-        return PaneRef(pane_id=out[0].strip(), target=target)
+        return PaneRef(pane_id=shown, target=target)
 
     def pane_alive(self, pane_id: str) -> bool:
         try:

@@ -106,13 +106,15 @@ def check_panes(config: Config) -> list[CheckResult]:
     for session in config.sessions:
         name = f"pane {session.name}"
         try:
-            done = _tmux(
-                config.tmux, "display-message", "-p", "-t", session.target, "#{pane_id}\t#{pane_current_command}"
+            done = _tmux(  # list-panes first: display-message alone falls back to another window's pane
+                config.tmux,
+                *("list-panes", "-t", session.target, "-F", "#{pane_id}", ";"),
+                *("display-message", "-p", "-t", session.target, "#{pane_id}\t#{pane_current_command}"),
             )
         except subprocess.TimeoutExpired:
             out.append(CheckResult(name, False, f"target '{session.target}': tmux did not answer", "restart tmux"))
             continue
-        pane_id, _, program = (done.stdout.splitlines() or [""])[0].strip().partition("\t")
+        pane_id, _, program = (done.stdout.splitlines() or [""])[-1].strip().partition("\t")
         if done.returncode != 0 or not pane_id.startswith("%"):  # the same test as the orchestrator's resolve
             said = " ".join(done.stderr.split())
             out.append(
