@@ -198,6 +198,7 @@ C_ = (
         ("test_missing_api_key_blocker_gets_next_actions",),
         "缺少 API Key blocker → metadata.next_actions and 下一步建议 (codex, or rules when codex fails)",
         (
+            C(r"latency_s", "codex hung: the rules fallback did not come at the configured timeout"),
             C(r"next_actions", "blocker set but metadata.next_actions not written"),
             C(r"wait_for_messages|下一步建议", "next_actions written but 下一步建议 not delivered"),
             C(
@@ -369,6 +370,7 @@ F = (
         (
             C(RATES, "replay of a damaged log: success_rate / failure_rate differ from the DB"),
             C(r"differs from the clean log", "a damaged log changed replay's numbers"),
+            C(r"state DB differs", "a damaged log changed replay's numbers: the DB no longer matches"),
             C(r"problems|warning|cut short", "replay did not name the damaged log's bad lines"),
         ),
     ),
