@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import jsonschema
 import yaml
 
 from orchestrator.errors import ConfigError
+
+if TYPE_CHECKING:  # jsonschema costs ~100 ms to import: SchemaValidator loads it only for a misfit
+    import jsonschema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -186,11 +188,131 @@ class Config:
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    text = resources.files("orchestrator").joinpath("schemas", name).read_text(encoding="utf-8")
+    shipped = Path(__file__).with_name("schemas") / name  # an installed package: skip importlib.resources' imports
+    if shipped.is_file():
+        text = shipped.read_text(encoding="utf-8")
+    else:
+        from importlib import resources
+
+        text = resources.files("orchestrator").joinpath("schemas", name).read_text(encoding="utf-8")
     schema = json.loads(text)
     if not isinstance(schema, dict):
         raise TypeError(f"schema {name} is not a JSON object")
     return schema
+
+
+class _Unsure(Exception):
+    """A keyword (or a value) the quick check does not decide: jsonschema does."""
+
+
+_ANNOTATIONS = frozenset({"$schema", "$id", "$defs", "$comment", "title", "description", "default", "examples"})
+_JSON_TYPES: dict[str, Callable[[object], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+}
+
+_BOUNDS = {
+    "minimum": operator.ge,
+    "maximum": operator.le,
+    "exclusiveMinimum": operator.gt,
+    "exclusiveMaximum": operator.lt,
+}
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, (str, bool)) or a is None:
+        return type(a) is type(b) and a == b
+    raise _Unsure  # numbers, lists, objects: jsonschema's own equality decides
+
+
+def _conforms(value: object, schema: object, root: Mapping[str, Any]) -> bool:
+    """Draft 2020-12 for the keywords the shipped schemas use; exact, or _Unsure."""
+    if isinstance(schema, bool):
+        return schema
+    if not isinstance(schema, dict):
+        raise _Unsure
+    for key, want in schema.items():
+        if key in _ANNOTATIONS or key in ("then", "else"):
+            ok = True
+        elif key == "type":
+            ok = any(_JSON_TYPES[t](value) for t in ([want] if isinstance(want, str) else want))
+        elif key in ("enum", "const"):
+            ok = any(_same(v, value) for v in (want if key == "enum" else [want]))
+        elif key in _BOUNDS:
+            ok = not isinstance(value, (int, float)) or isinstance(value, bool) or bool(_BOUNDS[key](value, want))
+        elif key == "minLength":
+            ok = not isinstance(value, str) or len(value) >= want
+        elif key == "pattern":
+            ok = not isinstance(value, str) or re.search(want, value) is not None
+        elif key == "required":
+            ok = not isinstance(value, dict) or all(k in value for k in want)
+        elif key == "properties":
+            ok = not isinstance(value, dict) or all(_conforms(value[k], s, root) for k, s in want.items() if k in value)
+        elif key == "patternProperties":
+            ok = not isinstance(value, dict) or all(
+                _conforms(v, s, root) for p, s in want.items() for k, v in value.items() if re.search(p, k)
+            )
+        elif key == "additionalProperties":
+            known, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
+            ok = not isinstance(value, dict) or all(
+                _conforms(v, want, root)
+                for k, v in value.items()
+                if k not in known and not any(re.search(p, k) for p in patterns)
+            )
+        elif key == "items":
+            ok = not isinstance(value, list) or all(_conforms(v, want, root) for v in value)
+        elif key in ("anyOf", "allOf"):
+            ok = (any if key == "anyOf" else all)(_conforms(value, s, root) for s in want)
+        elif key == "if":
+            branch = schema.get("then" if _conforms(value, want, root) else "else", True)
+            ok = _conforms(value, branch, root)
+        elif key == "$ref" and isinstance(want, str) and want.startswith("#/$defs/"):
+            ok = _conforms(value, root["$defs"][want.rsplit("/", 1)[-1]], root)
+        else:
+            raise _Unsure
+        if not ok:
+            return False
+    return True
+
+
+class SchemaValidator:
+    """A Draft 2020-12 validator that imports jsonschema (~100 ms, most of a quick CLI call) only
+    when a document may not fit: the common case, a fitting document, is decided by `_conforms`;
+    a misfit, or any keyword `_conforms` does not know, goes to jsonschema, so errors read the same."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self._full: jsonschema.Draft202012Validator | None = None
+
+    @property
+    def full(self) -> jsonschema.Draft202012Validator:
+        if self._full is None:
+            import jsonschema
+
+            self._full = jsonschema.Draft202012Validator(self.schema)
+        return self._full
+
+    def surely_fits(self, value: object) -> bool:
+        try:
+            return _conforms(value, self.schema, self.schema)
+        except (_Unsure, KeyError, TypeError, re.error):
+            return False
+
+    def is_valid(self, value: object) -> bool:
+        return self.surely_fits(value) or self.full.is_valid(value)
+
+    def iter_errors(self, value: object) -> Iterator[jsonschema.ValidationError]:
+        return iter(()) if self.surely_fits(value) else self.full.iter_errors(value)
+
+    def validate(self, value: object) -> None:
+        """Raise jsonschema.ValidationError when `value` does not fit."""
+        if not self.surely_fits(value):
+            self.full.validate(value)
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -228,7 +350,7 @@ def _explain(error: jsonschema.ValidationError, file: Path) -> ConfigError:
 
 
 def validate(document: object, schema_name: str, file: Path) -> None:
-    validator = jsonschema.Draft202012Validator(load_schema(schema_name))
+    validator = SchemaValidator(load_schema(schema_name))
     errors = sorted(
         validator.iter_errors(document), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
     )
@@ -502,9 +624,7 @@ class _MetadataSchema:
         schema = load_schema(METADATA_SCHEMA)
         self.properties: dict[str, Any] = schema["properties"]
         defs = schema.get("$defs", {})
-        self.validators = {
-            key: jsonschema.Draft202012Validator({**sub, "$defs": defs}) for key, sub in self.properties.items()
-        }
+        self.validators = {key: SchemaValidator({**sub, "$defs": defs}) for key, sub in self.properties.items()}
         self.defs: dict[str, Any] = defs
 
 

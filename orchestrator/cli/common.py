@@ -9,10 +9,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator.config import Config, load_config
 from orchestrator.errors import UserError
 from orchestrator.redact import redact
+
+if TYPE_CHECKING:
+    from orchestrator.config import Config
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +28,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    from orchestrator.config import load_config  # YAML and the schemas: only for a subcommand that reads them
+
     return load_config(args.config, args.orchestrator_config)
 
 

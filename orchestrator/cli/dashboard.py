@@ -17,11 +17,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.cli.common import run_cli
 from orchestrator.config import DEFAULT_CONFIG_NAME, load_config
-from orchestrator.dashboard.server import DashboardApp, DashboardServer
 from orchestrator.errors import UserError
+
+if TYPE_CHECKING:  # the server (prometheus, http.server) loads only when the dashboard runs
+    from orchestrator.dashboard.server import DashboardServer
 
 DEFAULT_PORT = 8702
 DEFAULT_DB = Path("~/.tmux_agent/state.db")
@@ -170,6 +173,8 @@ def _check_port(port: int) -> None:
 
 
 def build_server(args: argparse.Namespace) -> DashboardServer:
+    from orchestrator.dashboard.server import DashboardApp, DashboardServer
+
     _check_port(args.port)
     db, audit = _paths(args)
     if args.interval <= 0:

@@ -21,8 +21,6 @@ from orchestrator.cli.doctor_checks import (
     check_optional_tools,
     check_wecom,
 )
-from orchestrator.cli.doctor_network import check_network
-from orchestrator.cli.doctor_tmux import check_tmux, tmux_checks
 from orchestrator.config import load_config
 from orchestrator.envfile import EnvSource
 from orchestrator.errors import UserError
@@ -31,6 +29,10 @@ DASHBOARD_HOST = "127.0.0.1"  # `tmux-agent run --dashboard-host` and `tmux-agen
 
 
 def run_checks(args: argparse.Namespace) -> list[CheckResult]:
+    # these import the proxies (requests) and the state store: only when doctor runs, not for --help
+    from orchestrator.cli.doctor_network import check_network
+    from orchestrator.cli.doctor_tmux import check_tmux, tmux_checks
+
     results = [check_tmux()]
     try:
         config = load_config(args.config, args.orchestrator_config)

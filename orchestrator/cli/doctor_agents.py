@@ -12,8 +12,6 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestrator.adapters.ai_client import resolve_timeout
-from orchestrator.adapters.codex_backend import MECHANICS, SAFE_FLAGS
 from orchestrator.cli.doctor_checks import CheckResult
 from orchestrator.config import Config, SessionConfig
 
@@ -31,6 +29,8 @@ def codex_argv(config: Config, *args: str) -> list[str]:
 def codex_timeout(config: Config, env: Mapping[str, str]) -> float:
     """The orchestrator's own rule (`ai_client.resolve_timeout`): `CODEX_TIMEOUT_SECONDS` wins when it
     is a positive number, so doctor neither crashes on "soon" nor times codex out at once on "0"."""
+    from orchestrator.adapters.ai_client import resolve_timeout  # the AI client: only when doctor runs
+
     return resolve_timeout(config.settings.codex, env)
 
 
@@ -55,6 +55,8 @@ def run_bounded(argv: list[str], timeout: float, env: dict[str, str]) -> subproc
 
 
 def check_codex(config: Config, env: dict[str, str], timeout: float) -> CheckResult:
+    from orchestrator.adapters.codex_backend import MECHANICS, SAFE_FLAGS
+
     try:
         done = run_bounded(codex_argv(config, "--version"), timeout, env)
     except subprocess.TimeoutExpired:

@@ -8,9 +8,6 @@ import json
 import os
 import socket
 import sqlite3
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +128,9 @@ def check_metrics_port(config: Config, port: int) -> CheckResult:
 
 def _get_json(url: str, timeout: float = 2.0) -> object:
     """A JSON answer, also from an error status (a dashboard whose DB is unreadable answers 503)."""
+    import urllib.error  # http.client and email: only when doctor asks a port, not for every tmux-agent call
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             body: bytes = response.read()
@@ -173,6 +173,8 @@ def check_db(path: Path) -> CheckResult:
 
 
 def check_log_dir(path: Path) -> CheckResult:
+    import tempfile
+
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):

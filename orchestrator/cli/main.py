@@ -4,24 +4,24 @@ approve, deny, doctor, run, dashboard, validate)."""
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator.adapters.tmux import TmuxAdapter
-from orchestrator.cli import dashboard as dashboard_cli
-from orchestrator.cli import doctor, run_stack
-from orchestrator.cli.answers import answer_tool_request, refuse_suggestion
 from orchestrator.cli.common import add_config_flags, run_cli
-from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
-from orchestrator.cli.status import _open, _text, cmd_status, warn_unsupervised
-from orchestrator.clock import iso_utc
-from orchestrator.config import ORCHESTRATOR_RELATIVE, check_metadata
-from orchestrator.errors import UserError
+from orchestrator.errors import PaneNotFound, UserError
+
+if TYPE_CHECKING:
+    from orchestrator.config import TmuxConfig
+
+# Each handler imports what it needs when it runs, and the parser of a subcommand defined here leaves
+# out doctor, run and dashboard: a quick call like send never pays for the modules of the others.
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
+    from orchestrator.config import ORCHESTRATOR_RELATIVE
+
     config = Path(args.config).absolute()
     orch = (
         Path(args.orchestrator_config).absolute() if args.orchestrator_config else config.parent / ORCHESTRATOR_RELATIVE
@@ -49,7 +49,36 @@ def words_to_text(argv: list[str], *, what: str, example: str) -> str:
         raise UserError(f"no {what} given", key=what.upper(), fix=f"write it after --, e.g. {example}")
     if not any(word.strip() for word in words):
         raise UserError(f"the {what} is empty", key=what.upper(), fix=f"write it after --, e.g. {example}")
+    import shlex
+
     return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def check_pane(tmux: TmuxConfig, target: str) -> None:
+    """PaneNotFound unless `target` names a pane now: one `tmux display-message`, no libtmux (its
+    import alone costs more than the rest of `send`). Says what TmuxAdapter.resolve says."""
+    import subprocess
+
+    argv = ["tmux", *tmux.cli_args(), "display-message", "-p", "-t", target, "#{pane_id}"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", errors="backslashreplace")
+    except OSError as exc:
+        raise PaneNotFound(
+            f"no tmux pane for target '{target}' (cannot run tmux: {exc.strerror})",
+            key="target",
+            fix="install tmux, or pass --no-check to queue anyway",
+        ) from None
+    if done.returncode != 0:
+        why = " ".join(filter(None, done.stderr.split("\n"))) or "tmux display-message failed"
+        raise PaneNotFound(
+            f"no tmux pane for target '{target}' ({why})",
+            key="target",
+            fix="create the pane or fix the session's target in agent-config.yaml",
+        )
+    if not done.stdout.startswith("%"):
+        raise PaneNotFound(
+            f"no tmux pane for target '{target}'", key="target", fix="create the pane or fix the session's target"
+        )
 
 
 def ring_orchestrator(state_db: Path) -> None:
@@ -61,11 +90,13 @@ def ring_orchestrator(state_db: Path) -> None:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from orchestrator.cli.status import _open, warn_unsupervised
+
     config, store, audit = _open(args)
     session = config.session(args.session)
     command = words_to_text(args.command, what="command", example="tmux-agent send weather/bot -- make test")
     if not args.no_check:
-        TmuxAdapter(config.tmux).resolve(session.target)
+        check_pane(config.tmux, session.target)
     # a refused queue write is a StateDBError: one line (which file, why, the fix), exit 1
     store.ensure_session(session.name, session.target)
     command_id = store.enqueue(session.name, command, source="cli")  # committed with synchronous=FULL
@@ -90,6 +121,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
+    from orchestrator.cli.status import _open, _text, warn_unsupervised
+    from orchestrator.clock import iso_utc
+
     config, store, audit = _open(args)
     session = config.session(args.session)
     text = words_to_text(args.text, what="text", example="tmux-agent reply weather/bot -- yes")
@@ -118,6 +152,11 @@ def cmd_reply(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_set(args: argparse.Namespace) -> int:
+    import json
+
+    from orchestrator.cli.status import _open
+    from orchestrator.config import check_metadata
+
     config, store, audit = _open(args)
     session = config.session(args.session)
     try:
@@ -137,6 +176,8 @@ def cmd_meta_set(args: argparse.Namespace) -> int:
 
 
 def cmd_unblock(args: argparse.Namespace) -> int:
+    from orchestrator.cli.status import _open
+
     config, store, audit = _open(args)
     session = config.session(args.session)
     store.update_metadata(session.name, {"blocked": False, "failure_streak": 0})
@@ -147,6 +188,9 @@ def cmd_unblock(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    from orchestrator.cli.answers import answer_tool_request
+    from orchestrator.cli.status import _open, _text, warn_unsupervised
+
     config, store, audit = _open(args)
     session = config.session(args.session)
     if args.id is None:
@@ -174,6 +218,9 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_deny(args: argparse.Namespace) -> int:
+    from orchestrator.cli.answers import answer_tool_request, refuse_suggestion
+    from orchestrator.cli.status import _open, _text, warn_unsupervised
+
     config, store, audit = _open(args)
     session = config.session(args.session)
     if args.id is None:
@@ -189,13 +236,21 @@ def cmd_deny(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.cli.status import cmd_status as status
+
+    return status(args)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from orchestrator.cli.validate import run_validation
 
     return run_validation(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole `tmux-agent` parser; with `only` one of OWN (the subcommand about to run), without
+    the subcommands other modules register, so their modules are not imported for it."""
     parser = argparse.ArgumentParser(prog="tmux-agent", description="Supervise AI coding agents in tmux panes.")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
@@ -265,14 +320,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak", nargs="?", const="10m", default=None, metavar="DURATION", help="soak + Prometheus export")
     p.set_defaults(func=cmd_validate)
 
+    if only in OWN:
+        return parser
+    from orchestrator.cli import dashboard as dashboard_cli
+    from orchestrator.cli import doctor, run_stack
+
     doctor.register(sub, add_config_flags)
     run_stack.register(sub, add_config_flags)
     dashboard_cli.register(sub)
     return parser
 
 
+# the subcommands build_parser defines itself (doctor, run and dashboard come from their modules)
+OWN = frozenset({"init", "send", "reply", "status", "meta", "unblock", "approve", "deny", "validate"})
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(only=words[0] if words else None).parse_args(words)
     return run_cli("tmux-agent", lambda: args.func(args))
 
 

@@ -9,20 +9,19 @@ import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.assist.coordinator import status_lines
-from orchestrator.assist.plan_executor import plan_progress
 from orchestrator.cli.common import config_from_args
 from orchestrator.clock import SystemClock, parse_iso_utc
 from orchestrator.config import Config, clean_metadata
 from orchestrator.envfile import EnvSource
-from orchestrator.model import CommandRow
-from orchestrator.notify.dead import DEAD_SQL, dead_line, dead_summary
 from orchestrator.redact import redact, redact_obj
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.outbox import Outbox
 from orchestrator.state.store import StateStore
+
+if TYPE_CHECKING:
+    from orchestrator.model import CommandRow
+    from orchestrator.payloads import PlanReport
 
 
 def _warn(message: str) -> None:
@@ -201,7 +200,29 @@ def _for_status_lines(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def _has_assist_state(metadata: Mapping[str, Any]) -> bool:
+    """A plan or suggestions to print. Only then is the assist layer imported (its AI client,
+    metrics and Markdown parser are most of status's cost); without them `status_lines` prints nothing."""
+    next_actions = metadata.get("next_actions")
+    return isinstance(metadata.get("task_decomposition"), dict) or (
+        isinstance(next_actions, dict) and bool(next_actions.get("recommendations"))
+    )
+
+
+def _plan_progress(plan: object) -> PlanReport | None:
+    """`plan_progress`, importing the assist layer only for a session that has a plan."""
+    if not isinstance(plan, dict):
+        return None
+    from orchestrator.assist.plan_executor import plan_progress
+
+    return plan_progress(plan)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    # here, not at the top: send, reply and approve share this module and need none of them
+    from orchestrator.notify.dead import DEAD_SQL, dead_line, dead_summary
+    from orchestrator.state.outbox import Outbox
+
     config, store, _ = _open(args)
     names = [config.session(args.session).name] if args.session else [s.name for s in config.sessions]
     depths = store.queue_depths()
@@ -227,7 +248,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "queue_depth": depths.get(name, 0),
                 "queued": [{"id": r.id, "command": redact(r.command)} for r in store.queued(name)],
                 "recent": [redact_obj(r.as_dict()) for r in store.commands(name, limit=args.limit)],
-                "plan_progress": plan_progress(metadata.get("task_decomposition")),
+                "plan_progress": _plan_progress(metadata.get("task_decomposition")),
                 "state": state,
                 "state_detail": _text(metadata.get("state_detail")),
                 "question": _text(live.get("question")) if state in ASKING_STATES else None,
@@ -295,5 +316,9 @@ def print_session(item: Mapping[str, Any], beat: Heartbeat, metadata: Mapping[st
         print(f"  reply: {_short(item['last_reply'], REPLY_SHOWN) or '(empty)'}")
     if item["last_tools"] is not None:
         print(f"  tools: {_tools_text(item['last_tools'])}")
-    for line in status_lines(item["name"], _for_status_lines(metadata)):
-        print(line)
+    shown_assist = _for_status_lines(metadata)
+    if _has_assist_state(shown_assist):
+        from orchestrator.assist.coordinator import status_lines
+
+        for line in status_lines(item["name"], shown_assist):
+            print(line)

@@ -39,14 +39,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
-from orchestrator.config import load_schema
+from orchestrator.config import SchemaValidator, load_schema
 from orchestrator.errors import UserError
 from orchestrator.redact import redact_obj
+
+if TYPE_CHECKING:  # imported by SchemaValidator only when an event may not fit
+    import jsonschema
 
 AUDIT_SCHEMA_NAME = "audit_event.schema.json"
 SERVICE_SYNC_INTERVAL_S = 0.2  # the service's fsync cadence: at most this long between a write and its fsync
@@ -58,8 +59,8 @@ log = logging.getLogger(__name__)
 Report = Callable[[int, str], None]
 
 
-def audit_validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(load_schema(AUDIT_SCHEMA_NAME))
+def audit_validator() -> SchemaValidator:
+    return SchemaValidator(load_schema(AUDIT_SCHEMA_NAME))
 
 
 def report_on_stderr(level: int, message: str) -> None:
