@@ -215,6 +215,33 @@ def test_output_reaches_only_a_client_attached_to_the_panes_session(tmux_server,
     assert hidden_events.output(pane.pane_id) == b""
 
 
+def test_a_linked_window_sends_output_but_outlives_its_own_session(tmux_server, agent_pane, connect) -> None:
+    """Why the connection does not link other sessions' windows into its own to see their output:
+    a linked window survives the user's `kill-session`, so the user's pane would live on."""
+    pane = agent_pane("weather/bot")
+    conn = connect()
+    events = Events(conn)
+    conn.connect()
+    conn.command("link-window", "-d", "-s", pane.pane_id, "-t", f"{HIDDEN_SESSION}:")
+    conn.send_literal(pane.pane_id, "echo linked-$((6*7))", enter=True)
+    wait_until(lambda: b"linked-42" in events.output(pane.pane_id), timeout=10, message="the linked pane's output")
+    assert tmux(tmux_server, "kill-session", "-t", "=weather").returncode == 0
+    assert pane.pane_id in {row.pane_id for row in conn.list_panes(include_hidden=True)}
+
+
+def test_a_pane_entering_copy_mode_is_an_event(tmux_server, agent_pane, connect) -> None:
+    pane = agent_pane("weather/bot")
+    conn = connect(session=session_of(pane))
+    events = Events(conn)
+    conn.connect()
+    conn.command("copy-mode", "-t", pane.pane_id)
+    events.first(
+        lambda e: isinstance(e, NotificationEvent) and (e.name, e.target) == ("pane-mode-changed", pane.pane_id),
+        "%pane-mode-changed for the pane",
+    )
+    assert [row.mode for row in conn.list_panes() if row.pane_id == pane.pane_id] == ["copy-mode"]
+
+
 def test_one_subscription_sees_pane_deaths_in_every_session(tmux_server, agent_pane, connect) -> None:
     pane = agent_pane("weather/bot")
     assert tmux(tmux_server, "set-option", "-t", pane.pane_id, "-p", "remain-on-exit", "on").returncode == 0

@@ -414,8 +414,8 @@ class ControlConnection:
             out.pop()
         return out[-lines:]
 
-    def list_panes(self, timeout: float = DEFAULT_TIMEOUT) -> list[PaneRow]:
-        """Every pane of the server (but the hidden session's) in one call."""
+    def list_panes(self, timeout: float = DEFAULT_TIMEOUT, *, include_hidden: bool = False) -> list[PaneRow]:
+        """Every pane of the server in one call (the hidden session's own only if asked)."""
         fmt = "\t".join(f"#{{{name}}}" for name in PANE_ROW_FIELDS)
         rows = (parse_pane_row(line) for line in self.command("list-panes", "-a", "-F", fmt, timeout=timeout))
-        return [row for row in rows if row is not None and row.session != HIDDEN_SESSION]
+        return [row for row in rows if row is not None and (include_hidden or row.session != HIDDEN_SESSION)]
