@@ -363,3 +363,19 @@ def test_auto_reconnect_attaches_to_the_restarted_server_with_its_subscriptions(
         timeout=5,
         after=gone,
     )
+
+
+def test_close_stops_the_reconnect_loop(tmux_server, agent_pane, connect) -> None:
+    agent_pane("weather/bot")
+    conn = connect(auto_reconnect=True)
+    events = Events(conn)
+    conn.connect()
+    tmux_server.kill()
+    events.first(lambda e: isinstance(e, ExitEvent), "an exit event")
+    assert conn.reconnecting
+    conn.close()
+    wait_until(lambda: not conn.reconnecting, timeout=10, message="the reconnect loop to stop")
+    agent_pane("weather/bot")
+    assert not conn.connected
+    assert tmux(tmux_server, "list-clients").stdout == ""
+    assert [e for e in events.all() if isinstance(e, ConnectedEvent)] == [ConnectedEvent(conn.server or "")]

@@ -178,8 +178,24 @@ class ControlConnection:
         return [*base, "new-session", "-A", "-s", HIDDEN_SESSION, "-x", "80", "-y", "24", "cat"]
 
     def connect(self, timeout: float = DEFAULT_TIMEOUT) -> str:
-        """Start the client and wait until it answers; returns the server's identity.
-        Raises TmuxUnavailable when no server answers on the socket."""
+        """Start the client (dropping one already running) and wait, at most `timeout` in all,
+        until it is attached and answers; returns the server's identity. Raises TmuxUnavailable
+        when no server answers on the socket. After a server restart on the same socket this
+        reaches the new server, told apart by `server`."""
+        with self._state_lock:
+            self._closing = False
+        return self._attach(timeout, by_loop=False)
+
+    def reconnect(self, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """The same as `connect`: read as "attach again" at call sites after a server loss."""
+        return self.connect(timeout)
+
+    def _attach(self, timeout: float, *, by_loop: bool) -> str:
+        deadline = time.monotonic() + timeout
+        with self._state_lock:
+            old, self._link = self._link, None
+        if old is not None:
+            self._drop(old)
         env = {k: v for k, v in os.environ.items() if k != "TMUX"}  # inside tmux, attach refuses to nest
         proc = subprocess.Popen(
             self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
@@ -187,19 +203,27 @@ class ControlConnection:
         link = _Link(proc)
         link.reader = threading.Thread(target=self._read, args=(link,), daemon=True, name="tmux-control-reader")
         with self._state_lock:
-            self._closing = False
-            self._link = link
+            stale = by_loop and self._closing  # closed while the loop was retrying
+            if not stale:
+                self._link = link
         link.reader.start()
+        if stale:
+            self._drop(link)
+            raise ControlClosed("the control connection was closed")
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         try:
             # The attach command runs on its own: until it has, a command needing "the current
             # client" (refresh-client) fails, so wait for tmux to say the client is attached.
-            if not link.attached.wait(timeout) or not link.alive:
+            if not link.attached.wait(left()) or not link.alive:
                 raise ControlClosed(f"tmux control client did not attach ({link.exit_reason or 'no answer'})")
-            identity = self.command("display-message", "-p", "#{pid} #{start_time}", timeout=timeout)
+            identity = self.command("display-message", "-p", "#{pid} #{start_time}", timeout=left())
             if self.session is None:
-                self.command("set-option", "destroy-unattached", "on", timeout=timeout)  # its own session
+                self.command("set-option", "destroy-unattached", "on", timeout=left())  # its own session
             for name, (what, fmt) in self._formats.items():
-                self.command("refresh-client", "-B", f"{name}:{what}:{fmt}", timeout=timeout)
+                self.command("refresh-client", "-B", f"{name}:{what}:{fmt}", timeout=left())
         except TmuxUnavailable:
             self._drop(link)
             raise
@@ -207,19 +231,15 @@ class ControlConnection:
         self._emit(ConnectedEvent(self.server))
         return self.server
 
-    def reconnect(self, timeout: float = DEFAULT_TIMEOUT) -> str:
-        """Drop the current client (if any) and attach again: after a server restart on the same
-        socket this is the new server, told apart by `server`."""
-        with self._state_lock:
-            link = self._link
-        if link is not None:
-            self._drop(link)
-        return self.connect(timeout)
-
     @property
     def connected(self) -> bool:
         link = self._link
         return link is not None and link.alive
+
+    @property
+    def reconnecting(self) -> bool:
+        """The automatic reconnect loop is retrying (after a server loss, until close())."""
+        return self._reconnecting
 
     def close(self) -> None:
         with self._state_lock:
@@ -326,10 +346,10 @@ class ControlConnection:
         link.close_all(f"tmux control client ended: {reason}")
         if link.quiet:
             return
-        self._emit(ExitEvent(reason))
         with self._state_lock:
             again = self.auto_reconnect and not self._closing and not self._reconnecting and self._link is link
             self._reconnecting = self._reconnecting or again
+        self._emit(ExitEvent(reason))
         if again:
             threading.Thread(target=self._reconnect_loop, daemon=True, name="tmux-control-reconnect").start()
 
@@ -340,7 +360,7 @@ class ControlConnection:
             while not self._closing:
                 time.sleep(pause)
                 try:
-                    self.reconnect()
+                    self._attach(DEFAULT_TIMEOUT, by_loop=True)
                     return
                 except TmuxUnavailable:
                     pause = min(BACKOFF_MAX, pause * 2)
