@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.events import HeartbeatTick
 from orchestrator.state.store import StateStore
 from orchestrator.state.wake import WAKE, Doorbell, doorbell_path, ring
 from pytest_tmuxagent.waiting import wait_until
@@ -99,12 +100,19 @@ def test_a_folder_that_cannot_hold_the_socket_leaves_the_loop_polling(tmp_path: 
 
 
 # the engine's loop -------------------------------------------------------------------------------
-def running_loop(tmp_path: Path) -> tuple[Rig, threading.Thread]:
+def running_loop(tmp_path: Path) -> tuple[Rig, threading.Thread, list[HeartbeatTick]]:
+    """The engine's real loop on its own thread; one HeartbeatTick per round it has finished."""
     rig = make_rig(tmp_path, cfg=settings(poll_interval_seconds=LONG_POLL))
+    ticks: list[HeartbeatTick] = []
+    rig.sup.bus.subscribe(HeartbeatTick, ticks.append)
     loop = threading.Thread(target=rig.sup.run, daemon=True)
     loop.start()
-    wait_until(lambda: rig.sup.doorbell.path.exists() or None, timeout=5, message="the doorbell to listen")
-    return rig, loop
+    rounds(ticks, 1)  # the first round is done: the loop now waits up to LONG_POLL
+    return rig, loop, ticks
+
+
+def rounds(ticks: list[HeartbeatTick], count: int) -> None:
+    wait_until(lambda: len(ticks) >= count or None, timeout=5, message=f"{count} round(s) of the loop")
 
 
 def stop(rig: Rig, loop: threading.Thread) -> None:
@@ -116,23 +124,24 @@ def stop(rig: Rig, loop: threading.Thread) -> None:
 
 
 def test_a_ring_dispatches_at_once_and_an_unrung_command_waits_for_the_poll(tmp_path: Path) -> None:
-    rig, loop = running_loop(tmp_path)
+    rig, loop, ticks = running_loop(tmp_path)
     try:
         other = StateStore(rig.store.path)  # another process's connection
         first = other.enqueue(S, "make test")
         assert ring(other.path)
-        wait_until(lambda: rig.driver.delivered or None, timeout=5, message="the rung command to be typed")
+        rounds(ticks, 2)
         assert rig.driver.delivered == [(first, "%0")]
-        rig.driver.end(first, 0)
-        rig.driver.completions.put(first)
-        wait_until(lambda: rig.status(first) == "succeeded" or None, timeout=5, message="its result")
+        rig.driver.end(first, 0)  # its end signal wakes the loop for one more round
+        rounds(ticks, 3)
+        assert rig.status(first) == "succeeded"
 
         second = other.enqueue(S, "make lint")  # nobody rings: it waits for the 30 s poll
         with pytest.raises(AssertionError):
             wait_until(lambda: len(rig.driver.delivered) > 1 or None, timeout=0.5)
-        assert rig.status(second) == "queued"
+        assert rig.status(second) == "queued" and len(ticks) == 3
         ring(other.path)
-        wait_until(lambda: len(rig.driver.delivered) > 1 or None, timeout=5, message="the second command")
+        rounds(ticks, 4)
+        assert rig.driver.delivered[1:] == [(second, "%0")]
         other.close()
     finally:
         stop(rig, loop)

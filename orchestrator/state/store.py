@@ -371,7 +371,8 @@ class StateStore:
             self._round_owner = None
 
     def _in_round(self) -> bool:
-        return self._round_owner == threading.get_ident()
+        """A read the round's snapshot may answer: the round's thread, outside a transaction."""
+        return self._round_owner == threading.get_ident() and not self._db.in_transaction
 
     def check_integrity(self) -> None:
         """`PRAGMA quick_check` (the orchestrator runs it at start): a damaged file is a fatal StateDBError."""
