@@ -209,6 +209,7 @@ def test_output_reaches_only_a_client_attached_to_the_panes_session(tmux_server,
     hidden_events, attached_events = Events(hidden), Events(attached)
     hidden.connect()
     attached.connect()
+    hidden.command("refresh-client", "-A", f"{pane.pane_id}:on")  # asking for it does not help either
     hidden.send_literal(pane.pane_id, "echo scope-$((6*7))", enter=True)
     wait_until(lambda: b"scope-42" in attached_events.output(pane.pane_id), timeout=10, message="output")
     hidden.command("display-message", "-p", "sync")  # every notification sent before it has been read
