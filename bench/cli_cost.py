@@ -29,8 +29,18 @@ from pytest_tmuxagent.service import OrchestratorService
 
 SESSION = "bench/cli"
 # what a quick subcommand should never need; a `+name` in the table is one of them imported
-HEAVY = ("libtmux", "openai", "httpx", "requests", "prometheus_client", "matplotlib", "pytest", "playwright")
-HEAVY_TOO = ("jsonschema",)
+HEAVY = (
+    "libtmux",
+    "openai",
+    "httpx",
+    "httpx2",
+    "requests",
+    "prometheus_client",
+    "matplotlib",
+    "pytest",
+    "playwright",
+    "jsonschema",
+)
 # the console script's own body: what `tmux-agent ARGS` runs
 ENTRY = "import sys; from orchestrator.cli.main import main; sys.exit(main())"
 
@@ -40,11 +50,13 @@ class Call:
     label: str
     argv: tuple[str, ...]
     setup: tuple[tuple[str, str], ...] = ()  # metadata (key, JSON) set before the runs
+    entry: str = ENTRY  # what `python -c` runs
 
 
 def calls(config: str) -> list[Call]:
     c = ("--config", config)
     return [
+        Call("(python -c pass)", (), entry="pass"),  # the interpreter's own start: the floor on this machine
         Call("--help", ("--help",)),
         Call("send", ("send", *c, SESSION, "--", "true")),
         Call("send --no-check", ("send", *c, "--no-check", SESSION, "--", "true")),
@@ -102,14 +114,14 @@ def measure(call: Call, tree: str, pythonpath: str | None, runs: int, cwd: Path)
     env["PYTHONPYCACHEPREFIX"] = str(cwd / "pycache" / tree)
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
-    argv = [sys.executable, "-c", ENTRY, *call.argv]
+    argv = [sys.executable, "-c", call.entry, *call.argv]
     for key, value in call.setup:
         meta = [sys.executable, "-c", ENTRY, "meta", "set", *call.argv[1:3], SESSION, key, value]
         subprocess.run(meta, env=env, cwd=cwd, check=True, capture_output=True)
     run_once(argv, env, cwd)  # warm the page cache and the DB file
     samples = [run_once(argv, env, cwd) for _ in range(runs)]
     names = imported(argv, env, cwd)
-    heavy = sorted({n.split(".")[0] for n in names} & {*HEAVY, *HEAVY_TOO})
+    heavy = sorted({n.split(".")[0] for n in names} & set(HEAVY))
     return Cost(
         call.label,
         tree,
