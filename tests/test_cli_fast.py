@@ -171,3 +171,33 @@ def test_the_quick_check_never_passes_what_jsonschema_refuses(schema: str, docum
     validator = SchemaValidator(loaded)
     assert not validator.surely_fits(document) and not validator.is_valid(document)
     assert list(validator.iter_errors(document))  # jsonschema's own errors, for the one-line message
+
+
+ODD_VALUES: list[object] = [
+    None,
+    True,
+    0,
+    3,
+    -1,
+    1.5,
+    "",
+    "x",
+    "2030-01-31T09:30:00.000000Z",
+    [],
+    ["a"],
+    [1],
+    {},
+    {"a": 1},
+]
+
+
+def test_the_combined_validator_agrees_with_jsonschema_on_every_metadata_key() -> None:
+    metadata = load_schema("metadata.schema.json")
+    defs = metadata.get("$defs", {})
+    for key, sub in metadata["properties"].items():
+        schema = {**sub, "$defs": defs}
+        full = jsonschema.Draft202012Validator(schema)
+        ours = SchemaValidator(schema)
+        for value in [*ODD_VALUES, json.loads(_METADATA_EXAMPLES.get(key, "null"))]:
+            assert ours.is_valid(value) == full.is_valid(value), (key, value)
+            assert not ours.surely_fits(value) or full.is_valid(value), (key, value)
