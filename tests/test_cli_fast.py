@@ -105,7 +105,12 @@ def test_a_quick_subcommand_imports_no_heavy_library(
     assert heavy(modules) == [], f"tmux-agent {' '.join(args)} imported {heavy(modules)}"
 
 
-def test_send_to_a_missing_pane_is_one_line_and_exit_2_without_libtmux(idle: OrchestratorService) -> None:
+def test_send_to_a_closed_window_is_one_line_and_exit_2_without_libtmux(
+    agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory
+) -> None:
+    """The window is gone but its session lives on (weather:logs): tmux's display-message alone
+    would answer with the other window's pane, and the command would be typed there."""
+    idle = orchestrator_service([agent_pane(SESSION), agent_pane("weather/logs")], start=False)
     idle.tmux.server.cmd("kill-window", "-t", idle.panes[0].target)
     result, modules = probe(idle, "send", SESSION, "--", "true")
     assert result.returncode == 2 and result.stdout == ""

@@ -55,11 +55,14 @@ def words_to_text(argv: list[str], *, what: str, example: str) -> str:
 
 
 def check_pane(tmux: TmuxConfig, target: str) -> None:
-    """PaneNotFound unless `target` names a pane now: one `tmux display-message`, no libtmux (its
-    import alone costs more than the rest of `send`). Says what TmuxAdapter.resolve says."""
+    """PaneNotFound unless `target` names a pane now, decided as TmuxAdapter.resolve decides it
+    (the target's window listed first, since `display-message -t` alone falls back to another
+    window of the session) and said in its words, but with one tmux process and no libtmux,
+    whose import alone costs more than the rest of `send`."""
     import subprocess
 
-    argv = ["tmux", *tmux.cli_args(), "display-message", "-p", "-t", target, "#{pane_id}"]
+    argv = ["tmux", *tmux.cli_args(), "list-panes", "-t", target, "-F", "#{pane_id}", ";"]
+    argv += ["display-message", "-p", "-t", target, "#{pane_id}"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", errors="backslashreplace")
     except OSError as exc:
@@ -69,13 +72,14 @@ def check_pane(tmux: TmuxConfig, target: str) -> None:
             fix="install tmux, or pass --no-check to queue anyway",
         ) from None
     if done.returncode != 0:
-        why = " ".join(filter(None, done.stderr.split("\n"))) or "tmux display-message failed"
+        why = " ".join(filter(None, done.stderr.split("\n"))) or "tmux list-panes failed"
         raise PaneNotFound(
             f"no tmux pane for target '{target}' ({why})",
             key="target",
             fix="create the pane or fix the session's target in agent-config.yaml",
         )
-    if not done.stdout.startswith("%"):
+    *listed, shown = done.stdout.splitlines() or [""]
+    if not shown.startswith("%") or shown.strip() not in {line.strip() for line in listed}:
         raise PaneNotFound(
             f"no tmux pane for target '{target}'", key="target", fix="create the pane or fix the session's target"
         )
