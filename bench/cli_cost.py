@@ -25,22 +25,10 @@ from pathlib import Path
 
 from common import exit_on_signals, log, temp_dir, tmux_server
 
+from orchestrator.cli.common import HEAVY_MODULES as HEAVY
 from pytest_tmuxagent.service import OrchestratorService
 
 SESSION = "bench/cli"
-# what a quick subcommand should never need; a `+name` in the table is one of them imported
-HEAVY = (
-    "libtmux",
-    "openai",
-    "httpx",
-    "httpx2",
-    "requests",
-    "prometheus_client",
-    "matplotlib",
-    "pytest",
-    "playwright",
-    "jsonschema",
-)
 # the console script's own body: what `tmux-agent ARGS` runs
 ENTRY = "import sys; from orchestrator.cli.main import main; sys.exit(main())"
 

@@ -20,6 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
+from orchestrator.cli.common import HEAVY_MODULES as HEAVY
 from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
 from orchestrator.config import _METADATA_EXAMPLES, SchemaValidator, load_schema
 from pytest_tmuxagent.service import OrchestratorService, OrchestratorServiceFactory
@@ -31,18 +32,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SESSION = "weather/bot"
-HEAVY = (
-    "libtmux",
-    "openai",
-    "httpx",
-    "httpx2",
-    "requests",
-    "prometheus_client",
-    "matplotlib",
-    "pytest",
-    "playwright",
-    "jsonschema",
-)
 # `tmux-agent ARGS`, as the console script runs it, then the loaded modules into $MODULES_OUT
 PROBE = (
     "import atexit, os, sys\n"

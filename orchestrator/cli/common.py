@@ -17,6 +17,21 @@ from orchestrator.redact import redact
 if TYPE_CHECKING:
     from orchestrator.config import Config
 
+# What a quick subcommand (--help, send, status, meta set, unblock, reply, approve, deny) never
+# imports: each costs more than the rest of such a call. tests/test_cli_fast.py holds them to it.
+HEAVY_MODULES = (
+    "libtmux",
+    "openai",
+    "httpx",
+    "httpx2",
+    "requests",
+    "prometheus_client",
+    "matplotlib",
+    "pytest",
+    "playwright",
+    "jsonschema",
+)
+
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="agent-config.yaml", help="agent-config.yaml path")
