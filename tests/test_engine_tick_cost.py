@@ -65,24 +65,6 @@ def test_a_command_queued_by_another_process_is_seen_by_the_next_round(tmp_path:
     other.close()
 
 
-def test_idle_panes_are_probed_a_few_per_round_not_all_in_one(tmp_path: Path) -> None:
-    rig = idle_rig(tmp_path, 20)
-    probed: list[list[str]] = []
-    real_probe = rig.driver.probe
-
-    def probe(pane_id: str, *, dispatch: bool = True) -> Readiness:
-        probed[-1].append(pane_id)
-        return real_probe(pane_id, dispatch=dispatch)
-
-    rig.driver.probe = probe  # type: ignore[method-assign]
-    for _ in range(40):  # two probe intervals of 2 s
-        probed.append([])
-        rig.advance(0.1)
-    every = [p for round_ in probed for p in round_]
-    assert set(every) == {f"%{i}" for i in range(20)} and 36 <= len(every) <= 44  # each about every 2 s
-    assert max(len(round_) for round_ in probed) <= 3  # 20 panes over 20 rounds, not 20 in one
-
-
 def test_a_session_with_work_queued_is_served_before_the_idle_probes(tmp_path: Path) -> None:
     rig = make_rig(tmp_path, sessions=[session(f"s/{i}", f"s{i}:0") for i in range(5)])
     order: list[str] = []

@@ -20,7 +20,6 @@ are not trusted, the targets are looked up again).
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 from collections.abc import Mapping, Sequence
@@ -94,8 +93,6 @@ class Supervisor:
         self._last_liveness = float("-inf")
         self._last_heartbeat_write = float("-inf")
         self._next_probe: dict[str, float] = {}
-        period = settings.idle_probe_seconds
-        self._probe_phase = {s.name: period * i / len(sessions) for i, s in enumerate(sessions)}
         self._dry_run_seen: set[int] = set()
         self._db_failures = 0
         self.doorbell = Doorbell(store.path, self.completions)
@@ -262,7 +259,7 @@ class Supervisor:
         queued = self.store.queue_depth(name) > 0
         if not queued and mono < self._next_probe.get(name, float("-inf")):
             return
-        self._next_probe[name] = self._next_probe_slot(name, mono)
+        self._next_probe[name] = mono + self.settings.idle_probe_seconds
         if queued and self.dry_run:
             self._dispatch_next(state, "")
             return
@@ -277,17 +274,6 @@ class Supervisor:
         self.set_state(state, readiness.state, readiness.detail)
         if readiness.ready and queued and self._still_the_target(state, pane_id):
             self._dispatch_next(state, pane_id)
-
-    def _next_probe_slot(self, name: str, mono: float) -> float:
-        """When a quiet idle pane is probed next: one `idle_probe_seconds` on, on the session's own
-        phase of that interval, so N idle panes are probed a few per round rather than all in
-        one long round every interval (a long round delays the pickup of whatever is queued
-        meanwhile)."""
-        period = self.settings.idle_probe_seconds
-        if period <= 0:
-            return mono
-        phase = self._probe_phase.get(name, 0.0)
-        return phase + period * (math.floor((mono - phase) / period) + 1)
 
     def _still_the_target(self, state: SessionState, pane_id: str) -> bool:
         """Right before typing, ask tmux again which pane the target names. A cached id is not
