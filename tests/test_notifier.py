@@ -238,3 +238,28 @@ def test_an_old_state_db_gains_the_dead_scope_column(tmp_path: Path) -> None:
     assert [m.dead_scope for m in outbox.dead()] == ["channel"]
     assert outbox.revive(since=0) == 1 and len(outbox.pending()) == 1
     store.close()
+
+
+def test_the_rate_limit_window_survives_a_restart(rig: Rig) -> None:
+    """WeCom counts a robot's requests per minute whoever sent them: an orchestrator restarted
+    inside that minute must not start a fresh count and send past the limit."""
+    for i in range(5):
+        alert(rig, f"k{i}")
+    rig.notifier.flush_once()
+    assert len(rig.channel.sent) == 3  # the limit (3 a minute here) is used up
+    old = rig.notifier
+    restarted = Notifier(
+        outbox=Outbox(old.outbox.store),
+        env=old.env,
+        settings=old.settings,
+        metrics=OrchestratorMetrics(),
+        audit=old.audit,
+        clock=rig.clock,
+        channel_factory=old.channel_factory,
+    )
+    rig.clock.advance(30)
+    restarted.flush_once()
+    assert len(rig.channel.sent) == 3  # still inside the minute of the first three
+    rig.clock.advance(31)
+    restarted.flush_once()
+    assert len(rig.channel.sent) == 5

@@ -58,6 +58,8 @@ MAX_BACKOFF_EXPONENT = 64
 UNSAVED_LIMIT = 1000
 #: Failures that never reached WeCom's API, so WeCom's per-minute limit did not count them.
 UNCOUNTED_KINDS: frozenset[ChannelErrorKind] = frozenset({"network", "http", "bad_reply"})
+#: WeCom's rate limits are per minute.
+RATE_WINDOW_SECONDS = 60.0
 #: Messages that died of a channel's configuration are queued again when it changes, if younger.
 REVIVE_WINDOW_SECONDS = 24 * 3600.0
 
@@ -103,7 +105,13 @@ class Notifier:
         self.channels: list[Channel] = []
         self.degraded_reason: str | None = None
         self._wake = threading.Event()
+        # WeCom's per-minute window per robot, in wall-clock time so that it survives a restart
         self._attempt_times: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        try:
+            for key, times in self.outbox.attempts().items():
+                self._attempt_times[key].extend(sorted(t for t in times if self.clock.now() - t < RATE_WINDOW_SECONDS))
+        except StateDBError:
+            pass  # counted and logged by the store; the window starts empty
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._held = threading.Lock()
@@ -217,14 +225,19 @@ class Notifier:
     def _allowed(self, channel: Channel) -> bool:
         """Room for one more request to this robot in the last minute."""
         window = self._attempt_times[rate_key(channel)]
-        now = self.clock.monotonic()
-        while window and now - window[0] >= 60.0:
+        now = self.clock.now()
+        while window and now - window[0] >= RATE_WINDOW_SECONDS:
             window.popleft()
         return len(window) < self.settings.rate_limit_per_minute
 
     def _count_attempt(self, channel: Channel, error: ChannelError | None = None) -> None:
-        if error is None or error.kind not in UNCOUNTED_KINDS:
-            self._attempt_times[rate_key(channel)].append(self.clock.monotonic())
+        if error is not None and error.kind in UNCOUNTED_KINDS:
+            return
+        self._attempt_times[rate_key(channel)].append(self.clock.now())
+        try:  # best effort: a refused write must not make a delivered message look unsent
+            self.outbox.set_attempts({key: list(times) for key, times in self._attempt_times.items() if times})
+        except StateDBError:
+            pass
 
     def _deliver(self, message: OutboxMessage) -> None:
         errors: list[ChannelError] = []

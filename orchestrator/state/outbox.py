@@ -143,18 +143,35 @@ class Outbox:
                 (1 if counts_as_attempt else 0, error, retry_at, message_id),
             )
 
-    def set_health(self, health: dict[str, Any]) -> None:
+    def _put(self, key: str, value: dict[str, Any]) -> None:
         with self.store.transaction() as db:
             db.execute(
-                "INSERT INTO kv(key, value) VALUES ('notifications', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (json.dumps(health, ensure_ascii=False),),
+                "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, json.dumps(value, ensure_ascii=False)),
             )
 
+    def _get(self, key: str) -> dict[str, Any]:
+        rows = self.store.query("SELECT value FROM kv WHERE key=?", (key,))
+        value = json.loads(rows[0]["value"]) if rows else {}
+        return value if isinstance(value, dict) else {}
+
+    def set_health(self, health: dict[str, Any]) -> None:
+        self._put("notifications", health)
+
     def health(self) -> dict[str, Any]:
-        rows = self.store.query("SELECT value FROM kv WHERE key='notifications'")
-        health = json.loads(rows[0]["value"]) if rows else {}
-        return health if isinstance(health, dict) else {}
+        return self._get("notifications")
+
+    def set_attempts(self, attempts: dict[str, list[float]]) -> None:
+        """The wall-clock times of the last minute's requests per robot (WeCom's rate window),
+        kept so that a restarted orchestrator goes on counting where the old one stopped."""
+        self._put("wecom_attempts", attempts)
+
+    def attempts(self) -> dict[str, list[float]]:
+        return {
+            key: [float(t) for t in times if isinstance(t, (int, float))]
+            for key, times in self._get("wecom_attempts").items()
+            if isinstance(times, list)
+        }
 
 
 def health_record(state: str, reason: str, channels: str, pending: int, since: float) -> dict[str, Any]:
