@@ -187,7 +187,9 @@ def test_a_closed_window_never_takes_a_command_into_another_window_of_its_sessio
     service = orchestrator_service([pane])
     assert service.wait_result(service.send(S, "true")).status == "succeeded"
     pane.kill()
-    next_id = service.send(S, "echo typed-here > where.txt")
+    refused = service.cli("send", S, "--", "echo typed-here > where.txt", check=False)
+    assert refused.returncode == 2 and "no tmux pane for target" in refused.stderr  # send checks it too
+    next_id = enqueue(service, S, "echo typed-here > where.txt")  # queued before the window closed
     session_meta(service, S, "pane_missing")
 
     def stays_put() -> None:
