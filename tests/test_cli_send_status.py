@@ -233,7 +233,8 @@ def test_odd_metadata_is_shown_as_absent_never_a_traceback(idle: OrchestratorSer
 def test_status_of_a_real_running_command(
     agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory
 ) -> None:
-    service = orchestrator_service([agent_pane(SESSION)])
+    # a silent `sleep` is a stall after the test default's few seconds: this one must stay running
+    service = orchestrator_service([agent_pane(SESSION)], settings={"stall_timeout_seconds": 120})
     command_id = service.send(SESSION, "sleep 30")
     wait_until(lambda: (row := service.command(command_id)) is not None and row.status == "running", timeout=15)
     # each status is a fresh CLI process: seconds apiece on a loaded machine
