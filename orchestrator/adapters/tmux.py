@@ -73,8 +73,10 @@ class TmuxAdapter:
                 "list-panes", "-t", target, "-F", "#{pane_id}", ";", "display-message", "-p", "-t", target, "#{pane_id}"
             )
         except TmuxUnavailable as exc:
+            # "can't find window: bot" says no more than the line below; anything else (no server) does
+            reason = "" if "can't find" in str(exc) else f" ({exc})"
             raise PaneNotFound(
-                f"no tmux pane for target '{target}' ({exc})",
+                f"no tmux pane for target '{target}'{reason}",
                 key="target",
                 fix="create the pane or fix the session's target in agent-config.yaml",
             ) from None
