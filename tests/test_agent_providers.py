@@ -78,6 +78,21 @@ def test_claude_permission_request_is_an_approval_and_ask_user_question_a_questi
     ]
 
 
+def test_claude_a_late_hook_of_the_turns_own_prompt_does_not_answer_its_question() -> None:
+    """Each hook is its own process: on a loaded machine the turn's UserPromptSubmit line can land
+    after the question's PermissionRequest. It starts the turn, it answers nothing; a second
+    prompt (a person's follow-up) does."""
+    claude = ClaudeProvider()
+    ask = {"questions": [{"question": "Which city?", "options": [{"label": "Berlin"}, {"label": "Lisbon"}]}]}
+    late = [
+        ev("PreToolUse", 3.0, tool_name="AskUserQuestion", tool_input=ask, tool_use_id="toolu_2"),
+        ev("PermissionRequest", 3.5, tool_name="AskUserQuestion", tool_input=ask),
+        ev("UserPromptSubmit", 3.6, prompt=PROMPT),
+    ]
+    assert claude.question(late) is not None
+    assert claude.question([*late, ev("UserPromptSubmit", 9.0, prompt="never mind, use Berlin")]) is None
+
+
 def test_claude_stop_failure_ends_the_turn_failed() -> None:
     claude = ClaudeProvider()
     end = ev("StopFailure", 5.0, error="server_error", last_assistant_message="API Error: 500 Internal server error.")

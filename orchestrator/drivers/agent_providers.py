@@ -260,7 +260,12 @@ class ClaudeProvider:
         no tool_use_id, so the key is the id of the `PreToolUse` with the same input."""
         open_one: tuple[str, AgentEvent] | None = None
         calls: list[AgentEvent] = []
+        prompts = 0
         for event in turn:
+            if event.event == "UserPromptSubmit":
+                prompts += 1
+                if prompts == 1:  # the turn's own prompt, whenever its hook's line landed: no answer
+                    continue
             if event.event == "PreToolUse":
                 calls.append(event)
             elif event.event == "PermissionRequest":
