@@ -261,6 +261,7 @@ def metrics_scraper() -> type[MetricsScraper]:
     """Factory: `metrics_scraper(url, timeout=5.0)` scrapes /metrics and parses it with prometheus_client."""
     return MetricsScraper
 
+
 @pytest.fixture
 def tmuxagent_http_proxy() -> Iterator[HttpProxy]:
     """A real HTTP proxy on 127.0.0.1 (absolute-URI forwarding and CONNECT tunnels) recording
@@ -275,7 +276,6 @@ def tmuxagent_socks_proxy() -> Iterator[Socks5Proxy]:
     `.url` / `.url_for("socks5h")` for ALL_PROXY. With a password: `Socks5Proxy(username=, password=)`."""
     with Socks5Proxy() as proxy:
         yield proxy
-
 
 
 @pytest.fixture
