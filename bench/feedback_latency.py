@@ -1,70 +1,77 @@
-"""Feedback latency: how long after a command exits in a pane does its result exist?
+"""Feedback latency: how long after a command exits is its result known, and how long after
+`send` does it start — the product beside the best other ways of watching tmux, in one run.
 
 Why this benchmark exists
 -------------------------
-The seed system learned that a command had finished by polling: every 1.5 s it
-ran ``tmux capture-pane -p`` on each pane and looked for a marker line the
-command printed when it exited. Its feedback latency is therefore bounded below
-by nothing and above by the poll interval (plus the capture cost of every pane).
-The orchestrator replaces that with an event: the pane's own shell writes the
-exit record and signals ``tmux wait-for -S``; a blocked ``tmux wait-for`` child
-of the orchestrator wakes and the result is committed to SQLite.
+Issue 15 asks the product to be as quick as tmux's own event stream, not merely quicker than a
+poller. So every pane count is measured five ways on one isolated tmux server, back to back:
 
-This script measures both, on real isolated tmux servers, in one run:
+* **orchestrator** - the real ``tmux-agent-orchestrator`` with the settings ``tmux-agent init``
+  writes (poll interval, decision assist on; only the AI backend is ``off`` and the metrics
+  port any free one). *exit → result*: ``sleep S`` commands queued round-robin straight into its
+  state DB, every pane busy at once; latency = ``recorded_at`` (the orchestrator's commit of the
+  result) − ``finished_at`` (the pane's shell saw the exit). *send → start*: the queue-pickup
+  benchmark (``pickup_latency.measure``: one command at a time, enqueue and ring as ``tmux-agent
+  send`` does) — commit → the shell's start record.
+* three peers, each typing ``echo "T:S $EPOCHREALTIME"; sleep S; echo "T:D $EPOCHREALTIME"``
+  into its panes (bash's clock builtin, so no fork moves the stamps), one command at a time per
+  pane, and committing each result it sees to a WAL SQLite DB (``synchronous=FULL``, as the
+  product's store) before the clock is read: exit → result = commit − the ``T:D`` stamp; send →
+  start = the ``T:S`` stamp − the moment before the keys were sent.
 
-* **orchestrator** - the real ``tmux-agent-orchestrator`` service (a subprocess
-  with poll interval 0.05 s). Commands are queued straight into its SQLite state
-  DB (CLI start-up is not what is measured). Latency per command is
-  ``recorded_at - finished_at``: the moment the orchestrator committed the result
-  minus the moment the pane's shell saw the command exit (the shell's own clock).
-* **baseline** - the seed approach: type ``sleep ...; echo "__DONE_<k>__ $(date
-  +%s.%N)"`` into each pane (one command at a time per pane), poll every pane
-  with ``tmux capture-pane -p`` every ``--baseline-interval`` seconds, and take
-  latency = detection time - the timestamp the command printed. Each next
-  command is typed at a random phase of the poll tick, so exits are not
-  phase-locked to the poller (which would inflate the baseline to ~interval).
+  - **capture-pane every 0.5 s** (claude-squad): ``tmux capture-pane`` of each busy pane per
+    tick, keys by a forked ``tmux send-keys``. Each next command is typed at a random phase of
+    the tick, so exits are not phase-locked to the poller.
+  - **control-mode stream** (agent-deck): one ``tmux -C`` client attached to the panes'
+    session (the product's ``ControlConnection``), ``%output`` read as it comes, keys written
+    to the same stream.
+  - **pipe-pane reader** (cli-agent-orchestrator): ``tmux pipe-pane`` of every pane into its own
+    FIFO, all read by one thread; keys by a forked ``tmux send-keys``.
 
-It prints a table (or ``--json``) with p50/p95/max per pane count and method,
-the baseline/orchestrator ratios, and whether the targets are met:
-p95 <= 100 ms at 1 pane, p95 <= 300 ms at 20 panes, and >= 10x better than the
-baseline. It is a benchmark, not a test: nothing here asserts on timing.
+The stream peers see only the screen; the product knows the exact exit code from a record the
+command cannot fake. The table gives p50 / p95 / max per method and each as a multiple of the
+product's (above 1: the product is faster), then the issue's targets: exit → result p50 ≤ 1 ms
+and p95 ≤ 5 ms at 1 pane, p95 ≤ 15 ms at 100 panes, at most 2× the control-mode stream; send →
+start p95 ≤ 20 ms. The load average is printed with the figures. A benchmark, not a test:
+nothing here asserts on timing.
 
 Usage::
 
-    .venv/bin/python bench/feedback_latency.py [--panes 1 20] [--commands N]
-        [--baseline-interval 1.5] [--baseline-commands N] [--sleep 0.05] [--seed S] [--json]
-
-Every tmux server gets its own socket name (``bench-fl-...``); the service,
-the tmux servers and the temp directories are cleaned up even on error.
+    .venv/bin/python bench/feedback_latency.py [--panes 1 20 100] [--samples 100] [--sleep 0.05]
+        [--seed S] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import random
-import re
-import shutil
+import sqlite3
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import common  # this folder is on sys.path when run as a script
+import pickup_latency
 
 from orchestrator.clock import parse_iso_utc
 from orchestrator.model import TERMINAL_STATUSES, CommandRow
-from pytest_tmuxagent.service import OrchestratorService, make_service
+from pytest_tmuxagent.service import make_service
 from pytest_tmuxagent.tmux_server import AgentPane, TmuxTestServer
 from pytest_tmuxagent.waiting import wait_until
 
 SOCKET_PREFIX = "bench-fl-"
-TARGET_P95_MS = {1: 100.0, 20: 300.0}
-TARGET_RATIO = 10.0
-DEFAULT_SLEEP = "0.05"
+POLL_INTERVAL = 0.5  # claude-squad's capture-pane tick
+PEER_TIMEOUT = 30.0  # a peer's command not seen finished after this long is dropped (noted)
+TARGET_EXIT_MS = {1: (1.0, 5.0), 100: (None, 15.0)}  # panes -> (p50, p95) limits
+TARGET_VS_CONTROL = 2.0
+TARGET_START_P95_MS = 20.0
+CONTROL = "control-mode stream"
 
 
 @dataclass(kw_only=True)
@@ -77,231 +84,304 @@ class PaneSummary(common.Summary):
         return f"{self.panes} pane(s)"
 
 
-# the orchestrator ------------------------------------------------------------------------------
-def measure_orchestrator(
-    root: Path, tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, sleep_s: str, stack: ExitStack
-) -> PaneSummary:
-    service: OrchestratorService = make_service(root, tmux, panes)
-    store = common.start_service(service, stack)
-    expected = per_pane * len(panes)
-    ids: list[int] = []
-    for _ in range(per_pane):  # round-robin, so every pane has work queued from the start
-        for pane in panes:
-            ids.append(store.enqueue(pane.name, f"sleep {sleep_s}", source="bench"))
-    wanted = set(ids)
-
-    def all_done() -> list[CommandRow] | None:
-        rows = [r for r in store.commands(limit=expected * 2) if r.id in wanted]
-        done = [r for r in rows if r.status in TERMINAL_STATUSES]
-        return done if len(done) == expected else None
-
-    budget = 30.0 + expected * 1.0
-    done = wait_until(
-        all_done,
-        timeout=budget,
-        interval=0.05,
-        message=f"{expected} orchestrator commands to finish; log: {service.log_text()[-1500:]}",
-    )
-    rows: list[CommandRow] = done or []
-
-    samples: list[float] = []
-    notes: list[str] = []
-    statuses: dict[str, int] = {}
-    for row in rows:
-        common.count_status(statuses, row.status)
-        if row.finished_at is None or row.recorded_at is None:
-            notes.append(f"command {row.id}: finished_at={row.finished_at} recorded_at={row.recorded_at}")
-            continue
-        latency = (row.recorded_at - parse_iso_utc(row.finished_at)) * 1000.0
-        if latency < 0:
-            notes.append(f"command {row.id}: negative latency {latency:.2f} ms")
-        samples.append(latency)
-    notes += common.status_notes(statuses)
-
-    summary = PaneSummary.of(samples, panes=len(panes), method="orchestrator", expected=expected)
-    summary.extra["statuses"] = statuses
-    # The service's own view of the same quantity, from /metrics, as a cross-check.
-    if service.metrics is not None:
-        try:
-            snap = service.metrics.scrape()
-            count = snap.value("orchestrator_feedback_latency_seconds_count") or 0.0
-            total = snap.value("orchestrator_feedback_latency_seconds_sum") or 0.0
-            summary.extra["metrics_count"] = count
-            summary.extra["metrics_mean_ms"] = (total / count * 1000.0) if count else None
-        except Exception as exc:
-            notes.append(f"metrics scrape failed: {exc}")
-
-    notes += common.stop_notes(service)
-    runtime_dir = service.state_db.parent / "run"
-    leftovers = sorted(p.name for p in runtime_dir.iterdir()) if runtime_dir.is_dir() else []
-    if leftovers:
-        notes.append(f"{len(leftovers)} files left in runtime dir, e.g. {leftovers[:4]}")
-    notes += common.log_notes(service)
-    summary.notes = notes
-    return summary
-
-
-# the seed system's approach --------------------------------------------------------------------
 @dataclass
-class BaselinePane:
-    pane: AgentPane
+class Measured:
+    """One pane count: exit → result and send → start, the product first, then the peers."""
+
+    exit: list[PaneSummary]
+    start: list[PaneSummary]
+
+
+# the orchestrator ------------------------------------------------------------------------------
+def orchestrator_exit(
+    root: Path, tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, sleep_s: str
+) -> PaneSummary:
+    """Queue `per_pane` commands per pane round-robin (every pane busy from the start) and read
+    recorded_at − finished_at of each result."""
+    with ExitStack() as stack:
+        service = make_service(root, tmux, panes, base_settings=common.init_settings())
+        store = common.start_service(service, stack)
+        ids = {store.enqueue(p.name, f"sleep {sleep_s}", source="bench") for _ in range(per_pane) for p in panes}
+
+        def all_done() -> list[CommandRow] | None:
+            rows = [r for r in store.commands(limit=len(ids) * 2) if r.id in ids]
+            done = [r for r in rows if r.status in TERMINAL_STATUSES]
+            return done if len(done) == len(ids) else None
+
+        rows: list[CommandRow] = wait_until(
+            all_done,
+            timeout=30.0 + len(ids) * 1.0,
+            interval=0.05,
+            message=f"{len(ids)} orchestrator commands to finish; log: {service.log_text()[-1500:]}",
+        )
+        samples: list[float] = []
+        notes: list[str] = []
+        statuses: dict[str, int] = {}
+        for row in rows:
+            common.count_status(statuses, row.status)
+            if row.finished_at is None or row.recorded_at is None:
+                notes.append(f"command {row.id}: finished_at={row.finished_at} recorded_at={row.recorded_at}")
+                continue
+            samples.append((row.recorded_at - parse_iso_utc(row.finished_at)) * 1000.0)
+        notes += common.status_notes(statuses) + common.stop_notes(service)
+        notes += common.log_notes(service, ignore=("notifications degraded",))
+        summary = PaneSummary.of(samples, panes=len(panes), method="orchestrator", expected=len(ids), notes=notes)
+        summary.extra["statuses"] = statuses
+        return summary
+
+
+def orchestrator_start(n_panes: int, sends: int, seed: int) -> PaneSummary:
+    """`send` → start, as the queue-pickup benchmark measures it (its own server and service)."""
+    pickup = pickup_latency.measure(n_panes, sends, True, seed)
+    stats = asdict(pickup.stats)
+    return PaneSummary(**stats, panes=n_panes, method="orchestrator", expected=sends, notes=pickup.notes)
+
+
+# the peers ------------------------------------------------------------------------------------
+class Peer(Protocol):
+    """How one other tool types into panes and learns what they print."""
+
+    name: str
+    phase: float  # each next command waits a random 0..phase s (the poller's tick phase)
+
+    def type(self, pane: str, line: str) -> None: ...
+
+    def chunks(self, busy: list[str], timeout: float) -> list[common.Chunk]: ...
+
+    def close(self) -> None: ...
+
+
+class Poller:
+    """claude-squad's way: `tmux capture-pane` of each busy pane every tick, a fork each."""
+
+    phase = POLL_INTERVAL
+
+    def __init__(self, tmux: TmuxTestServer) -> None:
+        self.tmux = tmux
+        self.name = f"capture-pane every {POLL_INTERVAL:g}s"
+        self.next_tick = time.monotonic() + POLL_INTERVAL
+
+    def type(self, pane: str, line: str) -> None:
+        common.type_forked(self.tmux, pane, line)
+
+    def chunks(self, busy: list[str], timeout: float) -> list[common.Chunk]:
+        wait = self.next_tick - time.monotonic()
+        if wait > timeout:
+            time.sleep(max(0.0, timeout))
+            return []
+        time.sleep(max(0.0, wait))
+        self.next_tick += POLL_INTERVAL
+        return [
+            common.Chunk(p, "\n".join(common.capture_id(self.tmux, p)) + "\n", time.time(), whole=True) for p in busy
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+class StreamPeer:
+    """A peer whose pane output arrives as a stream of chunks (control mode, pipe-pane)."""
+
+    phase = 0.0
+
+    def __init__(
+        self, name: str, source: common.ControlStream | common.PipePaneReader, typer: Callable[[str, str], None]
+    ) -> None:
+        self.name, self.source, self.type = name, source, typer
+
+    def chunks(self, busy: list[str], timeout: float) -> list[common.Chunk]:
+        return common.drain(self.source.chunks, timeout)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+@dataclass
+class PeerPane:
+    pane: str
     remaining: int
-    k: int = -1
-    pattern: re.Pattern[str] | None = None
-    typed_at: float = 0.0
+    tag: str = ""
+    text: str = ""
+    sent_at: float = 0.0
     type_at: float | None = None
 
 
-def measure_baseline(
-    tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int, interval: float, sleep_s: str, rng: random.Random
-) -> PaneSummary:
-    """Poll every pane with capture-pane on a fixed tick; type each next command at a random phase.
+def results_db(path: Path) -> sqlite3.Connection:
+    """Where a peer commits what it saw: WAL, `synchronous=FULL`, as the product's store."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE results(pane TEXT, tag TEXT, exited_at REAL, seen_at REAL)")
+    return db
 
-    Typing the next command right at the tick that saw the previous one finish would phase-lock
-    every exit to just before the following tick (latency ~ interval - run time). Real commands
-    end at arbitrary moments, so each command is typed at a uniformly random offset within one
-    interval: the exit phase is uniform and the expected latency is ~interval/2 (plus capture cost).
-    """
+
+def run_peer(
+    peer: Peer, panes: list[str], per_pane: int, sleep_s: str, db: sqlite3.Connection, rng: random.Random
+) -> tuple[PaneSummary, PaneSummary]:
+    """Each pane runs `per_pane` stamped commands one after another; each result is committed
+    when the peer first sees its `:D` stamp. Returns (exit → result, send → start)."""
     nonce = uuid.uuid4().hex[:6]
-    tmux_bin = shutil.which("tmux") or "tmux"
-    start = time.monotonic()
-    states = [BaselinePane(p, per_pane, type_at=start + rng.uniform(0, interval)) for p in panes]
-    counter = 0
-    samples: list[float] = []
+    now = time.monotonic()
+    states = {p: PeerPane(p, per_pane, type_at=now + rng.uniform(0, peer.phase)) for p in panes}
+    exits: list[float] = []
+    starts: list[float] = []
     notes: list[str] = []
-    timeout = max(10.0, 6 * interval)
-
-    def type_next(state: BaselinePane) -> None:
-        nonlocal counter
-        state.k, counter = counter, counter + 1
-        state.remaining -= 1
-        state.type_at = None
-        marker = f"__DONE_{nonce}_{state.k}__"
-        # The typed line echoes `"__DONE_..__ $(date ...)"`, so anchor on the printed form only.
-        state.pattern = re.compile(rf"^{marker} (\d+\.\d+)\s*$")
-        state.typed_at = time.monotonic()
-        state.pane.type(f'sleep {sleep_s}; echo "{marker} $(date +%s.%N)"')
-
-    next_poll = start + interval
-    while any(s.pattern is not None or s.type_at is not None for s in states):
+    counter = 0
+    while any(s.tag or s.type_at is not None for s in states.values()):
         now = time.monotonic()
-        for state in states:
-            if state.type_at is not None and state.type_at <= now:
-                type_next(state)
-        if now >= next_poll:
-            next_poll += interval
-            for state in states:
-                if state.pattern is None:
-                    continue
-                lines = common.capture(tmux_bin, tmux, state.pane)
-                detected = time.time()
-                match = next((m for m in map(state.pattern.match, lines) if m), None)
-                if match:
-                    samples.append((detected - float(match.group(1))) * 1000.0)
-                    state.pattern = None
-                elif time.monotonic() - state.typed_at > timeout:
-                    notes.append(f"{state.pane.name}: marker {state.k} not seen in {timeout:.0f}s")
-                    state.pattern = None
-                if state.pattern is None and state.remaining > 0:
-                    state.type_at = time.monotonic() + rng.uniform(0, interval)
-        wake = min([next_poll, *(s.type_at for s in states if s.type_at is not None)])
-        time.sleep(max(0.0, min(wake - time.monotonic(), interval)))
-    method = f"baseline capture-pane every {interval:g}s"
-    summary = PaneSummary.of(samples, panes=len(panes), method=method, expected=per_pane * len(panes))
-    summary.notes = notes
-    return summary
+        for s in states.values():
+            if s.type_at is not None and s.type_at <= now:
+                s.tag, s.text, s.type_at, counter = f"{nonce}{counter}", "", None, counter + 1
+                s.remaining -= 1
+                s.sent_at = time.time()
+                peer.type(s.pane, common.stamped(s.tag, f"sleep {sleep_s}"))
+            elif s.tag and time.time() - s.sent_at > PEER_TIMEOUT:
+                notes.append(f"{s.pane}: {s.tag} not seen finished in {PEER_TIMEOUT:.0f}s")
+                s.tag = ""
+        due = [s.type_at for s in states.values() if s.type_at is not None]
+        busy = [s.pane for s in states.values() if s.tag]
+        for chunk in peer.chunks(busy, min(due) - time.monotonic() if due else 0.5):
+            seen = states.get(chunk.pane)
+            if seen is None or not seen.tag:
+                continue
+            seen.text = chunk.text if chunk.whole else seen.text + chunk.text
+            exited = common.stamp(seen.text, seen.tag, "D")
+            if exited is None:
+                continue
+            db.execute("INSERT INTO results VALUES (?, ?, ?, ?)", (seen.pane, seen.tag, exited, chunk.at))
+            exits.append((time.time() - exited) * 1000.0)  # the commit has returned: the result exists
+            started = common.stamp(seen.text, seen.tag, "S")
+            if started is not None:
+                starts.append((started - seen.sent_at) * 1000.0)
+            seen.tag = ""
+            if seen.remaining > 0:
+                seen.type_at = time.monotonic() + rng.uniform(0, peer.phase)
+    expected = per_pane * len(panes)
+    n = len(panes)
+    return (
+        PaneSummary.of(exits, panes=n, method=peer.name, expected=expected, notes=notes),
+        PaneSummary.of(starts, panes=n, method=peer.name, expected=expected),
+    )
+
+
+def peers(tmux: TmuxTestServer, session: str, panes: list[str], folder: Path) -> list[Callable[[], Peer]]:
+    """The peers, each made when its turn comes (so only one watches the panes at a time)."""
+
+    def control() -> Peer:
+        stream = common.ControlStream(tmux, session)
+        return StreamPeer(CONTROL, stream, stream.type)
+
+    def pipe() -> Peer:
+        reader = common.PipePaneReader(tmux, panes, folder)
+        return StreamPeer("pipe-pane reader", reader, lambda pane, line: common.type_forked(tmux, pane, line))
+
+    return [lambda: Poller(tmux), control, pipe]
 
 
 # one pane count -----------------------------------------------------------------------------
-def _socket_file(tmux: TmuxTestServer) -> Path:
-    """Where the server's socket lives; `kill-server` leaves the file behind."""
-    out = tmux.server.cmd("display-message", "-p", "#{socket_path}")
-    if out.returncode == 0 and out.stdout:
-        return Path(out.stdout[0].strip())
-    base = os.environ.get("TMUX_TMPDIR") or "/tmp"
-    return Path(base) / f"tmux-{os.getuid()}" / tmux.socket_name
-
-
-def run_pane_count(
-    n_panes: int, per_pane: int, baseline_per_pane: int, interval: float, sleep_s: str, rng: random.Random
-) -> list[PaneSummary]:
+def run_pane_count(n_panes: int, samples: int, sleep_s: str, rng: random.Random) -> Measured:
+    per_pane = math.ceil(samples / n_panes)
     with ExitStack() as stack:
         tmp = common.temp_dir(stack, SOCKET_PREFIX)
-        sockets: list[Path] = []
-
-        def remove_sockets() -> None:  # registered before kill-server, so it runs after it
-            for path in sockets:
-                path.unlink(missing_ok=True)
-
-        stack.callback(remove_sockets)
         tmux = common.tmux_server(stack, SOCKET_PREFIX, tmp)
-        panes = [tmux.agent_pane(f"bench/p{i}") for i in range(n_panes)]
-        sockets.append(_socket_file(tmux))
-        common.log(f"{n_panes} pane(s): orchestrator, {per_pane} command(s) per pane")
-        ours = measure_orchestrator(tmp / "orch", tmux, panes, per_pane, sleep_s, stack)
-        base_panes = [tmux.agent_pane(f"base/p{i}") for i in range(n_panes)]
-        common.log(f"{n_panes} pane(s): baseline, {baseline_per_pane} command(s) per pane, every {interval:g}s")
-        base = measure_baseline(tmux, base_panes, baseline_per_pane, interval, sleep_s, rng)
-        return [ours, base]
+        ours_panes = [tmux.agent_pane(f"bench/p{i}") for i in range(n_panes)]
+        common.log(f"{n_panes} pane(s): orchestrator exit → result, {per_pane} command(s) per pane")
+        exit_rows = [orchestrator_exit(tmp / "orch", tmux, ours_panes, per_pane, sleep_s)]
+        common.log(f"{n_panes} pane(s): orchestrator send → start, {samples} sends")
+        start_rows = [orchestrator_start(n_panes, samples, rng.randrange(1 << 30))]
+        peer_panes = [tmux.agent_pane(f"peer/p{i}").pane_id for i in range(n_panes)]
+        for i, make in enumerate(peers(tmux, "peer", peer_panes, tmp)):
+            peer = make()
+            common.log(f"{n_panes} pane(s): {peer.name}, {per_pane} command(s) per pane")
+            try:
+                ex, st = run_peer(peer, peer_panes, per_pane, sleep_s, results_db(tmp / f"peer-{i}.db"), rng)
+            finally:
+                peer.close()
+            exit_rows.append(ex)
+            start_rows.append(st)
+        return Measured(exit_rows, start_rows)
 
 
 # reporting ----------------------------------------------------------------------------------
-def evaluate(results: dict[int, list[PaneSummary]]) -> list[dict[str, Any]]:
+def control_of(rows: list[PaneSummary]) -> PaneSummary:
+    return next(s for s in rows if s.method == CONTROL)
+
+
+def evaluate(results: dict[int, Measured]) -> list[dict[str, Any]]:
     verdicts: list[dict[str, Any]] = []
-    for n_panes, (ours, base) in results.items():
-        limit = TARGET_P95_MS.get(n_panes)
-        if limit is not None:
-            verdicts.append(common.p95_verdict("panes", ours, limit))
-        verdicts += common.ratio_verdicts("panes", ours, base, "baseline", TARGET_RATIO)
+    for n_panes, m in results.items():
+        ours, control = m.exit[0], control_of(m.exit)
+        p50_limit, p95_limit = TARGET_EXIT_MS.get(n_panes, (None, None))
+        for label, limit, value in (("p50", p50_limit, ours.p50_ms), ("p95", p95_limit, ours.p95_ms)):
+            if limit is not None:
+                verdicts.append(verdict(n_panes, f"exit → result {label} <= {limit:g} ms", value, value <= limit))
+        for label in ("p50", "p95"):
+            r = common.ratio(getattr(ours, f"{label}_ms"), getattr(control, f"{label}_ms"))
+            verdicts.append(
+                verdict(
+                    n_panes, f"exit → result {label} <= {TARGET_VS_CONTROL:g}x control-mode", r, r <= TARGET_VS_CONTROL
+                )
+            )
+        p95 = m.start[0].p95_ms
+        verdicts.append(
+            verdict(n_panes, f"send → start p95 <= {TARGET_START_P95_MS:g} ms", p95, p95 <= TARGET_START_P95_MS)
+        )
     return verdicts
 
 
-def metrics_line(ours: PaneSummary) -> str:
-    """The service's own /metrics view of the feedback latency, under the ratio line (if scraped)."""
-    mean = ours.extra.get("metrics_mean_ms")
-    if mean is None:
-        return ""
-    return (
-        f"\n{'':>5}  (service /metrics feedback_latency: n={ours.extra.get('metrics_count'):.0f}, "
-        f"mean {mean:.1f} ms; bench mean {ours.mean_ms:.1f} ms)"
+def verdict(n_panes: int, target: str, value: float, met: bool) -> dict[str, Any]:
+    return {"panes": n_panes, "target": target, "value": round(value, 2), "met": bool(met)}
+
+
+def print_table(results: dict[int, Measured], verdicts: list[dict[str, Any]], load: str) -> None:
+    tables = (
+        ("exit → result in a DB", [m.exit for m in results.values()]),
+        ("send → command started", [m.start for m in results.values()]),
     )
-
-
-def print_table(results: dict[int, list[PaneSummary]], verdicts: list[dict[str, Any]]) -> None:
-    common.print_header(f"{'panes':>5}", 4)
-    common.print_rows(results, ">5", 4, "baseline", metrics_line)
-    common.print_targets(verdicts, lambda v: f"{v['panes']:>3} pane(s):", 48)
-    common.print_notes(results)
+    for title, cases in tables:
+        print(f"\n{title} (/us: the method's figure over the product's; above 1 the product is faster)")
+        common.comparison_header(f"{'panes':>5}")
+        for rows in cases:
+            common.print_comparison(rows, ">5")
+            top = common.best(rows)
+            print(
+                f"{'':5}  product vs best peer ({top.method}): p50 {common.times(rows[0].p50_ms, top.p50_ms)}, "
+                f"p95 {common.times(rows[0].p95_ms, top.p95_ms)} (above 1: the product is slower)"
+            )
+    common.print_targets(verdicts, lambda v: f"{v['panes']:>3} pane(s):", 44)
+    common.print_notes({n: [*m.exit, *m.start] for n, m in results.items()})
+    print(f"\n{load}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--panes", type=int, nargs="+", default=[1, 20], help="pane counts (default: 1 20)")
-    parser.add_argument(
-        "--commands", type=int, default=None, help="orchestrator commands per pane (default: 10 at 1 pane, else 5)"
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--baseline-commands", type=int, default=None, help="baseline commands per pane (default: 10 at 1 pane, else 3)"
-    )
-    parser.add_argument("--baseline-interval", type=float, default=1.5, help="baseline poll interval, s")
-    parser.add_argument("--sleep", default=DEFAULT_SLEEP, help="each command is `sleep SECONDS` (default 0.05)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for the baseline's random typing phase")
+    parser.add_argument("--panes", type=int, nargs="+", default=None, help="pane counts (default: 1 20 100)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per method and pane count (default 100)")
+    parser.add_argument("--sleep", default="0.05", help="each command is `sleep SECONDS` (default 0.05)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for the random typing phases")
+    parser.add_argument("--quick", action="store_true", help="a check that it works: 1 and 5 panes, 20 samples")
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead")
     args = parser.parse_args(argv)
     float(args.sleep)  # reject anything that is not a number before it reaches a shell
+    panes = args.panes or ([1, 5] if args.quick else [1, 20, 100])
+    samples = args.samples or (20 if args.quick else 100)
     common.exit_on_signals()
     rng = random.Random(args.seed)
-
     started = time.monotonic()
-    results: dict[int, list[PaneSummary]] = {}
-    for n_panes in args.panes:
-        per_pane = args.commands or (10 if n_panes == 1 else 5)
-        base_per_pane = args.baseline_commands or (10 if n_panes == 1 else 3)
-        results[n_panes] = run_pane_count(n_panes, per_pane, base_per_pane, args.baseline_interval, args.sleep, rng)
+    results = {n: run_pane_count(n, samples, args.sleep, rng) for n in panes}
     verdicts = evaluate(results)
-    settings = {"baseline_interval_s": args.baseline_interval}
-    table = lambda: print_table(results, verdicts)  # noqa: E731
-    common.report(args.json, started, settings, results, verdicts, table, after={"sleep_s": float(args.sleep)})
+    load = common.load_line()
+    flat = {(n, kind): rows for n, m in results.items() for kind, rows in (("exit", m.exit), ("start", m.start))}
+    common.report_many(
+        args.json,
+        started,
+        {"samples": samples, "sleep_s": float(args.sleep), "poll_interval_s": POLL_INTERVAL, "load": load},
+        flat,
+        verdicts,
+        lambda: print_table(results, verdicts, load),
+    )
     return 0
 
 
