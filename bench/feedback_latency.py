@@ -16,8 +16,9 @@ poller. So every pane count is measured five ways on one isolated tmux server, b
 * three peers, each typing ``echo "T:S $EPOCHREALTIME"; sleep S; echo "T:D $EPOCHREALTIME"``
   into its panes (bash's clock builtin, so no fork moves the stamps), one command at a time per
   pane, and committing each result it sees to a WAL SQLite DB (``synchronous=FULL``, as the
-  product's store) before the clock is read: exit → result = commit − the ``T:D`` stamp; send →
-  start = the ``T:S`` stamp − the moment before the keys were sent.
+  product's store): exit → result = the clock read inside that transaction, after the INSERT and
+  before the COMMIT (where the product stamps ``recorded_at``) − the ``T:D`` stamp; send → start
+  = the ``T:S`` stamp − the moment before the keys were sent.
 
   - **capture-pane every 0.5 s** (claude-squad): ``tmux capture-pane`` of each busy pane per
     tick, keys by a forked ``tmux send-keys``. Each next command is typed at a random phase of
@@ -248,8 +249,10 @@ def run_peer(
             exited = common.stamp(seen.text, seen.tag, "D")
             if exited is None:
                 continue
+            db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT INTO results VALUES (?, ?, ?, ?)", (seen.pane, seen.tag, exited, chunk.at))
-            exits.append((time.time() - exited) * 1000.0)  # the commit has returned: the result exists
+            exits.append((time.time() - exited) * 1000.0)  # read where the product stamps recorded_at
+            db.execute("COMMIT")
             started = common.stamp(seen.text, seen.tag, "S")
             if started is not None:
                 starts.append((started - seen.sent_at) * 1000.0)
@@ -292,11 +295,13 @@ def run_pane_count(n_panes: int, samples: int, sleep_s: str, rng: random.Random)
         peer_panes = [tmux.agent_pane(f"peer/p{i}").pane_id for i in range(n_panes)]
         for i, make in enumerate(peers(tmux, "peer", peer_panes, tmp)):
             peer = make()
+            db = results_db(tmp / f"peer-{i}.db")
             common.log(f"{n_panes} pane(s): {peer.name}, {per_pane} command(s) per pane")
             try:
-                ex, st = run_peer(peer, peer_panes, per_pane, sleep_s, results_db(tmp / f"peer-{i}.db"), rng)
+                ex, st = run_peer(peer, peer_panes, per_pane, sleep_s, db, rng)
             finally:
                 peer.close()
+                db.close()
             exit_rows.append(ex)
             start_rows.append(st)
         return Measured(exit_rows, start_rows)

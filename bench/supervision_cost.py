@@ -151,6 +151,7 @@ def service_for(
 
 def measure_cpu(n_panes: int, running: int, seconds: float) -> list[Idle]:
     """Idle at `n_panes`, then (if `running`) with that many silent commands, one per pane."""
+    running = min(running, n_panes)
     with ExitStack() as stack:
         tmp = common.temp_dir(stack, SOCKET_PREFIX)
         tmux = common.tmux_server(stack, SOCKET_PREFIX, tmp)
@@ -432,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     pane_counts = args.panes or ([1, 5] if args.quick else [1, 20, 100])
     running = args.running if args.running is not None else (5 if args.quick else 100)
     seconds = args.window or (3.0 if args.quick else 15.0)
+    if not 0 < seconds <= 60:  # a longer silent command would meet init's 120 s stall timeout
+        parser.error(f"--window {seconds:g}: give 0 < SECONDS <= 60")
     shapes = (
         args.throughput
         if args.throughput is not None
