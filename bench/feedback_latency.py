@@ -15,10 +15,11 @@ poller. So every pane count is measured five ways on one isolated tmux server, b
   send`` does) — commit → the shell's start record.
 * three peers, each typing ``echo "T:S $EPOCHREALTIME"; sleep S; echo "T:D $EPOCHREALTIME"``
   into its panes (bash's clock builtin, so no fork moves the stamps), one command at a time per
-  pane, and committing each result it sees to a WAL SQLite DB (``synchronous=FULL``, as the
-  product's store): exit → result = the clock read inside that transaction, after the INSERT and
-  before the COMMIT (where the product stamps ``recorded_at``) − the ``T:D`` stamp; send → start
-  = the ``T:S`` stamp − the moment before the keys were sent.
+  pane (typed by a thread of their own, so typing never delays watching), and committing the
+  results it sees in one batch of pane output in one transaction to a WAL SQLite DB
+  (``synchronous=FULL``, as the product's store): exit → result = the clock read after the
+  result's INSERT, before the COMMIT (where the product stamps ``recorded_at``) − the ``T:D``
+  stamp; send → start = the ``T:S`` stamp − the moment before the keys were sent.
 
   - **capture-pane every 0.5 s** (claude-squad): ``tmux capture-pane`` of each busy pane per
     tick, keys by a forked ``tmux send-keys``. Each next command is typed at a random phase of
@@ -45,10 +46,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import heapq
 import math
 import random
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -201,10 +204,9 @@ class StreamPeer:
 class PeerPane:
     pane: str
     remaining: int
-    tag: str = ""
+    tag: str = ""  # set (by the typist) while a command is out, cleared when its result is in
     text: str = ""
     sent_at: float = 0.0
-    type_at: float | None = None
 
 
 def results_db(path: Path) -> sqlite3.Connection:
@@ -216,49 +218,94 @@ def results_db(path: Path) -> sqlite3.Connection:
     return db
 
 
+class Typist:
+    """Types each pane's next command when it is due, on a thread of its own, so a peer's
+    watching is never held up by its typing (a forked send-keys takes milliseconds; a hundred
+    of them, most of a second) — as a tool's UI and its watcher are apart."""
+
+    def __init__(self, peer: Peer, sleep_s: str) -> None:
+        self.peer, self.sleep_s = peer, sleep_s
+        self.nonce = uuid.uuid4().hex[:6]
+        self._due: list[tuple[float, int, PeerPane]] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._count = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="peer-typist")
+        self._thread.start()
+
+    def schedule(self, state: PeerPane, at: float) -> None:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._due, (at, self._count, state))
+            self._cond.notify()
+
+    def _next(self) -> PeerPane | None:
+        with self._cond:
+            while not self._closing and (not self._due or self._due[0][0] > time.monotonic()):
+                self._cond.wait(self._due[0][0] - time.monotonic() if self._due else None)
+            return None if self._closing else heapq.heappop(self._due)[2]
+
+    def _run(self) -> None:
+        while (state := self._next()) is not None:
+            state.remaining -= 1
+            state.text, state.sent_at = "", time.time()
+            state.tag = f"{self.nonce}p{state.pane.lstrip('%')}n{state.remaining}"  # last: chunks count from here
+            self.peer.type(state.pane, common.stamped(state.tag, f"sleep {self.sleep_s}"))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+
 def run_peer(
     peer: Peer, panes: list[str], per_pane: int, sleep_s: str, db: sqlite3.Connection, rng: random.Random
 ) -> tuple[PaneSummary, PaneSummary]:
-    """Each pane runs `per_pane` stamped commands one after another; each result is committed
-    when the peer first sees its `:D` stamp. Returns (exit → result, send → start)."""
-    nonce = uuid.uuid4().hex[:6]
-    now = time.monotonic()
-    states = {p: PeerPane(p, per_pane, type_at=now + rng.uniform(0, peer.phase)) for p in panes}
+    """Each pane runs `per_pane` stamped commands one after another. The results seen in one
+    batch of chunks are committed in one transaction (what a good event consumer does), each
+    stamped after its INSERT. Returns (exit → result, send → start)."""
+    states = {p: PeerPane(p, per_pane) for p in panes}
+    typist = Typist(peer, sleep_s)
+    for state in states.values():
+        typist.schedule(state, time.monotonic() + rng.uniform(0, peer.phase))
     exits: list[float] = []
     starts: list[float] = []
     notes: list[str] = []
-    counter = 0
-    while any(s.tag or s.type_at is not None for s in states.values()):
-        now = time.monotonic()
-        for s in states.values():
-            if s.type_at is not None and s.type_at <= now:
-                s.tag, s.text, s.type_at, counter = f"{nonce}{counter}", "", None, counter + 1
-                s.remaining -= 1
-                s.sent_at = time.time()
-                peer.type(s.pane, common.stamped(s.tag, f"sleep {sleep_s}"))
-            elif s.tag and time.time() - s.sent_at > PEER_TIMEOUT:
-                notes.append(f"{s.pane}: {s.tag} not seen finished in {PEER_TIMEOUT:.0f}s")
-                s.tag = ""
-        due = [s.type_at for s in states.values() if s.type_at is not None]
-        busy = [s.pane for s in states.values() if s.tag]
-        for chunk in peer.chunks(busy, min(due) - time.monotonic() if due else 0.5):
-            seen = states.get(chunk.pane)
-            if seen is None or not seen.tag:
-                continue
-            seen.text = chunk.text if chunk.whole else seen.text + chunk.text
-            exited = common.stamp(seen.text, seen.tag, "D")
-            if exited is None:
+    left = per_pane * len(panes)
+    try:
+        while left > 0:
+            for s in states.values():
+                if s.tag and time.time() - s.sent_at > PEER_TIMEOUT:
+                    notes.append(f"{s.pane}: {s.tag} not seen finished in {PEER_TIMEOUT:.0f}s")
+                    s.tag, s.remaining, left = "", 0, left - 1 - s.remaining
+            found: list[tuple[PeerPane, str, float, float]] = []
+            for chunk in peer.chunks([s.pane for s in states.values() if s.tag], 0.2):
+                seen = states.get(chunk.pane)
+                if seen is None or not seen.tag:
+                    continue
+                seen.text = chunk.text if chunk.whole else seen.text + chunk.text
+                exited = common.stamp(seen.text, seen.tag, "D")
+                if exited is None:
+                    continue
+                started = common.stamp(seen.text, seen.tag, "S")
+                if started is not None:
+                    starts.append((started - seen.sent_at) * 1000.0)
+                found.append((seen, seen.tag, exited, chunk.at))
+                seen.tag = ""
+            if not found:
                 continue
             db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO results VALUES (?, ?, ?, ?)", (seen.pane, seen.tag, exited, chunk.at))
-            exits.append((time.time() - exited) * 1000.0)  # read where the product stamps recorded_at
+            for seen, tag, exited, at in found:
+                db.execute("INSERT INTO results VALUES (?, ?, ?, ?)", (seen.pane, tag, exited, at))
+                exits.append((time.time() - exited) * 1000.0)  # read where the product stamps recorded_at
             db.execute("COMMIT")
-            started = common.stamp(seen.text, seen.tag, "S")
-            if started is not None:
-                starts.append((started - seen.sent_at) * 1000.0)
-            seen.tag = ""
-            if seen.remaining > 0:
-                seen.type_at = time.monotonic() + rng.uniform(0, peer.phase)
+            left -= len(found)
+            for seen, *_ in found:
+                if seen.remaining > 0:
+                    typist.schedule(seen, time.monotonic() + rng.uniform(0, peer.phase))
+    finally:
+        typist.close()
     expected = per_pane * len(panes)
     n = len(panes)
     return (
