@@ -22,7 +22,8 @@ import yaml
 
 from orchestrator.cli.common import HEAVY_MODULES as HEAVY
 from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
-from orchestrator.config import _METADATA_EXAMPLES, SchemaValidator, load_schema
+from orchestrator.config import SchemaValidator, load_schema
+from orchestrator.metadata import _METADATA_EXAMPLES
 from pytest_tmuxagent.service import OrchestratorService, OrchestratorServiceFactory
 from pytest_tmuxagent.tmux_server import AgentPaneFactory
 

@@ -18,10 +18,11 @@ import pytest
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.clock import iso_utc
-from orchestrator.config import OrchestratorSettings, load_schema, metadata_keys, metadata_problem
+from orchestrator.config import OrchestratorSettings, load_schema
 from orchestrator.events import SessionAttached, StallDetected
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
+from orchestrator.metadata import metadata_keys, metadata_problem
 from orchestrator.model import SESSION_STATES
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore

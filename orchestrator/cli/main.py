@@ -159,7 +159,7 @@ def cmd_meta_set(args: argparse.Namespace) -> int:
     import json
 
     from orchestrator.cli.status import _open
-    from orchestrator.config import check_metadata
+    from orchestrator.metadata import check_metadata
 
     config, store, audit = _open(args)
     session = config.session(args.session)

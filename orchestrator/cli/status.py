@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.common import config_from_args
 from orchestrator.clock import SystemClock, parse_iso_utc
-from orchestrator.config import Config, clean_metadata
+from orchestrator.config import Config
 from orchestrator.envfile import EnvSource
+from orchestrator.metadata import clean_metadata
 from orchestrator.redact import redact, redact_obj
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore

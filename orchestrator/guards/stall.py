@@ -22,8 +22,9 @@ import logging
 from collections.abc import Sequence
 
 from orchestrator.clock import Clock, iso_utc, parse_iso_utc
-from orchestrator.config import OrchestratorSettings, SessionConfig, clean_metadata
+from orchestrator.config import OrchestratorSettings, SessionConfig
 from orchestrator.events import EventBus, SessionAttached, StallDetected, StallGaveUp
+from orchestrator.metadata import clean_metadata
 from orchestrator.model import Running, SessionStateName, StallVerdict
 from orchestrator.notify.notifier import alert_markdown
 from orchestrator.ports import Notify

@@ -10,8 +10,8 @@ gauges, so an unblock from the CLI shows on /metrics within a round.
 from __future__ import annotations
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
-from orchestrator.config import clean_metadata
 from orchestrator.events import CommandFinished, EventBus
+from orchestrator.metadata import clean_metadata
 from orchestrator.model import SessionStateName
 from orchestrator.notify.notifier import alert_markdown
 from orchestrator.ports import Notify

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
-from orchestrator.config import clean_metadata
 from orchestrator.errors import UserError
+from orchestrator.metadata import clean_metadata
 from orchestrator.model import CommandResult, CommandRow
 
 log = logging.getLogger("orchestrator.state.db")
@@ -402,7 +402,7 @@ class StateStore:
     def metadata(self, name: str) -> dict[str, Any]:
         """The session's metadata as readers may trust it: a known key whose stored value does not
         fit the shipped schema (written around `tmux-agent meta set`, or by an older version) is
-        left out, with one warning per key (`orchestrator.config.clean_metadata`)."""
+        left out, with one warning per key (`orchestrator.metadata.clean_metadata`)."""
         with self._lock:
             if self._in_round() and name in self._snapshot.clean_text:
                 return _metadata_dict({"metadata": self._snapshot.clean_text[name]})
