@@ -251,6 +251,7 @@ class PaneInfo:
     width: int
     tty: str
     piped: bool
+    activity: int = 0  # the window's last output (whole seconds, tmux's `window_activity`)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,10 @@ class PaneReader(Protocol):
 
     def capture_session(self, session: str, lines: int) -> list[str] | None: ...
 
+    def drew_since_last_look(self, session: str) -> bool:
+        """False only when the pane certainly wrote nothing since the last True (a cheap check)."""
+        ...
+
 
 class Driver(Protocol):
     """The one place that knows how a unit of work reaches a pane and how its end is known.

@@ -56,6 +56,7 @@ class FakePanes:
         return "/tmp/fake-tmux"
 
     identity: str = "100 1"
+    pane_lists: int = 0  # calls of all_pane_info (one tmux `list-panes -a` each)
 
     def pane_info(self, pane_id: str) -> PaneInfo | None:
         if pane_id not in self.alive:
@@ -63,6 +64,7 @@ class FakePanes:
         return PaneInfo(pane_id, 1, False, False, "", "bash", 2, 0, 80, "/dev/pts/9", True)
 
     def all_pane_info(self) -> dict[str, PaneInfo]:
+        self.pane_lists += 1
         return {p: info for p in self.alive if (info := self.pane_info(p)) is not None}
 
     def paste_text(self, pane_id: str, text: str, *, enter: bool = True) -> None:

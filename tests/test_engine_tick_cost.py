@@ -189,3 +189,17 @@ def test_the_heartbeat_replaces_metadata_that_is_not_an_object(tmp_path: Path, s
     store.write_heartbeat(["a", "b"], "2026-01-01T00:00:00.000000Z")
     assert store.metadata("a") == {"x-keep": "ü", "orchestrator_heartbeat": "2026-01-01T00:00:00.000000Z"}
     assert store.metadata("b") == {"orchestrator_heartbeat": "2026-01-01T00:00:00.000000Z"}
+
+
+@pytest.mark.parametrize("running", [1, 20])
+def test_liveness_asks_tmux_once_a_round_whatever_the_number_of_running_commands(tmp_path: Path, running: int) -> None:
+    rig = make_rig(tmp_path, sessions=[session(f"s/{i}", f"s{i}:0") for i in range(running)])
+    for i in range(running):
+        rig.send("sleep 600", name=f"s/{i}")
+    rig.advance(0.1)
+    assert len(rig.store.running()) == running
+    before = rig.panes.pane_lists
+    for _ in range(IDLE_TICKS):  # four liveness rounds
+        rig.advance(0.1)
+    assert 3 <= rig.panes.pane_lists - before <= 5
+    assert len(rig.store.running()) == running  # every pane was found alive

@@ -6,11 +6,15 @@ share one directory, so a session's pane is identified in one place.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from orchestrator.config import SessionConfig
 from orchestrator.errors import PaneNotFound, TmuxUnavailable
+from orchestrator.model import PaneInfo
 from orchestrator.ports import PaneIO
+
+ACTIVITY_SNAPSHOT_SECONDS = 0.5
 
 
 class PaneDirectory:
@@ -20,6 +24,9 @@ class PaneDirectory:
         self._ids: dict[str, str] = {}
         self.last_error: dict[str, str] = {}
         self._identity: str | None = None
+        self._activity: dict[str, PaneInfo] = {}
+        self._activity_at = float("-inf")
+        self._looked: dict[str, float] = {}
 
     def pane_id(self, session: str) -> str | None:
         cached = self._ids.get(session)
@@ -66,3 +73,27 @@ class PaneDirectory:
             return self.tmux.capture(pane, lines)
         except TmuxUnavailable:
             return None
+
+    def drew_since_last_look(self, session: str) -> bool:
+        """Whether the session's pane may have drawn anything since this was last answered True.
+
+        tmux stamps a window's `window_activity` (whole seconds of the server's wall clock) on
+        every byte a pane of it writes; one `list-panes -a` (shared for half a second) serves
+        every session, so a quiet fleet is looked at with one tmux call instead of a
+        `capture-pane` per pane. A look in the same second as that stamp counts as "maybe"; a
+        pane that shares its window with a busy one is looked at needlessly, never missed. The
+        time compared is the real wall clock because it is tmux's, not the engine's clock.
+        """
+        pane = self.cached(session)
+        if pane is None:
+            return True
+        now = time.monotonic()
+        if now - self._activity_at > ACTIVITY_SNAPSHOT_SECONDS:
+            self._activity = self.tmux.all_pane_info()
+            self._activity_at = now
+        info = self._activity.get(pane)
+        looked = self._looked.get(session)
+        if info is not None and looked is not None and info.activity < int(looked):
+            return False
+        self._looked[session] = time.time()
+        return True

@@ -29,6 +29,7 @@ PANE_FIELDS = (
     "pane_width",
     "pane_tty",
     "pane_pipe",
+    "window_activity",
 )
 PANE_FORMAT = "\t".join(f"#{{{name}}}" for name in PANE_FIELDS)
 
@@ -37,10 +38,21 @@ def parse_pane_info(line: str) -> PaneInfo | None:
     parts = line.split("\t")
     if len(parts) != len(PANE_FIELDS) or not parts[0].startswith("%"):
         return None
-    pane_id, pid, dead, in_mode, mode, command, x, y, width, tty, piped = parts
+    pane_id, pid, dead, in_mode, mode, command, x, y, width, tty, piped, activity = parts
     try:
         return PaneInfo(
-            pane_id, int(pid), dead == "1", in_mode == "1", mode, command, int(x), int(y), int(width), tty, piped == "1"
+            pane_id,
+            int(pid),
+            dead == "1",
+            in_mode == "1",
+            mode,
+            command,
+            int(x),
+            int(y),
+            int(width),
+            tty,
+            piped == "1",
+            int(activity or 0),
         )
     except ValueError:
         return None

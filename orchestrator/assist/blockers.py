@@ -187,6 +187,8 @@ class BlockerWatch:
         if name in self._running:  # the baseline stays: these lines are judged once the result is in
             return []
         self._next_scan[name] = now + self.scan_every
+        if name in self._pane_lines and not self.panes.drew_since_last_look(name):
+            return []  # nothing written since the last look (tmux's activity stamp): no capture
         captured = self.panes.capture_session(name, PANE_SCAN_LINES)
         if captured is None:
             return []

@@ -219,6 +219,7 @@ class Supervisor:
         check_liveness = mono - self._last_liveness >= LIVENESS_CHECK_SECONDS
         if check_liveness:
             self._last_liveness = mono
+            self.watch.new_liveness_round()
             if self.locator.refresh():
                 self._server_changed()
         for state in self.sessions.values():

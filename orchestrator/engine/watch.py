@@ -65,6 +65,17 @@ class RunningWatch:
         self.stall = stall
         self.approvals = ApprovalWatch(supervisor, approvals)
         self.first_sent: dict[int, float] = {}
+        self._alive: set[str] | None = None
+
+    def new_liveness_round(self) -> None:
+        """Which panes are alive is asked of tmux once per liveness round, for every running
+        command at once (one `list-panes -a`), and only when a command is running."""
+        self._alive = None
+
+    def _pane_alive(self, pane_id: str) -> bool:
+        if self._alive is None:
+            self._alive = {pane for pane, info in self.sup.panes.all_pane_info().items() if not info.dead}
+        return pane_id in self._alive
 
     def _driver(self, state: SessionState) -> Driver:
         return self.sup.driver_for(state.config.name)
@@ -109,7 +120,7 @@ class RunningWatch:
         sup, command_id = self.sup, running.row.id
         if not self._driver(state).watching(command_id) and self._driver(state).end_record(command_id) is None:
             self._driver(state).watch(command_id)
-        if not running.pane_id or not sup.panes.pane_alive(running.pane_id):
+        if not running.pane_id or not self._pane_alive(running.pane_id):
             why = "pane closed before the command started" if not started else "pane closed or tmux server gone"
             self.finish_without_exit(state, why)
             return

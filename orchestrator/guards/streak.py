@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.events import CommandFinished, EventBus
-from orchestrator.metadata import clean_metadata
 from orchestrator.model import SessionStateName
 from orchestrator.notify.notifier import alert_markdown
 from orchestrator.ports import Notify
@@ -20,7 +19,6 @@ from orchestrator.state.store import StateStore
 
 STREAK_TITLE = "命令连续失败"
 
-GAUGE_SYNC_SECONDS = 0.5
 
 
 def streak_value(value: object) -> int:
@@ -51,16 +49,22 @@ class FailureStreak:
         self.audit = audit
         self.metrics = metrics
         self.notify = notify
+        self._synced_generation = -1
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(CommandFinished, self.on_result)
 
     def may_dispatch(self, session: str) -> bool:
-        return self.store.metadata(session).get("blocked") is not True  # only a real `true` blocks
+        return self.store.metadata_view(session).get("blocked") is not True  # only a real `true` blocks
 
     def tick(self) -> None:
+        """Mirror the DB into the gauges — only when something in the DB changed since the last
+        look (the store's snapshot generation), so an idle round costs nothing per session."""
+        if self.store.generation == self._synced_generation:
+            return
+        self._synced_generation = self.store.generation
         for name in self.sessions:
-            metadata = clean_metadata(self.store.metadata(name), name)  # a value that does not fit: absent, warned
+            metadata = self.store.metadata_view(name)  # cleaned: a value that does not fit is absent
             self.metrics.blocked.labels(session=name).set(1 if metadata.get("blocked") is True else 0)
             self.metrics.failure_streak.labels(session=name).set(streak_value(metadata.get("failure_streak")))
 

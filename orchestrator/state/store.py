@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
@@ -241,6 +242,7 @@ class _Snapshot:
 
     metadata_text: dict[str, str] | None = None
     clean_text: dict[str, str] = field(default_factory=dict)
+    clean: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     depths: dict[str, int] | None = None
 
 
@@ -283,6 +285,7 @@ class StateStore:
         self._round_owner: int | None = None
         self._data_version: int | None = None
         self._snapshot = _Snapshot()
+        self.generation = 0  # counts the snapshots dropped: unchanged, nothing in the DB changed
 
     def _ensure_queue_depth(self) -> None:
         """Create the depth table and its triggers once (an older DB gets them counted from its
@@ -344,7 +347,7 @@ class StateStore:
                 self._rollback()
                 raise
             finally:
-                self._snapshot = _Snapshot()  # a round reads its own writes
+                self._new_snapshot()  # a round reads its own writes
         self.faults.succeeded()
 
     # a loop round's snapshot -------------------------------------------------------------
@@ -362,13 +365,17 @@ class StateStore:
         with self._reading() as db:
             version = int(db.execute("PRAGMA data_version").fetchone()[0])
             if version != self._data_version:
-                self._snapshot = _Snapshot()
+                self._new_snapshot()
             self._data_version = version
             self._round_owner = threading.get_ident()
         try:
             yield
         finally:
             self._round_owner = None
+
+    def _new_snapshot(self) -> None:
+        self._snapshot = _Snapshot()
+        self.generation += 1
 
     def _in_round(self) -> bool:
         """A read the round's snapshot may answer: the round's thread, outside a transaction."""
@@ -410,6 +417,18 @@ class StateStore:
             if self._in_round():  # kept as text: every reader gets its own copy to change
                 self._snapshot.clean_text[name] = json.dumps(cleaned, ensure_ascii=False)
         return cleaned
+
+    def metadata_view(self, name: str) -> Mapping[str, Any]:
+        """The same as `metadata`, read-only and shared: inside a round, one parse per session per
+        snapshot serves every reader (a gate asked each round, a gauge), with no copy made. Never
+        change what it holds."""
+        with self._lock:
+            if not self._in_round():
+                return MappingProxyType(self.metadata(name))
+            view = self._snapshot.clean.get(name)
+            if view is None:
+                view = self._snapshot.clean[name] = MappingProxyType(self.metadata(name))
+            return view
 
     def raw_metadata(self, name: str) -> dict[str, Any]:
         """The metadata exactly as stored (for showing it to the person who must fix it)."""
