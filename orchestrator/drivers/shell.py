@@ -1,8 +1,9 @@
 """The shell driver: a unit of work is a shell command typed into an interactive bash or zsh.
 
 How a command reaches the pane and how its end is known is in `shell_files` (sourced scripts, an
-exit record per attempt written by the shell, output through `pipe-pane`) and `waiters` (one
-`tmux wait-for` per running command). This class keeps the per-command state behind the
+exit record per attempt written by the shell's builtins, output through `pipe-pane`) and
+`file_watch` (one inotify watch on the runtime directory for every running command, on one
+thread). This class keeps the per-command state behind the
 `orchestrator.ports.Driver` seam, so the engine never sees a path, a token or a channel.
 
 Before anything is typed, `probe` makes sure typing is safe: the pane's program is bash ≥ 4.4 or
@@ -21,7 +22,6 @@ import hashlib
 import queue
 import re
 import shlex
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from orchestrator.config import SessionKind, TmuxConfig
 from orchestrator.drivers import procfs
+from orchestrator.drivers.file_watch import FileWatch
 from orchestrator.drivers.shell_files import CommandFiles, PaneLog, display_width
-from orchestrator.drivers.waiters import CompletionWaiters
 from orchestrator.errors import TmuxUnavailable
 from orchestrator.model import ApprovalRequest, CommandRow, ExitRecord, PaneInfo, Readiness
 from orchestrator.ports import PaneIO
@@ -48,12 +48,8 @@ def state_db_digest(state_db: Path) -> str:
 
 def channel_token(state_db: Path, command_id: int, attempt: int) -> str:
     """Unique per state DB, command and attempt: a stale typed line can never run a later attempt,
-    and two orchestrators on one tmux server never share a channel."""
+    and two orchestrators on one tmux server never share a file name."""
     return f"{state_db_digest(state_db)}-{command_id}-{attempt}"
-
-
-def wait_for_argv(tmux: TmuxConfig, channel: str) -> list[str]:
-    return [shutil.which("tmux") or "tmux", *tmux.cli_args(), "wait-for", channel]
 
 
 @dataclass
@@ -90,12 +86,13 @@ class ShellDriver:
     kind: SessionKind = "shell"
 
     def __init__(self, panes: PaneIO, tmux: TmuxConfig, runtime_dir: Path, state_db: Path) -> None:
+        """`tmux` is not needed any more (completion no longer runs `tmux wait-for`); the
+        composer still passes it."""
         self.panes = panes
         self.runtime_dir = runtime_dir
         self.state_db = state_db
         self.digest = state_db_digest(state_db)
-        self.waiters = CompletionWaiters(lambda channel: wait_for_argv(tmux, channel))
-        self._socket_path: str | None = None
+        self.watcher = FileWatch(runtime_dir)
         self._attempts: dict[int, Attempt] = {}
         self._piped: dict[str, PaneLog] = {}
         self._piped_at: dict[str, float] = {}
@@ -109,12 +106,7 @@ class ShellDriver:
 
     @property
     def completions(self) -> queue.Queue[int]:
-        return self.waiters.events
-
-    def _socket(self) -> str:
-        if self._socket_path is None:
-            self._socket_path = self.panes.socket_path()
-        return self._socket_path
+        return self.watcher.events
 
     # the pane ----------------------------------------------------------------------------
     def pane_log(self, pane_id: str) -> PaneLog:
@@ -259,7 +251,7 @@ class ShellDriver:
         erase = 0
         if info is not None and info.width > 0:
             erase = (info.cursor_x + display_width(files.typed_line(zsh))) // info.width + 1
-        line = files.write_scripts(row.id, row.command, self._socket(), erase, zsh)
+        line = files.write_scripts(row.id, row.command, erase, zsh)
         self._attempts[row.id] = Attempt(files, pane_id, log.size(), log)
         self.watch(row.id)
         # Before typing, not after: a run killed in between leaves a line that may have been typed,
@@ -294,10 +286,11 @@ class ShellDriver:
     def watch(self, command_id: int) -> None:
         files = self._files(command_id)
         if files is not None:
-            self.waiters.watch(command_id, files.channel)
+            # ready only when the engine's `end_record` will find it: whole, after its start record
+            self.watcher.watch(command_id, files.exit_file, lambda: files.read_exit() is not None)
 
     def watching(self, command_id: int) -> bool:
-        return self.waiters.watching(command_id)
+        return self.watcher.watching(command_id)
 
     def started(self, command_id: int) -> bool:
         files = self._files(command_id)
@@ -354,7 +347,7 @@ class ShellDriver:
         self.panes.send_keys(pane_id, *keys)
 
     def discard(self, command_id: int) -> None:
-        self.waiters.forget(command_id)
+        self.watcher.forget(command_id)
         attempt = self._attempts.pop(command_id, None)
         if attempt is not None:
             attempt.files.remove()
@@ -365,4 +358,4 @@ class ShellDriver:
                     self._after_end[attempt.pane_id] = end
 
     def close(self) -> None:
-        self.waiters.close()
+        self.watcher.close()

@@ -3,8 +3,11 @@
 A command is written to a small script that the pane's own shell *sources*, so `cd` and
 `export` keep their effect and the command runs on the pane's terminal exactly as if a person had
 typed it (`isatty()` is true, colours and line buffering behave). A second sourced script, run
-right after the first, writes the exit code and the shell's own start/end clock to a file
-(atomically, via rename) and wakes the orchestrator with `tmux wait-for -S`.
+right after the first, writes the exit code and the shell's own start/end clock to a file with
+the shell's builtins only (`printf … > rc-TOKEN`: nothing is forked in the pane, no `mv`, no
+`tmux wait-for`). The orchestrator learns of it from the kernel (`file_watch`: inotify on the
+runtime directory). There is no atomic rename any more, so the record ends with the word `end`
+and a reader takes only a record that has it: one read while the shell is mid-write is no result.
 
 Every dispatch attempt has its own token (state DB, command id, attempt), so the files of one
 attempt can never be mistaken for another's, and an exit record is written only when that
@@ -35,6 +38,7 @@ ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x
 TAIL_READ_BYTES = 64 * 1024
 MARK_PREFIX = "\x1b]7701;"
 HEADER_MAX_CHARS = 160
+RECORD_END = "end"  # the exit record's last word: without it the record is still being written
 
 
 def mark(kind: str, token: str) -> bytes:
@@ -92,12 +96,8 @@ class CommandFiles:
         """Written right before the line is typed: without it, a restart knows it never was."""
         return self._path("sent")
 
-    @property
-    def channel(self) -> str:
-        return f"tmuxagent-{self.token}"
-
     def all(self) -> list[Path]:
-        return [self.body, self.epilogue, self.exit_file, self.start_file, self.sent_file, self._path("rc", ".tmp")]
+        return [self.body, self.epilogue, self.exit_file, self.start_file, self.sent_file]
 
     def typed_line(self, zsh: bool = False) -> str:
         """The one line typed. zsh aborts the whole line on a fatal error in a sourced file
@@ -107,10 +107,12 @@ class CommandFiles:
             return f" {{ . {q(str(self.body))}; }} always {{ . {q(str(self.epilogue))}; }}"
         return f" . {q(str(self.body))}; . {q(str(self.epilogue))}"
 
-    def write_scripts(self, command_id: int, command: str, tmux_socket: str, erase_rows: int, zsh: bool = False) -> str:
+    def write_scripts(self, command_id: int, command: str, erase_rows: int, zsh: bool = False) -> str:
         """Write both scripts and return the one short line to type into the pane."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         q = shlex.quote
+        # bash ≥ 5 has EPOCHREALTIME, zsh has it from zsh/datetime (loaded below): only an older
+        # bash forks `date`.
         now = "${EPOCHREALTIME:-$(date +%s.%N)}"
         token = self.token
         header = header_text(command_id, command)
@@ -140,7 +142,6 @@ class CommandFiles:
             'eval "$__ta_cmd"\n'
             "__ta_rc=$?; __ta_done=1\n"
         )
-        tmp = q(str(self._path("rc", ".tmp")))
         epilogue = (
             # The body records the command's status itself; a body that did not get there was cut
             # short by a shell error (zsh: `${X:?}`, `$((1/0))`), which typed at the prompt leaves 1.
@@ -149,12 +150,10 @@ class CommandFiles:
             f"printf '\\033]7701;e;%s\\007' {q(token)}\n"
             f"if [ -e {q(str(self.start_file))} ]; then\n"
             f"  __ta_t1={now}\n"
-            f'  printf \'%s %s %s\\n\' "$__ta_rc" "${{__ta_t0:-$__ta_t1}}" "$__ta_t1" > {tmp}'
-            f" && mv -f {tmp} {q(str(self.exit_file))}\n"
+            # one builtin write, closed at once: the close is the orchestrator's signal (inotify)
+            f'  printf \'%s %s %s {RECORD_END}\\n\' "$__ta_rc" "${{__ta_t0:-$__ta_t1}}" "$__ta_t1"'
+            f" > {q(str(self.exit_file))}\n"
             "fi\n"
-            # in the background of a subshell: the signal never holds the terminal's foreground, so
-            # the shell is at its prompt (not "running tmux") the moment the result is read
-            f"( tmux -S {q(tmux_socket)} wait-for -S {q(self.channel)} </dev/null >/dev/null 2>&1 & )\n"
             "unset __ta_t0 __ta_t1 __ta_h __ta_cmd __ta_done\n"
             # Under `set -e` from the user's rc a non-zero status here would end the shell: the
             # exact code is in the exit record, the prompt's $? shows 0.
@@ -166,13 +165,19 @@ class CommandFiles:
         return self.typed_line(zsh)
 
     def read_exit(self) -> ExitRecord | None:
-        """The attempt's exit record — only ever written after its own start record."""
+        """The attempt's exit record — only ever written after its own start record, and taken
+        only whole (`RC T0 T1 end`): a shell still writing it leaves no result yet."""
         if not self.start_file.exists():
             return None
         try:
             parts = self.exit_file.read_text(encoding="utf-8").split()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        if len(parts) != 4 or parts[3] != RECORD_END:
+            return None
+        try:
             return ExitRecord(int(parts[0]), float(parts[1]), float(parts[2]))
-        except (FileNotFoundError, IndexError, ValueError):
+        except ValueError:
             return None
 
     def started(self) -> bool:

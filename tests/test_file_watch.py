@@ -1,0 +1,265 @@
+"""Completion without a thread or a process per command, and no fork in the pane for it.
+
+Against real parts: the kernel's inotify (and the stat fallback) on a real directory, real
+files written by real shells, and one real tmux pane on an isolated server driven by the real
+`ShellDriver`. Before: one thread and one `tmux wait-for` child per running command, and the
+pane's shell forked `mv` and `tmux wait-for -S` after every command.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.adapters.tmux import TmuxAdapter
+from orchestrator.config import TmuxConfig
+from orchestrator.drivers.file_watch import FileWatch, WatchMode
+from orchestrator.drivers.shell import ShellDriver, channel_token
+from orchestrator.drivers.shell_files import CommandFiles
+from orchestrator.model import CommandRow, ExitRecord
+from pytest_tmuxagent import AgentPaneFactory, TmuxTestServer, wait_until
+
+MODES: tuple[WatchMode, ...] = ("inotify", "poll")
+
+
+@pytest.fixture(params=MODES)
+def watcher(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FileWatch]:
+    """A watcher of a directory that does not exist yet (it makes it), in each mode."""
+    made = FileWatch(tmp_path / "not" / "yet" / "run", poll=request.param == "poll")
+    if made.mode != request.param:
+        made.close()
+        pytest.skip("inotify is not available here")
+    yield made
+    made.close()
+
+
+def write(path: Path, text: str = "x") -> None:
+    """One open, write, close — as a shell's `printf … > path` does."""
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def child_pids() -> list[int]:
+    """This process's children, from every thread's `children` list (no psutil here)."""
+    found: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            found += [int(pid) for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+# the watcher ---------------------------------------------------------------------------------
+def test_the_directory_is_made_and_a_watched_name_is_emitted_on_close_not_another(watcher: FileWatch) -> None:
+    assert watcher.directory.is_dir()
+    watcher.watch(1, watcher.directory / "rc-a")
+    assert watcher.watching(1)
+    write(watcher.directory / "rc-b")  # closed first: were it emitted, it would come first
+    write(watcher.directory / "rc-a")
+    assert watcher.events.get(timeout=5) == 1
+    assert watcher.events.empty()
+    assert not watcher.watching(1)  # one-shot: emitted once, then forgotten
+
+
+def test_a_file_already_complete_is_emitted_by_watch_itself(watcher: FileWatch) -> None:
+    write(watcher.directory / "rc-done")
+    watcher.watch(7, watcher.directory / "rc-done")
+    assert watcher.events.get_nowait() == 7  # no waiting on the thread: adopted after a restart
+    watcher.watch(7, watcher.directory / "rc-done")
+    assert watcher.events.get_nowait() == 7  # watched again, still complete: said again
+    assert watcher.events.empty()
+
+
+def test_watch_is_idempotent_and_emits_once(watcher: FileWatch) -> None:
+    for _ in range(3):
+        watcher.watch(2, watcher.directory / "rc-2")
+    write(watcher.directory / "rc-2")
+    write(watcher.directory / "rc-2")
+    assert watcher.events.get(timeout=5) == 2
+    watcher.watch(3, watcher.directory / "rc-3")
+    write(watcher.directory / "rc-3")
+    assert watcher.events.get(timeout=5) == 3  # 2 was not put twice before it
+    assert watcher.events.empty()
+
+
+def test_a_forgotten_command_is_never_emitted(watcher: FileWatch) -> None:
+    watcher.watch(3, watcher.directory / "rc-3")
+    watcher.forget(3)
+    assert not watcher.watching(3)
+    write(watcher.directory / "rc-3")
+    watcher.watch(4, watcher.directory / "rc-4")
+    write(watcher.directory / "rc-4")
+    assert watcher.events.get(timeout=5) == 4
+    assert watcher.events.empty()
+
+
+def test_a_file_that_is_not_ready_yet_is_looked_at_again_on_its_next_close(watcher: FileWatch) -> None:
+    path = watcher.directory / "rc-half"
+    watcher.watch(5, path, lambda: path.read_text().endswith("end\n"))
+    write(path, "0 1.0")  # the shell is mid-write
+    write(watcher.directory / "rc-other")
+    watcher.watch(6, watcher.directory / "rc-other")
+    assert watcher.events.get(timeout=5) == 6  # rc-half's close came first and was not taken
+    assert watcher.watching(5)
+    write(path, "0 1.0 2.0 end\n")
+    assert watcher.events.get(timeout=5) == 5
+
+
+def test_a_file_moved_into_place_is_emitted(watcher: FileWatch) -> None:
+    watcher.watch(8, watcher.directory / "rc-8")
+    write(watcher.directory / "rc-8.tmp")
+    os.replace(watcher.directory / "rc-8.tmp", watcher.directory / "rc-8")
+    assert watcher.events.get(timeout=5) == 8
+
+
+def test_the_directory_deleted_and_made_again_is_watched_again(watcher: FileWatch) -> None:
+    watcher.watch(9, watcher.directory / "rc-9")
+    shutil.rmtree(watcher.directory)
+    watcher.directory.mkdir()
+    write(watcher.directory / "rc-9")
+    assert watcher.events.get(timeout=5) == 9
+    watcher.watch(10, watcher.directory / "rc-10")
+    write(watcher.directory / "rc-10")  # and the next one comes through the new watch
+    assert watcher.events.get(timeout=5) == 10
+
+
+def test_a_path_outside_the_directory_is_refused(watcher: FileWatch, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not in the watched directory"):
+        watcher.watch(1, tmp_path / "rc-1")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_hundred_commands_take_one_thread_and_no_process(mode: WatchMode, tmp_path: Path) -> None:
+    before_threads, before_children = threading.active_count(), child_pids()
+    events: queue.Queue[int] = queue.Queue()
+    watcher = FileWatch(tmp_path / "run", events, poll=mode == "poll")
+    try:
+        for command_id in range(200):
+            watcher.watch(command_id, watcher.directory / f"rc-{command_id}")
+        assert threading.active_count() - before_threads == 1
+        assert child_pids() == before_children == []
+        for command_id in range(200):
+            write(watcher.directory / f"rc-{command_id}")
+        got = {events.get(timeout=5) for _ in range(200)}
+        assert got == set(range(200)) and events.empty()
+    finally:
+        watcher.close()
+    assert threading.active_count() == before_threads  # close() ends the one thread
+    watcher.watch(1, watcher.directory / "rc-1")  # after close: nothing, not an error
+    assert not watcher.watching(1)
+
+
+def test_the_fallback_is_polling_when_asked(tmp_path: Path) -> None:
+    watcher = FileWatch(tmp_path / "run", poll=True)
+    try:
+        assert watcher.mode == "poll"
+        fds = {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if _readable_link(fd)}
+        assert "anon_inode:inotify" not in fds
+    finally:
+        watcher.close()
+
+
+def _readable_link(fd: str) -> bool:
+    try:
+        os.readlink(f"/proc/self/fd/{fd}")
+        return True
+    except OSError:
+        return False
+
+
+# the exit record -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    ["", "0", "0 1.5", "0 1.5 2.", "0 1.5 2.5", "0 1.5 2.5 en", "0 1.5 2.5 end extra", "x 1.5 2.5 end"],
+)
+def test_a_half_written_or_broken_exit_record_is_no_exit(tmp_path: Path, text: str) -> None:
+    files = CommandFiles(tmp_path, "abc-1-1")
+    write(files.start_file, "1.5\n")
+    write(files.exit_file, text)
+    assert files.read_exit() is None
+
+
+def test_a_whole_exit_record_is_read_only_after_its_start_record(tmp_path: Path) -> None:
+    files = CommandFiles(tmp_path, "abc-1-1")
+    write(files.exit_file, "3 1.5 2.5 end\n")
+    assert files.read_exit() is None  # no start record: the typed line did not start it
+    write(files.start_file, "1.5\n")
+    assert files.read_exit() == ExitRecord(3, 1.5, 2.5)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_the_epilogue_writes_a_whole_record_with_builtins_only(tmp_path: Path, shell: str) -> None:
+    """Sourced by a real shell (not in a pane): the record it leaves is whole and read back, and
+    the epilogue's text names no program to fork (`mv`, `tmux`, `date` beside EPOCHREALTIME)."""
+    program = shutil.which(shell)
+    if program is None:
+        pytest.skip(f"{shell} is not installed")
+    files = CommandFiles(tmp_path / "run", "abc-4-1")
+    line = files.write_scripts(4, "(exit 4)", 0, zsh=shell == "zsh")
+    epilogue = files.epilogue.read_text()
+    assert "mv " not in epilogue and "tmux" not in epilogue and "wait-for" not in epilogue
+    assert "$(date" not in epilogue.replace("${EPOCHREALTIME:-$(date +%s.%N)}", "")
+    subprocess.run([program, "-c", line], check=False, capture_output=True, timeout=10)
+    record = files.read_exit()
+    assert record is not None and record.exit_code == 4 and record.finished >= record.started
+    assert files.exit_file.read_text().split()[-1] == "end"
+    assert set(files.all()) >= {p for p in files.run_dir.iterdir()}  # every file it left is listed
+
+
+# end to end: a real pane -----------------------------------------------------------------------
+def row(command_id: int, session: str, command: str) -> CommandRow:
+    return CommandRow(command_id, session, command, "running", "test", "", None, None, None, None, None, 1, None)
+
+
+def test_results_arrive_from_real_panes_with_no_child_process_and_one_thread(
+    tmux_server: TmuxTestServer, agent_pane: AgentPaneFactory, tmp_path: Path
+) -> None:
+    """20 commands run `sleep 1` at once in 20 real bash panes; while they run, this process (the
+    orchestrator's side) has no child at all — no `tmux wait-for` — and one watcher thread; every
+    exact exit code arrives through the completion queue."""
+    panes = [agent_pane(f"e2e/p{n}") for n in range(20)]
+    config = TmuxConfig(socket_name=tmux_server.socket_name)
+    before_threads = threading.active_count()
+    driver = ShellDriver(TmuxAdapter(config), config, tmp_path / "run", tmp_path / "state.db")
+    try:
+        assert driver.watcher.mode == "inotify" or not Path("/proc/self/fd").is_dir()
+        for n, pane in enumerate(panes, start=1):
+            wait_until(lambda p=pane: driver.probe(p.pane_id).ready, timeout=15, message=f"{pane.pane_id} ready")
+            driver.deliver(row(n, pane.name, f"sleep 1; (exit {n})"), pane.pane_id)
+        assert threading.active_count() - before_threads == 1
+        running = CommandFiles(tmp_path / "run", channel_token(tmp_path / "state.db", 1, 1))
+        assert "mv " not in running.epilogue.read_text() and "tmux" not in running.epilogue.read_text()
+        done: dict[int, ExitRecord] = {}
+        forked: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(done) < len(panes) and time.monotonic() < deadline:
+            forked += [cmdline(pid) for pid in child_pids()]
+            try:
+                command_id = driver.completions.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            record = driver.end_record(command_id)
+            assert record is not None, f"#{command_id} signalled without its whole record"
+            done[command_id] = record
+            driver.discard(command_id)
+        assert forked == []
+        assert {command_id: record.exit_code for command_id, record in done.items()} == {n: n for n in range(1, 21)}
+        assert all(record.finished - record.started >= 1.0 for record in done.values())
+    finally:
+        driver.close()
