@@ -200,10 +200,12 @@ class OrchestratorMetrics:
         for result in ("succeeded", "failed", "stalled", "cancelled"):
             self.commands.labels(session=session, result=result)
         self.dispatched.labels(session=session)
-        self.queue_depth.labels(session=session).set(0)
+        # a new child gauge reads 0; an existing one keeps what its owner set (a session attached
+        # again later must not lose its queue depth, streak or block until they change)
+        self.queue_depth.labels(session=session)
         self.stall_count.labels(session=session)
-        self.failure_streak.labels(session=session).set(0)
-        self.blocked.labels(session=session).set(0)
+        self.failure_streak.labels(session=session)
+        self.blocked.labels(session=session)
         self.input_requests.labels(session=session)
         self.set_session_state(session, "idle")
 

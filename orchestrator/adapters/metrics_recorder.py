@@ -21,6 +21,7 @@ from orchestrator.events import (
 class MetricsRecorder:
     def __init__(self, metrics: OrchestratorMetrics) -> None:
         self.metrics = metrics
+        self._depths: dict[str, int] = {}  # what the queue-depth gauges show
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(SessionAttached, self._attached)
@@ -55,7 +56,9 @@ class MetricsRecorder:
     def _tick(self, e: HeartbeatTick) -> None:
         self.metrics.heartbeat.set(e.now)
         for name, depth in e.queue_depths.items():
-            self.metrics.queue_depth.labels(session=name).set(depth)
+            if self._depths.get(name) != depth:  # a round changes few sessions' depths, if any
+                self._depths[name] = depth
+                self.metrics.queue_depth.labels(session=name).set(depth)
 
     def _state(self, e: SessionStateChanged) -> None:
         self.metrics.set_session_state(e.session, e.state)

@@ -229,9 +229,10 @@ class Supervisor:
             ticker.tick()
         # sessions with work queued first (config order within each group): what a ring woke
         # the loop for is typed before the round probes the idle panes
-        for state in sorted(self.sessions.values(), key=lambda s: self.store.queue_depth(s.config.name) == 0):
+        queued = self.store.queue_depths()  # one read for the round (a dispatch changes only its own)
+        for state in sorted(self.sessions.values(), key=lambda s: queued.get(s.config.name, 0) == 0):
             if state.running is None:
-                self._consider(state, mono)
+                self._consider(state, mono, queued.get(state.config.name, 0) > 0)
                 self._drain_signals()  # a result never waits behind a round of sends
         depths = {n: d for n, d in self.store.queue_depths().items() if n in self.sessions}
         self.bus.publish(HeartbeatTick(now, depths))
@@ -249,7 +250,7 @@ class Supervisor:
             if pane:
                 self.driver_for(name).forget_pane(pane)
 
-    def _consider(self, state: SessionState, mono: float) -> None:
+    def _consider(self, state: SessionState, mono: float, queued: bool) -> None:
         """An idle session: dispatch its next command if every gate and the pane agree; otherwise
         keep its state current (probing a quiet pane only every `idle_probe_seconds`)."""
         name = state.config.name
@@ -257,7 +258,6 @@ class Supervisor:
         if closed is not None:
             self.set_state(state, closed.closed_state)
             return
-        queued = self.store.queue_depth(name) > 0
         if not queued and mono < self._next_probe.get(name, float("-inf")):
             return
         self._next_probe[name] = mono + self.settings.idle_probe_seconds
