@@ -60,6 +60,9 @@ class SessionConfig:
 class TmuxConfig:
     socket_name: str | None = None
     socket_path: str | None = None
+    # the service talks to the server through one `tmux -C` client (adapters/tmux_controlled.py);
+    # false: a tmux subprocess per call, as before
+    control_mode: bool = True
 
     def cli_args(self) -> list[str]:
         if self.socket_path:

@@ -19,6 +19,7 @@ from orchestrator.adapters.tmux_control import (
     ControlClosed,
     ControlConnection,
     ControlEvent,
+    ControlNotConnected,
     ControlTimeout,
     ExitEvent,
     NotificationEvent,
@@ -78,9 +79,12 @@ class Events:
 def connect(tmux_server: TmuxTestServer) -> Iterator[Callable[..., ControlConnection]]:
     made: list[ControlConnection] = []
 
-    def make(session: str | None = None, auto_reconnect: bool = False) -> ControlConnection:
+    def make(session: str | None = None, auto_reconnect: bool = False, output: bool = True) -> ControlConnection:
         conn = ControlConnection(
-            TmuxConfig(socket_name=tmux_server.socket_name), session=session, auto_reconnect=auto_reconnect
+            TmuxConfig(socket_name=tmux_server.socket_name),
+            session=session,
+            auto_reconnect=auto_reconnect,
+            output=output,
         )
         made.append(conn)
         return conn
@@ -161,8 +165,9 @@ def test_a_failed_command_says_why_and_a_late_reply_never_reaches_the_next_calle
     agent_pane("weather/bot")
     conn = connect()
     conn.connect()
-    with pytest.raises(CommandFailed, match="can't find pane: %99"):
+    with pytest.raises(CommandFailed, match="can't find pane: %99") as info:
         conn.send_keys("%99", "Enter")
+    assert (info.value.command, info.value.detail) == ("send-keys", "can't find pane: %99")  # as tmux's stderr
     # wait-for answers at once but holds the client's queue until its channel is signalled
     conn.command("wait-for", "ctl-test-channel")
     with pytest.raises(ControlTimeout):
@@ -228,6 +233,25 @@ def test_a_linked_window_sends_output_but_outlives_its_own_session(tmux_server, 
     wait_until(lambda: b"linked-42" in events.output(pane.pane_id), timeout=10, message="the linked pane's output")
     assert tmux(tmux_server, "kill-session", "-t", "=weather").returncode == 0
     assert pane.pane_id in {row.pane_id for row in conn.list_panes(include_hidden=True)}
+
+
+def test_a_no_output_client_gets_replies_and_notifications_but_no_output(tmux_server, agent_pane, connect) -> None:
+    pane, logs = agent_pane("weather/bot"), agent_pane("weather/logs")
+    quiet, loud = connect(session=session_of(pane), output=False), connect(session=session_of(pane))
+    quiet_events, loud_events = Events(quiet), Events(loud)
+    quiet.connect()
+    loud.connect()
+    assert "no-output" in quiet.argv()[-3] and "no-output" not in loud.argv()[-3]
+    window = quiet.command("display-message", "-p", "-t", logs.pane_id, "#{window_id}")[0]
+    quiet.send_literal(pane.pane_id, "echo quiet-$((6*7))", enter=True)
+    wait_until(lambda: b"quiet-42" in loud_events.output(pane.pane_id), timeout=10, message="the output")
+    quiet.send_literal(logs.pane_id, "exit", enter=True)
+    quiet_events.first(
+        lambda e: isinstance(e, NotificationEvent) and e.target == window and e.name.endswith("window-close"),
+        "the window's close (tmux 3.3a says %unlinked-window-close: it is unlinked before it closes)",
+    )
+    quiet.command("display-message", "-p", "sync")  # every notification sent before it has been read
+    assert quiet_events.output(pane.pane_id) == b"" and quiet_events.output(logs.pane_id) == b""
 
 
 def test_a_pane_entering_copy_mode_is_an_event(tmux_server, agent_pane, connect) -> None:
@@ -311,7 +335,7 @@ def test_kill_server_is_an_event_and_no_caller_hangs(tmux_server, agent_pane, co
     assert outcome == ["held"] or isinstance(outcome, ControlClosed)
     waiter.join(timeout=5)
     assert not conn.connected
-    with pytest.raises(ControlClosed, match="down"):
+    with pytest.raises(ControlNotConnected, match="down"):  # nothing written: safe to try another way
         conn.command("display-message", "-p", "x", timeout=60)
 
 

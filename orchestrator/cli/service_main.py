@@ -10,6 +10,7 @@ import sys
 
 from orchestrator.adapters.metrics import OrchestratorMetrics, serve
 from orchestrator.adapters.tmux import TmuxAdapter
+from orchestrator.adapters.tmux_controlled import ControlledTmux
 from orchestrator.cli.common import add_config_flags, config_from_args, run_cli, setup_logging
 from orchestrator.cli.compose import build_orchestrator
 from orchestrator.config import Config
@@ -60,10 +61,15 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         metrics=metrics,
         audit=audit,
     )
+    # one `tmux -C` client for every call (a subprocess per call while it is down, or with
+    # `tmux.control_mode: false`); it attaches to the first supervised target's session
+    tmux = ControlledTmux(
+        TmuxAdapter(config.tmux), [s.target for s in config.sessions], enabled=config.tmux.control_mode
+    )
     orchestrator = build_orchestrator(
         config,
         store=store,
-        tmux=TmuxAdapter(config.tmux),
+        tmux=tmux,
         audit=audit,
         metrics=metrics,
         notify=notifier,
@@ -91,6 +97,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     finally:
         notifier.stop()
         orchestrator.close()
+        tmux.close()
         audit.close()
         server.shutdown()
         store.close()

@@ -1,7 +1,8 @@
 """A tmux control-mode (`tmux -C`) client: one persistent connection per tmux server.
 
 `protocol` is the text protocol (quoting, reply framing, notifications as typed events);
-`connection` runs the client process and its reader thread. Not wired into the engine yet.
+`connection` runs the client process and its reader thread. The service talks to tmux through
+it by way of `orchestrator.adapters.tmux_controlled.ControlledTmux` (the `PaneIO` port).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from orchestrator.adapters.tmux_control.connection import (
     CommandFailed,
     ControlClosed,
     ControlConnection,
+    ControlNotConnected,
     ControlTimeout,
     PaneRow,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "ControlClosed",
     "ControlConnection",
     "ControlEvent",
+    "ControlNotConnected",
     "ControlTimeout",
     "EventKind",
     "ExitEvent",

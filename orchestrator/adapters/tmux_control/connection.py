@@ -6,7 +6,9 @@ stdout, and the same stream carries the server's notifications (pane output, win
 sessions changing, the server going away), so nothing has to be polled or forked per command.
 
 The client attaches to a small hidden session of its own (`HIDDEN_SESSION`, running `cat`, set
-`destroy-unattached` so it vanishes with the client) unless told to attach to an existing one.
+`destroy-unattached` so it vanishes with the client) unless told to attach to an existing one
+(`session=`, what the service does: a hidden session would keep the user's server alive after
+their last session, and show in `tmux ls`); `output=False` adds the `no-output` client flag.
 tmux sends `%output` only for panes whose window is linked to the attached session; see
 docs/architecture.md ("One control connection per server") for what reaches a connection and how
 panes of other sessions are watched (`watch_format`).
@@ -72,8 +74,19 @@ class ControlTimeout(TmuxUnavailable):
     """No reply within the caller's deadline (the connection stays usable)."""
 
 
+class ControlNotConnected(ControlClosed):
+    """The call found no live client, so nothing of it was written: trying it another way
+    (a tmux subprocess) cannot make it happen twice."""
+
+
 class CommandFailed(TmuxUnavailable):
-    """tmux answered `%error`: the command ran and failed (an unknown pane, a bad flag)."""
+    """tmux answered `%error`: the command ran and failed (an unknown pane, a bad flag).
+    `detail` is tmux's own message, as a `tmux` subprocess prints it on stderr."""
+
+    def __init__(self, command: str, detail: str) -> None:
+        super().__init__(f"tmux {command}: {detail or 'failed'}")
+        self.command = command
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -156,9 +169,11 @@ class ControlConnection:
         session: str | None = None,
         auto_reconnect: bool = False,
         tmux_bin: str | None = None,
+        output: bool = True,
     ) -> None:
         self.config = config
-        self.session = session
+        self.session = session  # read at each attach: a caller may point a reconnect elsewhere
+        self.output = output  # False: attach with `no-output` (commands and notifications, no %output)
         self.auto_reconnect = auto_reconnect
         self.tmux_bin = tmux_bin or shutil.which("tmux") or "tmux"
         self.server: str | None = None  # `pid start_time` of the server attached to
@@ -173,9 +188,12 @@ class ControlConnection:
     # life ----------------------------------------------------------------------------------
     def argv(self) -> list[str]:
         base = [self.tmux_bin, *self.config.cli_args(), "-N", "-C"]
+        quiet = [] if self.output else ["no-output"]
         if self.session is not None:
-            return [*base, "attach-session", "-f", "ignore-size", "-t", f"={self.session}"]
-        return [*base, "new-session", "-A", "-s", HIDDEN_SESSION, "-x", "80", "-y", "24", "cat"]
+            flags = ",".join(["ignore-size", *quiet])
+            return [*base, "attach-session", "-f", flags, "-t", f"={self.session}"]
+        hidden = [*base, "new-session", "-A", "-s", HIDDEN_SESSION, "-x", "80", "-y", "24"]
+        return [*hidden, *(["-f", ",".join(quiet)] if quiet else []), "cat"]
 
     def connect(self, timeout: float = DEFAULT_TIMEOUT) -> str:
         """Start the client (dropping one already running) and wait, at most `timeout` in all,
@@ -378,10 +396,10 @@ class ControlConnection:
         with self._write_lock:
             link = self._link
             if link is None:
-                raise ControlClosed("the tmux control connection is not connected")
+                raise ControlNotConnected("the tmux control connection is not connected")
             with link.lock:
                 if not link.alive:
-                    raise ControlClosed(f"the tmux control connection is down ({link.exit_reason or 'closed'})")
+                    raise ControlNotConnected(f"the tmux control connection is down ({link.exit_reason or 'closed'})")
                 link.pending.extend(requests)
             try:
                 link.stdin.write(data)
@@ -396,7 +414,7 @@ class ControlConnection:
             if request.closed is not None:
                 raise ControlClosed(request.closed)
             if request.failed:
-                raise CommandFailed(f"tmux {args[0]}: {' '.join(request.lines) or 'failed'}")
+                raise CommandFailed(args[0], " ".join(request.lines))
             replies.append(request.lines)
         return replies
 
