@@ -261,3 +261,6 @@ class Readiness:
     ready: bool
     state: SessionStateName
     detail: str = ""
+    # not ready for a moment only (the shell is still drawing the prompt after a command): the
+    # engine looks again within milliseconds instead of a poll interval
+    soon: bool = False

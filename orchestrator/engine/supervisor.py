@@ -51,6 +51,7 @@ log = logging.getLogger("orchestrator")
 LIVENESS_CHECK_SECONDS = 1.0
 HEARTBEAT_WRITE_SECONDS = 2.0
 DB_RETRY_MAX_SECONDS = 2.0  # the longest wait between rounds while the state DB refuses
+SOON_SECONDS = 0.003  # the next look at a pane that is ready in a moment (see Readiness.soon)
 
 
 class Supervisor:
@@ -95,6 +96,7 @@ class Supervisor:
         self._next_probe: dict[str, float] = {}
         self._dry_run_seen: set[int] = set()
         self._db_failures = 0
+        self._soon = False  # a session with work queued will be ready in a moment: look again soon
         self.doorbell = Doorbell(store.path, self.completions)
 
     # lifecycle ---------------------------------------------------------------
@@ -166,7 +168,7 @@ class Supervisor:
                     self.step()
                     if once and self.idle():
                         break
-                    self._wait_for_signal(self.settings.poll_interval_seconds)
+                    self._wait_for_signal(SOON_SECONDS if self._soon else self.settings.poll_interval_seconds)
                 except StateDBError as exc:
                     self._db_fault(exc)
                 else:
@@ -213,6 +215,7 @@ class Supervisor:
             self._step()
 
     def _step(self) -> None:
+        self._soon = False
         now = self.clock.now()
         self._drain_signals()
         mono = self.clock.monotonic()
@@ -273,6 +276,9 @@ class Supervisor:
             self.locator.forget(name)
             driver.forget_pane(pane_id)
         self.set_state(state, readiness.state, readiness.detail)
+        if queued and readiness.soon:
+            self._soon = True
+            self._next_probe.pop(name, None)
         if readiness.ready and queued and self._still_the_target(state, pane_id):
             self._dispatch_next(state, pane_id)
 

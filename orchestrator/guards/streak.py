@@ -20,7 +20,6 @@ from orchestrator.state.store import StateStore
 STREAK_TITLE = "命令连续失败"
 
 
-
 def streak_value(value: object) -> int:
     """Metadata `failure_streak` as an int; anything else (`"abc"`, `true`, `-1`) counts as 0."""
     if isinstance(value, bool):
@@ -71,7 +70,8 @@ class FailureStreak:
     def on_result(self, event: CommandFinished) -> None:
         name, row, result = event.session, event.row, event.result
         if result.status == "succeeded":
-            self.store.update_metadata(name, {"failure_streak": 0})
+            if self.store.metadata_view(name).get("failure_streak") != 0:  # a commit only when it changes
+                self.store.update_metadata(name, {"failure_streak": 0})
             self.metrics.failure_streak.labels(session=name).set(0)
             return
         if result.status != "failed":
