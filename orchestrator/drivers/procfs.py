@@ -14,6 +14,8 @@ import os
 import platform
 import struct
 import termios
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,14 +69,45 @@ def foreground_group(shell_pid: int, proc: Path = PROC) -> int | None:
     return found.tpgid if found and found.tpgid > 0 else None
 
 
+TABLE_MAX_AGE_SECONDS = 0.5
+_tables: dict[Path, tuple[float, list[ProcStat]]] = {}
+_tables_lock = threading.Lock()
+
+
+def process_table(proc: Path = PROC, max_age: float = TABLE_MAX_AGE_SECONDS) -> list[ProcStat]:
+    """Every process's stat line, from one scan of /proc shared by every caller for `max_age`
+    seconds. Who belongs to which process group barely changes in half a second, and a
+    liveness round asks it for each running command: a hundred commands would otherwise scan
+    /proc a hundred times a round. Callers read anything that must be fresh (a state, a wchan)
+    from the process itself."""
+    now = time.monotonic()
+    with _tables_lock:
+        cached = _tables.get(proc)
+        if cached is not None and now - cached[0] < max_age:
+            return cached[1]
+    table: list[ProcStat] = []
+    try:
+        entries = list(os.scandir(proc))
+    except OSError:
+        return table
+    for entry in entries:
+        if entry.name.isdigit():
+            found = stat(int(entry.name), proc)
+            if found is not None:
+                table.append(found)
+    with _tables_lock:
+        _tables[proc] = (now, table)
+    return table
+
+
 def group_members(pgrp: int, tty_nr: int, proc: Path = PROC) -> list[ProcStat]:
+    """The processes of a group on a terminal, each stat read again now (the table may be old)."""
     members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        found = stat(int(entry.name), proc)
-        if found is not None and found.pgrp == pgrp and found.tty_nr == tty_nr:
-            members.append(found)
+    for listed in process_table(proc):
+        if listed.pgrp == pgrp and listed.tty_nr == tty_nr:
+            found = stat(listed.pid, proc)
+            if found is not None and found.pgrp == pgrp:
+                members.append(found)
     return members
 
 
@@ -167,15 +200,8 @@ def waiting_for_terminal_input(shell_pid: int, tty: str, proc: Path = PROC) -> i
 def descendants(pid: int, proc: Path = PROC) -> list[int]:
     """Every process below `pid` (children, their children, …), one scan of /proc."""
     children: dict[int, list[int]] = {}
-    try:
-        entries = list(proc.iterdir())
-    except OSError:
-        return []
-    for entry in entries:
-        if entry.name.isdigit():
-            found = stat(int(entry.name), proc)
-            if found is not None:
-                children.setdefault(found.ppid, []).append(found.pid)
+    for found in process_table(proc, max_age=0):
+        children.setdefault(found.ppid, []).append(found.pid)
     out: list[int] = []
     todo = list(children.get(pid, ()))
     while todo:
