@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,24 @@ from orchestrator.model import CommandRow, ExitRecord
 from pytest_tmuxagent import AgentPaneFactory, TmuxTestServer, wait_until
 
 MODES: tuple[WatchMode, ...] = ("inotify", "poll")
+STARTED: list[list[str]] = []  # every subprocess this process starts (an audit hook, see below)
+_hooked: list[bool] = []
+
+
+def record_processes() -> list[list[str]]:
+    """The standard library's own audit event for each `subprocess.Popen` (libtmux's included),
+    so a process that started and ended between two looks at /proc is still seen."""
+    if not _hooked:
+
+        def hook(event: str, args: tuple[object, ...]) -> None:
+            if event == "subprocess.Popen":
+                argv = args[1]
+                STARTED.append([str(a) for a in argv] if isinstance(argv, (list, tuple)) else [str(argv)])
+
+        sys.addaudithook(hook)
+        _hooked.append(True)
+    STARTED.clear()
+    return STARTED
 
 
 @pytest.fixture(params=MODES)
@@ -235,6 +254,7 @@ def test_results_arrive_from_real_panes_with_no_child_process_and_one_thread(
     exact exit code arrives through the completion queue."""
     panes = [agent_pane(f"e2e/p{n}") for n in range(20)]
     config = TmuxConfig(socket_name=tmux_server.socket_name)
+    started = record_processes()
     before_threads = threading.active_count()
     driver = ShellDriver(TmuxAdapter(config), config, tmp_path / "run", tmp_path / "state.db")
     try:
@@ -259,6 +279,7 @@ def test_results_arrive_from_real_panes_with_no_child_process_and_one_thread(
             done[command_id] = record
             driver.discard(command_id)
         assert forked == []
+        assert started and not [argv for argv in started if "wait-for" in argv]  # tmux calls seen, none waits
         assert {command_id: record.exit_code for command_id, record in done.items()} == {n: n for n in range(1, 21)}
         assert all(record.finished - record.started >= 1.0 for record in done.values())
     finally:
