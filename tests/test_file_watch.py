@@ -66,6 +66,12 @@ def write(path: Path, text: str = "x") -> None:
         fh.write(text)
 
 
+def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads started since `before` and still alive (one that another test left ending meanwhile
+    does not count)."""
+    return [t for t in threading.enumerate() if t not in before]
+
+
 def child_pids() -> list[int]:
     """This process's children, from every thread's `children` list (no psutil here)."""
     found: list[int] = []
@@ -165,21 +171,21 @@ def test_a_path_outside_the_directory_is_refused(watcher: FileWatch, tmp_path: P
 
 @pytest.mark.parametrize("mode", MODES)
 def test_two_hundred_commands_take_one_thread_and_no_process(mode: WatchMode, tmp_path: Path) -> None:
-    before_threads, before_children = threading.active_count(), child_pids()
+    before_threads, before_children = set(threading.enumerate()), set(child_pids())
     events: queue.Queue[int] = queue.Queue()
     watcher = FileWatch(tmp_path / "run", events, poll=mode == "poll")
     try:
         for command_id in range(200):
             watcher.watch(command_id, watcher.directory / f"rc-{command_id}")
-        assert threading.active_count() - before_threads == 1
-        assert child_pids() == before_children == []
+        assert [t.name for t in new_threads(before_threads)] == ["file-watch-run"]
+        assert set(child_pids()) - before_children == set()
         for command_id in range(200):
             write(watcher.directory / f"rc-{command_id}")
         got = {events.get(timeout=5) for _ in range(200)}
         assert got == set(range(200)) and events.empty()
     finally:
         watcher.close()
-    assert threading.active_count() == before_threads  # close() ends the one thread
+    assert new_threads(before_threads) == []  # close() ends the one thread
     watcher.watch(1, watcher.directory / "rc-1")  # after close: nothing, not an error
     assert not watcher.watching(1)
 
@@ -255,21 +261,20 @@ def test_results_arrive_from_real_panes_with_no_child_process_and_one_thread(
     panes = [agent_pane(f"e2e/p{n}") for n in range(20)]
     config = TmuxConfig(socket_name=tmux_server.socket_name)
     started = record_processes()
-    before_threads = threading.active_count()
+    before_threads, before_children = set(threading.enumerate()), set(child_pids())
     driver = ShellDriver(TmuxAdapter(config), config, tmp_path / "run", tmp_path / "state.db")
     try:
-        assert driver.watcher.mode == "inotify" or not Path("/proc/self/fd").is_dir()
         for n, pane in enumerate(panes, start=1):
             wait_until(lambda p=pane: driver.probe(p.pane_id).ready, timeout=15, message=f"{pane.pane_id} ready")
             driver.deliver(row(n, pane.name, f"sleep 1; (exit {n})"), pane.pane_id)
-        assert threading.active_count() - before_threads == 1
+        assert [t.name for t in new_threads(before_threads)] == ["file-watch-run"]
         running = CommandFiles(tmp_path / "run", channel_token(tmp_path / "state.db", 1, 1))
         assert "mv " not in running.epilogue.read_text() and "tmux" not in running.epilogue.read_text()
         done: dict[int, ExitRecord] = {}
         forked: list[str] = []
         deadline = time.monotonic() + 30
         while len(done) < len(panes) and time.monotonic() < deadline:
-            forked += [cmdline(pid) for pid in child_pids()]
+            forked += [cmdline(pid) for pid in set(child_pids()) - before_children]
             try:
                 command_id = driver.completions.get(timeout=0.05)
             except queue.Empty:

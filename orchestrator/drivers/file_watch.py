@@ -207,12 +207,12 @@ class FileWatch:
         self.events.put(command_id)
 
     def _check_all(self, names: set[str] | None = None) -> None:
+        """Look at the watches of these file names (None: every watch)."""
         with self._lock:
-            chosen = [
-                (command_id, entry)
-                for command_id, entry in self._watches.items()
-                if names is None or entry.name in names
-            ]
+            if names is None:
+                chosen = list(self._watches.items())
+            else:
+                chosen = [(i, self._watches[i]) for name in names for i in self._by_name.get(name, ())]
         for command_id, entry in chosen:
             self._check(command_id, entry)
 
