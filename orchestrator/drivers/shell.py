@@ -39,6 +39,7 @@ SUPPORTED_SHELLS = ("bash", "zsh")
 PROMPT_ENDINGS = ("$ ", "# ", "% ", "> ", "❯ ", "» ", "➜ ", "$", "#", "%", ">", "❯")
 PANE_LOG_LIMIT = 1024 * 1024
 SNAPSHOT_SECONDS = 0.02
+JUST_ENDED_SECONDS = 1.0
 BASH_VERSION = re.compile(rb"version (\d+)\.(\d+)")
 
 
@@ -98,6 +99,7 @@ class ShellDriver:
         self._piped_at: dict[str, float] = {}
         self._prompts: dict[str, PromptSignature] = {}
         self._ended_at: dict[str, float] = {}
+        self._last_end: dict[str, float] = {}  # when our last command in the pane ended (kept)
         self._after_end: dict[str, int] = {}
         self._prompt_bytes: dict[str, bytes] = {}
         self._snapshot: dict[str, PaneInfo] = {}
@@ -186,7 +188,7 @@ class ShellDriver:
         if not dispatch:
             return Readiness(False, "idle", "")
         if not procfs.waiting_for_key(info.pid):
-            return Readiness(False, "idle", "the shell is busy drawing its prompt")
+            return Readiness(False, "idle", "the shell is busy drawing its prompt", soon=self._just_ended(pane_id))
         self._check_pipe(info)
         try:
             log = self.pane_log(pane_id)
@@ -211,11 +213,20 @@ class ShellDriver:
         if not empty:
             typed = (left + right).strip()
             return Readiness(
-                False, "idle", f"the command line holds typed text ({typed[-60:]!r}); dispatch waits until it is empty"
+                False,
+                "idle",
+                f"the command line holds typed text ({typed[-60:]!r}); dispatch waits until it is empty",
+                soon=self._just_ended(pane_id),  # or the prompt is only half drawn yet
             )
         if since_end is not None:
             self._prompt_bytes[pane_id] = since_end  # the shell's prompt redraw, to recognise next time
         return Readiness(True, "idle", "")
+
+    def _just_ended(self, pane_id: str) -> bool:
+        """Our command ended in this pane less than a second ago: what keeps it from being ready
+        (the prompt being drawn) is over in milliseconds, so the engine looks again soon. Later
+        (a slow PROMPT_COMMAND, text a person typed) it waits for the normal poll."""
+        return time.monotonic() - self._last_end.get(pane_id, float("-inf")) < JUST_ENDED_SECONDS
 
     def _since_end(self, pane_id: str, log: PaneLog) -> bytes | None:
         """What the pane printed after our last command's end mark (its prompt, and any typing)."""
@@ -352,7 +363,7 @@ class ShellDriver:
         if attempt is not None:
             attempt.files.remove()
             if attempt.pane_id:
-                self._ended_at[attempt.pane_id] = time.monotonic()
+                self._ended_at[attempt.pane_id] = self._last_end[attempt.pane_id] = time.monotonic()
                 end = attempt.log.end_of(attempt.files.token, attempt.log_offset)
                 if end is not None:
                     self._after_end[attempt.pane_id] = end

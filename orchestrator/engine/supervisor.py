@@ -400,9 +400,11 @@ class Supervisor:
             self.bus.publish(CommandFinished(state.config.name, running.row, result, detail, latency))
         self.set_state(state, "idle")
         self._next_probe.pop(state.config.name, None)
+        self._soon = True  # its session's next command may go now, not after a poll interval
 
     def release(self, state: SessionState) -> None:
         """Stop tracking the running command without recording a result."""
         if state.running is not None:
             self.driver_for(state.config.name).discard(state.running.row.id)
+            self._soon = True
         state.running = None
