@@ -153,6 +153,58 @@ def test_a_file_moved_into_place_is_emitted(watcher: FileWatch) -> None:
     assert watcher.events.get(timeout=5) == 8
 
 
+def append(path: Path, text: str) -> None:
+    """One open O_APPEND, one write, close — as the agent hook does."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def test_a_repeating_watch_is_emitted_after_every_change_until_forgotten(watcher: FileWatch) -> None:
+    events = watcher.directory / "agent-x.events.jsonl"
+    watcher.watch(11, events, repeat=True)
+    assert watcher.events.empty()  # not there yet: nothing to say
+    for n in range(1, 4):
+        append(events, f"line {n}\n")
+        assert watcher.events.get(timeout=5) == 11, f"append {n}"
+        assert watcher.watching(11)  # stays watched
+    watcher.watch(11, events, repeat=True)  # idempotent: no second watch, no re-emit of an unchanged file
+    watcher.watch(12, watcher.directory / "rc-12")  # a one-shot beside it: the round that emits it
+    write(watcher.directory / "rc-12")  # ... would have emitted an unchanged 11 before it
+    assert watcher.events.get(timeout=5) == 12
+    assert watcher.events.empty()  # no wake for a file that did not change (the poll mode's stat)
+    watcher.forget(11)
+    append(events, "line 4\n")
+    watcher.watch(13, watcher.directory / "rc-13")
+    write(watcher.directory / "rc-13")
+    assert watcher.events.get(timeout=5) == 13
+    assert watcher.events.empty()  # forgotten: the fourth line wakes no one
+
+
+def test_a_repeating_watch_of_a_file_already_there_is_emitted_at_once_then_on_change(watcher: FileWatch) -> None:
+    events = watcher.directory / "agent-y.events.jsonl"
+    append(events, "written while nobody watched\n")
+    watcher.watch(14, events, repeat=True)
+    assert watcher.events.get_nowait() == 14  # a restart adopting a turn: look at it now
+    events.write_bytes(b"")  # the driver's reset at a launch: a change too
+    assert watcher.events.get(timeout=5) == 14
+    append(events, "next\n")
+    assert watcher.events.get(timeout=5) == 14
+
+
+def test_a_repeating_watch_survives_its_directory_being_made_again(watcher: FileWatch) -> None:
+    events = watcher.directory / "agent-z.events.jsonl"
+    watcher.watch(15, events, repeat=True)
+    shutil.rmtree(watcher.directory)
+    watcher.directory.mkdir()
+    append(events, "after\n")
+    assert watcher.events.get(timeout=5) == 15
+    append(events, "and again\n")
+    assert watcher.events.get(timeout=5) == 15
+
+
 def test_the_directory_deleted_and_made_again_is_watched_again(watcher: FileWatch) -> None:
     watcher.watch(9, watcher.directory / "rc-9")
     shutil.rmtree(watcher.directory)

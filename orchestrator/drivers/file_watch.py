@@ -9,12 +9,18 @@ redirection, IN_MOVED_TO for a file renamed into place), read by ONE daemon thre
 commands run. Where inotify is unavailable (not Linux, no libc, the per-user instance limit
 reached) the same thread stats the watched files every 20 ms instead; idle, it sleeps.
 
-A watch is one-shot and exact: its id is put on the queue once, when its `ready` check passes (a
-file that is there but still half-written is not ready; the next close is looked at again), and
-is then forgotten. A file already complete when it is watched (a restart adopting a command whose
-record was written meanwhile) is emitted at once. Events can be lost only with the directory
-itself (deleted, moved, the kernel's queue overflowing): then the watch is added again when the
-directory is back, and every watched file is looked at again.
+A watch is by default one-shot and exact: its id is put on the queue once, when its `ready`
+check passes (a file that is there but still half-written is not ready; the next close is looked
+at again), and is then forgotten. A file already complete when it is watched (a restart adopting
+a command whose record was written meanwhile) is emitted at once. Events can be lost only with
+the directory itself (deleted, moved, the kernel's queue overflowing): then the watch is added
+again when the directory is back, and every watched file is looked at again.
+
+A watch may instead repeat (`watch(..., repeat=True)`): the agent driver's events file, which its
+hook command appends one line to per agent event (open O_APPEND, one write, close). Its id is put
+on the queue each time the file was closed after a change, and stays watched until forgotten; a
+look that finds the file as it was when last emitted (its inode, size and mtime) emits nothing, so
+the poll fallback and a look at every file after a lost event do not wake anyone for nothing.
 """
 
 from __future__ import annotations
@@ -101,11 +107,20 @@ class Inotify:
         os.close(self.fd)
 
 
+Stamp = tuple[int, int, int]  # inode, size, mtime (ns): "changed since the last emit?"
+
+
 @dataclass(frozen=True)
 class Watch:
     name: str
     path: Path
     ready: Callable[[], bool]
+    repeat: bool = False
+
+
+def stamp(path: Path) -> Stamp:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class FileWatch:
@@ -125,6 +140,7 @@ class FileWatch:
         self._poll_seconds = poll_seconds
         self._watches: dict[int, Watch] = {}
         self._by_name: dict[str, set[int]] = {}
+        self._emitted: dict[int, Stamp] = {}  # a repeating watch's file as it was when last emitted
         self._lock = threading.Lock()
         self._closed = False
         directory.mkdir(parents=True, exist_ok=True)
@@ -142,16 +158,19 @@ class FileWatch:
         return "poll" if self._inotify is None else "inotify"
 
     # the callers' side -----------------------------------------------------------------------
-    def watch(self, command_id: int, path: Path, ready: Callable[[], bool] | None = None) -> None:
+    def watch(
+        self, command_id: int, path: Path, ready: Callable[[], bool] | None = None, *, repeat: bool = False
+    ) -> None:
         """Put `command_id` on `events` once `path` is there and `ready()` (default: the file
         exists) holds. Idempotent while the id is watched; checked at once, so a file that is
-        already complete is emitted now."""
+        already complete is emitted now. `repeat=True`: put it again after every later change of
+        the file (each close of a write to it), until `forget`."""
         if path.parent != self.directory:
             raise ValueError(f"{path} is not in the watched directory {self.directory}")
         with self._lock:
             if self._closed or command_id in self._watches:
                 return
-            entry = Watch(path.name, path, ready or path.exists)
+            entry = Watch(path.name, path, ready or path.exists, repeat)
             self._watches[command_id] = entry
             self._by_name.setdefault(entry.name, set()).add(command_id)
             polling = self._wd is None
@@ -174,6 +193,7 @@ class FileWatch:
             self._closed = True
             self._watches.clear()
             self._by_name.clear()
+            self._emitted.clear()
         self._wake()
         self._thread.join(timeout=2)
         if self._inotify is not None:
@@ -185,6 +205,7 @@ class FileWatch:
     def _drop(self, command_id: int) -> Watch | None:
         """Under the lock."""
         entry = self._watches.pop(command_id, None)
+        self._emitted.pop(command_id, None)
         if entry is not None:
             ids = self._by_name.get(entry.name, set())
             ids.discard(command_id)
@@ -193,9 +214,12 @@ class FileWatch:
         return entry
 
     def _check(self, command_id: int, entry: Watch) -> None:
-        """Emit when ready — exactly once, whichever of the caller and the thread gets here first."""
+        """Emit when ready — exactly once, whichever of the caller and the thread gets here first
+        (a repeating watch: once per change; its stamp is taken before `ready()`, so a change
+        after the stamp is the next look's, never lost in this one)."""
         try:
-            ready = entry.path.exists() and entry.ready()
+            seen = stamp(entry.path)
+            ready = entry.ready()
         except (OSError, ValueError):
             ready = False
         if not ready:
@@ -203,7 +227,12 @@ class FileWatch:
         with self._lock:
             if self._watches.get(command_id) is not entry:
                 return
-            self._drop(command_id)
+            if not entry.repeat:
+                self._drop(command_id)
+            elif self._emitted.get(command_id) == seen:
+                return
+            else:
+                self._emitted[command_id] = seen
         self.events.put(command_id)
 
     def _check_all(self, names: set[str] | None = None) -> None:
