@@ -138,3 +138,56 @@ def test_a_state_db_under_a_regular_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(StateDBError) as caught:
         StateStore(tmp_path / "file" / "state.db")
     assert caught.value.exit_code == 2 and str(tmp_path / "file") in caught.value.render()
+
+
+def commits(store: StateStore) -> list[str]:
+    """Every COMMIT the store's connection runs from now on (the trace callback sees each)."""
+    seen: list[str] = []
+    store._db.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("COMMIT") else None)
+    return seen
+
+
+def test_a_batch_writes_its_updates_in_one_commit(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    for name in ("a/one", "b/two"):
+        store.ensure_session(name, "x:0")
+    seen = commits(store)
+    with store.batch():
+        store.update_metadata("a/one", {"state": "working"})
+        store.update_metadata("b/two", {"state": "idle"})
+        with store.batch():  # a batch inside a batch joins it
+            store.update_metadata("a/one", {"state_detail": "x"})
+        assert seen == []
+        assert store.metadata("a/one")["state_detail"] == "x"  # the batch reads its own writes
+    assert seen == ["COMMIT"]
+    other = StateStore(store.path)  # another process sees all of it
+    assert (other.metadata("a/one"), other.metadata("b/two")) == (
+        {"state": "working", "state_detail": "x"},
+        {"state": "idle"},
+    )
+
+
+def test_a_write_that_fails_in_a_batch_is_rolled_back_alone(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.ensure_session("a/one", "x:0")
+    with store.batch():
+        store.update_metadata("a/one", {"state": "working"})
+        with pytest.raises(StateDBError), store.transaction() as db:
+            db.execute("UPDATE sessions SET metadata='{\"broken\": true}' WHERE name='a/one'")
+            raise sqlite3.OperationalError("database or disk is full")
+        store.update_metadata("a/one", {"state_detail": "after"})
+    assert StateStore(store.path).metadata("a/one") == {"state": "working", "state_detail": "after"}
+
+
+def test_a_batch_that_cannot_start_runs_its_writes_one_by_one(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    store = StateStore(db, busy_timeout_ms=100)
+    store.ensure_session("a/one", "x:0")
+    other = sqlite3.connect(str(db), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with store.batch():  # BEGIN is refused: nothing raised here, each write meets the lock itself
+        with pytest.raises(StateDBError):
+            store.update_metadata("a/one", {"state": "working"})
+        other.execute("COMMIT")
+        store.update_metadata("a/one", {"state": "idle"})  # the lock is gone: this one is kept
+    assert StateStore(db).metadata("a/one") == {"state": "idle"}

@@ -365,8 +365,9 @@ class Supervisor:
         mono = self.clock.monotonic()
         state.running = Running(row, pane_id, mono, driver.activity_marker(row.id), mono)
         self.watch.first_sent.setdefault(row.id, mono)
-        self.bus.publish(CommandDispatched(name, row, self.store.queue_depth(name)))
-        self.set_state(state, "working")
+        with self.store.batch():  # what the subscribers write about the dispatch: one commit
+            self.bus.publish(CommandDispatched(name, row, self.store.queue_depth(name)))
+            self.set_state(state, "working")
 
     def _pane_for(self, state: SessionState, report: bool) -> str | None:
         pane_id = self.locator.pane_id(state.config.name)
@@ -392,13 +393,14 @@ class Supervisor:
         """Write the result exactly once, then tell the subscribers."""
         running = state.running
         assert running is not None
-        first = self.store.finish(running.row.id, result)
+        first = self.store.finish(running.row.id, result)  # committed on its own: the result is kept
         state.running = None
         self.driver_for(state.config.name).discard(running.row.id)
         self.watch.first_sent.pop(running.row.id, None)
-        if first:
-            self.bus.publish(CommandFinished(state.config.name, running.row, result, detail, latency))
-        self.set_state(state, "idle")
+        with self.store.batch():  # what the subscribers write about the result: one commit
+            if first:
+                self.bus.publish(CommandFinished(state.config.name, running.row, result, detail, latency))
+            self.set_state(state, "idle")
         self._next_probe.pop(state.config.name, None)
         self._soon = True  # its session's next command may go now, not after a poll interval
 

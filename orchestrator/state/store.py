@@ -286,6 +286,8 @@ class StateStore:
         self._data_version: int | None = None
         self._snapshot = _Snapshot()
         self.generation = 0  # counts the snapshots dropped: unchanged, nothing in the DB changed
+        self._batching = False  # inside `batch`: writes are savepoints of its one transaction
+        self._savepoints = 0
 
     def _ensure_queue_depth(self) -> None:
         """Create the depth table and its triggers once (an older DB gets them counted from its
@@ -339,6 +341,20 @@ class StateStore:
         """One `BEGIN IMMEDIATE` … `COMMIT`; on any failure (the COMMIT's own included) it is
         rolled back whole, so nothing of it is kept and the caller may simply do it again."""
         with self._lock, self._guarded():
+            if self._batching:  # part of a batch: a savepoint, rolled back alone if it fails
+                self._savepoints += 1
+                name = f"write{self._savepoints}"
+                self._db.execute(f"SAVEPOINT {name}")
+                try:
+                    yield self._db
+                    self._db.execute(f"RELEASE {name}")
+                except BaseException:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                    raise
+                finally:
+                    self._new_snapshot()
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -348,6 +364,45 @@ class StateStore:
                 raise
             finally:
                 self._new_snapshot()  # a round reads its own writes
+        self.faults.succeeded()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes made inside go to the file in one transaction (one fsync instead of one per
+        write): what the subscribers of one engine step write about it (a session's state, its
+        `running` view, a streak). Each write is still its own savepoint, so one that fails is
+        rolled back alone, as it would have been. Only for writes that may be lost together if
+        the final COMMIT fails (the view of a result already committed, never the result or a
+        queued command): when the batch cannot even start (the DB locked past the busy timeout,
+        say), the writes run one by one as they would without it. Holds the store's lock
+        throughout, so other threads of this process wait the few milliseconds it takes."""
+        with self._lock:
+            if self._batching:
+                yield
+                return
+            try:
+                with self._guarded(report=False):
+                    self._db.execute("BEGIN IMMEDIATE")
+            except StateDBError:
+                yield  # each write on its own, with its own fault handling
+                return
+            self._batching = True
+            try:
+                yield
+            except BaseException:
+                self._batching = False
+                self._rollback()
+                self._new_snapshot()
+                raise
+            self._batching = False
+            with self._guarded():
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+                finally:
+                    self._new_snapshot()
         self.faults.succeeded()
 
     # a loop round's snapshot -------------------------------------------------------------
