@@ -1,52 +1,73 @@
-"""`python -m orchestrator.cli.agent_hook EVENTS SOCKET CHANNEL EVENT [JSON]`: the small entry an
-agent calls when something happens in it, so the orchestrator learns it exactly and at once.
+"""`python -m orchestrator.cli.agent_hook EVENTS EVENT [JSON]`: the small entry an agent calls
+when something happens in it, so the orchestrator learns it exactly and at once.
 
 Claude Code runs it from its hooks (the event's JSON on stdin); codex from its `notify` program
 (the JSON as the last argument). It appends one line `{"event", "ts", "payload"}` to the session's
-events file with a single `write` (O_APPEND, so concurrent hooks never interleave), then wakes
-the orchestrator with `tmux wait-for -S CHANNEL`. It imports only the standard library and never
-fails the agent: any error is swallowed after the line is written (or not).
+events file and does nothing else: one `write` of the whole line on a descriptor opened with
+O_APPEND (so concurrent hooks never interleave, and the line is never split across writes), then
+`close`. That close is what wakes the orchestrator — its one inotify watch on the runtime
+directory (`drivers/file_watch.py`) sees IN_CLOSE_WRITE — so no process is started here (it used
+to fork `tmux wait-for -S CHANNEL` for every event). It imports only the standard library and
+never fails the agent: any error is swallowed after the line is written (or not).
+
+An agent launched by an older version still runs `EVENTS SOCKET CHANNEL EVENT [JSON]` from its
+settings: a third argument that is empty or a `tmuxagent-agent-…` channel marks that form, and
+the socket and channel are ignored.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
+LEGACY_CHANNEL = "tmuxagent-agent-"
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 4:
-        return 0
-    events, socket, channel, event = argv[:4]
-    raw = argv[4] if len(argv) > 4 else sys.stdin.read()
+
+def parse(argv: list[str]) -> tuple[str, str, str | None] | None:
+    """(events file, event name, JSON argument or None: read stdin), or None when too short."""
+    if len(argv) >= 4 and (argv[2] == "" or argv[2].startswith(LEGACY_CHANNEL)):
+        argv = [argv[0], *argv[3:]]
+    if len(argv) < 2:
+        return None
+    return argv[0], argv[1], argv[2] if len(argv) > 2 else None
+
+
+def encode(event: str, raw: str) -> bytes:
+    """The whole line, newline included. Non-ASCII is kept as it is unless it cannot be UTF-8
+    (a lone surrogate from a payload's escape): then it is written as JSON escapes."""
     try:
         payload = json.loads(raw) if raw.strip() else {}
     except ValueError:
         payload = {"raw": raw[:4000]}
-    line = json.dumps({"event": event, "ts": time.time(), "payload": payload}, ensure_ascii=False) + "\n"
+    record = {"event": event, "ts": time.time(), "payload": payload}
     try:
-        fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
-    except OSError:
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record) + "\n").encode("ascii")
+
+
+def append(events: str, line: bytes) -> None:
+    fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.write(fd, line) < len(line):
+            os.write(fd, b"\n")  # cut short (a full disk): one bad line, and the next event's starts whole
+    finally:
+        os.close(fd)
+
+
+def main(argv: list[str]) -> int:
+    parsed = parse(argv)
+    if parsed is None:
         return 0
-    if socket and channel:
-        try:
-            subprocess.run(
-                ["tmux", "-S", socket, "wait-for", "-S", channel],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=5,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
-            pass
+    events, event, given = parsed
+    if given is None:
+        given = sys.stdin.buffer.read().decode("utf-8", "replace") if sys.stdin is not None else ""
+    try:
+        append(events, encode(event, given))
+    except OSError:
+        pass
     return 0
 
 

@@ -87,8 +87,10 @@ def build_orchestrator(
     streak.subscribe(bus)
     assist.subscribe(bus)
     driver = ShellDriver(tmux, config.tmux, config.runtime_dir, config.state_db)
-    agents: dict[str, Driver] = {
-        s.name: AgentDriver(s, tmux, config.tmux, config.runtime_dir, config.state_db, driver.completions)
+    agents: dict[str, Driver] = {  # one watcher thread for every session: the shell driver's
+        s.name: AgentDriver(
+            s, tmux, config.tmux, config.runtime_dir, config.state_db, driver.completions, watcher=driver.watcher
+        )
         for s in config.sessions
         if s.kind == "agent"
     }

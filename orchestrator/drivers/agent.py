@@ -3,8 +3,10 @@
 One driver per agent session. Feedback is exact and event-driven where the agent offers it: the
 agent is launched (when the pane is at a shell prompt and the session has `launch`) with its
 hooks or `notify` program wired to `orchestrator.cli.agent_hook`, which appends the agent's events
-to this session's events file and signals a tmux channel; one `tmux wait-for` loop per session
-turns each signal into a wake-up of the engine. A turn ends when the provider's end event for
+to this session's events file (one write, then close: it starts no process). The running turn's
+command id is watched on that file with the shared `FileWatch` (one inotify watch on the runtime
+directory, one thread for the shell driver and every agent session), so each close of a hook's
+write wakes the engine with it — no thread or `tmux wait-for` process per session. A turn ends when the provider's end event for
 *this* prompt arrives (Claude Code's `Stop` after the `UserPromptSubmit` of the prompt; codex's
 `agent-turn-complete` whose input is the prompt); its reply and tool calls come from the agent's
 transcript.
@@ -17,18 +19,12 @@ else: `unsupported`).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import queue
 import shlex
-import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +32,7 @@ from orchestrator.config import SessionConfig, SessionKind, TmuxConfig
 from orchestrator.drivers import procfs
 from orchestrator.drivers.agent_events import AgentEvent, EventLog, TranscriptTail
 from orchestrator.drivers.agent_providers import PROVIDERS, AgentQuestion, Provider, screen_busy
+from orchestrator.drivers.file_watch import FileWatch
 from orchestrator.drivers.shell_files import PaneLog, clean_tail
 from orchestrator.errors import TmuxUnavailable
 from orchestrator.model import ApprovalRequest, CommandRow, ExitRecord, Readiness
@@ -49,14 +46,6 @@ SCREEN_SETTLE_SECONDS = 0.6
 TRANSCRIPT_LOOK_SECONDS = 0.25
 TOOL_IO_LOOK_SECONDS = 0.5
 AGENT_PROGRAMS = ("claude", "codex", "node")  # the agent itself, not a tool it runs
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-        except OSError:
-            pass
 
 
 @dataclass
@@ -81,48 +70,6 @@ class Turn:
     before: tuple[str, ...] = ()
 
 
-class SessionSignal:
-    """A `tmux wait-for CHANNEL` loop on its own thread: every signal calls `on_wake`."""
-
-    def __init__(self, argv: list[str], on_wake: queue.Queue[int], current: Callable[[], int | None]) -> None:
-        self.argv = argv
-        self.wake = on_wake
-        self.current = current
-        self._stop = threading.Event()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"agent-signal-{argv[-1]}")
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._proc = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent,
-                )
-                code = self._proc.wait()
-            except OSError:
-                code = 1
-            if self._stop.is_set():
-                return
-            command_id = self.current()
-            if command_id is not None:
-                self.wake.put(command_id)
-            if code != 0:  # no server yet, or it went away: don't spin
-                self._stop.wait(0.5)
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-
-
 class AgentDriver:
     kind: SessionKind = "agent"
 
@@ -134,22 +81,29 @@ class AgentDriver:
         runtime_dir: Path,
         state_db: Path,
         completions: queue.Queue[int],
+        watcher: FileWatch | None = None,
     ) -> None:
+        """`watcher`: the process's one watcher of `runtime_dir` (the shell driver's, handed in
+        by compose.py), whose queue must be `completions`; without one the driver makes its own
+        (one thread) and closes it with itself. `tmux` is not needed any more (no `tmux
+        wait-for`); the composer still passes it."""
+        if watcher is not None and (watcher.events is not completions or watcher.directory != runtime_dir):
+            raise ValueError("the shared watcher must watch runtime_dir and put on the completions queue")
         self.session = session
         self.provider: Provider = PROVIDERS[session.provider or "claude"]()
         self.panes = panes
         self.tmux = tmux
         self.runtime_dir = runtime_dir
         self._completions = completions
+        self._own_watcher = watcher is None
+        self._watcher = watcher if watcher is not None else FileWatch(runtime_dir, completions)
+        self._followed: int | None = None  # the command id watched on the events file
         slug = hashlib.sha1(f"{state_db}\0{session.name}".encode()).hexdigest()[:12]
-        self.channel = f"tmuxagent-agent-{slug}"
         self.events = EventLog(runtime_dir / f"agent-{slug}.events.jsonl")
         self.env = dict(session.env)
         self.turn: Turn | None = None
-        self._signal: SessionSignal | None = None
         self._launched_at: float | None = None
         self._logs: dict[str, PaneLog] = {}
-        self._socket: str | None = None
         self._pane = ""
         self._transcript: TranscriptTail | None = None
         self._transcript_look = 0.0
@@ -161,25 +115,23 @@ class AgentDriver:
         return self._completions
 
     # wiring ------------------------------------------------------------------------------------
-    def _socket_path(self) -> str:
-        if self._socket is None:
-            self._socket = self.panes.socket_path()
-        return self._socket
-
     def hook_argv(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "orchestrator.cli.agent_hook",
-            str(self.events.path),
-            self._socket_path(),
-            self.channel,
-        ]
+        """The hook command line (the provider adds the event's name): it only appends to the
+        events file, whose closes `_follow` turns into wake-ups."""
+        return [sys.executable, "-m", "orchestrator.cli.agent_hook", str(self.events.path)]
 
-    def _ensure_signal(self) -> None:
-        if self._signal is None or not self._signal.alive():
-            argv = [shutil.which("tmux") or "tmux", *self.tmux.cli_args(), "wait-for", self.channel]
-            self._signal = SessionSignal(argv, self._completions, lambda: self.turn.command_id if self.turn else None)
+    def _follow(self, command_id: int) -> None:
+        """Wake the engine with `command_id` each time a hook's line lands in the events file
+        (and once now, should it already hold the turn's end: a restart adopting it)."""
+        if self._followed is not None and self._followed != command_id:
+            self._watcher.forget(self._followed)
+        self._followed = command_id
+        self._watcher.watch(command_id, self.events.path, repeat=True)
+
+    def _unfollow(self) -> None:
+        if self._followed is not None:
+            self._watcher.forget(self._followed)
+            self._followed = None
 
     def _launch(self, pane_id: str) -> None:
         """Start the agent from the pane's shell (only when there is work to do).
@@ -191,7 +143,6 @@ class AgentDriver:
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.events.reset()
         self._transcript, self._launched_wall = None, time.time()
-        self._ensure_signal()
         launch = self.session.launch or self.provider.name
         line = self.provider.launch_line(launch, self.hook_argv(), self.runtime_dir, self.env)
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
@@ -227,7 +178,6 @@ class AgentDriver:
         if info.in_mode:
             return Readiness(False, "idle", f"the pane is in {info.mode or 'a tmux mode'}; prompts wait")
         if self.provider.is_ready(screen):
-            self._ensure_signal()
             return Readiness(True, "idle")
         if launching or self.provider.looks_like_agent(screen):
             return Readiness(False, "idle", f"waiting for {self.provider.name}'s prompt")
@@ -262,13 +212,13 @@ class AgentDriver:
 
     # one prompt ------------------------------------------------------------------------------------
     def deliver(self, row: CommandRow, pane_id: str) -> None:
-        self._ensure_signal()
         self.pane_log(pane_id).rotate_if_larger(1024 * 1024)
         self.events.poll()
         self.turn = Turn(row.id, row.command, time.time(), len(self.events.seen))
         self.turn.first_event = self.turn.events_from
         self.turn.on_screen = self._launched_at is None and not self.events.seen
         self._pane = pane_id
+        self._follow(row.id)
         try:
             if self.turn.on_screen:
                 self.turn.before = tuple(self.panes.capture(pane_id, 60))
@@ -277,6 +227,7 @@ class AgentDriver:
             self.panes.send_keys(pane_id, "Enter")
         except BaseException:
             self.turn = None
+            self._unfollow()
             raise
 
     def _wait_pasted(self, pane_id: str, text: str) -> None:
@@ -293,7 +244,7 @@ class AgentDriver:
     def adopt(self, row: CommandRow, pane_id: str) -> bool:
         self.events.poll()
         self.turn = Turn(row.id, row.command, time.time(), 0)
-        self._ensure_signal()
+        self._follow(row.id)
         return True
 
     def _read_transcript(self) -> None:
@@ -409,10 +360,10 @@ class AgentDriver:
         self.panes.send_keys(pane_id, "Enter")
 
     def watch(self, command_id: int) -> None:
-        self._ensure_signal()
+        self._follow(command_id)
 
     def watching(self, command_id: int) -> bool:
-        return self._signal is not None and self._signal.alive()
+        return self._watcher.watching(command_id)
 
     def started(self, command_id: int) -> bool:
         self._poll()
@@ -506,7 +457,10 @@ class AgentDriver:
     def discard(self, command_id: int) -> None:
         if self.turn is not None and self.turn.command_id == command_id:
             self.turn = None
+        if self._followed == command_id:
+            self._unfollow()
 
     def close(self) -> None:
-        if self._signal is not None:
-            self._signal.close()
+        self._unfollow()
+        if self._own_watcher:
+            self._watcher.close()
