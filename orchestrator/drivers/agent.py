@@ -6,10 +6,10 @@ hooks or `notify` program wired to `orchestrator.cli.agent_hook`, which appends 
 to this session's events file (one write, then close: it starts no process). The running turn's
 command id is watched on that file with the shared `FileWatch` (one inotify watch on the runtime
 directory, one thread for the shell driver and every agent session), so each close of a hook's
-write wakes the engine with it — no thread or `tmux wait-for` process per session. A turn ends when the provider's end event for
-*this* prompt arrives (Claude Code's `Stop` after the `UserPromptSubmit` of the prompt; codex's
-`agent-turn-complete` whose input is the prompt); its reply and tool calls come from the agent's
-transcript.
+write wakes the engine with it — no thread or `tmux wait-for` process per session. A turn ends
+when the provider's end event for *this* prompt arrives (Claude Code's `Stop` after the
+`UserPromptSubmit` of the prompt; codex's `agent-turn-complete` whose input is the prompt); its
+reply and tool calls come from the agent's transcript.
 
 Screen patterns are the fallback, and only for states no event reports: whether the agent's
 prompt is drawn and ready to take input (codex drops an Enter that arrives before its footer
