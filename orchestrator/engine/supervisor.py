@@ -51,6 +51,7 @@ log = logging.getLogger("orchestrator")
 LIVENESS_CHECK_SECONDS = 1.0
 HEARTBEAT_WRITE_SECONDS = 2.0
 DB_RETRY_MAX_SECONDS = 2.0  # the longest wait between rounds while the state DB refuses
+IDLE_WAIT_SECONDS = 0.5  # the longest sleep between rounds of a quiet loop (see _next_wait)
 SOON_SECONDS = 0.003  # the next look at a pane that is ready in a moment (see Readiness.soon)
 
 
@@ -97,6 +98,7 @@ class Supervisor:
         self._dry_run_seen: set[int] = set()
         self._db_failures = 0
         self._soon = False  # a session with work queued will be ready in a moment: look again soon
+        self._quiet = False  # the last round found nothing running, queued or in the background
         self.doorbell = Doorbell(store.path, self.completions)
 
     # lifecycle ---------------------------------------------------------------
@@ -168,7 +170,7 @@ class Supervisor:
                     self.step()
                     if once and self.idle():
                         break
-                    self._wait_for_signal(SOON_SECONDS if self._soon else self.settings.poll_interval_seconds)
+                    self._wait_for_signal(self._next_wait())
                 except StateDBError as exc:
                     self._db_fault(exc)
                 else:
@@ -187,6 +189,19 @@ class Supervisor:
         self._db_failures += 1
         backoff = self.settings.poll_interval_seconds * 2 ** min(self._db_failures, 8)
         self.stop_event.wait(min(DB_RETRY_MAX_SECONDS, backoff))
+
+    def _next_wait(self) -> float:
+        """How long the loop may sleep when nothing signals: milliseconds when a pane is ready in
+        a moment, the poll interval while anything runs, is queued or is being worked on in the
+        background, and longer when all is quiet — a `send` rings the doorbell and a command's
+        end is its own signal, so a quiet fleet costs a round every IDLE_WAIT_SECONDS, not ten
+        a second."""
+        if self._soon:
+            return SOON_SECONDS
+        poll = self.settings.poll_interval_seconds
+        if not self._quiet:
+            return poll
+        return max(poll, min(IDLE_WAIT_SECONDS, self.settings.idle_probe_seconds))
 
     # one turn of the loop ----------------------------------------------------
     def _wait_for_signal(self, timeout: float) -> None:
@@ -238,6 +253,11 @@ class Supervisor:
                 self._consider(state, mono, queued.get(state.config.name, 0) > 0)
                 self._drain_signals()  # a result never waits behind a round of sends
         depths = {n: d for n, d in self.store.queue_depths().items() if n in self.sessions}
+        self._quiet = (
+            not any(d > 0 for d in depths.values())
+            and not any(s.running for s in self.sessions.values())
+            and not any(b.busy() for b in self.background)
+        )
         self.bus.publish(HeartbeatTick(now, depths))
         if now - self._last_heartbeat_write >= HEARTBEAT_WRITE_SECONDS:
             self._last_heartbeat_write = now
