@@ -59,6 +59,7 @@ class Attempt:
     pane_id: str
     log_offset: int
     log: PaneLog  # the pane's log as it was piped for this attempt: reading it never calls tmux
+    shell: tuple[int, str] | None = None  # the pane's shell pid and terminal: fixed while it runs
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,8 @@ class ShellDriver:
         if info is not None and info.width > 0:
             erase = (info.cursor_x + display_width(files.typed_line(zsh))) // info.width + 1
         line = files.write_scripts(row.id, row.command, erase, zsh)
-        self._attempts[row.id] = Attempt(files, pane_id, log.size(), log)
+        shell = (info.pid, info.tty) if info is not None else None
+        self._attempts[row.id] = Attempt(files, pane_id, log.size(), log, shell)
         self.watch(row.id)
         # Before typing, not after: a run killed in between leaves a line that may have been typed,
         # which a restart waits for and never types again (at most once, never twice).
@@ -328,10 +330,13 @@ class ShellDriver:
         attempt = self._attempts.get(command_id)
         if attempt is None or not attempt.pane_id:
             return False
-        info = self.panes.pane_info(attempt.pane_id)
-        if info is None or info.dead:
-            return False
-        return procfs.waiting_for_terminal_input(info.pid, info.tty) is not None
+        if attempt.shell is None:  # adopted after a restart: asked of tmux once
+            info = self.panes.pane_info(attempt.pane_id)
+            if info is None or info.dead:
+                return False
+            attempt.shell = (info.pid, info.tty)
+        pid, tty = attempt.shell
+        return procfs.waiting_for_terminal_input(pid, tty) is not None  # a gone shell: None
 
     def question(self, command_id: int) -> str:
         """The line the person is asked (words on the screen, for the person only)."""
