@@ -5,9 +5,9 @@ Why this benchmark exists
 For an agent session the unit of work is a prompt typed into the agent's own terminal UI, and
 the turn is over when the agent says so: Claude Code fires its ``Stop`` hook, codex runs its
 ``notify`` program with ``agent-turn-complete``. The orchestrator launches the agent with both
-wired to ``python -m orchestrator.cli.agent_hook EVENTS SOCKET CHANNEL EVENT``, which appends
-``{"event", "ts", "payload"}`` to the session's events file and signals ``tmux wait-for -S``;
-the agent driver's waiter wakes the engine, which reads the turn's reply and tools from the
+wired to ``python -m orchestrator.cli.agent_hook EVENTS EVENT``, which appends
+``{"event", "ts", "payload"}`` to the session's events file and closes it; the orchestrator's
+one inotify watch turns the close into a wake of the engine, which reads the turn's reply and tools from the
 agent's transcript and commits the result and ``last_command_result``. The seed approach would
 instead poll ``tmux capture-pane -p`` and look for the reply on the screen.
 
@@ -55,12 +55,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import queue
 import random
 import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -73,6 +73,7 @@ import common  # this folder is on sys.path when run as a script
 from orchestrator.clock import parse_iso_utc
 from orchestrator.drivers.agent_events import AgentEvent
 from orchestrator.drivers.agent_providers import PROVIDERS as DRIVER_PROVIDERS
+from orchestrator.drivers.file_watch import FileWatch
 from orchestrator.model import TERMINAL_STATUSES, CommandRow
 from pytest_tmuxagent.agents import AgentHome, AgentProvider, agent_version, find_agent, install_hint
 from pytest_tmuxagent.model_server import ModelServer, text
@@ -277,46 +278,39 @@ def time_result_read(
     return {"ms": round(common.percentile(costs, 50), 2), "bytes": size, "lines": lines}
 
 
-def measure_signal_path(tmux: TmuxTestServer, root: Path, count: int = 10) -> dict[str, float]:
+def measure_signal_path(root: Path, count: int = 10) -> dict[str, float]:
     """The hook entry's own cost, outside any agent: its interpreter start-up (spent before it takes
-    `ts`) and the time from `ts` to a `tmux wait-for CHANNEL` waiter waking (the append, then
-    `tmux wait-for -S`), which is part of the orchestrator's latency."""
-    tmux_bin = shutil.which("tmux") or "tmux"
+    `ts`) and the time from `ts` to the orchestrator's file watch waking on the events file (the
+    hook appends one line and closes the file; the watch turns the close into a wake), which is
+    part of the orchestrator's latency."""
     events = root / "signal-probe.events.jsonl"
     root.mkdir(parents=True, exist_ok=True)
+    events.touch()
     startup, wake = [], []
-
-    def watch(waiter: subprocess.Popen[bytes], woke: list[float]) -> None:
-        waiter.wait()
-        woke.append(time.time())
-
-    for _ in range(count):
-        channel = f"{SOCKET_PREFIX}probe-{uuid.uuid4().hex[:6]}"
-        waiter = subprocess.Popen([tmux_bin, "-L", tmux.socket_name, "wait-for", channel])
-        woke: list[float] = []
-        watcher = threading.Thread(target=watch, args=(waiter, woke))
-        watcher.start()
-        time.sleep(0.1)  # let the waiter reach the server
-        spawned = time.time()
-        argv = [
-            sys.executable,
-            "-m",
-            "orchestrator.cli.agent_hook",
-            str(events),
-            str(tmux.socket_file),
-            channel,
-            "Stop",
-        ]
-        subprocess.run(argv, input=b"{}", check=False, timeout=10)
-        watcher.join(timeout=5)
-        if waiter.poll() is None:
-            waiter.kill()
-            waiter.wait()
-            continue
-        ts = float(read_events(events)[-1]["ts"])
-        startup.append((ts - spawned) * 1000.0)
-        if woke:
-            wake.append((woke[0] - ts) * 1000.0)
+    watcher = FileWatch(root)
+    try:
+        watcher.watch(1, events, repeat=True)
+        watcher.events.get(timeout=5)  # the file as it is now: the baseline
+        for _ in range(count):
+            spawned = time.time()
+            argv = [sys.executable, "-m", "orchestrator.cli.agent_hook", str(events), "Stop"]
+            hook = subprocess.Popen(argv, stdin=subprocess.PIPE)
+            assert hook.stdin is not None
+            hook.stdin.write(b"{}")
+            hook.stdin.close()
+            try:
+                watcher.events.get(timeout=10)  # blocks while the hook runs: woken by its close
+            except queue.Empty:
+                hook.kill()
+                hook.wait()
+                continue
+            woke = time.time()
+            hook.wait(timeout=10)
+            ts = float(read_events(events)[-1]["ts"])
+            startup.append((ts - spawned) * 1000.0)
+            wake.append((woke - ts) * 1000.0)
+    finally:
+        watcher.close()
     return {
         "hook_startup_p50_ms": round(common.percentile(startup, 50), 2),
         "ts_to_waiter_wake_p50_ms": round(common.percentile(wake, 50), 2),
@@ -454,7 +448,7 @@ def run_provider(
         ours = measure_orchestrator(rig, tmp / "orchestrator", make_turns("orchestrator", n_turns, nonce), stack)
         common.log(f"{provider}: poller, {n_baseline} turn(s), capture-pane every {interval:g}s")
         base = measure_baseline(rig, tmp / "poller", make_turns("poller", n_baseline, nonce), interval, rng)
-        ours.extra["signal_path"] = measure_signal_path(tmux, tmp / "probe")
+        ours.extra["signal_path"] = measure_signal_path(tmp / "probe")
         return [ours, base]
 
 
@@ -483,7 +477,7 @@ def print_table(
         read, sig = ours.extra.get("result_read") or {}, ours.extra.get("signal_path") or {}
         if sig:
             print(
-                f"  {provider:<7} hook ts -> tmux wait-for waiter awake: p50 {sig['ts_to_waiter_wake_p50_ms']:.1f} ms, "
+                f"  {provider:<7} hook ts -> file watch awake: p50 {sig['ts_to_waiter_wake_p50_ms']:.1f} ms, "
                 f"p95 {sig['ts_to_waiter_wake_p95_ms']:.1f} ms (hook start-up before ts: {sig['hook_startup_p50_ms']:.0f} ms)"
             )
         if read:
