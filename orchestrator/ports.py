@@ -8,6 +8,7 @@ composition root (`orchestrator.cli.compose`). Tests hand them fakes.
 from __future__ import annotations
 
 import queue
+from pathlib import Path
 from typing import Protocol
 
 from orchestrator.config import SessionKind
@@ -57,6 +58,15 @@ class PaneIO(Protocol):
     def screen_line(self, pane_id: str, row: int) -> str: ...
 
     def pipe_pane(self, pane_id: str, command: str) -> None: ...
+
+    def copy_output(self, pane_id: str, path: Path) -> None:
+        """From now on everything the pane's program writes is appended to `path`, byte-exact and
+        in order (how is the adapter's business); raises TmuxUnavailable."""
+        ...
+
+    def copying(self, pane_id: str) -> bool:
+        """The pane's output is being copied by `copy_output` now; False: set it up again."""
+        ...
 
     def server_identity(self) -> str | None: ...
 

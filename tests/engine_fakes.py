@@ -76,6 +76,12 @@ class FakePanes:
     def pipe_pane(self, pane_id: str, command: str) -> None:
         pass
 
+    def copy_output(self, pane_id: str, path: Path) -> None:
+        pass
+
+    def copying(self, pane_id: str) -> bool:
+        return pane_id in self.alive
+
     def server_identity(self) -> str | None:
         return self.identity if self.alive else None
 

@@ -125,6 +125,9 @@ def every_read_and_failure(io: PaneIO, pane: AgentPane, logs: AgentPane) -> dict
         "paste_text missing": outcome(lambda: io.paste_text("%99", "x")),
         "send_keys missing": outcome(lambda: io.send_keys("%99", "Enter")),
         "pipe_pane missing": outcome(lambda: io.pipe_pane("%99", "cat")),
+        "copy_output missing": outcome(lambda: io.copy_output("%99", pane.workdir / "missing.log")),
+        "copying missing": io.copying("%99"),
+        "copying uncopied": io.copying(pane.pane_id),
     }
 
 

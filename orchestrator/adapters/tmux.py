@@ -7,9 +7,11 @@ and long lines reach the shell exactly as written.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import libtmux
 
@@ -56,6 +58,11 @@ def parse_pane_info(line: str) -> PaneInfo | None:
         )
     except ValueError:
         return None
+
+
+def pipe_command(path: Path) -> str:
+    """The `pipe-pane` command that appends a pane's output to `path` (one `cat` per pane)."""
+    return f"exec cat >> {shlex.quote(str(path))}"
 
 
 class TmuxAdapter:
@@ -156,6 +163,15 @@ class TmuxAdapter:
     def pipe_pane(self, pane_id: str, command: str) -> None:
         """Copy everything the pane's program writes to `command`'s stdin (tmux pipe-pane)."""
         self._run("pipe-pane", "-t", pane_id, command)
+
+    def copy_output(self, pane_id: str, path: Path) -> None:
+        """From now on everything the pane's program writes is appended to `path` (pipe-pane)."""
+        self.pipe_pane(pane_id, pipe_command(path))
+
+    def copying(self, pane_id: str) -> bool:
+        """tmux says the pane has a pipe (`#{pane_pipe}`)."""
+        info = self.pane_info(pane_id)
+        return info is not None and info.piped
 
     def server_identity(self) -> str | None:
         """The server's pid and start time: a restarted server (whose pane ids start at %0 again)

@@ -18,6 +18,14 @@ would keep the user's server alive after their last session and show in `tmux ls
 session of the first supervised target that the server has, else any session it lists, with
 `attach-session -f ignore-size,no-output` (it does not resize the user's windows and is sent no
 pane output). When that session goes away the client ends, and the next attach picks another.
+
+Pane output (`copy_output`): while the connection is up, a pane's log is written from the
+`%output` stream of an output client attached to the pane's session (`tmux_output.OutputCopier`,
+one client and one reader thread per tmux session with a copied pane, no process per pane);
+while it is down, or with `control_mode: false`, by `pipe-pane` (a `cat` per pane) as
+`TmuxAdapter` does. `copying` says False for a copy whose client ended or whose pane left its
+session, and for a piped pane once the stream could take it over, so the caller sets it up again
+— and the switch between the two happens at one point of the pane's output (see tmux_output).
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar, cast
 
-from orchestrator.adapters.tmux import PANE_FORMAT, TmuxAdapter, parse_pane_info
+from orchestrator.adapters.tmux import PANE_FORMAT, TmuxAdapter, parse_pane_info, pipe_command
 from orchestrator.adapters.tmux_control import (
     CommandFailed,
     ControlClosed,
@@ -39,6 +48,7 @@ from orchestrator.adapters.tmux_control import (
     ExitEvent,
 )
 from orchestrator.adapters.tmux_control.connection import BACKOFF_FIRST, BACKOFF_MAX, DEFAULT_TIMEOUT
+from orchestrator.adapters.tmux_output import OutputCopier
 from orchestrator.errors import PaneNotFound, TmuxUnavailable
 from orchestrator.model import PaneInfo, PaneRef
 
@@ -99,6 +109,7 @@ class ControlledTmux:
         self.timeout = timeout
         self.conn = ControlConnection(fallback.config, output=False, tmux_bin=fallback.tmux_bin)
         self.conn.subscribe(self._noticed)
+        self.copier = OutputCopier(fallback.config, fallback.tmux_bin, timeout=timeout)
         self._attaching = threading.Lock()
         self._closed = False
         self._pause = BACKOFF_FIRST
@@ -119,6 +130,7 @@ class ControlledTmux:
         with self._attaching:
             self._closed = True
             self.conn.close()
+        self.copier.close()
 
     def _live(self) -> ControlConnection | None:
         """The connection if it is up or can be attached now; None: use the subprocess."""
@@ -253,6 +265,30 @@ class ControlledTmux:
     @_or_subprocess
     def pipe_pane(self, pane_id: str, command: str) -> None:
         self._over(lambda c: c.command("pipe-pane", "-t", pane_id, command, timeout=self.timeout), write=True)
+
+    def copy_output(self, pane_id: str, path: Path) -> None:
+        """From the pane's session's `%output` stream while the connection is up, else by
+        pipe-pane; a copy moving between the two is switched at one point of the stream."""
+        if self._live() is not None and self.copier.may_attach():
+            try:
+                session = self._ask("display-message", "-p", "-t", pane_id, "#{session_id}")
+                if not session or not session[0].startswith("$"):
+                    raise TmuxUnavailable(f"no session for pane {pane_id}")
+                self.copier.copy(pane_id, session[0].strip(), path)
+                return
+            except (TmuxUnavailable, _Unrouted, OSError) as exc:
+                log.info("pane %s output by pipe-pane: the output client is not there (%s)", pane_id, exc)
+        if not self.copier.hand_over(pane_id, pipe_command(path)):
+            self.pipe_pane(pane_id, pipe_command(path))
+
+    def copying(self, pane_id: str) -> bool:
+        if self.copier.routed(pane_id):
+            return self.copier.copying(pane_id)
+        info = self.pane_info(pane_id)
+        if info is None or not info.piped:
+            return False
+        # piped (by the fallback, or a previous run): "not copying" once the stream can take over
+        return not (self.enabled and not self._closed and self.connected and self.copier.may_attach())
 
     @_or_subprocess
     def server_identity(self) -> str | None:

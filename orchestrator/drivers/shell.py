@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import queue
 import re
-import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -113,22 +112,24 @@ class ShellDriver:
 
     # the pane ----------------------------------------------------------------------------
     def pane_log(self, pane_id: str) -> PaneLog:
-        """The pane's log, piped once per pane and orchestrator run (pipe-pane replaces any other)."""
+        """The pane's log, its output copy set up once per pane and orchestrator run (the port's
+        `copy_output`: the control-mode stream, or pipe-pane, which replaces any other pipe)."""
         log = self._piped.get(pane_id)
         if log is None:
             identity = (self.panes.server_identity() or "0 0").split()[0]
             log = PaneLog(self.runtime_dir / f"pane-{self.digest}-{identity}-{pane_id.lstrip('%')}.log")
             self.runtime_dir.mkdir(parents=True, exist_ok=True)
             log.path.touch()
-            self.panes.pipe_pane(pane_id, f"exec cat >> {shlex.quote(str(log.path))}")
+            self.panes.copy_output(pane_id, log.path)
             self._piped[pane_id] = log
             self._piped_at[pane_id] = time.monotonic()
         return log
 
     def _check_pipe(self, info: PaneInfo) -> None:
-        """tmux says the pane has no pipe (a restarted server's pane with an old id, a pipe someone
-        closed): pipe it again, whatever this run remembers."""
-        if not info.piped and self._piped_at.get(info.pane_id, float("inf")) < self._snapshot_at:
+        """The port says the pane's output is not being copied (a restarted server's pane with an
+        old id, a pipe someone closed, the output client's session gone, the pane moved to another
+        session): set the copy up again, whatever this run remembers."""
+        if info.pane_id in self._piped and not self.panes.copying(info.pane_id):
             self.forget_pane(info.pane_id)
 
     def forget_pane(self, pane_id: str) -> None:

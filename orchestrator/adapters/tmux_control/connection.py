@@ -128,6 +128,7 @@ class _Request:
     lines: list[str] = field(default_factory=list)
     failed: bool = False
     closed: str | None = None
+    on_reply: Callable[[], None] | None = None  # run on the reader thread at the reply's end
 
 
 @dataclass
@@ -191,7 +192,9 @@ class ControlConnection:
         quiet = [] if self.output else ["no-output"]
         if self.session is not None:
             flags = ",".join(["ignore-size", *quiet])
-            return [*base, "attach-session", "-f", flags, "-t", f"={self.session}"]
+            # a session id (`$3`) names the session whatever it is renamed to; a name, exactly
+            target = self.session if self.session.startswith("$") else f"={self.session}"
+            return [*base, "attach-session", "-f", flags, "-t", target]
         hidden = [*base, "new-session", "-A", "-s", HIDDEN_SESSION, "-x", "80", "-y", "24"]
         return [*hidden, *(["-f", ",".join(quiet)] if quiet else []), "cat"]
 
@@ -353,6 +356,11 @@ class ControlConnection:
             log.warning("tmux control reply with no request waiting: %s", lines[:3])
             return
         request.lines, request.failed = lines, failed
+        if request.on_reply is not None:
+            try:
+                request.on_reply()
+            except Exception:  # a caller's bug must not stop the stream
+                log.exception("tmux control on_reply callback failed")
         request.done.set()
 
     def _ended(self, link: _Link) -> None:
@@ -387,12 +395,24 @@ class ControlConnection:
                 self._reconnecting = False
 
     # commands ------------------------------------------------------------------------------
-    def commands(self, *cmds: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> list[list[str]]:
+    def commands(
+        self,
+        *cmds: Sequence[str],
+        timeout: float = DEFAULT_TIMEOUT,
+        on_reply: Callable[[], None] | None = None,
+    ) -> list[list[str]]:
         """Run commands written back to back (nothing of another caller between them), each on
         its own line; their replies in order. Raises ControlClosed, ControlTimeout or
-        CommandFailed (tmux's message in it) — never waits past `timeout`."""
+        CommandFailed (tmux's message in it) — never waits past `timeout`.
+
+        `on_reply` runs on the reader thread the moment the last command's reply ends (failed
+        or not), before any later line of the stream is read: every `%output` the server sent
+        before running that command was handed to subscribers before it, everything sent after
+        comes after it. That is an exact cut in a pane's output (the output copier's switches)."""
         data = b"".join(command_line(list(c)) for c in cmds)
         requests = [_Request() for _ in cmds]
+        if requests:
+            requests[-1].on_reply = on_reply
         with self._write_lock:
             link = self._link
             if link is None:
