@@ -70,21 +70,40 @@ def foreground_group(shell_pid: int, proc: Path = PROC) -> int | None:
 
 
 TABLE_MAX_AGE_SECONDS = 0.5
-_tables: dict[Path, tuple[float, list[ProcStat]]] = {}
+TABLE_UNCHANGED_MAX_AGE_SECONDS = 10.0
+_tables: dict[Path, tuple[float, str | None, list[ProcStat]]] = {}
 _tables_lock = threading.Lock()
+
+
+def last_pid(proc: Path = PROC) -> str | None:
+    """The pid the kernel handed out last (`/proc/loadavg`'s last field): unchanged, no process
+    was created anywhere since; None when it cannot be read."""
+    try:
+        return (proc / "loadavg").read_text().split()[-1]
+    except (OSError, IndexError):
+        return None
 
 
 def process_table(proc: Path = PROC, max_age: float = TABLE_MAX_AGE_SECONDS) -> list[ProcStat]:
     """Every process's stat line, from one scan of /proc shared by every caller for `max_age`
     seconds. Who belongs to which process group barely changes in half a second, and a
     liveness round asks it for each running command: a hundred commands would otherwise scan
-    /proc a hundred times a round. Callers read anything that must be fresh (a state, a wchan)
-    from the process itself."""
+    /proc a hundred times a round. While the kernel's last handed-out pid stays the same (no
+    process was created anywhere) the table is kept up to TABLE_UNCHANGED_MAX_AGE_SECONDS: a
+    quiet host is not rescanned at all. Callers read anything that must be fresh (a state, a
+    wchan) from the process itself."""
     now = time.monotonic()
+    newest = last_pid(proc)
     with _tables_lock:
         cached = _tables.get(proc)
-        if cached is not None and now - cached[0] < max_age:
-            return cached[1]
+        if cached is not None:
+            taken, taken_newest, kept = cached
+            if now - taken < max_age:
+                return kept
+            # no process created since: memberships stand (a member that ended is re-read as gone)
+            unchanged = max_age > 0 and newest is not None and newest == taken_newest
+            if unchanged and now - taken < TABLE_UNCHANGED_MAX_AGE_SECONDS:
+                return kept
     table: list[ProcStat] = []
     try:
         entries = list(os.scandir(proc))
@@ -96,7 +115,7 @@ def process_table(proc: Path = PROC, max_age: float = TABLE_MAX_AGE_SECONDS) -> 
             if found is not None:
                 table.append(found)
     with _tables_lock:
-        _tables[proc] = (now, table)
+        _tables[proc] = (now, newest, table)
     return table
 
 

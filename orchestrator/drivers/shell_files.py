@@ -14,8 +14,9 @@ attempt can never be mistaken for another's, and an exit record is written only 
 attempt's own start record exists: a typed line that did not start the command as sent (text was
 already on the prompt, the shell dropped it) leaves no result to accept.
 
-The output tail and the activity signal come from tmux: `pipe-pane` copies everything the pane's
-program writes into a per-pane log, and the body brackets the command's output with two invisible
+The output tail and the activity signal come from tmux: everything the pane's program writes is
+copied into a per-pane log (the `PaneIO` port's `copy_output`: tmux's `%output` stream, or
+`pipe-pane`), and the body brackets the command's output with two invisible
 OSC sequences carrying the token (tmux drops unknown OSC sequences from the screen; the raw log
 keeps them). The markers only delimit the output tail; the result never depends on them.
 
@@ -167,13 +168,11 @@ class CommandFiles:
     def read_exit(self) -> ExitRecord | None:
         """The attempt's exit record — only ever written after its own start record, and taken
         only whole (`RC T0 T1 end`): a shell still writing it leaves no result yet."""
-        if not self.start_file.exists():
-            return None
-        try:
+        try:  # the record first: while the command runs (every round asks) one failed open, no more
             parts = self.exit_file.read_text(encoding="utf-8").split()
         except (FileNotFoundError, UnicodeDecodeError):
             return None
-        if len(parts) != 4 or parts[3] != RECORD_END:
+        if len(parts) != 4 or parts[3] != RECORD_END or not self.start_file.exists():
             return None
         try:
             return ExitRecord(int(parts[0]), float(parts[1]), float(parts[2]))
@@ -190,7 +189,8 @@ class CommandFiles:
 
 @dataclass(frozen=True)
 class PaneLog:
-    """Everything a pane's program wrote, as `tmux pipe-pane` copies it."""
+    """Everything a pane's program wrote, as `PaneIO.copy_output` appends it (the `%output`
+    stream or `pipe-pane`)."""
 
     path: Path
 
@@ -251,7 +251,7 @@ class PaneLog:
             return -1
 
     def rotate_if_larger(self, limit: int) -> None:
-        """Empty the log between commands (pipe-pane's `cat >>` appends at the new end)."""
+        """Empty the log between commands (the copy appends, `O_APPEND` or `cat >>`, at the new end)."""
         if self.size() > limit:
             with self.path.open("r+b") as fh:
                 fh.truncate(0)
