@@ -171,3 +171,7 @@ def test_panes_of_two_sessions_and_a_moved_pane_are_copied(
     wait_until(lambda: b"moved-6" in logs[first.pane_id].read_bytes(), timeout=10, message="the moved pane's output")
     assert b"moved-6" not in logs[second.pane_id].read_bytes()
     wait_until(lambda: len(output_clients(tmux_server)) == 1, timeout=10, message="one output client, on beta")
+    first.kill()  # a copy of a pane gone is dropped at the next set-up (its log closed)
+    wait_until(lambda: not io.copying(first.pane_id), timeout=10, message="the killed pane reported not copying")
+    io.copy_output(second.pane_id, logs[second.pane_id])
+    assert not io.copier.routed(first.pane_id) and io.copier.routed(second.pane_id)

@@ -238,7 +238,7 @@ class OutputCopier:
         the pane is closed at the same point of the stream. Raises TmuxUnavailable (nothing
         changed then, except that a copy whose client is gone is dropped)."""
         with self._lock:
-            self._prune()
+            self._prune(keep=pane)
             old = self._copies.get(pane)
             feed = self._feed(session)
             if old is not None and old[1] is feed and old[0].path == path and feed.conn.connected:
@@ -341,8 +341,9 @@ class OutputCopier:
         log.info("tmux output client attached to session %s", session)
         return feed
 
-    def _prune(self) -> None:
-        """Forget clients that ended (their session or server is gone) and their copies."""
+    def _prune(self, keep: str) -> None:
+        """Forget clients that ended (their session or server is gone) and their copies, and stop
+        the copies of panes no longer in their client's session (killed, moved; not `keep`)."""
         for session, feed in list(self._feeds.items()):
             if feed.conn.connected:
                 continue
@@ -352,6 +353,11 @@ class OutputCopier:
                     del self._copies[pane]
                     copy.close()
             feed.conn.close()
+        for pane, entry in list(self._copies.items()):
+            if pane != keep and not entry[1].holds(pane, self.timeout):
+                del self._copies[pane]
+                self._stop(pane, entry, ())
+                self._drop_idle(entry[1])
 
     def _drop_idle(self, feed: _Feed) -> None:
         """A client left with nothing to copy detaches (the session no longer shows it attached)."""
