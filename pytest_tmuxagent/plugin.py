@@ -37,6 +37,7 @@ pytest_plugins = [
     "pytest_tmuxagent.agents_plugin",
     "pytest_tmuxagent.wecom_check",
     "pytest_tmuxagent.capability_plugin",
+    "pytest_tmuxagent.postgres_plugin",
 ]
 
 _REGISTRY = pytest.StashKey[dict[str, Scenario]]()
