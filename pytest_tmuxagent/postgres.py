@@ -79,6 +79,7 @@ class PostgresServer:
     bin_dir: Path = field(default_factory=find_bin_dir)
     root: Path | None = None
     port: int = field(default_factory=_free_port)
+    durable: bool = False  # fsync and synchronous commit on, as a real server (for benchmarks)
     _account: pwd.struct_passwd | None = field(default=None, init=False)
 
     @property
@@ -153,9 +154,10 @@ class PostgresServer:
         subprocess.run(["cp", "-a", str(template), str(self.data_dir)], check=True)
 
     def _server_options(self) -> str:
+        sync = "on" if self.durable else "off"
         return (
             f"-p {self.port} -c listen_addresses='' -c unix_socket_directories={self.socket_dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
+            f"-c fsync={sync} -c synchronous_commit={sync} -c full_page_writes={sync} -c max_connections=60"
         )
 
     def _ctl(self, action: str, *args: str) -> None:
