@@ -162,7 +162,7 @@ def _server_pid(feed: _Feed) -> int | None:
 def _writers(server_pid: int, path: Path) -> list[int]:
     """Children of the tmux server (pipe-pane commands) whose stdout is `path`."""
     found = []
-    target = str(path)
+    target = str(path.resolve())  # how /proc names an open file: absolute, links resolved
     for task in Path(f"/proc/{server_pid}/task").glob("*/children"):
         try:
             pids = task.read_text().split()
@@ -189,7 +189,7 @@ def _wait_writers_gone(server_pid: int | None, path: Path, timeout: float) -> No
 
 def _writes_to(pid: int, path: Path) -> bool:
     try:
-        return os.readlink(f"/proc/{pid}/fd/1") == str(path)
+        return os.readlink(f"/proc/{pid}/fd/1") == str(path.resolve())
     except OSError:  # gone, or a zombie (no descriptors any more)
         return False
 
@@ -235,8 +235,9 @@ class OutputCopier:
     def copy(self, pane: str, session: str, path: Path) -> None:
         """From now on everything `pane` writes is appended to `path`, through the output client of
         `session` (the pane's session id, `$N`), attached now if need be; an existing pipe-pane of
-        the pane is closed at the same point of the stream. Raises TmuxUnavailable (nothing
-        changed then, except that a copy whose client is gone is dropped)."""
+        the pane is closed a round trip after the copy started (the module doc says why). Raises
+        TmuxUnavailable (nothing changed then, except that copies whose client or pane is gone
+        are dropped)."""
         with self._lock:
             self._prune(keep=pane)
             old = self._copies.get(pane)
@@ -282,14 +283,6 @@ class OutputCopier:
             done = self._stop(pane, entry, ("pipe-pane", "-t", pane, pipe_command))
             self._drop_idle(entry[1])
             return done
-
-    def forget(self, pane: str) -> None:
-        """Stop copying `pane` (its copy is dropped at the next point of the stream)."""
-        with self._lock:
-            entry = self._copies.pop(pane, None)
-            if entry is not None:
-                self._stop(pane, entry, ())
-                self._drop_idle(entry[1])
 
     def close(self) -> None:
         """Detach every output client and close every log."""

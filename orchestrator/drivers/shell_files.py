@@ -40,6 +40,9 @@ TAIL_READ_BYTES = 64 * 1024
 MARK_PREFIX = "\x1b]7701;"
 HEADER_MAX_CHARS = 160
 RECORD_END = "end"  # the exit record's last word: without it the record is still being written
+# The end mark reaches the log a moment after the exit record (through tmux and the output
+# client: p50 0.4 ms, p95 4 ms on the loaded 2-core box), so the tail looks again this soon.
+MARK_POLL_SECONDS = 0.001
 
 
 def mark(kind: str, token: str) -> bytes:
@@ -212,7 +215,7 @@ class PaneLog:
             if found < 0:
                 if time.monotonic() >= deadline:
                     return ""
-                time.sleep(0.005)
+                time.sleep(MARK_POLL_SECONDS)
                 continue
             start = since + found + len(start_mark)
             stop = self.size() if until is None else max(start, until)
@@ -221,7 +224,7 @@ class PaneLog:
             end = data.find(end_mark)
             if end >= 0 or until is not None or time.monotonic() >= deadline:
                 break
-            time.sleep(0.005)
+            time.sleep(MARK_POLL_SECONDS)
         body = data[: end if end >= 0 else len(data)]
         return clean_tail(body[-TAIL_READ_BYTES:].decode("utf-8", errors="replace"), lines)
 
