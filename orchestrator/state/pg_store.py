@@ -206,9 +206,10 @@ class PgListener:
                         for note in conn.notifies(timeout=self.poll_s):
                             self._call(note.payload)
             except psycopg.Error as exc:
+                if self.listening.is_set() or not reconnected:  # once per episode, not per attempt
+                    log.warning("queue listener lost %s (%s); listening again", display_dsn(self.dsn), exc)
                 self.listening.clear()
                 reconnected = True
-                log.warning("queue listener lost %s (%s); listening again", display_dsn(self.dsn), exc)
                 self._closing.wait(self.poll_s)
 
     def _call(self, session: str | None) -> None:
