@@ -472,27 +472,29 @@ class PgStateStore:
         """Call `callback(session)` for each command queued from anywhere (see PgListener)."""
         return PgListener(self.dsn, callback)
 
-    def _rows(self, statement: str, params: Sequence[Any] = ()) -> list[CommandRow]:
-        return [CommandRow(**r) for r in self.query(statement, params)]
+    def _where(self, condition: str, params: Sequence[Any] = ()) -> list[CommandRow]:
+        return [CommandRow(**r) for r in self.query(f"SELECT * FROM commands WHERE {condition}", params)]
+
+    def _first(self, condition: str, params: Sequence[Any]) -> CommandRow | None:
+        return next(iter(self._where(condition, params)), None)
 
     def command(self, command_id: int) -> CommandRow | None:
-        rows = self._rows("SELECT * FROM commands WHERE id=%s", (command_id,))
-        return rows[0] if rows else None
+        return self._first("id=%s", (command_id,))
 
     def next_queued(self, session: str) -> CommandRow | None:
-        rows = self._rows("SELECT * FROM commands WHERE session=%s AND status='queued' ORDER BY id LIMIT 1", (session,))
-        return rows[0] if rows else None
+        return self._first("session=%s AND status='queued' ORDER BY id LIMIT 1", (session,))
 
     def running(self) -> list[CommandRow]:
-        return self._rows("SELECT * FROM commands WHERE status='running' ORDER BY id")
+        return self._where("status='running' ORDER BY id")
 
     def commands(self, session: str | None = None, limit: int = 50) -> list[CommandRow]:
+        """The newest first, of one session or of all."""
         if session:
-            return self._rows("SELECT * FROM commands WHERE session=%s ORDER BY id DESC LIMIT %s", (session, limit))
-        return self._rows("SELECT * FROM commands ORDER BY id DESC LIMIT %s", (limit,))
+            return self._where("session=%s ORDER BY id DESC LIMIT %s", (session, limit))
+        return self._where("TRUE ORDER BY id DESC LIMIT %s", (limit,))
 
     def queued(self, session: str) -> list[CommandRow]:
-        return self._rows("SELECT * FROM commands WHERE session=%s AND status='queued' ORDER BY id", (session,))
+        return self._where("session=%s AND status='queued' ORDER BY id", (session,))
 
     def queue_depths(self) -> dict[str, int]:
         """Queued commands per known session (0 for none), counted on the queued-only index."""
