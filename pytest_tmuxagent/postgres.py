@@ -149,7 +149,10 @@ class PostgresServer:
                     "--locale=C",
                     "--no-sync",
                 )
-                subprocess.run(["cp", "-a", str(building), str(template)], check=True)
+                partial = template.with_name(template.name + ".partial")  # never a half-copied template
+                shutil.rmtree(partial, ignore_errors=True)
+                subprocess.run(["cp", "-a", str(building), str(partial)], check=True)
+                os.rename(partial, template)
                 shutil.rmtree(building)
         subprocess.run(["cp", "-a", str(template), str(self.data_dir)], check=True)
 
