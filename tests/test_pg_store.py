@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -128,7 +130,7 @@ def test_a_restart_mid_run_loses_nothing_and_claims_nothing_twice(
         before.append(wait_until(lambda: len(store.running()) >= 20 and len(store.running()), timeout=30))
         tmuxagent_postgres.restart()
 
-    claimed, faults = _run_claimers(postgres_dsn, ("claim_next", "claim_next"), restart_after_some_claims, 0.005)
+    claimed, faults = _run_claimers(postgres_dsn, ("claim_next", "claim_next"), restart_after_some_claims, 0.008)
     print(f"claimed before the restart: {before[0]}, faults met by the claimers: {faults}")
     assert before[0] < len(queued) and faults >= 1  # the restart came mid-run, and the claimers met it
     assert [i for i, n in Counter(claimed).items() if n > 1] == []  # none twice
@@ -204,3 +206,9 @@ def test_stores_opening_a_new_database_at_once_migrate_it_once(postgres_dsn: str
     assert errors == []
     with psycopg.connect(postgres_dsn) as conn:
         assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_the_cli_never_imports_psycopg() -> None:
+    probe = "import sys, orchestrator.cli.main, orchestrator.state.store; print('psycopg' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "False"
