@@ -189,3 +189,10 @@ def test_a_batch_is_one_transaction_kept_or_dropped_whole(open_store: Callable[[
     assert other.queued("a/one") == [] and other.metadata("a/one")["state"] == "working"
     with store.round():  # a loop round reads the same store
         assert store.queue_depths() == {"a/one": 0} and store.metadata_view("a/one")["state"] == "working"
+
+
+def test_a_value_that_breaks_the_schema_is_absent_to_readers_but_kept_as_stored(any_store: Any) -> None:
+    any_store.update_metadata("a/one", {"failure_streak": "three", "blockers": ["x"]})
+    assert any_store.metadata("a/one") == {"blockers": ["x"]}
+    assert any_store.raw_metadata("a/one") == {"failure_streak": "three", "blockers": ["x"]}
+    assert any_store.increment_metadata("a/one", "failure_streak") == 1  # counted again from nothing
