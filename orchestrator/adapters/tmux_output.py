@@ -35,9 +35,10 @@ point). So:
 
 A copy is `copying` while its client is attached and the pane is still in that client's session:
 tmux tells each client about window and layout changes (`%window-close`, `%layout-change`,
-`%unlinked-window-*` …) and after one the session's panes are asked for again (one `list-panes`,
-only then). A client that ended (session killed, server gone) makes all of its copies not
-copying, so the caller sets them up again; output written while nobody copied is not in the log.
+`%unlinked-window-add/-close`, `%session*-changed`; not renames) and after one the session's
+panes are asked for again (one `list-panes`, only then). A client that ended (session killed,
+server gone) makes all of its copies not copying, so the caller sets them up again; output
+written while nobody copied is not in the log.
 A client whose reader falls behind slows the pane (tmux's back-pressure on control clients),
 so the reader thread only ever writes to files.
 """
@@ -63,6 +64,19 @@ from orchestrator.errors import TmuxUnavailable
 log = logging.getLogger(__name__)
 
 OLD_PIPE_WAIT = 2.0  # at most this long for a closed pipe-pane's `cat` to write what it holds
+# Notifications after which a session's panes may be others (not renames: automatic-rename fires
+# one for nearly every command a pane runs).
+MEMBERSHIP = frozenset(
+    {
+        "window-add",
+        "window-close",
+        "unlinked-window-add",
+        "unlinked-window-close",
+        "layout-change",
+        "session-changed",
+        "sessions-changed",
+    }
+)
 ATTACH_BACKOFF_MAX = 30.0  # between failed attaches of an output client (the pane is piped meanwhile)
 
 
@@ -126,7 +140,7 @@ class _Feed:
             copy = self.routes.get(event.pane)
             if copy is not None:
                 copy.write(event.data)
-        elif isinstance(event, NotificationEvent) and event.kind in ("window", "session"):
+        elif isinstance(event, NotificationEvent) and event.name in MEMBERSHIP:
             self.changes += 1
             self.members = None  # a pane may have come or gone: ask when it matters
 
