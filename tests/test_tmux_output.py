@@ -175,3 +175,19 @@ def test_panes_of_two_sessions_and_a_moved_pane_are_copied(
     wait_until(lambda: not io.copying(first.pane_id), timeout=10, message="the killed pane reported not copying")
     io.copy_output(second.pane_id, logs[second.pane_id])
     assert not io.copier.routed(first.pane_id) and io.copier.routed(second.pane_id)
+
+
+def test_control_mode_off_copies_by_pipe_pane(
+    make: Callable[..., ControlledTmux],
+    agent_pane: Callable[..., AgentPane],
+    tmux_server: TmuxTestServer,
+    tmp_path: Path,
+) -> None:
+    pane = agent_pane("out/off")
+    io = make("out:off", enabled=False)
+    log = tmp_path / "pane.log"
+    io.copy_output(pane.pane_id, log)
+    assert show(tmux_server, pane.pane_id, "#{pane_pipe}") == "1" and io.copying(pane.pane_id)
+    assert not io.copier.clients() and not output_clients(tmux_server)
+    pane.type("echo piped-$((5*5))")
+    wait_until(lambda: b"piped-25" in log.read_bytes(), timeout=10, message="the output through pipe-pane")
