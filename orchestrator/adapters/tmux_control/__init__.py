@@ -2,7 +2,9 @@
 
 `protocol` is the text protocol (quoting, reply framing, notifications as typed events);
 `connection` runs the client process and its reader thread. The service talks to tmux through
-it by way of `orchestrator.adapters.tmux_controlled.ControlledTmux` (the `PaneIO` port).
+it by way of `orchestrator.adapters.tmux_controlled.ControlledTmux` (the `PaneIO` port), and
+copies pane output from `%output` with one more client per session
+(`orchestrator.adapters.tmux_output`).
 """
 
 from __future__ import annotations
