@@ -301,19 +301,27 @@ class PgStateStore:
             self.faults.failed(error)
             raise error from exc
 
+    def _on_live_connection(self, action: Callable[[_Conn], _Value]) -> _Value:
+        """`action(connection)`, run once more on a new connection when it failed because the
+        old one had died while idle (a server restart, a terminated backend): outside a
+        transaction, the failed attempt did nothing on the server."""
+        try:
+            return action(self._connection())
+        except psycopg.OperationalError:
+            conn = self._conn
+            if self._depth or conn is None or not (conn.broken or conn.closed):
+                raise
+            self._drop()
+        return action(self._connection())
+
     def _live_transaction(self, stack: ExitStack) -> _Conn:
-        """BEGIN (or a SAVEPOINT inside one); a connection found dead at BEGIN is made again
-        once, since nothing of this transaction reached the server."""
-        for attempt in (1, 2):
-            conn = self._connection()
-            try:
-                stack.enter_context(conn.transaction())
-                return conn
-            except psycopg.OperationalError:
-                if attempt == 2 or self._depth or not (conn.broken or conn.closed):
-                    raise
-                self._drop()
-        raise AssertionError("unreachable")
+        """BEGIN (or a SAVEPOINT inside one), on a live connection."""
+
+        def begin(conn: _Conn) -> _Conn:
+            stack.enter_context(conn.transaction())
+            return conn
+
+        return self._on_live_connection(begin)
 
     @contextmanager
     def transaction(self) -> Iterator[_Conn]:
@@ -360,15 +368,7 @@ class PgStateStore:
         """Rows as dicts (PostgreSQL placeholders: %s). A read that meets a connection that died
         while idle runs once more on a new one."""
         with self._lock, self._guarded():
-            for attempt in (1, 2):
-                conn = self._connection()
-                try:
-                    return conn.execute(statement, tuple(params)).fetchall()
-                except psycopg.OperationalError:
-                    if attempt == 2 or self._depth or not (conn.broken or conn.closed):
-                        raise
-                    self._drop()
-        raise AssertionError("unreachable")
+            return self._on_live_connection(lambda conn: conn.execute(statement, tuple(params)).fetchall())
 
     def check_integrity(self) -> None:
         """The server keeps its own integrity: this proves it answers."""
