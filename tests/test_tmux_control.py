@@ -208,6 +208,38 @@ def test_output_arrives_byte_exact_with_utf8_control_bytes_and_osc_markers(tmux_
     wait_until(lambda: mark("e", "tok-7-1") in events.output(pane.pane_id), timeout=10, message="the OSC marker")
 
 
+def test_on_reply_cuts_the_stream_where_the_reply_is_and_a_session_id_attaches(
+    tmux_server, agent_pane, connect
+) -> None:
+    pane = agent_pane("weather/bot")
+    session_id = tmux(tmux_server, "display-message", "-p", "-t", pane.pane_id, "#{session_id}").stdout.strip()
+    conn = connect(session=session_id)  # `$N`, not a name: a renamed session keeps its client
+    events = Events(conn)
+    conn.connect()
+    tmux(tmux_server, "rename-session", "-t", session_id, "renamed")
+    conn.send_literal(pane.pane_id, "echo before-$((1+1))", enter=True)
+    wait_until(lambda: b"before-2" in events.output(pane.pane_id), timeout=10, message="output before the cut")
+    cut = OutputEvent("cut", b"")
+    threads: list[threading.Thread] = []
+
+    def at_reply() -> None:
+        threads.append(threading.current_thread())
+        events._put(cut)  # in stream order with the reader's events
+
+    reply = conn.commands(("display-message", "-p", "#{session_name}"), on_reply=at_reply)
+    assert reply == [["renamed"]] and threads and threads[0] is not threading.current_thread()
+    with pytest.raises(CommandFailed):  # a failed reply is a cut too
+        conn.commands(("list-panes", "-t", "%99"), on_reply=at_reply)
+    assert len(threads) == 2
+    conn.send_literal(pane.pane_id, "echo after-$((2+2))", enter=True)
+    wait_until(lambda: b"after-4" in events.output(pane.pane_id), timeout=10, message="output after the cut")
+    seen = events.all()
+    at = seen.index(cut)
+    before = b"".join(e.data for e in seen[:at] if isinstance(e, OutputEvent))
+    after = b"".join(e.data for e in seen[at:] if isinstance(e, OutputEvent))
+    assert b"before-2" in before and b"after-4" in after and b"after-4" not in before
+
+
 def test_output_reaches_only_a_client_attached_to_the_panes_session(tmux_server, agent_pane, connect) -> None:
     pane = agent_pane("weather/bot")
     hidden, attached = connect(), connect(session=session_of(pane))
