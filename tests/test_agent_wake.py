@@ -64,7 +64,7 @@ def drivers(tmux_server: TmuxTestServer, tmp_path: Path) -> Iterator[Drivers]:
     config = TmuxConfig(socket_name=tmux_server.socket_name)
     panes = TmuxAdapter(config)
     run, db = tmp_path / "run", tmp_path / "state.db"
-    shell = ShellDriver(panes, config, run, db)
+    shell = ShellDriver(panes, run, db)
     made = Drivers(shell, [], set(threading.enumerate()), set(child_pids()))
     for n in range(1, SESSIONS + 1):
         session = SessionConfig(f"bot{n}", f"w:{n}", tmp_path, kind="agent", provider="claude")

@@ -314,7 +314,7 @@ def test_results_arrive_from_real_panes_with_no_child_process_and_one_thread(
     config = TmuxConfig(socket_name=tmux_server.socket_name)
     started = record_processes()
     before_threads, before_children = set(threading.enumerate()), set(child_pids())
-    driver = ShellDriver(TmuxAdapter(config), config, tmp_path / "run", tmp_path / "state.db")
+    driver = ShellDriver(TmuxAdapter(config), tmp_path / "run", tmp_path / "state.db")
     try:
         for n, pane in enumerate(panes, start=1):
             wait_until(lambda p=pane: driver.probe(p.pane_id).ready, timeout=15, message=f"{pane.pane_id} ready")

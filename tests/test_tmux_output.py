@@ -12,7 +12,6 @@ from pathlib import Path
 
 from orchestrator.adapters.tmux import pipe_command
 from orchestrator.adapters.tmux_controlled import ControlledTmux
-from orchestrator.config import TmuxConfig
 from orchestrator.drivers.shell import ShellDriver
 from pytest_tmuxagent.tmux_server import AgentPane, TmuxTestServer
 from pytest_tmuxagent.waiting import wait_until
@@ -126,7 +125,7 @@ def test_a_client_gone_is_not_copying_and_the_driver_sets_it_up_again(
 ) -> None:
     pane = agent_pane("out/again")
     io = make("out:again")
-    driver = ShellDriver(io, TmuxConfig(socket_name=tmux_server.socket_name), tmp_path / "run", tmp_path / "state.db")
+    driver = ShellDriver(io, tmp_path / "run", tmp_path / "state.db")
     try:
         log = driver.pane_log(pane.pane_id).path
         assert io.copying(pane.pane_id)

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import SessionKind, TmuxConfig
+from orchestrator.config import SessionKind
 from orchestrator.drivers import procfs
 from orchestrator.drivers.file_watch import FileWatch
 from orchestrator.drivers.shell_files import CommandFiles, PaneLog, display_width
@@ -86,7 +86,7 @@ def looks_like_prompt(left: str) -> bool:
 class ShellDriver:
     kind: SessionKind = "shell"
 
-    def __init__(self, panes: PaneIO, tmux: TmuxConfig, runtime_dir: Path, state_db: Path) -> None:
+    def __init__(self, panes: PaneIO, runtime_dir: Path, state_db: Path) -> None:
         """`tmux` is not needed any more (completion no longer runs `tmux wait-for`); the
         composer still passes it."""
         self.panes = panes
@@ -96,7 +96,6 @@ class ShellDriver:
         self.watcher = FileWatch(runtime_dir)
         self._attempts: dict[int, Attempt] = {}
         self._piped: dict[str, PaneLog] = {}
-        self._piped_at: dict[str, float] = {}
         self._prompts: dict[str, PromptSignature] = {}
         self._ended_at: dict[str, float] = {}
         self._last_end: dict[str, float] = {}  # when our last command in the pane ended (kept)
@@ -122,7 +121,6 @@ class ShellDriver:
             log.path.touch()
             self.panes.copy_output(pane_id, log.path)
             self._piped[pane_id] = log
-            self._piped_at[pane_id] = time.monotonic()
         return log
 
     def _check_pipe(self, info: PaneInfo) -> None:
@@ -135,7 +133,6 @@ class ShellDriver:
     def forget_pane(self, pane_id: str) -> None:
         """The pane (or its whole server) went away: pipe it again when it is seen next."""
         self._piped.pop(pane_id, None)
-        self._piped_at.pop(pane_id, None)
         self._prompts.pop(pane_id, None)
         self._after_end.pop(pane_id, None)
         self._prompt_bytes.pop(pane_id, None)
