@@ -63,6 +63,9 @@ class TmuxConfig:
     # the service talks to the server through one `tmux -C` client (adapters/tmux_controlled.py);
     # false: a tmux subprocess per call, as before
     control_mode: bool = True
+    # pane output copied from that client's session's `%output` stream instead of a `pipe-pane`
+    # `cat` per pane; off by default: the copy then dies with the orchestrator (docs/decisions.md)
+    output_stream: bool = False
 
     def cli_args(self) -> list[str]:
         if self.socket_path:

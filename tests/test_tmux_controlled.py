@@ -81,8 +81,9 @@ def clients(server: TmuxTestServer) -> list[str]:
 def make(tmux_server: TmuxTestServer) -> Iterator[Callable[..., ControlledTmux]]:
     made: list[ControlledTmux] = []
 
-    def build(*targets: str, enabled: bool = True) -> ControlledTmux:
-        adapter = ControlledTmux(TmuxAdapter(TmuxConfig(socket_name=tmux_server.socket_name)), targets, enabled=enabled)
+    def build(*targets: str, enabled: bool = True, stream_output: bool = True) -> ControlledTmux:
+        config = TmuxConfig(socket_name=tmux_server.socket_name)
+        adapter = ControlledTmux(TmuxAdapter(config), targets, enabled=enabled, stream_output=stream_output)
         made.append(adapter)
         return adapter
 

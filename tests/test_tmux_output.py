@@ -190,3 +190,22 @@ def test_control_mode_off_copies_by_pipe_pane(
     assert not io.copier.clients() and not output_clients(tmux_server)
     pane.type("echo piped-$((5*5))")
     wait_until(lambda: b"piped-25" in log.read_bytes(), timeout=10, message="the output through pipe-pane")
+
+
+def test_by_default_the_copy_is_a_pipe_that_outlives_the_orchestrator(
+    make: Callable[..., ControlledTmux],
+    agent_pane: Callable[..., AgentPane],
+    tmux_server: TmuxTestServer,
+    tmp_path: Path,
+) -> None:
+    """`tmux.output_stream` is off by default: the pane is piped (the pipe belongs to the tmux
+    server), so what a command prints while the orchestrator is down still reaches the log."""
+    pane = agent_pane("out/default")
+    io = make("out:default", stream_output=False)
+    log = tmp_path / "pane.log"
+    io.copy_output(pane.pane_id, log)
+    assert io.copying(pane.pane_id)
+    assert show(tmux_server, pane.pane_id, "#{pane_pipe}") == "1" and not io.copier.clients()
+    io.close()  # the orchestrator gone
+    pane.type("echo printed-while-down")
+    wait_until(lambda: b"printed-while-down" in log.read_bytes(), timeout=10, message="the pipe keeps copying")

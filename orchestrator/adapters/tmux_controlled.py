@@ -101,9 +101,12 @@ class ControlledTmux:
         targets: Iterable[str] = (),
         *,
         enabled: bool = True,
+        stream_output: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        """`stream_output`: copy pane output from the `%output` stream (see `copy_output`)."""
         self.fallback = fallback
+        self.stream_output = stream_output
         self.preferred = tuple(dict.fromkeys(s for s in map(session_of, targets) if s is not None))
         self.enabled = enabled
         self.timeout = timeout
@@ -269,7 +272,7 @@ class ControlledTmux:
     def copy_output(self, pane_id: str, path: Path) -> None:
         """From the pane's session's `%output` stream while the connection is up, else by
         pipe-pane; a copy moving between the two is switched at one point of the stream."""
-        if self._live() is not None and self.copier.may_attach():
+        if self.stream_output and self._live() is not None and self.copier.may_attach():
             try:
                 session = self._ask("display-message", "-p", "-t", pane_id, "#{session_id}")
                 if not session or not session[0].startswith("$"):
@@ -288,7 +291,9 @@ class ControlledTmux:
         if info is None or not info.piped:
             return False
         # piped (by the fallback, or a previous run): "not copying" once the stream can take over
-        return not (self.enabled and not self._closed and self.connected and self.copier.may_attach())
+        return not (
+            self.stream_output and self.enabled and not self._closed and self.connected and self.copier.may_attach()
+        )
 
     @_or_subprocess
     def server_identity(self) -> str | None:

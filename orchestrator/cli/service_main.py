@@ -64,7 +64,10 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     # one `tmux -C` client for every call (a subprocess per call while it is down, or with
     # `tmux.control_mode: false`); it attaches to the first supervised target's session
     tmux = ControlledTmux(
-        TmuxAdapter(config.tmux), [s.target for s in config.sessions], enabled=config.tmux.control_mode
+        TmuxAdapter(config.tmux),
+        [s.target for s in config.sessions],
+        enabled=config.tmux.control_mode,
+        stream_output=config.tmux.output_stream,
     )
     orchestrator = build_orchestrator(
         config,
