@@ -79,7 +79,14 @@ def wait_started(service: OrchestratorService, pane: AgentPane, command_id: int)
 
 
 def result_detail(service: OrchestratorService, command_id: int) -> str:
-    [event] = [e for e in service.audit_events(event="command_result") if e["command_id"] == command_id]
+    """The detail of the command's one command_result audit line, which follows the result's DB
+    commit and so may land a moment after `wait_result` returned (waited for, then exactly one)."""
+
+    def lines() -> list[dict[str, Any]]:
+        return [e for e in service.audit_events(event="command_result") if e["command_id"] == command_id]
+
+    wait_until(lambda: lines() or None, timeout=10, message=f"the command_result audit line of #{command_id}")
+    [event] = lines()
     return str(event.get("detail") or "")
 
 
