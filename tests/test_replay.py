@@ -421,3 +421,20 @@ def test_undelivered_answers_a_window_cut_mid_wait_and_waits_the_command_outlive
     # a window that starts after the request still counts the answer, with the engine's waited_s
     [answer_only] = replay(select(events, AGENT)[1:3]).as_dict()["approval_episodes"]
     assert (answer_only["requested"], answer_only["waited_s"], answer_only["by"]) == (None, 5.0, "person")
+
+
+def test_a_queued_line_landing_after_the_engines_lines_does_not_requeue(recorder: Recorder) -> None:
+    """`send` commits the command, then appends its `command_queued` line from its own process; a
+    fast engine can dispatch and finish it first, so the log may hold the command's later lines
+    before its queued one. Replay must not put a dispatched or finished command back in the queue."""
+    done, running = recorder.store.enqueue(BOT, "echo fast"), recorder.store.enqueue(BOT, "sleep 5")
+    recorder.store.ensure_session(BOT, "weather:bot")
+    recorder.dispatch(BOT, done)
+    recorder.finish(BOT, done, 0, tail="fast")
+    recorder.dispatch(BOT, running)
+    for command_id, command in ((done, "echo fast"), (running, "sleep 5")):  # the senders' lines, late
+        recorder.audit.record("command_queued", BOT, command_id=command_id, command=command, queue_depth=1)
+    replayed = replay(read_events(recorder.audit.path).events)
+    assert verify_db(replayed, StateSnapshot(recorder.store.path)) == []
+    bot = replayed.sessions[BOT]
+    assert (dict(bot.results), bot.queued, bot.running) == ({"succeeded": 1}, {}, {running: "sleep 5"})

@@ -104,11 +104,11 @@ def cmd_send(args: argparse.Namespace) -> int:
     # a refused queue write is a StateDBError: one line (which file, why, the fix), exit 1
     store.ensure_session(session.name, session.target)
     command_id = store.enqueue(session.name, command, source="cli")  # committed with synchronous=FULL
-    ring_orchestrator(config.state_db)
     depth = store.queue_depths().get(session.name, 0)
     audit_errors: list[OSError] = []
     audit.on_write_error = audit_errors.append
     audit.record("command_queued", session.name, command_id=command_id, command=command, queue_depth=depth)
+    ring_orchestrator(config.state_db)  # after the line, so the log reads queued before dispatched
     print(command_id, flush=True)  # queued whatever the audit line's fate: the id is the user's handle on it
     if not audit.flush():
         reason = audit_errors[-1].strerror if audit_errors else "not written"
@@ -141,9 +141,9 @@ def cmd_reply(args: argparse.Namespace) -> int:
         )
     earlier = metadata.get("pending_reply")
     store.update_metadata(session.name, {"pending_reply": {"text": text, "queued_at": iso_utc(store.clock.now())}})
-    ring_orchestrator(config.state_db)
     # the text itself stays out of the audit log: an answer to a prompt may be a password
     audit.record("reply_queued", session.name, detail=f"reply of {len(text)} character(s)")
+    ring_orchestrator(config.state_db)
     print(f"reply queued for {session.name}")
     if isinstance(earlier, dict):
         print(
@@ -174,8 +174,8 @@ def cmd_meta_set(args: argparse.Namespace) -> int:
     check_metadata(args.key, value)
     store.ensure_session(session.name, session.target)
     store.update_metadata(session.name, {args.key: value})
-    ring_orchestrator(config.state_db)
     audit.record("metadata_set", session.name, detail=args.key)
+    ring_orchestrator(config.state_db)
     return 0
 
 
@@ -185,8 +185,8 @@ def cmd_unblock(args: argparse.Namespace) -> int:
     config, store, audit = _open(args)
     session = config.session(args.session)
     store.update_metadata(session.name, {"blocked": False, "failure_streak": 0})
-    ring_orchestrator(config.state_db)
     audit.record("session_unblocked", session.name)
+    ring_orchestrator(config.state_db)
     print(f"{session.name} unblocked")
     return 0
 

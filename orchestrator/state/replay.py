@@ -94,6 +94,9 @@ class SessionReplay:
     blocked: bool = False
     queued: dict[int, str] = field(default_factory=dict)
     running: dict[int, str] = field(default_factory=dict)
+    # ids the engine has acted on: `send` appends its queued line from its own process after the
+    # commit, so the engine's dispatch (even its result) may precede that line in the log
+    progressed: set[int] = field(default_factory=set)
     dispatched: int = 0
     max_queue_depth: int = 0
     overridden: set[str] = field(default_factory=set)
@@ -221,10 +224,12 @@ class Replay:
         s.max_queue_depth = max(s.max_queue_depth, int(event.get("queue_depth") or 0), len(s.queued))
 
     def _on_command_queued(self, s: SessionReplay, e: dict[str, Any]) -> None:
-        s.queued[e["command_id"]] = e.get("command", "")
+        if e["command_id"] not in s.progressed:  # a late line must not queue it again
+            s.queued[e["command_id"]] = e.get("command", "")
         self._depth(s, e)
 
     def _on_command_dispatched(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.progressed.add(e["command_id"])
         s.queued.pop(e["command_id"], None)
         s.running[e["command_id"]] = e.get("command", "")
         s.dispatched += 1
@@ -232,6 +237,7 @@ class Replay:
 
     def _on_command_result(self, s: SessionReplay, e: dict[str, Any]) -> None:
         command_id, status = e["command_id"], e.get("status")
+        s.progressed.add(command_id)
         s.queued.pop(command_id, None)
         s.running.pop(command_id, None)
         # an unvalidated line may lack the status: a None key would break sorting the counts
@@ -259,6 +265,7 @@ class Replay:
                 episode.update(ended=e.get("ts"), outcome="ended")
 
     def _on_command_recovered(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.progressed.add(e["command_id"])
         if str(e.get("detail", "")).startswith("never started"):
             s.running.pop(e["command_id"], None)
             s.queued[e["command_id"]] = e.get("command", "")
@@ -284,6 +291,7 @@ class Replay:
         episode["stalls"] += 1
 
     def _on_stall_retry(self, s: SessionReplay, e: dict[str, Any]) -> None:
+        s.progressed.add(e["command_id"])
         s.running.pop(e["command_id"], None)
         s.queued[e["command_id"]] = e.get("command", "")
 
