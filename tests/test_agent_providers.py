@@ -111,3 +111,48 @@ def test_claude_an_interrupt_in_the_transcript_aborts_the_turn() -> None:
     event = claude.transcript_event(entry)
     assert event is not None and claude.turn_aborted(event)
     assert event.ts == 1796126400.0
+
+
+def transcript_line(kind: str, text: str, prompt_id: str | None = None, error: bool = False) -> dict[str, object]:
+    """One user or assistant entry as Claude Code 2.1.197 writes it to the session's transcript."""
+    entry: dict[str, object] = {"type": kind, "timestamp": "2026-12-01T12:00:00.000Z"}
+    entry["message"] = {"role": kind, "content": text if kind == "user" else [{"type": "text", "text": text}]}
+    if prompt_id:
+        entry["promptId"] = prompt_id
+    if error:
+        entry.update(isApiErrorMessage=True, error="unknown", apiErrorStatus=400)
+    return entry
+
+
+def claude_turn_result(tmp_path, entries, prompt_id: str, prompt: str = PROMPT):  # type: ignore[no-untyped-def]
+    transcript = tmp_path / "session.jsonl"
+    transcript.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+    end = ev("Stop", 9.0, prompt_id=prompt_id, transcript_path=str(transcript), last_assistant_message="Sunny.")
+    return ClaudeProvider().result(end, prompt, {}, [])
+
+
+def test_claude_a_stop_read_before_the_transcript_holds_its_prompt_ignores_earlier_turns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The Stop hook wakes the engine in a millisecond, before Claude Code may have written this
+    turn's entries: the transcript then ends with the previous turn, an API error. That error is
+    not this turn's: a Stop (not a StopFailure) whose prompt is not in the transcript yet is the
+    hook's word alone (succeeded, its reply)."""
+    earlier = [
+        transcript_line("user", "forecast attempt 2", "p-2"),
+        transcript_line("assistant", "API Error: 400", error=True),
+    ]
+    assert claude_turn_result(tmp_path, earlier, "p-3", "say you are back")[:2] == ("succeeded", "Sunny.")
+
+
+def test_claude_the_same_prompt_sent_again_is_told_apart_by_its_prompt_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A failed prompt sent again has the same text: only the hook's prompt_id (the transcript's
+    promptId) says which entry starts this turn, so the first attempt's error is not this one's."""
+    first = [transcript_line("user", PROMPT, "p-1"), transcript_line("assistant", "API Error: 400", error=True)]
+    assert claude_turn_result(tmp_path, first, "p-2")[0] == "succeeded"  # p-2 not written yet
+    again = [*first, transcript_line("user", PROMPT, "p-2"), transcript_line("assistant", "Sunny.")]
+    assert claude_turn_result(tmp_path, again, "p-2")[:2] == ("succeeded", "Sunny.")
+    failed_again = [
+        *first,
+        transcript_line("user", PROMPT, "p-2"),
+        transcript_line("assistant", "API Error", error=True),
+    ]
+    assert claude_turn_result(tmp_path, failed_again, "p-2")[0] == "failed"

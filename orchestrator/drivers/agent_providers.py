@@ -358,18 +358,10 @@ class ClaudeProvider:
         reply = end.payload.get("last_assistant_message")
         transcript = end.payload.get("transcript_path")
         entries = read_jsonl(Path(transcript)) if isinstance(transcript, str) else []
-        start = 0
-        for index, entry in enumerate(entries):
-            content = (entry.get("message") or {}).get("content") if entry.get("type") == "user" else None
-            text = content if isinstance(content, str) else ""
-            if isinstance(content, list):
-                text = " ".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-            if text and normalize(text) == normalize(prompt):
-                start = index + 1
         tools: list[ToolCall] = []
         status: ResultStatus = "succeeded"
         texts: list[str] = []
-        for entry in entries[start:]:
+        for entry in turn_entries(entries, prompt, end.payload.get("prompt_id")):
             if entry.get("type") != "assistant":
                 continue
             if entry.get("isApiErrorMessage") or entry.get("error"):
@@ -386,6 +378,30 @@ class ClaudeProvider:
         if end.event == "StopFailure":
             status = "failed"
         return status, reply, list(hooked.values()) if hooked else tools
+
+
+def turn_entries(entries: list[dict[str, Any]], prompt: str, prompt_id: object) -> list[dict[str, Any]]:
+    """The transcript entries after this turn's prompt, or none when its prompt is not there.
+
+    The hook wakes the engine within milliseconds, and Claude Code may not have written the
+    turn's entries yet: the transcript then ends with earlier turns, whose API errors are not
+    this one's. The hook's `prompt_id` is the prompt entry's `promptId` (exact, even when the
+    same prompt is sent again); a transcript without promptIds (an older version) is matched
+    on the prompt's text, the last such entry."""
+    start: int | None = None
+    if isinstance(prompt_id, str) and any("promptId" in e for e in entries):
+        start = next(
+            (i + 1 for i, e in enumerate(entries) if e.get("type") == "user" and e.get("promptId") == prompt_id), None
+        )
+        return entries[start:] if start is not None else []
+    for index, entry in enumerate(entries):
+        content = (entry.get("message") or {}).get("content") if entry.get("type") == "user" else None
+        text = content if isinstance(content, str) else ""
+        if isinstance(content, list):
+            text = " ".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        if text and normalize(text) == normalize(prompt):
+            start = index + 1
+    return entries[start:] if start is not None else []
 
 
 CODEX_FOOTER = re.compile(r"^\s*\S+.* · ")
