@@ -44,6 +44,19 @@ class ManualClock:
         self._mono += seconds
 
 
+def next_beat(monotonic: float, period: float) -> float:
+    """The first multiple of `period` after `monotonic`: periodic per-session work scheduled on
+    shared beats falls into one loop round, where one tmux snapshot serves every session,
+    instead of a snapshot in every round for the few sessions due in it.
+
+    >>> next_beat(7.3, 2.0), next_beat(8.0, 2.0), next_beat(5.0, 0)
+    (8.0, 10.0, 5.0)
+    """
+    if period <= 0:
+        return monotonic
+    return (monotonic // period + 1) * period
+
+
 def iso_utc(epoch: float) -> str:
     """ISO 8601 UTC with microseconds and a Z, the format of every timestamp we store."""
     return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

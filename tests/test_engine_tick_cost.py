@@ -203,3 +203,54 @@ def test_liveness_asks_tmux_once_a_round_whatever_the_number_of_running_commands
         rig.advance(0.1)
     assert 3 <= rig.panes.pane_lists - before <= 5
     assert len(rig.store.running()) == running  # every pane was found alive
+
+
+@pytest.mark.parametrize("stored", ['{"x-keep": "ü"}', "[1, 2]"])
+def test_the_heartbeat_patches_the_rounds_snapshot_instead_of_dropping_it(tmp_path: Path, stored: str) -> None:
+    """Every session's heartbeat is written every two seconds: were that an ordinary commit, each
+    one would drop the round's snapshot and bump its generation, and every session's metadata
+    would be read, cleaned and judged again (the streak gauges, decision assist). The round still
+    reads its own write, exactly as the DB now holds it."""
+    store = StateStore(tmp_path / "state.db")
+    for name in ("a", "b"):
+        store.ensure_session(name, f"{name}:0")
+    db = sqlite3.connect(store.path, isolation_level=None)
+    db.execute("UPDATE sessions SET metadata=? WHERE name='a'", (stored,))
+    db.close()
+    stamp = "2026-01-01T00:00:00.000000Z"
+    with store.round():
+        before = (store.metadata("a"), store.metadata_view("b"), store.generation)
+        with statements(store) as seen:
+            store.write_heartbeat(["a", "b"], stamp)
+            during = (store.metadata("a"), dict(store.metadata_view("b")), store.generation)
+        assert not any(sql.lstrip().upper().startswith("SELECT") for sql in seen)  # nothing read again
+    assert during[2] == before[2]
+    assert during[:2] == (store.metadata("a"), store.metadata("b"))  # what the DB holds outside a round
+    assert during[0]["orchestrator_heartbeat"] == during[1]["orchestrator_heartbeat"] == stamp
+    store.update_metadata("a", {"x-other": 1})
+    assert store.generation > during[2]  # any other write still drops it
+
+
+def test_every_idle_sessions_probe_falls_in_the_same_round(tmp_path: Path) -> None:
+    """Idle probes are scheduled on shared beats of `idle_probe_seconds`, so one round probes the
+    whole fleet (one pane table for all) instead of a few sessions in every round."""
+    rig = idle_rig(tmp_path, 20)
+    for i in range(3):  # commands ending at odd moments put their sessions' next probe anywhere
+        rig.advance(0.3)
+        cid = rig.send("true", name=f"s/{i}")
+        rig.advance(0.1)
+        rig.driver.end(cid, 0)
+        rig.advance(0.1)
+    rounds: list[set[str]] = []
+    probe = rig.driver.probe
+
+    def counted(pane_id: str, *, dispatch: bool = True) -> Readiness:
+        rounds[-1].add(pane_id)
+        return probe(pane_id, dispatch=dispatch)
+
+    rig.driver.probe = counted  # type: ignore[method-assign]
+    for _ in range(IDLE_TICKS):
+        rounds.append(set())
+        rig.advance(0.1)
+    probing = [len(r) for r in rounds if r]
+    assert probing and set(probing) == {20}, probing  # each probing round probes all 20

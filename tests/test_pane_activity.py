@@ -39,3 +39,41 @@ def test_an_unknown_pane_always_counts_as_drawn(tmux_server, agent_pane) -> None
     pane.kill()
     panes.forget(pane.name)
     assert panes.drew_since_last_look(pane.name)  # nothing known: the capture decides (None)
+
+
+class CountingAdapter(TmuxAdapter):
+    """The real adapter, counting its `list-panes -a` calls."""
+
+    lists = 0
+
+    def all_pane_info(self):  # type: ignore[no-untyped-def]
+        self.lists += 1
+        return super().all_pane_info()
+
+
+def test_the_fleets_idle_probes_and_activity_looks_share_one_list_panes(tmux_server, agent_pane, tmp_path) -> None:
+    """At a beat every idle pane is probed and looked at for activity: one `list-panes -a` serves
+    them all (the shell driver and the directory share the process's pane table), while a probe
+    before typing still asks tmux for rows at most milliseconds old."""
+    from orchestrator.adapters.pane_table import PaneTable
+    from orchestrator.clock import ManualClock
+    from orchestrator.drivers.shell import SNAPSHOT_SECONDS, ShellDriver
+
+    panes = [agent_pane(f"fleet/p{i}") for i in range(6)]
+    for pane in panes:
+        pane.wait_prompt()
+    adapter, clock = CountingAdapter(TmuxConfig(socket_name=tmux_server.socket_name)), ManualClock()
+    table = PaneTable(adapter, monotonic=clock.monotonic)
+    found = PaneDirectory(
+        adapter, [SessionConfig(name=p.name, target=p.target, workdir=p.workdir) for p in panes], table
+    )
+    ids = [str(found.pane_id(p.name)) for p in panes]
+    driver = ShellDriver(adapter, tmp_path / "run", tmp_path / "state.db", table=table)
+    states = [driver.probe(pane_id, dispatch=False).state for pane_id in ids]
+    looks = [found.drew_since_last_look(p.name) for p in panes]
+    assert (states, looks, adapter.lists) == (["idle"] * 6, [True] * 6, 1)
+    clock.advance(SNAPSHOT_SECONDS * 2)
+    driver.probe(ids[0], dispatch=False)
+    assert adapter.lists == 1  # an idle pane's state may be half a second old
+    driver.probe(ids[0], dispatch=True)
+    assert adapter.lists == 2  # the probe before typing read the table again

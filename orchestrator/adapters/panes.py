@@ -9,23 +9,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from orchestrator.adapters.pane_table import PaneTable
 from orchestrator.config import SessionConfig
 from orchestrator.errors import PaneNotFound, TmuxUnavailable
-from orchestrator.model import PaneInfo
 from orchestrator.ports import PaneIO
 
 ACTIVITY_SNAPSHOT_SECONDS = 0.5
 
 
 class PaneDirectory:
-    def __init__(self, tmux: PaneIO, sessions: Iterable[SessionConfig]) -> None:
+    def __init__(self, tmux: PaneIO, sessions: Iterable[SessionConfig], table: PaneTable | None = None) -> None:
         self.tmux = tmux
+        self.table = table or PaneTable(tmux)
         self.targets = {s.name: s.target for s in sessions}
         self._ids: dict[str, str] = {}
         self.last_error: dict[str, str] = {}
         self._identity: str | None = None
-        self._activity: dict[str, PaneInfo] = {}
-        self._activity_at = float("-inf")
         self._looked: dict[str, float] = {}
 
     def pane_id(self, session: str) -> str | None:
@@ -59,6 +58,7 @@ class PaneDirectory:
         self._identity = identity
         if changed:
             self._ids.clear()
+            self.table.forget()
         return changed
 
     def cached(self, session: str) -> str | None:
@@ -87,11 +87,7 @@ class PaneDirectory:
         pane = self.cached(session)
         if pane is None:
             return True
-        now = time.monotonic()
-        if now - self._activity_at > ACTIVITY_SNAPSHOT_SECONDS:
-            self._activity = self.tmux.all_pane_info()
-            self._activity_at = now
-        info = self._activity.get(pane)
+        info = self.table.rows(ACTIVITY_SNAPSHOT_SECONDS).get(pane)
         looked = self._looked.get(session)
         if info is not None and looked is not None and info.activity < int(looked):
             return False

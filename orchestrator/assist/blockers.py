@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from orchestrator.assist.advisor import AGENT_PREFIXES, AGENT_REPORT_PREFIX, STREAK_PREFIX, TURN_FAILED_PREFIX
-from orchestrator.clock import Clock
+from orchestrator.clock import Clock, next_beat
 from orchestrator.config import DecisionSettings, SessionConfig
 from orchestrator.drivers.shell_files import is_header_line
 from orchestrator.ports import PaneReader
@@ -186,7 +186,7 @@ class BlockerWatch:
             return []
         if name in self._running:  # the baseline stays: these lines are judged once the result is in
             return []
-        self._next_scan[name] = now + self.scan_every
+        self._next_scan[name] = next_beat(now, self.scan_every)  # every pane's look in one round
         if name in self._pane_lines and not self.panes.drew_since_last_look(name):
             return []  # nothing written since the last look (tmux's activity stamp): no capture
         captured = self.panes.capture_session(name, PANE_SCAN_LINES)

@@ -31,6 +31,9 @@ from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore
 
 CHECK_SECONDS = 0.1
+# a session whose state nothing changed (the store's snapshot generation) is looked at again this
+# often anyway: what no commit announces (its requirements document edited on disk) is seen then
+RECHECK_SECONDS = 1.0
 
 
 class Assist:
@@ -88,6 +91,7 @@ class Assist:
             else None
         )
         self._last_check = float("-inf")
+        self._checked: dict[str, tuple[int, int]] = {}  # session -> (store generation, recheck bucket) of its last look
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(CommandDispatched, self.on_command_dispatched)
@@ -125,10 +129,16 @@ class Assist:
             self.check(session)
 
     def check(self, session: SessionConfig) -> None:
-        """One look at one session: its pane, its blockers, its decision and its plan."""
+        """One look at one session: its pane, its blockers, its decision and its plan. Its
+        metadata is read and judged again only when the store changed since the last look, or
+        RECHECK_SECONDS later: an idle fleet's round costs no JSON parse per session."""
         name = session.name
         if self.decisions is not None:
             self.blockers.scan_pane(name)
+        stamp = (self.store.generation, int(self.clock.monotonic() // RECHECK_SECONDS))
+        if self._checked.get(name) == stamp:
+            return
+        self._checked[name] = stamp
         metadata = self.store.metadata(name)
         if self.decisions is not None:
             metadata = self.blockers.sync_streak(name, metadata)

@@ -86,7 +86,7 @@ def build_orchestrator(
     stall.subscribe(bus)
     streak.subscribe(bus)
     assist.subscribe(bus)
-    driver = ShellDriver(tmux, config.runtime_dir, config.state_db)
+    driver = ShellDriver(tmux, config.runtime_dir, config.state_db, table=panes.table)  # one list-panes for both
     agents: dict[str, Driver] = {  # one watcher thread for every session: the shell driver's
         s.name: AgentDriver(
             s, tmux, config.tmux, config.runtime_dir, config.state_db, driver.completions, watcher=driver.watcher

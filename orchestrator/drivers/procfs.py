@@ -27,6 +27,16 @@ TTY_READ_WCHAN = {"wait_woken", "n_tty_read"}
 READ_SYSCALLS = {"x86_64": {0, 17, 19}, "aarch64": {63, 65, 67}}.get(platform.machine(), set())
 
 
+def read_proc(pid: int, name: str, proc: Path = PROC) -> str:
+    """`/proc/PID/NAME` as text, in two syscalls and no Path objects: a probe round reads it for
+    every pane (raises OSError as `open` does)."""
+    fd = os.open(f"{proc}/{pid}/{name}", os.O_RDONLY)
+    try:
+        return os.read(fd, 65536).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class ProcStat:
     pid: int
@@ -40,7 +50,7 @@ class ProcStat:
 
 def stat(pid: int, proc: Path = PROC) -> ProcStat | None:
     try:
-        raw = (proc / str(pid) / "stat").read_text()
+        raw = read_proc(pid, "stat", proc)
     except OSError:
         return None
     # comm is in parentheses and may itself contain spaces or parentheses
@@ -57,7 +67,7 @@ def stat(pid: int, proc: Path = PROC) -> ProcStat | None:
 def executable_name(pid: int, proc: Path = PROC) -> str | None:
     """The basename of the process's program (bash, zsh, python3…), or None when it is gone."""
     try:
-        return os.path.basename(os.readlink(proc / str(pid) / "exe"))
+        return os.path.basename(os.readlink(f"{proc}/{pid}/exe"))
     except OSError:
         found = stat(pid, proc)
         return found.comm if found else None
@@ -173,13 +183,13 @@ def waiting_for_key(pid: int, proc: Path = PROC) -> bool:
     if found is None or found.state != "S":
         return False
     try:
-        wchan = (proc / str(pid) / "wchan").read_text().strip()
+        wchan = read_proc(pid, "wchan", proc).strip()
     except OSError:
         return True  # cannot tell: do not hold dispatch on it
     if not (wchan in KEY_WAIT_WCHAN or wchan in TTY_READ_WCHAN or wchan.startswith("poll_schedule_timeout")):
         return False
     try:
-        parts = (proc / str(pid) / "syscall").read_text().split()
+        parts = read_proc(pid, "syscall", proc).split()
     except OSError:
         return True  # not ours to inspect: the wchan has to do
     if parts and parts[0].isdigit() and KEY_WAIT_SYSCALLS:
@@ -234,7 +244,7 @@ def written_bytes(pid: int, proc: Path = PROC) -> int:
     """Bytes the process has written (`wchar` of /proc/PID/io: terminals and pipes included);
     0 when it is gone or unreadable."""
     try:
-        for line in (proc / str(pid) / "io").read_text().splitlines():
+        for line in read_proc(pid, "io", proc).splitlines():
             if line.startswith("wchar:"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.adapters.pane_table import PaneTable
 from orchestrator.config import SessionKind
 from orchestrator.drivers import procfs
 from orchestrator.drivers.file_watch import FileWatch
@@ -37,7 +38,8 @@ from orchestrator.ports import PaneIO
 SUPPORTED_SHELLS = ("bash", "zsh")
 PROMPT_ENDINGS = ("$ ", "# ", "% ", "> ", "❯ ", "» ", "➜ ", "$", "#", "%", ">", "❯")
 PANE_LOG_LIMIT = 1024 * 1024
-SNAPSHOT_SECONDS = 0.02
+SNAPSHOT_SECONDS = 0.02  # how old a pane row may be for a probe before typing
+IDLE_SNAPSHOT_SECONDS = 0.5  # ... and for an idle pane's state: one table serves the fleet's probes
 JUST_ENDED_SECONDS = 1.0
 BASH_VERSION = re.compile(rb"version (\d+)\.(\d+)")
 
@@ -86,10 +88,10 @@ def looks_like_prompt(left: str) -> bool:
 class ShellDriver:
     kind: SessionKind = "shell"
 
-    def __init__(self, panes: PaneIO, runtime_dir: Path, state_db: Path) -> None:
-        """`tmux` is not needed any more (completion no longer runs `tmux wait-for`); the
-        composer still passes it."""
+    def __init__(self, panes: PaneIO, runtime_dir: Path, state_db: Path, table: PaneTable | None = None) -> None:
+        """`table`: the process's shared pane table (one `list-panes -a` for every reader)."""
         self.panes = panes
+        self.table = table or PaneTable(panes)
         self.runtime_dir = runtime_dir
         self.state_db = state_db
         self.digest = state_db_digest(state_db)
@@ -101,9 +103,8 @@ class ShellDriver:
         self._last_end: dict[str, float] = {}  # when our last command in the pane ended (kept)
         self._after_end: dict[str, int] = {}
         self._prompt_bytes: dict[str, bytes] = {}
-        self._snapshot: dict[str, PaneInfo] = {}
-        self._snapshot_at = float("-inf")
         self._bash_ok: dict[int, bool] = {}
+        self._support: dict[tuple[int, str], str | None] = {}
 
     @property
     def completions(self) -> queue.Queue[int]:
@@ -138,7 +139,16 @@ class ShellDriver:
         self._prompt_bytes.pop(pane_id, None)
 
     def _supported(self, info: PaneInfo) -> str | None:
-        """Why the pane's program cannot be driven, or None."""
+        """Why the pane's program cannot be driven, or None. Kept per (pid, the program tmux
+        names): an `exec` in the pane changes what tmux names, and a new shell has a new pid."""
+        key = (info.pid, info.current_command)
+        if key not in self._support:
+            if len(self._support) > 4096:
+                self._support.clear()
+            self._support[key] = self._why_unsupported(info)
+        return self._support[key]
+
+    def _why_unsupported(self, info: PaneInfo) -> str | None:
         program = procfs.executable_name(info.pid) or info.current_command
         if program not in SUPPORTED_SHELLS:
             return f"the pane runs {program}; commands are typed only into bash (≥ 4.4) or zsh"
@@ -160,16 +170,12 @@ class ShellDriver:
             self._bash_ok[pid] = known
         return known
 
-    def _info(self, pane_id: str) -> PaneInfo | None:
-        """One `list-panes` per loop round serves every session's probe and delivery."""
-        now = time.monotonic()
-        if now - self._snapshot_at > SNAPSHOT_SECONDS or pane_id not in self._snapshot:
-            self._snapshot = self.panes.all_pane_info()
-            self._snapshot_at = now
-        return self._snapshot.get(pane_id)
+    def _info(self, pane_id: str, max_age: float = SNAPSHOT_SECONDS) -> PaneInfo | None:
+        """One `list-panes` serves every session's probe and delivery in a round."""
+        return self.table.row(pane_id, max_age)
 
     def probe(self, pane_id: str, *, dispatch: bool = True) -> Readiness:
-        info = self._info(pane_id)
+        info = self._info(pane_id, SNAPSHOT_SECONDS if dispatch else IDLE_SNAPSHOT_SECONDS)
         if info is None:
             return Readiness(False, "pane_missing", "the pane is gone")
         if info.dead:

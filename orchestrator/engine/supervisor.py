@@ -24,7 +24,7 @@ import queue
 import threading
 from collections.abc import Mapping, Sequence
 
-from orchestrator.clock import Clock, SystemClock, iso_utc
+from orchestrator.clock import Clock, SystemClock, iso_utc, next_beat
 from orchestrator.config import OrchestratorSettings, SessionConfig
 from orchestrator.engine.watch import RunningWatch
 from orchestrator.errors import PaneNotFound, TmuxUnavailable
@@ -283,7 +283,7 @@ class Supervisor:
             return
         if not queued and mono < self._next_probe.get(name, float("-inf")):
             return
-        self._next_probe[name] = mono + self.settings.idle_probe_seconds
+        self._next_probe[name] = next_beat(mono, self.settings.idle_probe_seconds)  # every idle pane at once
         if queued and self.dry_run:
             self._dispatch_next(state, "")
             return

@@ -245,6 +245,32 @@ class _Snapshot:
     clean: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     depths: dict[str, int] | None = None
 
+    def with_heartbeat(self, names: Sequence[str], stamp: str) -> _Snapshot:
+        """This snapshot as it reads after `write_heartbeat(names, stamp)`: only that key of those
+        sessions changed, so nothing else is read or cleaned again (a heartbeat every two seconds
+        would otherwise re-read and re-validate every session's metadata)."""
+
+        def patched(texts: Mapping[str, str]) -> dict[str, str]:
+            out = dict(texts)
+            for name in names:
+                if name in out:
+                    try:
+                        value = json.loads(out[name])
+                    except ValueError:  # what `write_heartbeat` replaces, as it does in the DB
+                        value = {}
+                    value = value if isinstance(value, dict) else {}
+                    value["orchestrator_heartbeat"] = stamp
+                    out[name] = json.dumps(value, ensure_ascii=False)
+            return out
+
+        wanted = set(names)
+        return _Snapshot(
+            metadata_text=None if self.metadata_text is None else patched(self.metadata_text),
+            clean_text=patched(self.clean_text),
+            clean={n: view for n, view in self.clean.items() if n not in wanted},
+            depths=self.depths,
+        )
+
 
 def _metadata_dict(row: sqlite3.Row | Mapping[str, str] | None) -> dict[str, Any]:
     """A session row's metadata column as a dict ({} for no row, or a value that is not an object)."""
@@ -337,10 +363,12 @@ class StateStore:
                 pass
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, after: Callable[[_Snapshot], _Snapshot] | None = None) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` … `COMMIT`; on any failure (the COMMIT's own included) it is
-        rolled back whole, so nothing of it is kept and the caller may simply do it again."""
-        with self._lock, self._guarded():
+        rolled back whole, so nothing of it is kept and the caller may simply do it again.
+        `after`: what the write did to the round's snapshot, when the writer knows exactly (the
+        snapshot is patched and its generation kept); otherwise the snapshot is dropped."""
+        with self._lock, self._guarded(), self._snapshot_after(after):
             if self._batching:  # part of a batch: a savepoint, rolled back alone if it fails
                 self._savepoints += 1
                 name = f"write{self._savepoints}"
@@ -352,8 +380,6 @@ class StateStore:
                     self._db.execute(f"ROLLBACK TO {name}")
                     self._db.execute(f"RELEASE {name}")
                     raise
-                finally:
-                    self._new_snapshot()
                 return
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -362,9 +388,21 @@ class StateStore:
             except BaseException:
                 self._rollback()
                 raise
-            finally:
-                self._new_snapshot()  # a round reads its own writes
         self.faults.succeeded()
+
+    @contextmanager
+    def _snapshot_after(self, after: Callable[[_Snapshot], _Snapshot] | None) -> Iterator[None]:
+        """A round reads its own writes: the snapshot is patched by `after` when the write
+        succeeded, else dropped (a failed write may have changed what a retry will read)."""
+        try:
+            yield
+        except BaseException:
+            self._new_snapshot()
+            raise
+        if after is None:
+            self._new_snapshot()
+        else:
+            self._snapshot = after(self._snapshot)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -524,7 +562,7 @@ class StateStore:
         """Set `orchestrator_heartbeat` of every named session in one statement (not a
         read-modify-write per session); a metadata value that is not a JSON object is replaced
         by one holding just the heartbeat, as `update_metadata` would."""
-        with self.transaction() as db:
+        with self.transaction(after=lambda snapshot: snapshot.with_heartbeat(names, stamp)) as db:
             db.execute(
                 "UPDATE sessions SET metadata = json_set("
                 "CASE WHEN json_valid(metadata) AND json_type(metadata) = 'object' THEN metadata ELSE '{}' END, "
