@@ -341,3 +341,47 @@ def test_results_arrive_from_real_panes_with_no_child_process_and_one_thread(
         assert all(record.finished - record.started >= 1.0 for record in done.values())
     finally:
         driver.close()
+
+
+OPENED: list[str] = []  # opens of the files in OPEN_WATCHED (an audit hook, added once)
+OPEN_WATCHED: set[str] = set()
+_open_hooked: list[bool] = []
+
+
+def test_a_running_commands_exit_record_is_not_opened_every_round(
+    tmux_server: TmuxTestServer, agent_pane: AgentPaneFactory, tmp_path: Path
+) -> None:
+    """The engine asks `end_record` of every running command every round. While the watcher still
+    waits for the record, the file is opened at most once a second (the watcher's wake is the
+    signal); once the watcher has seen it whole, the record is read at once and is exact."""
+    exit_file = CommandFiles(tmp_path / "run", channel_token(tmp_path / "db", 1, 1)).exit_file
+    if not _open_hooked:
+
+        def count_opens(event: str, args: tuple[object, ...]) -> None:
+            if event == "open" and args and str(args[0]) in OPEN_WATCHED:
+                OPENED.append(str(args[0]))
+
+        sys.addaudithook(count_opens)
+        _open_hooked.append(True)
+    OPEN_WATCHED.clear()
+    OPEN_WATCHED.add(str(exit_file))
+    pane = agent_pane("e2e/rounds")
+    driver = ShellDriver(
+        TmuxAdapter(TmuxConfig(socket_name=tmux_server.socket_name)), tmp_path / "run", tmp_path / "db"
+    )
+    try:
+        wait_until(lambda: driver.probe(pane.pane_id).ready, timeout=15, message=f"{pane.pane_id} ready")
+        driver.deliver(row(1, pane.name, "sleep 1.5; (exit 7)"), pane.pane_id)
+        OPENED.clear()
+        rounds = 0
+        while driver.completions.empty() and rounds < 300:  # 0.01 s rounds while it runs
+            assert driver.end_record(1) is None or not driver.watcher.watching(1)
+            rounds += 1
+            time.sleep(0.01)
+        opened_while_running = len(OPENED)
+        assert driver.completions.get(timeout=10) == 1
+        record = driver.end_record(1)
+        assert record is not None and record.exit_code == 7
+        assert rounds >= 100 and opened_while_running <= 3, (rounds, OPENED)
+    finally:
+        driver.close()

@@ -39,3 +39,21 @@ def test_max_age_zero_always_scans(tmp_path: Path) -> None:
 def test_the_real_proc_lists_this_process() -> None:
     assert os.getpid() in {p.pid for p in procfs.process_table(max_age=0)}
     assert procfs.last_pid() is not None
+
+
+def test_group_members_come_from_the_tables_index_and_a_new_table_is_indexed_again(tmp_path: Path) -> None:
+    """A liveness round asks the members of every running command's foreground group: they are
+    looked up by (group, terminal) in an index built once per table, each re-read now."""
+    proc = fake_proc(tmp_path / "proc", [300, 301], last=301)
+    (proc / "302").mkdir()
+    (proc / "302" / "stat").write_text("302 (sleep) S 300 300 300 34816 300 0 0\n")  # in 300's group
+    fake_proc(proc, [], last=302)
+    assert [m.pid for m in procfs.group_members(300, 34816, proc)] == [300, 302]
+    assert procfs.group_members(300, 1, proc) == []  # the same group on another terminal: none
+    (proc / "302" / "stat").write_text("302 (sleep) S 300 999 300 34816 300 0 0\n")  # moved to group 999
+    assert [m.pid for m in procfs.group_members(300, 34816, proc)] == [300]  # each member read again now
+    (proc / "303").mkdir()
+    (proc / "303" / "stat").write_text("303 (cat) S 301 301 301 34816 301 0 0\n")
+    fake_proc(proc, [], last=303)
+    procfs.process_table(proc, max_age=0)  # a new table: the index follows it
+    assert [m.pid for m in procfs.group_members(301, 34816, proc)] == [301, 303]

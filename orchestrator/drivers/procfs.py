@@ -103,6 +103,10 @@ def process_table(proc: Path = PROC, max_age: float = TABLE_MAX_AGE_SECONDS) -> 
     quiet host is not rescanned at all. Callers read anything that must be fresh (a state, a
     wchan) from the process itself."""
     now = time.monotonic()
+    with _tables_lock:
+        cached = _tables.get(proc)
+    if cached is not None and now - cached[0] < max_age:
+        return cached[2]
     newest = last_pid(proc)
     with _tables_lock:
         cached = _tables.get(proc)
@@ -129,27 +133,45 @@ def process_table(proc: Path = PROC, max_age: float = TABLE_MAX_AGE_SECONDS) -> 
     return table
 
 
+_indexes: dict[Path, tuple[list[ProcStat], dict[tuple[int, int], list[ProcStat]]]] = {}
+
+
+def _by_group(proc: Path) -> dict[tuple[int, int], list[ProcStat]]:
+    """The shared process table by (process group, terminal), built once per table: a liveness
+    round asks it for every running command, and a walk of the whole table each time made the
+    round's cost commands × processes."""
+    table = process_table(proc)
+    with _tables_lock:
+        cached = _indexes.get(proc)
+        if cached is not None and cached[0] is table:
+            return cached[1]
+    index: dict[tuple[int, int], list[ProcStat]] = {}
+    for listed in table:
+        index.setdefault((listed.pgrp, listed.tty_nr), []).append(listed)
+    with _tables_lock:
+        _indexes[proc] = (table, index)
+    return index
+
+
 def group_members(pgrp: int, tty_nr: int, proc: Path = PROC) -> list[ProcStat]:
     """The processes of a group on a terminal, each stat read again now (the table may be old)."""
     members = []
-    for listed in process_table(proc):
-        if listed.pgrp == pgrp and listed.tty_nr == tty_nr:
-            found = stat(listed.pid, proc)
-            if found is not None and found.pgrp == pgrp:
-                members.append(found)
+    for listed in _by_group(proc).get((pgrp, tty_nr), ()):
+        found = stat(listed.pid, proc)
+        if found is not None and found.pgrp == pgrp:
+            members.append(found)
     return members
 
 
 def _reads_tty(pid: int, tty: str, proc: Path = PROC) -> bool:
-    base = proc / str(pid)
     try:
-        wchan = (base / "wchan").read_text().strip()
+        wchan = read_proc(pid, "wchan", proc).strip()
     except OSError:
         return False
     if wchan not in TTY_READ_WCHAN:
         return False
     try:
-        parts = (base / "syscall").read_text().split()
+        parts = read_proc(pid, "syscall", proc).split()
     except OSError:
         parts = []  # not ours to inspect (ptrace rules): fall back to the wchan and stdin
     if len(parts) >= 2 and parts[0].isdigit() and READ_SYSCALLS:
@@ -159,7 +181,7 @@ def _reads_tty(pid: int, tty: str, proc: Path = PROC) -> bool:
     else:
         fd = "0"
     try:
-        return os.readlink(base / "fd" / fd) == tty
+        return os.readlink(f"{proc}/{pid}/fd/{fd}") == tty
     except OSError:
         return False
 

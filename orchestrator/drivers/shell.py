@@ -41,6 +41,7 @@ PANE_LOG_LIMIT = 1024 * 1024
 SNAPSHOT_SECONDS = 0.02  # how old a pane row may be for a probe before typing
 IDLE_SNAPSHOT_SECONDS = 0.5  # ... and for an idle pane's state: one table serves the fleet's probes
 JUST_ENDED_SECONDS = 1.0
+EXIT_REREAD_SECONDS = 1.0
 BASH_VERSION = re.compile(rb"version (\d+)\.(\d+)")
 
 
@@ -61,6 +62,8 @@ class Attempt:
     log_offset: int
     log: PaneLog  # the pane's log as it was piped for this attempt: reading it never calls tmux
     shell: tuple[int, str] | None = None  # the pane's shell pid and terminal: fixed while it runs
+    started: bool = False  # its start record was seen (it never goes away while the attempt lives)
+    exit_read_at: float = float("-inf")  # when `end_record` last opened the exit record itself
 
 
 @dataclass(frozen=True)
@@ -310,12 +313,24 @@ class ShellDriver:
         return self.watcher.watching(command_id)
 
     def started(self, command_id: int) -> bool:
-        files = self._files(command_id)
-        return files is not None and files.started()
+        attempt = self._attempts.get(command_id)
+        if attempt is not None and not attempt.started:
+            attempt.started = attempt.files.started()
+        return attempt is not None and attempt.started
 
     def end_record(self, command_id: int) -> ExitRecord | None:
-        files = self._files(command_id)
-        return files.read_exit() if files else None
+        """The attempt's whole exit record, or None. While the watcher still waits for it (it
+        drops a watch the moment the record is whole, and wakes the engine), the file is opened
+        at most every EXIT_REREAD_SECONDS, a net under the watcher rather than an open per
+        running command per round."""
+        attempt = self._attempts.get(command_id)
+        if attempt is None:
+            return None
+        now = time.monotonic()
+        if self.watcher.watching(command_id) and now - attempt.exit_read_at < EXIT_REREAD_SECONDS:
+            return None
+        attempt.exit_read_at = now
+        return attempt.files.read_exit()
 
     def activity_marker(self, command_id: int) -> int:
         attempt = self._attempts.get(command_id)
