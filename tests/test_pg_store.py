@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from orchestrator.state.db_faults import StateDBError
 from orchestrator.state.pg_store import SCHEMA_VERSION, PgStateDBError, PgStateStore
-from orchestrator.state.store import StateDBError
 from pytest_tmuxagent.postgres import PostgresServer
 from pytest_tmuxagent.waiting import wait_until
 

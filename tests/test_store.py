@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.model import CommandResult
-from orchestrator.state.store import StateDBError, StateStore
+from orchestrator.state.db_faults import StateDBError
+from orchestrator.state.store import StateStore
 
 
 def _enqueue_many(path: str, session: str, count: int) -> None:

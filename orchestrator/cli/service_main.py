@@ -17,9 +17,10 @@ from orchestrator.config import Config
 from orchestrator.envfile import EnvSource
 from orchestrator.notify.notifier import Notifier
 from orchestrator.state.audit import AuditLog
+from orchestrator.state.db_faults import FAULT_KINDS
 from orchestrator.state.lock import supervising
 from orchestrator.state.outbox import Outbox
-from orchestrator.state.store import FAULT_KINDS, StateStore
+from orchestrator.state.store import StateStore
 
 
 def build_parser() -> argparse.ArgumentParser:

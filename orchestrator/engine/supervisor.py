@@ -43,7 +43,8 @@ from orchestrator.events import (
 )
 from orchestrator.model import CommandResult, Running, SessionState, SessionStateName
 from orchestrator.ports import ApprovalPolicy, Background, Driver, Gate, PaneIO, PaneLocator, StallPolicy, Ticker
-from orchestrator.state.store import StateDBError, StateStore
+from orchestrator.state.db_faults import StateDBError
+from orchestrator.state.store import StateStore
 from orchestrator.state.wake import WAKE, Doorbell
 
 log = logging.getLogger("orchestrator")

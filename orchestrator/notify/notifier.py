@@ -40,8 +40,8 @@ from orchestrator.envfile import EnvSource
 from orchestrator.notify.dead import verdict
 from orchestrator.redact import redact
 from orchestrator.state.audit import AuditLog
+from orchestrator.state.db_faults import StateDBError
 from orchestrator.state.outbox import Outbox, OutboxMessage, health_record
-from orchestrator.state.store import StateDBError
 
 log = logging.getLogger("orchestrator.notify")
 

@@ -45,7 +45,7 @@ from orchestrator.errors import UserError
 from orchestrator.metadata import clean_metadata
 from orchestrator.model import CommandResult, CommandRow
 
-from .store import DbFaults, FaultKind, StateDBError
+from .db_faults import DbFaults, FaultKind, StateDBError
 
 log = logging.getLogger("orchestrator.state.db")
 
