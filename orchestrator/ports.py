@@ -64,8 +64,10 @@ class PaneIO(Protocol):
         in order (how is the adapter's business); raises TmuxUnavailable."""
         ...
 
-    def copying(self, pane_id: str) -> bool:
-        """The pane's output is being copied by `copy_output` now; False: set it up again."""
+    def copying(self, pane_id: str, known: PaneInfo | None = None) -> bool:
+        """The pane's output is being copied by `copy_output` now; False: set it up again.
+        `known`: the pane's row the caller already has (a round's `list-panes`), so a piped
+        pane's `#{pane_pipe}` is read from it instead of asked of tmux again."""
         ...
 
     def server_identity(self) -> str | None: ...

@@ -68,6 +68,10 @@ A = (
         "the shell's history holds the user's commands, not the orchestrator's",
     ),
     Capability(
+        ("test_a_builtin_command_forks_nothing_in_the_pane",),
+        "a builtin command forks nothing in the pane's shell (the driver's own work is builtins)",
+    ),
+    Capability(
         ("test_an_unsupported_shell_gets_nothing_typed",),
         "a pane in an unsupported shell gets nothing typed (unsupported)",
     ),

@@ -79,7 +79,7 @@ class FakePanes:
     def copy_output(self, pane_id: str, path: Path) -> None:
         pass
 
-    def copying(self, pane_id: str) -> bool:
+    def copying(self, pane_id: str, known: PaneInfo | None = None) -> bool:
         return pane_id in self.alive
 
     def server_identity(self) -> str | None:

@@ -513,3 +513,26 @@ def test_the_question_is_in_metadata_before_the_state_says_waiting_input(tmp_pat
     rig.driver.asking.add(cid)
     rig.advance(1.0)
     assert seen == ["continue? [y/N]"]
+
+
+def test_a_pane_ready_in_a_moment_is_looked_at_again_soon_then_less_often(tmp_path: Path) -> None:
+    """A probe that says "ready in a moment" (a prompt being drawn) makes the loop look again
+    after half a millisecond, then 1, 2 and 3 ms while it still is not ready; a round with
+    nothing soon goes back to the poll interval, and the next "soon" starts close again."""
+    from orchestrator.engine.supervisor import SOON_SECONDS
+    from orchestrator.model import Readiness
+
+    rig = make_rig(tmp_path)
+    rig.send("echo queued")
+    rig.driver.readiness = Readiness(False, "idle", "the shell is busy drawing its prompt", soon=True)
+    waits = []
+    for _ in range(5):
+        rig.sup.step()
+        waits.append(rig.sup._next_wait())
+    assert waits == [*SOON_SECONDS, SOON_SECONDS[-1]] == [0.0005, 0.001, 0.002, 0.003, 0.003]
+    rig.driver.readiness = Readiness(False, "idle", "the command line holds typed text")
+    rig.sup.step()
+    assert rig.sup._next_wait() == rig.sup.settings.poll_interval_seconds
+    rig.driver.readiness = Readiness(False, "idle", "the shell is busy drawing its prompt", soon=True)
+    rig.sup.step()
+    assert rig.sup._next_wait() == SOON_SECONDS[0]

@@ -77,3 +77,48 @@ def test_the_fleets_idle_probes_and_activity_looks_share_one_list_panes(tmux_ser
     assert adapter.lists == 1  # an idle pane's state may be half a second old
     driver.probe(ids[0], dispatch=True)
     assert adapter.lists == 2  # the probe before typing read the table again
+
+
+class PaneInfoCountingAdapter(TmuxAdapter):
+    """The real adapter, counting the single-pane rows it is asked for (`display-message`)."""
+
+    asked = 0
+
+    def pane_info(self, pane_id):  # type: ignore[no-untyped-def]
+        self.asked += 1
+        return super().pane_info(pane_id)
+
+
+def test_a_piped_panes_dispatch_reads_its_pipe_from_the_rounds_row(tmux_server, agent_pane, tmp_path) -> None:
+    """Whether a pane's output is still copied (`#{pane_pipe}`) is in the row the round's
+    `list-panes` already read: neither the probe before typing nor the delivery asks tmux for that
+    pane again (it was a `display-message` each, two round trips per command). A pipe closed under
+    the driver is still noticed and set up again."""
+    from orchestrator.drivers.shell import ShellDriver
+    from orchestrator.model import CommandRow
+
+    pane = agent_pane("fleet/piped")
+    pane.wait_prompt()
+    adapter = PaneInfoCountingAdapter(TmuxConfig(socket_name=tmux_server.socket_name))
+    driver = ShellDriver(adapter, tmp_path / "run", tmp_path / "state.db")
+    try:
+        wait_until(lambda: driver.probe(pane.pane_id).ready, timeout=15, message="the pane is ready")
+        asked = adapter.asked
+        for n in (1, 2):
+            wait_until(lambda: driver.probe(pane.pane_id).ready, timeout=15, message="ready again")
+            command = CommandRow(
+                n, pane.name, f"echo piped-{n}", "running", "test", "", None, None, None, None, None, 1, None
+            )
+            driver.deliver(command, pane.pane_id)
+            wait_until(lambda c=n: driver.end_record(c), timeout=15, message=f"#{n} ends")
+            driver.discard(n)
+        assert adapter.asked == asked
+        adapter.pipe_pane(pane.pane_id, "")  # someone closes the pipe
+        assert not adapter.copying(pane.pane_id)
+        wait_until(
+            lambda: driver.probe(pane.pane_id).ready and adapter.copying(pane.pane_id),
+            timeout=15,
+            message="the closed pipe is set up again",
+        )
+    finally:
+        driver.close()

@@ -168,6 +168,61 @@ def test_a_batch_writes_its_updates_in_one_commit(tmp_path: Path) -> None:
     )
 
 
+def commit_levels(store: StateStore) -> list[tuple[str, str]]:
+    """(the transaction's first write, the `synchronous` level in force) at each COMMIT."""
+    seen: list[tuple[str, str]] = []
+    level, first = ["FULL"], [""]
+
+    def trace(sql: str) -> None:
+        if sql.startswith("PRAGMA synchronous="):
+            level[0] = sql.split("=", 1)[1]
+        elif sql.startswith(("UPDATE", "INSERT")) and not first[0]:
+            first[0] = sql.split()[0] + " " + sql.split()[1]
+        elif sql.startswith("COMMIT"):
+            seen.append((first[0], level[0]))
+            first[0] = ""
+
+    store._db.set_trace_callback(trace)
+    return seen
+
+
+def test_a_batch_commits_without_its_own_fsync_and_everything_else_with_one(tmp_path: Path) -> None:
+    """A batch (the subscribers' view of a step) commits under `synchronous=NORMAL`: in the WAL,
+    not fsynced on its own. A queued command and a result commit under FULL, before and after."""
+    store = StateStore(tmp_path / "state.db")
+    store.ensure_session("a/one", "x:0")
+    levels = commit_levels(store)
+    command_id = store.enqueue("a/one", "true", source="test")
+    assert store.mark_running(command_id, "2026-01-01T00:00:00Z")
+    with store.batch():
+        store.update_metadata("a/one", {"state": "working"})
+    store.finish(command_id, CommandResult(0, "succeeded", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", 1.0, ""))
+    with store.batch():
+        store.update_metadata("a/one", {"state": "idle"})
+    assert [level for _, level in levels] == ["FULL", "FULL", "NORMAL", "FULL", "NORMAL"]
+    assert store.query("PRAGMA synchronous")[0]["synchronous"] == 2  # FULL again after the batch
+
+
+def _batch_then_die(db: str) -> None:
+    import os
+    import signal
+
+    store = StateStore(Path(db))
+    with store.batch():
+        store.update_metadata("a/one", {"state": "working", "state_detail": "kept"})
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint
+
+
+def test_a_batch_survives_its_process_being_killed_right_after(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    StateStore(db).ensure_session("a/one", "x:0")
+    proc = multiprocessing.get_context("spawn").Process(target=_batch_then_die, args=(str(db),))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == -9
+    assert StateStore(db).metadata("a/one") == {"state": "working", "state_detail": "kept"}
+
+
 def test_a_write_that_fails_in_a_batch_is_rolled_back_alone(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state.db")
     store.ensure_session("a/one", "x:0")

@@ -101,6 +101,38 @@ def test_bash_history_holds_the_users_commands(agent_pane, orchestrator_service)
     assert written == [*COMMANDS, "history"]
 
 
+@pytest.mark.parametrize("shell", ["bash-rc", "zsh"])
+def test_a_builtin_command_forks_nothing_in_the_pane(shell, agent_pane, orchestrator_service) -> None:
+    """Everything the driver runs in the pane around a command is a builtin (bash's history
+    fix-up included: it reads the last entry back through a file, not `$(…)`), so a command that
+    is itself a builtin makes the pane's shell fork nothing. Counted by the kernel: a child the
+    shell reaped adds its page faults to the shell's `cminflt` (`/proc/PID/stat`); a command that
+    does fork (`/bin/true`) shows the count moves."""
+    pane = agent_pane(SESSION, shell=shell)
+    service = orchestrator_service([pane])
+    pid = tmux_pane_pid(pane)
+    service.wait_result(service.send(SESSION, "true"))  # the first dispatch sets the pane up
+    pane.wait_prompt()
+    before = reaped_children_faults(pid)
+
+    _, rows = run_all(service, ("true", "echo builtin-out", "cd . && (( 1 + 1 ))"))
+    pane.wait_prompt()
+    after = reaped_children_faults(pid)
+    service.wait_result(service.send(SESSION, "/bin/true"))
+    pane.wait_prompt()
+
+    assert [(r.status, r.exit_code) for r in rows] == [("succeeded", 0)] * 3
+    assert rows[1].output_tail == "builtin-out"
+    assert after == before
+    assert reaped_children_faults(pid) > after  # the measure sees a fork
+
+
+def reaped_children_faults(pid: int) -> int:
+    """`cminflt`: the minor page faults of the process's children it has waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[8])
+
+
 def test_zsh_history_holds_the_users_commands_from_the_second_dispatch_on(agent_pane, orchestrator_service) -> None:
     """zsh keeps every line (no HIST_IGNORE_SPACE). The driver adds the user's command with
     `print -s` and installs a zshaddhistory hook that drops its own lines — but zsh adds the

@@ -168,9 +168,9 @@ class TmuxAdapter:
         """From now on everything the pane's program writes is appended to `path` (pipe-pane)."""
         self.pipe_pane(pane_id, pipe_command(path))
 
-    def copying(self, pane_id: str) -> bool:
+    def copying(self, pane_id: str, known: PaneInfo | None = None) -> bool:
         """tmux says the pane has a pipe (`#{pane_pipe}`)."""
-        info = self.pane_info(pane_id)
+        info = known if known is not None else self.pane_info(pane_id)
         return info is not None and info.piped
 
     def server_identity(self) -> str | None:

@@ -284,10 +284,10 @@ class ControlledTmux:
         if not self.copier.hand_over(pane_id, pipe_command(path)):
             self.pipe_pane(pane_id, pipe_command(path))
 
-    def copying(self, pane_id: str) -> bool:
+    def copying(self, pane_id: str, known: PaneInfo | None = None) -> bool:
         if self.copier.routed(pane_id):
             return self.copier.copying(pane_id)
-        info = self.pane_info(pane_id)
+        info = known if known is not None else self.pane_info(pane_id)
         if info is None or not info.piped:
             return False
         # piped (by the fallback, or a previous run): "not copying" once the stream can take over

@@ -131,7 +131,7 @@ class ShellDriver:
         """The port says the pane's output is not being copied (a restarted server's pane with an
         old id, a pipe someone closed, the output client's session gone, the pane moved to another
         session): set the copy up again, whatever this run remembers."""
-        if info.pane_id in self._piped and not self.panes.copying(info.pane_id):
+        if info.pane_id in self._piped and not self.panes.copying(info.pane_id, info):
             self.forget_pane(info.pane_id)
 
     def forget_pane(self, pane_id: str) -> None:

@@ -96,12 +96,17 @@ class CommandFiles:
         return self._path("start")
 
     @property
+    def history_file(self) -> Path:
+        """bash's last history entry, written and read back by the body's builtins."""
+        return self._path("h")
+
+    @property
     def sent_file(self) -> Path:
         """Written right before the line is typed: without it, a restart knows it never was."""
         return self._path("sent")
 
     def all(self) -> list[Path]:
-        return [self.body, self.epilogue, self.exit_file, self.start_file, self.sent_file]
+        return [self.body, self.epilogue, self.exit_file, self.start_file, self.sent_file, self.history_file]
 
     def typed_line(self, zsh: bool = False) -> str:
         """The one line typed. zsh aborts the whole line on a fatal error in a sourced file
@@ -126,8 +131,10 @@ class CommandFiles:
             '[ -n "${ZSH_VERSION:-}" ] && zmodload zsh/datetime 2>/dev/null\n'
             # history: the user's command, never the internal line (bash); zsh skips our lines from
             # the second dispatch on (its hook cannot see the first).
+            # the last entry read back through a file, not `$(…)`: a subshell is a fork per command
             'if [ -n "${BASH_VERSION:-}" ] && shopt -oq history; then\n'
-            "  __ta_h=$(HISTTIMEFORMAT= builtin history 1 2>/dev/null)\n"
+            f"  HISTTIMEFORMAT= builtin history 1 2>/dev/null >{q(str(self.history_file))}\n"
+            f"  __ta_h=; IFS= read -r __ta_h 2>/dev/null <{q(str(self.history_file))}\n"
             f'  case "$__ta_h" in *{q(token)}*) __ta_h=${{__ta_h#"${{__ta_h%%[! ]*}}"}};'
             ' builtin history -d "${__ta_h%% *}" 2>/dev/null;; esac\n'
             f"  builtin history -s -- {q(command)}\n"

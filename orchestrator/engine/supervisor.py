@@ -53,7 +53,10 @@ LIVENESS_CHECK_SECONDS = 1.0
 HEARTBEAT_WRITE_SECONDS = 2.0
 DB_RETRY_MAX_SECONDS = 2.0  # the longest wait between rounds while the state DB refuses
 IDLE_WAIT_SECONDS = 0.5  # the longest sleep between rounds of a quiet loop (see _next_wait)
-SOON_SECONDS = 0.003  # the next look at a pane that is ready in a moment (see Readiness.soon)
+# The next looks at a pane that is ready in a moment (see Readiness.soon): a shell draws its
+# prompt a fraction of a millisecond to a few milliseconds after a command's end, so the looks
+# start close and spread out (a failed look costs a few /proc reads).
+SOON_SECONDS = (0.0005, 0.001, 0.002, 0.003)
 
 
 class Supervisor:
@@ -99,6 +102,7 @@ class Supervisor:
         self._dry_run_seen: set[int] = set()
         self._db_failures = 0
         self._soon = False  # a session with work queued will be ready in a moment: look again soon
+        self._soon_looks = 0  # looks in a row that found it not ready yet (see SOON_SECONDS)
         self._quiet = False  # the last round found nothing running, queued or in the background
         self.doorbell = Doorbell(store.path, self.completions)
 
@@ -198,7 +202,9 @@ class Supervisor:
         end is its own signal, so a quiet fleet costs a round every IDLE_WAIT_SECONDS, not ten
         a second."""
         if self._soon:
-            return SOON_SECONDS
+            self._soon_looks += 1
+            return SOON_SECONDS[min(self._soon_looks, len(SOON_SECONDS)) - 1]
+        self._soon_looks = 0
         poll = self.settings.poll_interval_seconds
         if not self._quiet:
             return poll
