@@ -536,3 +536,31 @@ def test_a_pane_ready_in_a_moment_is_looked_at_again_soon_then_less_often(tmp_pa
     rig.driver.readiness = Readiness(False, "idle", "the shell is busy drawing its prompt", soon=True)
     rig.sup.step()
     assert rig.sup._next_wait() == SOON_SECONDS[0]
+
+
+def test_a_fleet_of_settled_shell_commands_is_looked_at_twice_a_second_and_ends_at_once(tmp_path: Path) -> None:
+    """While every running command is a started shell command waiting on nothing but its end
+    (past its first seconds), the loop waits up to IDLE_WAIT_SECONDS between rounds instead of the
+    poll interval: the end is its own signal (the completion queue), a `send` rings. Something
+    queued, or a question the command asks, brings the poll interval back."""
+    from orchestrator.engine.supervisor import IDLE_WAIT_SECONDS
+    from orchestrator.engine.watch import NEVER_STARTED_GRACE_SECONDS
+
+    rig = make_rig(tmp_path, sessions=[session(S), session("b/two")])
+    poll = rig.sup.settings.poll_interval_seconds
+    first = rig.send("sleep 3600")
+    rig.sup.step()
+    assert rig.status(first) == "running" and rig.sup._next_wait() == poll  # in its first seconds
+    rig.advance(NEVER_STARTED_GRACE_SECONDS + 0.1)
+    settled = min(IDLE_WAIT_SECONDS, rig.sup.settings.idle_probe_seconds)
+    assert settled > poll and rig.sup._next_wait() == settled
+    queued = rig.send("echo next", name="b/two")
+    rig.sup.step()  # b/two's command is typed now: in its first seconds again
+    assert rig.status(queued) == "running" and rig.sup._next_wait() == poll
+    rig.advance(NEVER_STARTED_GRACE_SECONDS + 0.1)
+    assert rig.sup._next_wait() == settled
+    running = rig.sup.sessions[S].running
+    assert running is not None
+    running.waiting_since = rig.clock.monotonic()  # the command asks a question
+    rig.sup.step()
+    assert rig.sup._next_wait() == poll

@@ -186,9 +186,10 @@ def commit_levels(store: StateStore) -> list[tuple[str, str]]:
     return seen
 
 
-def test_a_batch_commits_without_its_own_fsync_and_everything_else_with_one(tmp_path: Path) -> None:
-    """A batch (the subscribers' view of a step) commits under `synchronous=NORMAL`: in the WAL,
-    not fsynced on its own. A queued command and a result commit under FULL, before and after."""
+def test_a_batch_and_the_heartbeat_commit_without_their_own_fsync_and_the_rest_with_one(tmp_path: Path) -> None:
+    """A batch (the subscribers' view of a step) and the heartbeat commit under
+    `synchronous=NORMAL`: in the WAL, not fsynced on their own. A queued command, a dispatch, a
+    result and any other write commit under FULL, before and after."""
     store = StateStore(tmp_path / "state.db")
     store.ensure_session("a/one", "x:0")
     levels = commit_levels(store)
@@ -199,7 +200,9 @@ def test_a_batch_commits_without_its_own_fsync_and_everything_else_with_one(tmp_
     store.finish(command_id, CommandResult(0, "succeeded", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", 1.0, ""))
     with store.batch():
         store.update_metadata("a/one", {"state": "idle"})
-    assert [level for _, level in levels] == ["FULL", "FULL", "NORMAL", "FULL", "NORMAL"]
+    store.write_heartbeat(["a/one"], "2026-01-01T00:00:02Z")  # a stamp the next beat writes again
+    store.update_metadata("a/one", {"state": "working"})
+    assert [level for _, level in levels] == ["FULL", "FULL", "NORMAL", "FULL", "NORMAL", "NORMAL", "FULL"]
     assert store.query("PRAGMA synchronous")[0]["synchronous"] == 2  # FULL again after the batch
 
 

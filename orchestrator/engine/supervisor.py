@@ -104,6 +104,7 @@ class Supervisor:
         self._soon = False  # a session with work queued will be ready in a moment: look again soon
         self._soon_looks = 0  # looks in a row that found it not ready yet (see SOON_SECONDS)
         self._quiet = False  # the last round found nothing running, queued or in the background
+        self._settled = False  # … nothing queued or in the background, and what runs is settled
         self.doorbell = Doorbell(store.path, self.completions)
 
     # lifecycle ---------------------------------------------------------------
@@ -200,13 +201,15 @@ class Supervisor:
         a moment, the poll interval while anything runs, is queued or is being worked on in the
         background, and longer when all is quiet — a `send` rings the doorbell and a command's
         end is its own signal, so a quiet fleet costs a round every IDLE_WAIT_SECONDS, not ten
-        a second."""
+        a second. A fleet whose running commands are all settled (see `RunningWatch.settled`)
+        waits as long: what it waits for wakes the loop itself, and its slow clocks (a stall's
+        timeout, the once-a-second liveness look) need no tenth of a second."""
         if self._soon:
             self._soon_looks += 1
             return SOON_SECONDS[min(self._soon_looks, len(SOON_SECONDS)) - 1]
         self._soon_looks = 0
         poll = self.settings.poll_interval_seconds
-        if not self._quiet:
+        if not (self._quiet or self._settled):
             return poll
         return max(poll, min(IDLE_WAIT_SECONDS, self.settings.idle_probe_seconds))
 
@@ -260,11 +263,10 @@ class Supervisor:
                 self._consider(state, mono, queued.get(state.config.name, 0) > 0)
                 self._drain_signals()  # a result never waits behind a round of sends
         depths = {n: d for n, d in self.store.queue_depths().items() if n in self.sessions}
-        self._quiet = (
-            not any(d > 0 for d in depths.values())
-            and not any(s.running for s in self.sessions.values())
-            and not any(b.busy() for b in self.background)
-        )
+        calm = not any(d > 0 for d in depths.values()) and not any(b.busy() for b in self.background)
+        running = [s for s in self.sessions.values() if s.running]
+        self._quiet = calm and not running
+        self._settled = calm and all(self.watch.settled(s) for s in running)
         self.bus.publish(HeartbeatTick(now, depths))
         if now - self._last_heartbeat_write >= HEARTBEAT_WRITE_SECONDS:
             self._last_heartbeat_write = now

@@ -80,6 +80,23 @@ class RunningWatch:
     def _driver(self, state: SessionState) -> Driver:
         return self.sup.driver_for(state.config.name)
 
+    def settled(self, state: SessionState) -> bool:
+        """A shell command that started and waits on nothing but its end: no question, no
+        approval, no interrupt under way, out of its first seconds. Its end wakes the loop (the
+        exit record's watch), a reply or a `send` rings the doorbell, and what else it has (a
+        stall's timeout, the liveness look) counts in seconds, so the loop need not look at it ten
+        times a second. An agent turn is never settled: its screen is looked at for dialogs."""
+        running = state.running
+        return (
+            running is not None
+            and self._driver(state).kind == "shell"
+            and running.waiting_since is None
+            and running.approval is None
+            and running.interrupt_sent_at is None
+            and self.sup.clock.monotonic() - running.sent_at > NEVER_STARTED_GRACE_SECONDS
+            and self._driver(state).started(running.row.id)
+        )
+
     def check(self, state: SessionState, check_liveness: bool) -> None:
         running = state.running
         assert running is not None

@@ -214,12 +214,15 @@ class StateStore:
                 pass
 
     @contextmanager
-    def transaction(self, after: Callable[[_Snapshot], _Snapshot] | None = None) -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, after: Callable[[_Snapshot], _Snapshot] | None = None, *, durable: bool = True
+    ) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` … `COMMIT`; on any failure (the COMMIT's own included) it is
         rolled back whole, so nothing of it is kept and the caller may simply do it again.
         `after`: what the write did to the round's snapshot, when the writer knows exactly (the
-        snapshot is patched and its generation kept); otherwise the snapshot is dropped."""
-        with self._lock, self._guarded(), self._snapshot_after(after):
+        snapshot is patched and its generation kept); otherwise the snapshot is dropped.
+        `durable=False`: committed without an fsync of its own, as a batch is (see `batch`)."""
+        with self._lock, self._guarded(), self._snapshot_after(after), self._fsync(durable or self._batching):
             if self._batching:  # part of a batch: a savepoint, rolled back alone if it fails
                 self._savepoints += 1
                 name = f"write{self._savepoints}"
@@ -303,6 +306,18 @@ class StateStore:
                     self._new_snapshot()
                     self._durable()
         self.faults.succeeded()
+
+    @contextmanager
+    def _fsync(self, durable: bool) -> Iterator[None]:
+        """The commit inside is fsynced (FULL, the default) or only written to the WAL (NORMAL)."""
+        if durable:
+            yield
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._durable()
 
     def _durable(self) -> None:
         """Every commit but a batch's is fsynced before it returns (see `batch`)."""
@@ -429,8 +444,9 @@ class StateStore:
     def write_heartbeat(self, names: Sequence[str], stamp: str) -> None:
         """Set `orchestrator_heartbeat` of every named session in one statement (not a
         read-modify-write per session); a metadata value that is not a JSON object is replaced
-        by one holding just the heartbeat, as `update_metadata` would."""
-        with self.transaction(after=lambda snapshot: snapshot.with_heartbeat(names, stamp)) as db:
+        by one holding just the heartbeat, as `update_metadata` would. Not fsynced on its own:
+        a stamp lost to a power cut is one the restarted orchestrator writes again."""
+        with self.transaction(after=lambda snapshot: snapshot.with_heartbeat(names, stamp), durable=False) as db:
             db.execute(
                 "UPDATE sessions SET metadata = json_set("
                 "CASE WHEN json_valid(metadata) AND json_type(metadata) = 'object' THEN metadata ELSE '{}' END, "
