@@ -28,7 +28,7 @@ from orchestrator.events import (
 from orchestrator.guards.attention import AttentionGuard
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
-from orchestrator.ports import ApprovalPolicy
+from orchestrator.ports import ApprovalPolicy, Ticker
 from orchestrator.state.audit import AuditLog, read_events
 from orchestrator.state.audit_trail import AuditTrail
 from orchestrator.state.session_writer import SessionStateWriter
@@ -75,6 +75,7 @@ def make_rig(
     missing: frozenset[str] = frozenset(),
     typed: frozenset[int] = frozenset(),
     approvals: ApprovalPolicy | None = None,
+    late_tickers: tuple[Ticker, ...] = (),
 ) -> Rig:
     """`started`: commands whose start record the (restarted) pane already holds; `missing`:
     targets whose pane does not exist yet."""
@@ -119,7 +120,8 @@ def make_rig(
         stall=stall,
         approvals=approvals,
         gates=(stall, streak),
-        tickers=(stall, streak),
+        tickers=(stall,),
+        late_tickers=(streak, *late_tickers),
         clock=clock,
     )
     sup.start()
@@ -564,3 +566,19 @@ def test_a_fleet_of_settled_shell_commands_is_looked_at_twice_a_second_and_ends_
     running.waiting_since = rig.clock.monotonic()  # the command asks a question
     rig.sup.step()
     assert rig.sup._next_wait() == poll
+
+
+def test_a_queued_command_is_typed_before_the_rounds_fleet_wide_looks(tmp_path: Path) -> None:
+    """The round dispatches what is queued before the work that never decides whether a command
+    may go (the streak gauges, decision assist, which re-reads every session after any commit):
+    a `send` into a large fleet is typed without waiting for those looks."""
+    seen: list[list[int]] = []
+
+    class Look:
+        def tick(self) -> None:
+            seen.append([command_id for command_id, _ in rig.driver.delivered])
+
+    rig = make_rig(tmp_path, late_tickers=(Look(),))
+    command_id = rig.send("echo hi")
+    rig.sup.step()
+    assert seen == [[command_id]]

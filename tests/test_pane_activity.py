@@ -42,20 +42,26 @@ def test_an_unknown_pane_always_counts_as_drawn(tmux_server, agent_pane) -> None
 
 
 class CountingAdapter(TmuxAdapter):
-    """The real adapter, counting its `list-panes -a` calls."""
+    """The real adapter, counting its `list-panes -a` calls and its single-pane rows."""
 
     lists = 0
+    rows = 0
 
     def all_pane_info(self):  # type: ignore[no-untyped-def]
         self.lists += 1
         return super().all_pane_info()
 
+    def pane_info(self, pane_id):  # type: ignore[no-untyped-def]
+        self.rows += 1
+        return super().pane_info(pane_id)
+
 
 def test_the_fleets_idle_probes_and_activity_looks_share_one_list_panes(tmux_server, agent_pane, tmp_path) -> None:
     """At a beat every idle pane is probed and looked at for activity: one `list-panes -a` serves
     them all (the shell driver and the directory share the process's pane table), while a probe
-    before typing still asks tmux for rows at most milliseconds old."""
-    from orchestrator.adapters.pane_table import PaneTable
+    before typing still asks tmux for a row at most milliseconds old: its pane's alone, or the
+    whole table again when several panes are typed into at once."""
+    from orchestrator.adapters.pane_table import SINGLE_ROWS_BEFORE_TABLE, PaneTable
     from orchestrator.clock import ManualClock
     from orchestrator.drivers.shell import SNAPSHOT_SECONDS, ShellDriver
 
@@ -76,7 +82,15 @@ def test_the_fleets_idle_probes_and_activity_looks_share_one_list_panes(tmux_ser
     driver.probe(ids[0], dispatch=False)
     assert adapter.lists == 1  # an idle pane's state may be half a second old
     driver.probe(ids[0], dispatch=True)
-    assert adapter.lists == 2  # the probe before typing read the table again
+    assert (adapter.lists, adapter.rows) == (1, 1)  # the probe before typing asked for its pane alone
+    driver.probe(ids[0], dispatch=True)
+    assert (adapter.lists, adapter.rows) == (1, 1)  # … and that row serves for milliseconds
+    for pane_id in ids[1:]:  # five panes typed into at once: after four single rows, one table
+        driver.probe(pane_id, dispatch=True)
+    assert (adapter.lists, adapter.rows) == (2, SINGLE_ROWS_BEFORE_TABLE)
+    clock.advance(SNAPSHOT_SECONDS * 2)
+    driver.probe(ids[0], dispatch=True)
+    assert (adapter.lists, adapter.rows) == (2, SINGLE_ROWS_BEFORE_TABLE + 1)
 
 
 class PaneInfoCountingAdapter(TmuxAdapter):
@@ -89,36 +103,42 @@ class PaneInfoCountingAdapter(TmuxAdapter):
         return super().pane_info(pane_id)
 
 
-def test_a_piped_panes_dispatch_reads_its_pipe_from_the_rounds_row(tmux_server, agent_pane, tmp_path) -> None:
-    """Whether a pane's output is still copied (`#{pane_pipe}`) is in the row the round's
-    `list-panes` already read: neither the probe before typing nor the delivery asks tmux for that
-    pane again (it was a `display-message` each, two round trips per command). A pipe closed under
-    the driver is still noticed and set up again."""
-    from orchestrator.drivers.shell import ShellDriver
+def test_a_piped_panes_dispatch_reads_its_pipe_from_the_rows_it_holds(tmux_server, agent_pane, tmp_path) -> None:
+    """Whether a pane's output is still copied (`#{pane_pipe}`) is in the row the probe already
+    read: neither the probe before typing nor the delivery asks tmux for that pane again (it was
+    a `display-message` each, two round trips per command). The pane table's clock stands
+    still here, so its first row serves every probe: any further ask is the pipe check's. A pipe
+    closed under the driver is still noticed, at the next fresh row, and set up again."""
+    from orchestrator.adapters.pane_table import PaneTable
+    from orchestrator.clock import ManualClock
+    from orchestrator.drivers.shell import SNAPSHOT_SECONDS, ShellDriver
     from orchestrator.model import CommandRow
 
     pane = agent_pane("fleet/piped")
     pane.wait_prompt()
-    adapter = PaneInfoCountingAdapter(TmuxConfig(socket_name=tmux_server.socket_name))
-    driver = ShellDriver(adapter, tmp_path / "run", tmp_path / "state.db")
+    adapter, clock = PaneInfoCountingAdapter(TmuxConfig(socket_name=tmux_server.socket_name)), ManualClock()
+    driver = ShellDriver(adapter, tmp_path / "run", tmp_path / "state.db", table=PaneTable(adapter, clock.monotonic))
     try:
-        wait_until(lambda: driver.probe(pane.pane_id).ready, timeout=15, message="the pane is ready")
+        assert not adapter.copying(pane.pane_id)
+        assert driver.probe(pane.pane_id, dispatch=False).state == "idle"
+        assert adapter.copying(pane.pane_id)  # an idle pane is copied from its first look: not at its first send
         asked = adapter.asked
         for n in (1, 2):
-            wait_until(lambda: driver.probe(pane.pane_id).ready, timeout=15, message="ready again")
             command = CommandRow(
                 n, pane.name, f"echo piped-{n}", "running", "test", "", None, None, None, None, None, 1, None
             )
             driver.deliver(command, pane.pane_id)
             wait_until(lambda c=n: driver.end_record(c), timeout=15, message=f"#{n} ends")
             driver.discard(n)
+            driver.probe(pane.pane_id)
         assert adapter.asked == asked
         adapter.pipe_pane(pane.pane_id, "")  # someone closes the pipe
         assert not adapter.copying(pane.pane_id)
-        wait_until(
-            lambda: driver.probe(pane.pane_id).ready and adapter.copying(pane.pane_id),
-            timeout=15,
-            message="the closed pipe is set up again",
-        )
+
+        def piped_again() -> bool:
+            clock.advance(SNAPSHOT_SECONDS * 2)  # a fresh row shows the pipe closed
+            return driver.probe(pane.pane_id).ready and adapter.copying(pane.pane_id)
+
+        wait_until(piped_again, timeout=15, message="the closed pipe is set up again")
     finally:
         driver.close()

@@ -174,7 +174,10 @@ class ShellDriver:
         return known
 
     def _info(self, pane_id: str, max_age: float = SNAPSHOT_SECONDS) -> PaneInfo | None:
-        """One `list-panes` serves every session's probe and delivery in a round."""
+        """One `list-panes` serves every idle session's probe in a round; a probe before typing
+        (and the delivery after it) wants its pane's row milliseconds old, asked for alone."""
+        if max_age <= SNAPSHOT_SECONDS:
+            return self.table.fresh_row(pane_id, max_age)
         return self.table.row(pane_id, max_age)
 
     def probe(self, pane_id: str, *, dispatch: bool = True) -> Readiness:
@@ -194,6 +197,11 @@ class ShellDriver:
         if info.in_mode:
             return Readiness(False, "idle", f"the pane is in {info.mode or 'a tmux mode'}; dispatch waits")
         if not dispatch:
+            if pane_id not in self._piped:  # copied from now on: the first command need not wait for it
+                try:
+                    self.pane_log(pane_id)
+                except TmuxUnavailable:
+                    return Readiness(False, "pane_missing", "the pane did not answer")
             return Readiness(False, "idle", "")
         if not procfs.waiting_for_key(info.pid):
             return Readiness(False, "idle", "the shell is busy drawing its prompt", soon=self._just_ended(pane_id))

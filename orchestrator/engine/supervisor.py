@@ -76,6 +76,7 @@ class Supervisor:
         approvals: ApprovalPolicy | None = None,
         gates: Sequence[Gate] = (),
         tickers: Sequence[Ticker] = (),
+        late_tickers: Sequence[Ticker] = (),
         background: Sequence[Background] = (),
         clock: Clock | None = None,
         dry_run: bool = False,
@@ -89,7 +90,10 @@ class Supervisor:
         self.locator = locator
         self.bus = bus
         self.gates = tuple(gates)
-        self.tickers = tuple(tickers)
+        self.tickers = tuple(tickers)  # before the round's dispatches (a cooldown's end is logged first)
+        # after them: work that never decides whether a command may go now (gauges, decision
+        # assist), so a send is typed without waiting for a fleet-wide look
+        self.late_tickers = tuple(late_tickers)
         self.background = tuple(background)
         self.clock = clock or SystemClock()
         self.dry_run = dry_run
@@ -262,6 +266,8 @@ class Supervisor:
             if state.running is None:
                 self._consider(state, mono, queued.get(state.config.name, 0) > 0)
                 self._drain_signals()  # a result never waits behind a round of sends
+        for ticker in self.late_tickers:
+            ticker.tick()
         depths = {n: d for n, d in self.store.queue_depths().items() if n in self.sessions}
         calm = not any(d > 0 for d in depths.values()) and not any(b.busy() for b in self.background)
         running = [s for s in self.sessions.values() if s.running]
