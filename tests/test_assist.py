@@ -1000,3 +1000,19 @@ def test_a_shell_only_fleet_gets_the_schema_as_shipped(make) -> None:
     assert h.settle()["task_decomposition"]["generated_by"] == "codex"
     assert h.assist.ai.backend.requests[0].schema is DECOMPOSITION_SCHEMA
     assert "session" not in h.assist.ai.backend.requests[0].prompt
+
+
+def test_the_idle_check_reads_each_sessions_plan_once_a_round(make, monkeypatch) -> None:
+    """`busy()` (the loop's idle check, every round) asks every session whether its plan will
+    queue more: inside a round that is the round's shared view of the metadata, parsed once per
+    session, not once per question."""
+    import orchestrator.state.store as store_module
+
+    h = make(agents=("fleet/claude", "fleet/codex"))
+    parsed: list[object] = []
+    real = store_module._metadata_dict
+    monkeypatch.setattr(store_module, "_metadata_dict", lambda row: parsed.append(row) or real(row))
+    with h.store.round():
+        for _ in range(5):
+            assert not h.assist.busy()
+    assert len(parsed) == len(h.config.sessions)

@@ -175,8 +175,9 @@ class PlanRunner:
                 self._stop(session.name, plan, f"task_decomposition is malformed ({exc!r})")
 
     def active(self, name: str) -> bool:
-        """The session's plan will queue more commands by itself."""
-        return self._runs(self.store.metadata(name))
+        """The session's plan will queue more commands by itself. Asked for every session every
+        round (the loop's idle check): read from the round's shared view, not parsed again."""
+        return self._runs(self.store.metadata_view(name))
 
     def _runs(self, metadata: Mapping[str, Any]) -> bool:
         """An approved plan runs; an unstarted one only with `auto_execute` (so a `pending` plan
