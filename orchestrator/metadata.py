@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator.config import SchemaValidator, key_path, load_schema
 from orchestrator.errors import ConfigError
+from orchestrator.schema import SchemaValidator, key_path, load_schema
 
 log = logging.getLogger("orchestrator.config")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 from orchestrator.drivers.agent_events import AgentEvent
-from orchestrator.drivers.agent_providers import ClaudeProvider, CodexProvider
+from orchestrator.drivers.claude_provider import ClaudeProvider
+from orchestrator.drivers.codex_provider import CodexProvider
 
 PROMPT = "Write the forecast module"
 

@@ -30,7 +30,7 @@ from orchestrator.cli import agent_hook
 from orchestrator.cli.compose import build_orchestrator
 from orchestrator.config import SessionConfig, TmuxConfig, load_config
 from orchestrator.drivers.agent import AgentDriver
-from orchestrator.drivers.agent_providers import ClaudeProvider
+from orchestrator.drivers.claude_provider import ClaudeProvider
 from orchestrator.drivers.shell import ShellDriver
 from orchestrator.envfile import EnvSource
 from orchestrator.model import CommandRow

@@ -22,8 +22,8 @@ import yaml
 
 from orchestrator.cli.common import HEAVY_MODULES as HEAVY
 from orchestrator.cli.starter import AGENT_CONFIG, ORCHESTRATOR_TOML
-from orchestrator.config import SchemaValidator, load_schema
 from orchestrator.metadata import _METADATA_EXAMPLES
+from orchestrator.schema import SchemaValidator, load_schema
 from pytest_tmuxagent.service import OrchestratorService, OrchestratorServiceFactory
 from pytest_tmuxagent.tmux_server import AgentPaneFactory
 

@@ -18,12 +18,13 @@ import pytest
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
 from orchestrator.clock import iso_utc
-from orchestrator.config import OrchestratorSettings, load_schema
+from orchestrator.config import OrchestratorSettings
 from orchestrator.events import SessionAttached, StallDetected
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
 from orchestrator.metadata import metadata_keys, metadata_problem
 from orchestrator.model import SESSION_STATES
+from orchestrator.schema import load_schema
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.store import StateStore
 from pytest_tmuxagent.service import cli_path

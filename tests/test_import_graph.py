@@ -14,7 +14,19 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 
-LEAVES = {"errors", "clock", "redact", "config", "metadata", "envfile", "model", "ports", "events", "payloads"}
+LEAVES = {
+    "errors",
+    "clock",
+    "redact",
+    "schema",
+    "config",
+    "metadata",
+    "envfile",
+    "model",
+    "ports",
+    "events",
+    "payloads",
+}
 RANK = {"": 0, **{leaf: 0 for leaf in LEAVES}, "state": 1, "adapters": 1, "notify": 2, "drivers": 2}
 RANK.update({"guards": 3, "assist": 3, "engine": 4, "cli": 5, "dashboard": 5})
 # What the engine may import besides itself: the leaves and the state store.

@@ -27,7 +27,8 @@ from orchestrator.notify.notifier import MAX_BACKOFF_SECONDS, Notifier
 from orchestrator.state import audit as audit_module
 from orchestrator.state.audit import AuditLog, read_events
 from orchestrator.state.outbox import Outbox
-from orchestrator.state.replay import render_text, replay
+from orchestrator.state.replay import replay
+from orchestrator.state.replay_report import render_text
 from orchestrator.state.snapshot import StateSnapshot
 from orchestrator.state.store import StateStore
 

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.config import load_schema
 from orchestrator.payloads import PRIORITIES as PRIORITIES  # re-exported: most urgent last
 from orchestrator.payloads import Advice, Priority, Risk, as_priority, as_risk
 from orchestrator.redact import redact
+from orchestrator.schema import load_schema
 
 DECISION_SCHEMA = load_schema("decision_reply.schema.json")
 KEY_NAME = re.compile(r"\b([A-Z][A-Z0-9_]*(?:API_KEY|TOKEN|SECRET|_KEY))\b")

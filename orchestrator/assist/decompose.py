@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from orchestrator.adapters.ai_client import wire_schema
-from orchestrator.config import SessionConfig, load_schema
+from orchestrator.config import SessionConfig
 from orchestrator.payloads import WorkKind
+from orchestrator.schema import load_schema
 
 DECOMPOSITION_SCHEMA = load_schema("decomposition_reply.schema.json")
 WORK_KINDS: tuple[WorkKind, ...] = ("command", "prompt")

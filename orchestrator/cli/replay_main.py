@@ -21,7 +21,9 @@ from pathlib import Path
 from orchestrator.cli.common import run_cli
 from orchestrator.errors import UserError
 from orchestrator.state.audit import read_events
-from orchestrator.state.replay import render_text, replay, select, verify_db
+from orchestrator.state.replay import replay, select
+from orchestrator.state.replay_report import render_text
+from orchestrator.state.replay_verify import verify_db
 from orchestrator.state.snapshot import SnapshotError, existing_db
 
 

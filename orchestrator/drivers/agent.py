@@ -31,8 +31,9 @@ from pathlib import Path
 from orchestrator.config import SessionConfig, SessionKind, TmuxConfig
 from orchestrator.drivers import procfs
 from orchestrator.drivers.agent_events import AgentEvent, EventLog, TranscriptTail
-from orchestrator.drivers.agent_providers import PROVIDERS, AgentQuestion, Provider, screen_busy
+from orchestrator.drivers.agent_providers import PROVIDERS
 from orchestrator.drivers.file_watch import FileWatch
+from orchestrator.drivers.provider_base import AgentQuestion, Provider, screen_busy
 from orchestrator.drivers.shell_files import PaneLog, clean_tail
 from orchestrator.errors import TmuxUnavailable
 from orchestrator.model import ApprovalRequest, CommandRow, ExitRecord, Readiness

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
-from orchestrator.config import SchemaValidator, load_schema
 from orchestrator.errors import UserError
 from orchestrator.redact import redact_obj
+from orchestrator.schema import SchemaValidator, load_schema
 
 if TYPE_CHECKING:  # imported by SchemaValidator only when an event may not fit
     import jsonschema
