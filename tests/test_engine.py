@@ -582,3 +582,32 @@ def test_a_queued_command_is_typed_before_the_rounds_fleet_wide_looks(tmp_path: 
     command_id = rig.send("echo hi")
     rig.sup.step()
     assert seen == [[command_id]]
+
+
+def test_a_ring_that_lands_during_a_round_gets_a_round_of_its_own(tmp_path: Path) -> None:
+    """A `send` from another process commits and rings while a round is under way, after the
+    round read the queue: the round drains the ring (it drains the signal queue between sessions
+    so a result never waits) but cannot see the command. The loop must go round again at once,
+    not sleep the quiet wait (it did: half a second for that send)."""
+    from orchestrator.model import Readiness
+    from orchestrator.state.wake import WAKE
+
+    rig = make_rig(tmp_path, sessions=[session(S), session("b/two", "b:two")])
+    rig.advance(5.0)
+    other = StateStore(rig.store.path)  # the CLI's own connection
+    queued: list[int] = []
+    probe = rig.driver.probe
+
+    def probe_then_send(pane_id: str, *, dispatch: bool = True) -> Readiness:
+        if not queued:  # the first idle probe of the round: the send lands now
+            queued.append(other.enqueue(S, "echo late"))
+            rig.driver.completions.put(WAKE)
+        return probe(pane_id, dispatch=dispatch)
+
+    rig.driver.probe = probe_then_send  # type: ignore[method-assign]
+    rig.clock.advance(rig.sup.settings.idle_probe_seconds)  # a beat: the round probes the idle panes
+    rig.sup.step()
+    assert queued and rig.status(queued[0]) == "queued"  # this round read the queue before the send
+    assert rig.sup._next_wait() == 0.0
+    rig.sup.step()
+    assert rig.status(queued[0]) == "running"

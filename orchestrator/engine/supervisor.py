@@ -107,6 +107,7 @@ class Supervisor:
         self._db_failures = 0
         self._soon = False  # a session with work queued will be ready in a moment: look again soon
         self._soon_looks = 0  # looks in a row that found it not ready yet (see SOON_SECONDS)
+        self._rung = False  # the doorbell rang during a round, after the round read the queue
         self._quiet = False  # the last round found nothing running, queued or in the background
         self._settled = False  # … nothing queued or in the background, and what runs is settled
         self.doorbell = Doorbell(store.path, self.completions)
@@ -208,6 +209,9 @@ class Supervisor:
         a second. A fleet whose running commands are all settled (see `RunningWatch.settled`)
         waits as long: what it waits for wakes the loop itself, and its slow clocks (a stall's
         timeout, the once-a-second liveness look) need no tenth of a second."""
+        if self._rung:  # what the ring announced is in no snapshot this round read: look now
+            self._rung = False
+            return 0.0
         if self._soon:
             self._soon_looks += 1
             return SOON_SECONDS[min(self._soon_looks, len(SOON_SECONDS)) - 1]
@@ -233,11 +237,15 @@ class Supervisor:
                 self.watch.complete_if_ended(state)
 
     def _drain_signals(self) -> None:
+        """Inside a round: results are recorded at once; a ring (a `send` committed meanwhile,
+        perhaps after this round read the queue) earns the loop another round right away."""
         while True:
             try:
-                self._on_signal(self.completions.get_nowait())
+                command_id = self.completions.get_nowait()
             except queue.Empty:
                 return
+            self._rung = self._rung or command_id == WAKE
+            self._on_signal(command_id)
 
     def step(self) -> None:
         with self.store.round():
