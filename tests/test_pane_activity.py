@@ -142,3 +142,26 @@ def test_a_piped_panes_dispatch_reads_its_pipe_from_the_rows_it_holds(tmux_serve
         wait_until(piped_again, timeout=15, message="the closed pipe is set up again")
     finally:
         driver.close()
+
+
+def test_idle_panes_are_copied_ahead_of_their_first_command_a_few_a_second(tmux_server, agent_pane, tmp_path) -> None:
+    """An idle pane's output copy is set up at a look, so its first command does not wait for
+    `pipe-pane` — but at most IDLE_COPY_SETUPS_PER_SECOND a second, so the first round over a
+    fleet of new panes does not hold a `send` behind a hundred of them. The rest follow."""
+    from orchestrator.adapters.pane_table import PaneTable
+    from orchestrator.clock import ManualClock
+    from orchestrator.drivers.shell import IDLE_COPY_SETUPS_PER_SECOND, ShellDriver
+
+    panes = [agent_pane(f"fleet/new{i}") for i in range(IDLE_COPY_SETUPS_PER_SECOND + 3)]
+    for pane in panes:
+        pane.wait_prompt()
+    adapter, clock = TmuxAdapter(TmuxConfig(socket_name=tmux_server.socket_name)), ManualClock()
+    driver = ShellDriver(adapter, tmp_path / "run", tmp_path / "state.db", table=PaneTable(adapter, clock.monotonic))
+    try:
+        assert {driver.probe(p.pane_id, dispatch=False).state for p in panes} == {"idle"}
+        assert sum(adapter.copying(p.pane_id) for p in panes) == IDLE_COPY_SETUPS_PER_SECOND
+        clock.advance(1.0)
+        assert {driver.probe(p.pane_id, dispatch=False).state for p in panes} == {"idle"}
+        assert all(adapter.copying(p.pane_id) for p in panes)
+    finally:
+        driver.close()

@@ -41,6 +41,10 @@ PANE_LOG_LIMIT = 1024 * 1024
 SNAPSHOT_SECONDS = 0.02  # how old a pane row may be for a probe before typing
 IDLE_SNAPSHOT_SECONDS = 0.5  # ... and for an idle pane's state: one table serves the fleet's probes
 JUST_ENDED_SECONDS = 1.0
+# An idle pane's output copy is set up ahead of its first command, at most this many a second:
+# `pipe-pane` costs ~5 ms (tmux forks the `cat`), and a round must not spend half a second on a
+# fleet of 100 new panes while a `send` waits behind it.
+IDLE_COPY_SETUPS_PER_SECOND = 8
 EXIT_REREAD_SECONDS = 1.0
 BASH_VERSION = re.compile(rb"version (\d+)\.(\d+)")
 
@@ -108,6 +112,7 @@ class ShellDriver:
         self._prompt_bytes: dict[str, bytes] = {}
         self._bash_ok: dict[int, bool] = {}
         self._support: dict[tuple[int, str], str | None] = {}
+        self._idle_setups: list[float] = []  # when idle panes' copies were set up (the last second)
 
     @property
     def completions(self) -> queue.Queue[int]:
@@ -197,8 +202,8 @@ class ShellDriver:
         if info.in_mode:
             return Readiness(False, "idle", f"the pane is in {info.mode or 'a tmux mode'}; dispatch waits")
         if not dispatch:
-            if pane_id not in self._piped:  # copied from now on: the first command need not wait for it
-                try:
+            if pane_id not in self._piped and self._may_set_up_idle_copy():
+                try:  # copied from now on: the first command need not wait for it
                     self.pane_log(pane_id)
                 except TmuxUnavailable:
                     return Readiness(False, "pane_missing", "the pane did not answer")
@@ -237,6 +242,16 @@ class ShellDriver:
         if since_end is not None:
             self._prompt_bytes[pane_id] = since_end  # the shell's prompt redraw, to recognise next time
         return Readiness(True, "idle", "")
+
+    def _may_set_up_idle_copy(self) -> bool:
+        """Room for one more idle pane's copy this second (see IDLE_COPY_SETUPS_PER_SECOND); a
+        pane left for later is set up at a later look, or by its first command."""
+        now = self.table.monotonic()
+        self._idle_setups = [at for at in self._idle_setups if now - at < 1.0]
+        if len(self._idle_setups) >= IDLE_COPY_SETUPS_PER_SECOND:
+            return False
+        self._idle_setups.append(now)
+        return True
 
     def _just_ended(self, pane_id: str) -> bool:
         """Our command ended in this pane less than a second ago: what keeps it from being ready
