@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.events import CommandDispatched, CommandFinished
-from tests.test_assist import SESSION, Harness
+from tests.assist_harness import SESSION, Harness
 
 LINE = "openai.AuthenticationError: OPENAI_API_KEY environment variable is missing"
 SCAN = {"ai": {"backend": "off"}, "decision": {"pane_scan_seconds": 0.001}}
