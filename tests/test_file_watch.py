@@ -385,3 +385,24 @@ def test_a_running_commands_exit_record_is_not_opened_every_round(
         assert rounds >= 100 and opened_while_running <= 3, (rounds, OPENED)
     finally:
         driver.close()
+
+
+def test_an_attempts_scripts_and_history_file_are_readable_by_the_user_alone(tmp_path: Path) -> None:
+    """The scripts hold the command as sent (it may carry a secret) and `h-TOKEN` bash's last
+    history entry (with HISTCONTROL=ignorespace, a line the user typed): 0600, also when a file
+    of that name was left world-readable, and still 0600 after bash wrote the entry into it."""
+    files = CommandFiles(tmp_path / "run", "abc-5-1")
+    files.run_dir.mkdir(parents=True)
+    files.history_file.write_text("old")
+    files.history_file.chmod(0o644)
+    line = files.write_scripts(5, "echo s3cret-token", 0)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (files.body, files.epilogue, files.history_file)}
+    assert modes == {files.body.name: 0o600, files.epilogue.name: 0o600, files.history_file.name: 0o600}
+    done = subprocess.run(
+        ["bash", "--norc", "-c", f"set -o history; HISTCONTROL=ignorespace; history -s 'typed by the user'; {line}"],
+        check=False,
+        capture_output=True,
+        timeout=10,
+    )
+    assert b"s3cret-token" in done.stdout and files.read_exit() is not None
+    assert files.history_file.read_text().strip() and files.history_file.stat().st_mode & 0o777 == 0o600

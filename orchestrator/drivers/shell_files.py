@@ -26,6 +26,7 @@ header; bash's history gets the user's command instead of the internal line.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
@@ -171,8 +172,9 @@ class CommandFiles:
             'if [ -n "${__ta_e:-}" ]; then unset __ta_e; set -e; return 0; fi\n'
             'return "$__ta_rc" 2>/dev/null\n'
         )
-        self.body.write_text(body, encoding="utf-8")
-        self.epilogue.write_text(epilogue, encoding="utf-8")
+        _write_private(self.body, body)
+        _write_private(self.epilogue, epilogue)
+        _write_private(self.history_file, "")  # the shell's `>` keeps an existing file's mode
         return self.typed_line(zsh)
 
     def read_exit(self) -> ExitRecord | None:
@@ -195,6 +197,15 @@ class CommandFiles:
     def remove(self) -> None:
         for path in self.all():
             path.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Readable by the user alone (0600): the scripts hold the command as sent, which may carry a
+    secret, and the history file the shell's last entry, which may be a line the user typed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # an older file of that name keeps its mode through O_CREAT
+        out.write(text)
 
 
 @dataclass(frozen=True)
