@@ -149,6 +149,13 @@ def service_for(
     return service, store
 
 
+def all_piped(tmux: TmuxTestServer) -> bool:
+    """Every pane's output copy is set up: the orchestrator's start-up work (a few panes a second,
+    see IDLE_COPY_SETUPS_PER_SECOND) is over, so the window measures its steady state."""
+    out = tmux.server.cmd("list-panes", "-a", "-F", "#{pane_pipe}")
+    return bool(out.stdout) and all(flag.strip() == "1" for flag in out.stdout)
+
+
 def measure_cpu(n_panes: int, running: int, seconds: float) -> list[Idle]:
     """Idle at `n_panes`, then (if `running`) with that many silent commands, one per pane."""
     running = min(running, n_panes)
@@ -163,6 +170,8 @@ def measure_cpu(n_panes: int, running: int, seconds: float) -> list[Idle]:
         service, store = service_for(tmp / "orch", tmux, panes, stack)
         assert service.process is not None
         meter = Meter(service.process.pid, server)
+        common.log(f"{n_panes} pane(s): waiting for every pane's output copy to be set up")
+        wait_until(lambda: all_piped(tmux) or None, timeout=120, interval=0.5, message="every pane piped")
         time.sleep(SETTLE_SECONDS)
         common.log(f"{n_panes} pane(s): idle, over {seconds:g}s")
         cases = [cpu_case(meter, "idle", n_panes, 0, seconds, baseline, [])]

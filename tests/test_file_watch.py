@@ -22,7 +22,7 @@ import pytest
 
 from orchestrator.adapters.tmux import TmuxAdapter
 from orchestrator.config import TmuxConfig
-from orchestrator.drivers.file_watch import FileWatch, WatchMode
+from orchestrator.drivers.file_watch import IN_CLOSE_WRITE, READ_BYTES, FileWatch, Inotify, WatchMode
 from orchestrator.drivers.shell import ShellDriver, channel_token
 from orchestrator.drivers.shell_files import CommandFiles
 from orchestrator.model import CommandRow, ExitRecord
@@ -216,6 +216,25 @@ def test_the_directory_deleted_and_made_again_is_watched_again(watcher: FileWatc
     assert watcher.events.get(timeout=5) == 10
 
 
+def test_one_read_of_the_kernels_queue_takes_every_event_however_many_buffers_they_fill(tmp_path: Path) -> None:
+    """A read stops early only when it left room for another event; a burst bigger than one
+    buffer (thousands of files closed while the thread was busy) is read whole."""
+    inotify = Inotify.open()
+    if inotify is None:
+        pytest.skip("inotify is not available here")
+    try:
+        assert inotify.add(tmp_path) is not None
+        names = [f"rc-{i:05d}-{'x' * 40}" for i in range(3000)]  # ~3000 × 64 bytes: three buffers
+        for name in names:
+            write(tmp_path / name)
+        events = inotify.read()
+        assert len(events) * 64 > 2 * READ_BYTES
+        assert [name for _wd, mask, name in events if mask & IN_CLOSE_WRITE] == names
+        assert inotify.read() == []
+    finally:
+        inotify.close()
+
+
 def test_a_path_outside_the_directory_is_refused(watcher: FileWatch, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not in the watched directory"):
         watcher.watch(1, tmp_path / "rc-1")
@@ -263,7 +282,18 @@ def _readable_link(fd: str) -> bool:
 # the exit record -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "text",
-    ["", "0", "0 1.5", "0 1.5 2.", "0 1.5 2.5", "0 1.5 2.5 en", "0 1.5 2.5 end extra", "x 1.5 2.5 end"],
+    [
+        "",
+        "0",
+        "0 1.5",
+        "0 1.5 2.",
+        "0 1.5 2.5",
+        "0 1.5 2.5 en",
+        "0 1.5 2.5 end extra",
+        "x 1.5 2.5 end",
+        "0 1.5 2.5 end" + " " * 300,  # no record of ours is that long
+        "0 1.5 2.5 \xff",
+    ],
 )
 def test_a_half_written_or_broken_exit_record_is_no_exit(tmp_path: Path, text: str) -> None:
     files = CommandFiles(tmp_path, "abc-1-1")
@@ -353,7 +383,7 @@ def test_a_running_commands_exit_record_is_not_opened_every_round(
 ) -> None:
     """The engine asks `end_record` of every running command every round. While the watcher still
     waits for the record, the file is opened at most once a second (the watcher's wake is the
-    signal); once the watcher has seen it whole, the record is read at once and is exact."""
+    signal); once the watcher has seen it whole, that record is the result, read no second time."""
     exit_file = CommandFiles(tmp_path / "run", channel_token(tmp_path / "db", 1, 1)).exit_file
     if not _open_hooked:
 
@@ -380,9 +410,12 @@ def test_a_running_commands_exit_record_is_not_opened_every_round(
             time.sleep(0.01)
         opened_while_running = len(OPENED)
         assert driver.completions.get(timeout=10) == 1
+        opened_by_the_watcher = len(OPENED)
         record = driver.end_record(1)
         assert record is not None and record.exit_code == 7
         assert rounds >= 100 and opened_while_running <= 3, (rounds, OPENED)
+        # the record the watcher read whole is the one recorded: not opened again on its way
+        assert len(OPENED) == opened_by_the_watcher and driver.end_record(1) == record
     finally:
         driver.close()
 

@@ -55,6 +55,7 @@ IN_ONLYDIR = 0x01000000
 WATCH_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 LOST = IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF
 EVENT = struct.Struct("iIII")  # wd, mask, cookie, len — then `len` bytes of NUL-padded name
+EVENT_MAX_BYTES = EVENT.size + 256  # NAME_MAX (255) and its NUL
 
 
 class Inotify:
@@ -88,7 +89,8 @@ class Inotify:
         self._libc.inotify_rm_watch(self.fd, wd)
 
     def read(self) -> list[tuple[int, int, str]]:
-        """Every queued event as (wd, mask, name); empty when none is waiting."""
+        """Every queued event as (wd, mask, name); empty when none is waiting. A read that left
+        room for another event took all there were: no second read to be told so."""
         events: list[tuple[int, int, str]] = []
         while True:
             try:
@@ -102,6 +104,8 @@ class Inotify:
                 name = os.fsdecode(data[start : start + length].split(b"\0", 1)[0])
                 events.append((wd, mask, name))
                 offset = start + length
+            if len(data) <= READ_BYTES - EVENT_MAX_BYTES:
+                return events
 
     def close(self) -> None:
         os.close(self.fd)
@@ -217,8 +221,8 @@ class FileWatch:
         """Emit when ready — exactly once, whichever of the caller and the thread gets here first
         (a repeating watch: once per change; its stamp is taken before `ready()`, so a change
         after the stamp is the next look's, never lost in this one)."""
-        try:
-            seen = stamp(entry.path)
+        try:  # only a repeating watch compares stamps; a one-shot one is on a result's way: no stat
+            seen = stamp(entry.path) if entry.repeat else None
             ready = entry.ready()
         except (OSError, ValueError):
             ready = False
@@ -227,7 +231,7 @@ class FileWatch:
         with self._lock:
             if self._watches.get(command_id) is not entry:
                 return
-            if not entry.repeat:
+            if seen is None:
                 self._drop(command_id)
             elif self._emitted.get(command_id) == seen:
                 return

@@ -68,6 +68,15 @@ class Attempt:
     shell: tuple[int, str] | None = None  # the pane's shell pid and terminal: fixed while it runs
     started: bool = False  # its start record was seen (it never goes away while the attempt lives)
     exit_read_at: float = float("-inf")  # when `end_record` last opened the exit record itself
+    exit_record: ExitRecord | None = None  # the whole record, once read (by the watcher or a round)
+
+    def exit_seen(self) -> bool:
+        """The watcher's ready check, on its thread: the record read there is the one the engine
+        then records, so the way from the command's end to its result reads the file once."""
+        record = self.files.read_exit()
+        if record is not None:
+            self.exit_record = record
+        return record is not None
 
 
 @dataclass(frozen=True)
@@ -322,15 +331,11 @@ class ShellDriver:
         self._attempts[row.id] = Attempt(files, pane_id, max(0, log.find(files.token)), log)
         return True
 
-    def _files(self, command_id: int) -> CommandFiles | None:
-        attempt = self._attempts.get(command_id)
-        return attempt.files if attempt else None
-
     def watch(self, command_id: int) -> None:
-        files = self._files(command_id)
-        if files is not None:
-            # ready only when the engine's `end_record` will find it: whole, after its start record
-            self.watcher.watch(command_id, files.exit_file, lambda: files.read_exit() is not None)
+        attempt = self._attempts.get(command_id)
+        if attempt is not None:
+            # ready only when the record is whole and after its start record (`read_exit`)
+            self.watcher.watch(command_id, attempt.files.exit_file, attempt.exit_seen)
 
     def watching(self, command_id: int) -> bool:
         return self.watcher.watching(command_id)
@@ -349,11 +354,14 @@ class ShellDriver:
         attempt = self._attempts.get(command_id)
         if attempt is None:
             return None
+        if attempt.exit_record is not None:
+            return attempt.exit_record
         now = time.monotonic()
         if self.watcher.watching(command_id) and now - attempt.exit_read_at < EXIT_REREAD_SECONDS:
             return None
         attempt.exit_read_at = now
-        return attempt.files.read_exit()
+        attempt.exit_record = attempt.files.read_exit()
+        return attempt.exit_record
 
     def activity_marker(self, command_id: int) -> int:
         attempt = self._attempts.get(command_id)

@@ -41,6 +41,8 @@ TAIL_READ_BYTES = 64 * 1024
 MARK_PREFIX = "\x1b]7701;"
 HEADER_MAX_CHARS = 160
 RECORD_END = "end"  # the exit record's last word: without it the record is still being written
+_RECORD_END_BYTES = RECORD_END.encode()
+EXIT_RECORD_MAX_BYTES = 256  # `RC T0 T1 end\n`: a longer file is no record of ours
 # The end mark reaches the log a moment after the exit record (through tmux and the output
 # client: p50 0.4 ms, p95 4 ms on the loaded 2-core box), so the tail looks again this soon.
 MARK_POLL_SECONDS = 0.001
@@ -180,11 +182,21 @@ class CommandFiles:
     def read_exit(self) -> ExitRecord | None:
         """The attempt's exit record — only ever written after its own start record, and taken
         only whole (`RC T0 T1 end`): a shell still writing it leaves no result yet."""
-        try:  # the record first: while the command runs (every round asks) one failed open, no more
-            parts = self.exit_file.read_text(encoding="utf-8").split()
-        except (FileNotFoundError, UnicodeDecodeError):
+        # The record first: while the command runs (every round asks) one failed open, no more.
+        # Plain os calls: this read is on the way from the command's end to its result, and a
+        # thread waking from sleep runs each Python call many times slower than a warm one.
+        try:
+            fd = os.open(self.exit_file, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
             return None
-        if len(parts) != 4 or parts[3] != RECORD_END or not self.start_file.exists():
+        try:
+            data = os.read(fd, EXIT_RECORD_MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        parts = data.split()
+        if len(data) > EXIT_RECORD_MAX_BYTES or len(parts) != 4 or parts[3] != _RECORD_END_BYTES:
+            return None
+        if not os.path.exists(self.start_file):
             return None
         try:
             return ExitRecord(int(parts[0]), float(parts[1]), float(parts[2]))
