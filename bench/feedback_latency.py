@@ -62,6 +62,8 @@ from typing import Any, ClassVar, Protocol
 
 import common  # this folder is on sys.path when run as a script
 import pickup_latency
+import reporting
+import tmux_peers
 
 from orchestrator.clock import parse_iso_utc
 from orchestrator.model import TERMINAL_STATUSES, CommandRow
@@ -150,7 +152,7 @@ class Peer(Protocol):
 
     def type(self, pane: str, line: str) -> None: ...
 
-    def chunks(self, busy: list[str], timeout: float) -> list[common.Chunk]: ...
+    def chunks(self, busy: list[str], timeout: float) -> list[tmux_peers.Chunk]: ...
 
     def close(self) -> None: ...
 
@@ -166,9 +168,9 @@ class Poller:
         self.next_tick = time.monotonic() + POLL_INTERVAL
 
     def type(self, pane: str, line: str) -> None:
-        common.type_forked(self.tmux, pane, line)
+        tmux_peers.type_forked(self.tmux, pane, line)
 
-    def chunks(self, busy: list[str], timeout: float) -> list[common.Chunk]:
+    def chunks(self, busy: list[str], timeout: float) -> list[tmux_peers.Chunk]:
         wait = self.next_tick - time.monotonic()
         if wait > timeout:
             time.sleep(max(0.0, timeout))
@@ -176,7 +178,8 @@ class Poller:
         time.sleep(max(0.0, wait))
         self.next_tick += POLL_INTERVAL
         return [
-            common.Chunk(p, "\n".join(common.capture_id(self.tmux, p)) + "\n", time.time(), whole=True) for p in busy
+            tmux_peers.Chunk(p, "\n".join(common.capture_id(self.tmux, p)) + "\n", time.time(), whole=True)
+            for p in busy
         ]
 
     def close(self) -> None:
@@ -189,12 +192,12 @@ class StreamPeer:
     phase = 0.0
 
     def __init__(
-        self, name: str, source: common.ControlStream | common.PipePaneReader, typer: Callable[[str, str], None]
+        self, name: str, source: tmux_peers.ControlStream | tmux_peers.PipePaneReader, typer: Callable[[str, str], None]
     ) -> None:
         self.name, self.source, self.type = name, source, typer
 
-    def chunks(self, busy: list[str], timeout: float) -> list[common.Chunk]:
-        return common.drain(self.source.chunks, timeout)
+    def chunks(self, busy: list[str], timeout: float) -> list[tmux_peers.Chunk]:
+        return tmux_peers.drain(self.source.chunks, timeout)
 
     def close(self) -> None:
         self.source.close()
@@ -250,7 +253,7 @@ class Typist:
             state.remaining -= 1
             state.text, state.sent_at = "", time.time()
             state.tag = f"{self.nonce}p{state.pane.lstrip('%')}n{state.remaining}"  # last: chunks count from here
-            self.peer.type(state.pane, common.stamped(state.tag, f"sleep {self.sleep_s}"))
+            self.peer.type(state.pane, tmux_peers.stamped(state.tag, f"sleep {self.sleep_s}"))
 
     def close(self) -> None:
         with self._cond:
@@ -285,10 +288,10 @@ def run_peer(
                 if seen is None or not seen.tag:
                     continue
                 seen.text = chunk.text if chunk.whole else seen.text + chunk.text
-                exited = common.stamp(seen.text, seen.tag, "D")
+                exited = tmux_peers.stamp(seen.text, seen.tag, "D")
                 if exited is None:
                     continue
-                started = common.stamp(seen.text, seen.tag, "S")
+                started = tmux_peers.stamp(seen.text, seen.tag, "S")
                 if started is not None:
                     starts.append((started - seen.sent_at) * 1000.0)
                 found.append((seen, seen.tag, exited, chunk.at))
@@ -318,12 +321,12 @@ def peers(tmux: TmuxTestServer, session: str, panes: list[str], folder: Path) ->
     """The peers, each made when its turn comes (so only one watches the panes at a time)."""
 
     def control() -> Peer:
-        stream = common.ControlStream(tmux, session)
+        stream = tmux_peers.ControlStream(tmux, session)
         return StreamPeer(CONTROL, stream, stream.type)
 
     def pipe() -> Peer:
-        reader = common.PipePaneReader(tmux, panes, folder)
-        return StreamPeer("pipe-pane reader", reader, lambda pane, line: common.type_forked(tmux, pane, line))
+        reader = tmux_peers.PipePaneReader(tmux, panes, folder)
+        return StreamPeer("pipe-pane reader", reader, lambda pane, line: tmux_peers.type_forked(tmux, pane, line))
 
     return [lambda: Poller(tmux), control, pipe]
 
@@ -368,7 +371,7 @@ def evaluate(results: dict[int, Measured]) -> list[dict[str, Any]]:
             if limit is not None:
                 verdicts.append(verdict(n_panes, f"exit → result {label} <= {limit:g} ms", value, value <= limit))
         for label in ("p50", "p95"):
-            r = common.ratio(getattr(ours, f"{label}_ms"), getattr(control, f"{label}_ms"))
+            r = reporting.ratio(getattr(ours, f"{label}_ms"), getattr(control, f"{label}_ms"))
             verdicts.append(
                 verdict(
                     n_panes, f"exit → result {label} <= {TARGET_VS_CONTROL:g}x control-mode", r, r <= TARGET_VS_CONTROL
@@ -392,16 +395,16 @@ def print_table(results: dict[int, Measured], verdicts: list[dict[str, Any]], lo
     )
     for title, cases in tables:
         print(f"\n{title} (/us: the method's figure over the product's; above 1 the product is faster)")
-        common.comparison_header(f"{'panes':>5}")
+        reporting.comparison_header(f"{'panes':>5}")
         for rows in cases:
-            common.print_comparison(rows, ">5")
-            top = common.best(rows)
+            reporting.print_comparison(rows, ">5")
+            top = reporting.best(rows)
             print(
-                f"{'':5}  product vs best peer ({top.method}): p50 {common.times(rows[0].p50_ms, top.p50_ms)}, "
-                f"p95 {common.times(rows[0].p95_ms, top.p95_ms)} (above 1: the product is slower)"
+                f"{'':5}  product vs best peer ({top.method}): p50 {reporting.times(rows[0].p50_ms, top.p50_ms)}, "
+                f"p95 {reporting.times(rows[0].p95_ms, top.p95_ms)} (above 1: the product is slower)"
             )
-    common.print_targets(verdicts, lambda v: f"{v['panes']:>3} pane(s):", 44)
-    common.print_notes({n: [*m.exit, *m.start] for n, m in results.items()})
+    reporting.print_targets(verdicts, lambda v: f"{v['panes']:>3} pane(s):", 44)
+    reporting.print_notes({n: [*m.exit, *m.start] for n, m in results.items()})
     print(f"\n{load}")
 
 
@@ -426,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = evaluate(results)
     load = common.load_line()
     flat = {(n, kind): rows for n, m in results.items() for kind, rows in (("exit", m.exit), ("start", m.start))}
-    common.report_many(
+    reporting.report_many(
         args.json,
         started,
         {"samples": samples, "sleep_s": float(args.sleep), "poll_interval_s": POLL_INTERVAL, "load": load},

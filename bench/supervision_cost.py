@@ -55,6 +55,9 @@ from pathlib import Path
 from typing import Any
 
 import common  # this folder is on sys.path when run as a script
+import procstat
+import reporting
+import tmux_peers
 
 from orchestrator.clock import iso_utc
 from orchestrator.model import TERMINAL_STATUSES
@@ -82,9 +85,9 @@ class Meter:
     server: int
 
     def read(self) -> tuple[int, int, int]:
-        server_tree = common.tree_ticks(self.server)
-        server_own = common.own_ticks(self.server)
-        return common.tree_ticks(self.client), server_own, server_tree - server_own
+        server_tree = procstat.tree_ticks(self.server)
+        server_own = procstat.own_ticks(self.server)
+        return procstat.tree_ticks(self.client), server_own, server_tree - server_own
 
     def over(self, run: Callable[[], object]) -> tuple[float, tuple[int, int, int]]:
         """Run `run`; its wall seconds and the ticks (client, server, panes) it took."""
@@ -130,12 +133,12 @@ def cpu_case(
         case=case,
         panes=panes,
         running=running,
-        orchestrator_pct=common.percent_of_core(client, wall),
-        server_added_pct=common.percent_of_core(server, wall) - baseline_pct,
+        orchestrator_pct=procstat.percent_of_core(client, wall),
+        server_added_pct=procstat.percent_of_core(server, wall) - baseline_pct,
         server_baseline_pct=baseline_pct,
-        panes_pct=common.percent_of_core(in_panes, wall),
-        threads=common.thread_count(meter.client),
-        processes=len(common.descendants(meter.client)),
+        panes_pct=procstat.percent_of_core(in_panes, wall),
+        threads=procstat.thread_count(meter.client),
+        processes=len(procstat.descendants(meter.client)),
         window_s=wall,
         notes=notes,
     )
@@ -163,10 +166,10 @@ def measure_cpu(n_panes: int, running: int, seconds: float) -> list[Idle]:
         tmp = common.temp_dir(stack, SOCKET_PREFIX)
         tmux = common.tmux_server(stack, SOCKET_PREFIX, tmp)
         panes = [tmux.agent_pane(f"bench/p{i}") for i in range(n_panes)]
-        server = common.server_pid(tmux)
+        server = procstat.server_pid(tmux)
         common.log(f"{n_panes} pane(s): tmux server baseline over {seconds:g}s")
         wall, ticks = Meter(os.getpid(), server).over(window(seconds))
-        baseline = common.percent_of_core(ticks[1], wall)
+        baseline = procstat.percent_of_core(ticks[1], wall)
         service, store = service_for(tmp / "orch", tmux, panes, stack)
         assert service.process is not None
         meter = Meter(service.process.pid, server)
@@ -222,7 +225,7 @@ class Rate:
 def rate(
     method: str, panes: int, per_pane: int, done: int, wall: float, ticks: tuple[int, int, int], notes: list[str]
 ) -> Rate:
-    client, server, in_panes = (t * 1000.0 / common.TICK for t in ticks)
+    client, server, in_panes = (t * 1000.0 / procstat.TICK for t in ticks)
     return Rate(method, panes, per_pane, done, wall, client, server, in_panes, notes)
 
 
@@ -231,7 +234,7 @@ def product_rate(root: Path, tmux: TmuxTestServer, panes: list[AgentPane], per_p
     with ExitStack() as stack:
         service, store = service_for(root, tmux, panes, stack)
         assert service.process is not None
-        meter = Meter(service.process.pid, common.server_pid(tmux))
+        meter = Meter(service.process.pid, procstat.server_pid(tmux))
         total = per_pane * len(panes)
         done_sql = f"SELECT COUNT(*) AS n, MAX(recorded_at) AS last FROM commands WHERE status IN ({', '.join('?' * len(TERMINAL_STATUSES))})"
         committed = 0.0
@@ -269,8 +272,8 @@ def naive_rate(tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int) -> R
     def one_pane(pane: AgentPane, channel: str) -> None:
         try:
             for _ in range(per_pane):
-                common.type_forked(tmux, pane.pane_id, f"true; {tmux_bin} wait-for -S {channel}")
-                common.tmux_fork(tmux, "wait-for", channel)
+                tmux_peers.type_forked(tmux, pane.pane_id, f"true; {tmux_bin} wait-for -S {channel}")
+                tmux_peers.tmux_fork(tmux, "wait-for", channel)
         except Exception as exc:  # reported under the table, the other panes go on
             errors.append(f"{pane.name}: {exc}")
 
@@ -282,14 +285,14 @@ def naive_rate(tmux: TmuxTestServer, panes: list[AgentPane], per_pane: int) -> R
         for t in threads:
             t.join()
 
-    wall, ticks = Meter(os.getpid(), common.server_pid(tmux)).over(run)
+    wall, ticks = Meter(os.getpid(), procstat.server_pid(tmux)).over(run)
     done = per_pane * len(panes) - (per_pane * len(errors))
     return rate("naive send-keys + wait-for", len(panes), per_pane, done, wall, ticks, errors[:3])
 
 
 def control_rate(tmux: TmuxTestServer, session: str, panes: list[AgentPane], per_pane: int) -> Rate:
     """One control-mode client: each pane's next command typed when its output shows the end stamp."""
-    stream = common.ControlStream(tmux, session)
+    stream = tmux_peers.ControlStream(tmux, session)
     nonce = uuid.uuid4().hex[:6]
     left = {p.pane_id: per_pane for p in panes}
     tags: dict[str, str] = {}
@@ -301,7 +304,7 @@ def control_rate(tmux: TmuxTestServer, session: str, panes: list[AgentPane], per
         nonlocal counter
         tags[pane], texts[pane], counter = f"{nonce}{counter}", "", counter + 1
         left[pane] -= 1
-        stream.type(pane, common.stamped(tags[pane], "true"))
+        stream.type(pane, tmux_peers.stamped(tags[pane], "true"))
 
     def run() -> None:
         done = 0
@@ -309,11 +312,11 @@ def control_rate(tmux: TmuxTestServer, session: str, panes: list[AgentPane], per
             send(pane)
         deadline = time.monotonic() + 60 + per_pane * len(panes) * 0.1
         while tags and time.monotonic() < deadline:
-            for chunk in common.drain(stream.chunks, 1.0):
+            for chunk in tmux_peers.drain(stream.chunks, 1.0):
                 if chunk.pane not in tags:
                     continue
                 texts[chunk.pane] += chunk.text
-                if common.stamp(texts[chunk.pane], tags[chunk.pane], "D") is None:
+                if tmux_peers.stamp(texts[chunk.pane], tags[chunk.pane], "D") is None:
                     continue
                 done += 1
                 del tags[chunk.pane]
@@ -323,7 +326,7 @@ def control_rate(tmux: TmuxTestServer, session: str, panes: list[AgentPane], per
             notes.append(f"{len(tags)} pane(s) did not finish before the deadline")
 
     try:
-        wall, ticks = Meter(os.getpid(), common.server_pid(tmux)).over(run)
+        wall, ticks = Meter(os.getpid(), procstat.server_pid(tmux)).over(run)
     finally:
         stream.close()
     finished = per_pane * len(panes) - sum(left.values()) - len(tags)
@@ -362,7 +365,7 @@ def evaluate(cpu: list[Idle], rates: dict[str, list[Rate]]) -> list[dict[str, An
                     "met": ours.per_second >= TARGET_ONE_SESSION_RATE,
                 }
             )
-        r = common.ratio(ours.per_second, naive.per_second)
+        r = reporting.ratio(ours.per_second, naive.per_second)
         target = f"{key}: >= {TARGET_VS_NAIVE:g}x the naive loop's commands/s"
         verdicts.append({"target": target, "value": round(r, 2), "met": r >= TARGET_VS_NAIVE})
     return verdicts
@@ -381,7 +384,9 @@ def print_cpu(cpu: list[Idle]) -> None:
             f"{c.panes:>5} {c.case:<17} {c.total_pct:>7.2f} {c.orchestrator_pct:>7.2f} {c.server_added_pct:>8.2f} "
             f"{c.server_baseline_pct:>8.2f} {c.panes_pct:>6.2f} {c.threads:>7} {c.processes:>5}"
         )
-    print(f"(each over {cpu[0].window_s:.1f} s; a tick is {100 / common.TICK / cpu[0].window_s:.2f} % at that window)")
+    print(
+        f"(each over {cpu[0].window_s:.1f} s; a tick is {100 / procstat.TICK / cpu[0].window_s:.2f} % at that window)"
+    )
 
 
 def print_rates(rates: dict[str, list[Rate]]) -> None:
@@ -397,13 +402,13 @@ def print_rates(rates: dict[str, list[Rate]]) -> None:
         for r in rows:
             print(
                 f"{key:<8} {r.method:<28} {r.done:>5} {r.wall_s:>7.2f} {r.per_second:>8.1f} "
-                f"{common.times(r.per_second, ours.per_second):>7} {r.per_command(r.client_ms):>7.2f} "
+                f"{reporting.times(r.per_second, ours.per_second):>7} {r.per_command(r.client_ms):>7.2f} "
                 f"{r.per_command(r.server_ms):>7.2f} {r.per_command(r.panes_ms):>7.2f}"
             )
         naive, control = rows[1], rows[2]
         print(
-            f"{'':8} product vs naive loop: {common.times(ours.per_second, naive.per_second)}, "
-            f"vs control-mode client: {common.times(ours.per_second, control.per_second)} (above 1: the product is faster)"
+            f"{'':8} product vs naive loop: {reporting.times(ours.per_second, naive.per_second)}, "
+            f"vs control-mode client: {reporting.times(ours.per_second, control.per_second)} (above 1: the product is faster)"
         )
 
 
@@ -465,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": {key: [r.record() for r in rows] for key, rows in rates.items()},
             "targets": verdicts,
         }
-        print(json.dumps(common.finite(data), indent=2))
+        print(json.dumps(reporting.finite(data), indent=2))
         return 0
     print_cpu(cpu)
     if rates:

@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import common  # this folder is on sys.path when run as a script
+import reporting
 
 from orchestrator.clock import parse_iso_utc
 from orchestrator.drivers.agent_events import AgentEvent
@@ -456,8 +457,8 @@ def run_provider(
 def evaluate(results: dict[str, list[AgentSummary]]) -> list[dict[str, Any]]:
     verdicts: list[dict[str, Any]] = []
     for ours, base in results.values():
-        verdicts.append(common.p95_verdict("provider", ours, TARGET_P95_MS))
-        verdicts += common.ratio_verdicts("provider", ours, base, "poller", TARGET_RATIO)
+        verdicts.append(reporting.p95_verdict("provider", ours, TARGET_P95_MS))
+        verdicts += reporting.ratio_verdicts("provider", ours, base, "poller", TARGET_RATIO)
     return verdicts
 
 
@@ -467,8 +468,8 @@ def print_table(
     skipped: dict[str, str],
     versions: dict[str, Any],
 ) -> None:
-    common.print_header(f"{'agent':<8}", 5)
-    common.print_rows(results, "<8", 5, "poller", lambda ours: f"   ({versions.get(ours.provider)})")
+    reporting.print_header(f"{'agent':<8}", 5)
+    reporting.print_rows(results, "<8", 5, "poller", lambda ours: f"   ({versions.get(ours.provider)})")
     for provider, why in skipped.items():
         print(f"{provider:<8}  skipped: {why}")
     print()
@@ -485,8 +486,8 @@ def print_table(
                 f"  {provider:<7} provider result() at the last turn: {read['ms']:.1f} ms, called twice per turn "
                 f"(transcript {read['bytes'] / 1024:.0f} KiB, {read['lines']} lines)"
             )
-    common.print_targets(verdicts, lambda v: f"{v['provider']:<7}", 44)
-    common.print_notes(results)
+    reporting.print_targets(verdicts, lambda v: f"{v['provider']:<7}", 44)
+    reporting.print_notes(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = evaluate(results)
     settings = {"poll_interval_s": args.poll_interval, "versions": versions, "skipped": skipped}
     table = lambda: print_table(results, verdicts, skipped, versions)  # noqa: E731
-    common.report(args.json, started, settings, results, verdicts, table)
+    reporting.report(args.json, started, settings, results, verdicts, table)
     return 0
 
 
