@@ -22,7 +22,7 @@ import yaml
 
 from orchestrator.model import TERMINAL_STATUSES, CommandRow
 from orchestrator.redact import SECRET_ENV_VARS
-from orchestrator.state.audit import read_events
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.store import StateStore
 
 from .evidence import step

@@ -19,7 +19,8 @@ from orchestrator.clock import ManualClock
 from orchestrator.config import Config, SessionConfig, TmuxConfig, settings_from_mapping
 from orchestrator.events import CommandFinished, EventBus
 from orchestrator.model import CommandResult, ResultStatus
-from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.store import StateStore
 
 SESSION = "weather/bot"

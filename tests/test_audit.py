@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 
 from orchestrator.clock import ManualClock
-from orchestrator.state.audit import AuditLog, audit_validator, read_events
+from orchestrator.state.audit import AuditLog, audit_validator
+from orchestrator.state.audit_read import read_events
 
 
 def test_every_line_is_valid_against_the_shipped_schema(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from orchestrator.guards.attention import AttentionGuard
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
 from orchestrator.ports import ApprovalPolicy, Ticker
-from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.audit_trail import AuditTrail
 from orchestrator.state.session_writer import SessionStateWriter
 from orchestrator.state.store import StateStore

@@ -14,7 +14,8 @@ from orchestrator.cli.answers import answer_tool_request
 from orchestrator.config import ApprovalSettings
 from orchestrator.errors import UserError
 from orchestrator.model import ApprovalRequest
-from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_read import read_events
 
 from .test_engine import Rig, S, make_rig
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.state.audit import AuditLog, AuditWriteError, read_events
+from orchestrator.state.audit import AuditLog, AuditWriteError
+from orchestrator.state.audit_read import read_events
 
 REPO = Path(__file__).resolve().parents[1]
 

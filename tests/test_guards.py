@@ -14,7 +14,8 @@ from orchestrator.events import CommandFinished, EventBus, SessionAttached, Stal
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
 from orchestrator.model import CommandResult, CommandRow, ResultStatus, Running
-from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.store import StateStore
 
 from .engine_fakes import RecordingNotify, session, settings

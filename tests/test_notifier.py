@@ -16,7 +16,8 @@ from orchestrator.clock import ManualClock
 from orchestrator.config import NotificationSettings
 from orchestrator.envfile import EnvSource, parse_env_text
 from orchestrator.notify.notifier import NO_CHANNEL, Notifier
-from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.outbox import Outbox
 from orchestrator.state.store import StateStore
 

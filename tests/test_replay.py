@@ -17,7 +17,8 @@ from orchestrator.cli.replay_main import main as replay_main
 from orchestrator.clock import ManualClock, iso_utc
 from orchestrator.config import ApprovalSettings
 from orchestrator.model import ApprovalRequest, CommandResult, ExitRecord, ToolCall
-from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.replay import replay, seconds_between, select
 from orchestrator.state.replay_verify import verify_db
 from orchestrator.state.snapshot import StateSnapshot

@@ -25,7 +25,8 @@ from orchestrator.envfile import EnvSource
 from orchestrator.errors import ConfigError
 from orchestrator.notify.notifier import MAX_BACKOFF_SECONDS, Notifier
 from orchestrator.state import audit as audit_module
-from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.outbox import Outbox
 from orchestrator.state.replay import replay
 from orchestrator.state.replay_report import render_text

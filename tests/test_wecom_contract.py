@@ -18,7 +18,8 @@ from orchestrator.clock import ManualClock
 from orchestrator.config import NotificationSettings
 from orchestrator.envfile import EnvSource
 from orchestrator.notify.notifier import Notifier, alert_markdown
-from orchestrator.state.audit import AuditLog, read_events
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.outbox import Outbox
 from orchestrator.state.store import StateStore
 from pytest_tmuxagent.proxy_servers import HttpProxy

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from orchestrator.cli.common import run_cli
 from orchestrator.errors import UserError
-from orchestrator.state.audit import read_events
+from orchestrator.state.audit_read import read_events
 from orchestrator.state.replay import replay, select
 from orchestrator.state.replay_report import render_text
 from orchestrator.state.replay_verify import verify_db
