@@ -17,7 +17,7 @@ from orchestrator.model import ApprovalRequest
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.audit_read import read_events
 
-from .test_engine import Rig, S, make_rig
+from .engine_rig import Rig, S, make_rig
 
 POLICY = ToolApprovalPolicy(ApprovalSettings(allowlist=(r"touch \S+",)))
 

@@ -16,7 +16,7 @@ from orchestrator.model import CommandResult, Readiness
 from orchestrator.state.store import StateStore
 
 from .engine_fakes import session
-from .test_engine import Rig, make_rig
+from .engine_rig import Rig, make_rig
 
 IDLE_TICKS = 40  # 4 s of 0.1 s rounds: two heartbeat writes and four liveness rounds included
 S = "weather/bot"

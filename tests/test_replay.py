@@ -25,7 +25,7 @@ from orchestrator.state.snapshot import StateSnapshot
 from orchestrator.state.store import StateStore
 
 from .engine_fakes import session
-from .test_engine import Rig, make_rig
+from .engine_rig import Rig, make_rig
 
 BOT, OPS = "weather/bot", "ops/deploy"
 

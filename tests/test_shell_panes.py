@@ -163,7 +163,7 @@ def test_1_half_typed_text_holds_the_command_until_the_line_is_cleared(
 def test_1_a_line_that_did_not_start_its_command_is_cancelled_not_accepted(
     agent_pane: AgentPaneFactory, orchestrator_service: OrchestratorServiceFactory
 ) -> None:
-    """Real-shell variant of the unit test of the same name in tests/test_engine.py: the line is
+    """Real-shell variant of the unit test of the same name in tests/test_engine_recovery.py: the line is
     typed (held in the shell's input by XOFF), its body script is deleted before the shell
     sources it, then output resumes: the epilogue runs without a start record. Before: the
     epilogue's `$?` (the failed source) was accepted as the command's result."""

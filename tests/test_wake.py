@@ -20,7 +20,7 @@ from orchestrator.state.wake import WAKE, Doorbell, doorbell_path, ring
 from pytest_tmuxagent.waiting import wait_until
 
 from .engine_fakes import settings
-from .test_engine import Rig, make_rig
+from .engine_rig import Rig, make_rig
 
 S = "weather/bot"
 LONG_POLL = 30.0  # far beyond every deadline below: only a ring can make the loop act in time
