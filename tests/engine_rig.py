@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.adapters.metrics import OrchestratorMetrics
-from orchestrator.adapters.metrics_recorder import MetricsRecorder
 from orchestrator.adapters.panes import PaneDirectory
+from orchestrator.cli.compose import subscribe_observers
 from orchestrator.clock import ManualClock
 from orchestrator.config import OrchestratorSettings, SessionConfig
 from orchestrator.engine.supervisor import Supervisor
@@ -23,14 +23,11 @@ from orchestrator.events import (
     StallGaveUp,
     StallRetried,
 )
-from orchestrator.guards.attention import AttentionGuard
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
 from orchestrator.ports import ApprovalPolicy, Ticker
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.audit_read import read_events
-from orchestrator.state.audit_trail import AuditTrail
-from orchestrator.state.session_writer import SessionStateWriter
 from orchestrator.state.store import StateStore
 
 from .engine_fakes import EventLog, FakeDriver, FakePanes, RecordingNotify, session, settings
@@ -101,10 +98,7 @@ def make_rig(
         metrics=metrics,
         notify=notify,
     )
-    AuditTrail(audit).subscribe(bus)
-    MetricsRecorder(metrics).subscribe(bus)
-    SessionStateWriter(store).subscribe(bus)
-    AttentionGuard(notify).subscribe(bus)
+    subscribe_observers(bus, audit=audit, store=store, metrics=metrics, notify=notify)  # as the service does
     stall.subscribe(bus)
     streak.subscribe(bus)
     log = EventLog(bus, CommandDispatched, CommandFinished, DispatchFailed, StallDetected, StallRetried, StallGaveUp)

@@ -14,7 +14,7 @@ from orchestrator.events import (
 )
 
 from .engine_fakes import session, settings
-from .engine_rig import S, make_rig
+from .engine_rig import Rig, S, make_rig
 
 
 def test_stall_interrupts_retries_then_alerts_and_cools_down(tmp_path: Path) -> None:
@@ -62,23 +62,25 @@ def test_output_keeps_a_long_command_from_stalling(tmp_path: Path) -> None:
     assert rig.driver.interrupts == [] and rig.status(cid) == "running"
 
 
-def test_without_retries_a_stall_gives_up_after_the_first_interrupt(tmp_path: Path) -> None:
+def given_up_stall(tmp_path: Path) -> tuple[Rig, int]:
+    """A rig without retries whose one command stalled, was interrupted once and given up."""
     rig = make_rig(tmp_path, cfg=settings(stall_retries_before_notify=0))
     cid = rig.send("sleep 600")
     rig.sup.step()
-    rig.advance(10.5)
-    rig.advance(1.0)
+    rig.advance(10.5)  # past the stall timeout: interrupted
+    rig.advance(1.0)  # no retry: given up
+    return rig, cid
+
+
+def test_without_retries_a_stall_gives_up_after_the_first_interrupt(tmp_path: Path) -> None:
+    rig, cid = given_up_stall(tmp_path)
     row = rig.store.command(cid)
     assert row is not None and (row.status, row.exit_code) == ("stalled", None)
     assert len(rig.notify.sent) == 1
 
 
 def test_a_cooldown_survives_a_restart(tmp_path: Path) -> None:
-    rig = make_rig(tmp_path, cfg=settings(stall_retries_before_notify=0))
-    cid = rig.send("sleep 600")
-    rig.sup.step()
-    rig.advance(10.5)
-    rig.advance(1.0)
+    rig, cid = given_up_stall(tmp_path)
     assert rig.status(cid) == "stalled"
     until = rig.store.metadata(S)["cooldown_until"]
     assert until

@@ -47,6 +47,18 @@ class Orchestrator:
         self.supervisor.close()
 
 
+def subscribe_observers(
+    bus: EventBus, *, audit: AuditLog, store: StateStore, metrics: OrchestratorMetrics, notify: Notify
+) -> None:
+    """What every dispatch, result and state change is written to, in this order: the audit
+    trail, the session's state in the DB, the metrics, and the alerts that need a person (the
+    guards and decision assist subscribe themselves)."""
+    AuditTrail(audit).subscribe(bus)
+    SessionStateWriter(store).subscribe(bus)
+    MetricsRecorder(metrics).subscribe(bus)
+    AttentionGuard(notify).subscribe(bus)
+
+
 def build_orchestrator(
     config: Config,
     *,
@@ -79,10 +91,7 @@ def build_orchestrator(
         notify=notify,
         panes=panes,
     )
-    AuditTrail(audit).subscribe(bus)
-    SessionStateWriter(store).subscribe(bus)
-    MetricsRecorder(metrics).subscribe(bus)
-    AttentionGuard(notify).subscribe(bus)
+    subscribe_observers(bus, audit=audit, store=store, metrics=metrics, notify=notify)
     stall.subscribe(bus)
     streak.subscribe(bus)
     assist.subscribe(bus)
