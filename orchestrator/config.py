@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class SessionConfig:
     provider: AgentProvider | None = None
     launch: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    host: str = ""
+    """The fleet host whose orchestrator supervises it (its `host:`, else the config's host)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class OrchestratorSettings:
     output_tail_lines: int = 20
     interrupt_grace_seconds: float = 2.0
     idle_probe_seconds: float = 2.0
+    host_down_seconds: float = 30.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     env_file: Path = Path("~/.env").expanduser()
@@ -164,6 +168,13 @@ class Config:
     log_dir: Path
     sessions: tuple[SessionConfig, ...]
     settings: OrchestratorSettings
+    host: str = ""
+    """This orchestrator's fleet host: `TMUX_AGENT_HOST`, else the config's `host:`, else the
+    machine's name. Only the sessions of this host are in `sessions`."""
+    state_dsn: str | None = None
+    """A PostgreSQL DSN (`state_db: postgresql://…` or `state_dsn:`): the fleet's shared state.
+    `state_db` is then this host's local anchor (its lock and doorbell), not a database."""
+    other_hosts_sessions: tuple[SessionConfig, ...] = ()
 
     @property
     def audit_log(self) -> Path:
@@ -174,11 +185,17 @@ class Config:
         """Where per-command wrapper, exit-code and output files live."""
         return self.settings.runtime_dir or (self.state_db.parent / "run")
 
+    @property
+    def fleet_sessions(self) -> tuple[SessionConfig, ...]:
+        """Every session this config names, this host's and the other hosts' (what the CLI shows)."""
+        return (*self.sessions, *self.other_hosts_sessions)
+
     def session(self, name: str) -> SessionConfig:
-        for session in self.sessions:
+        """A session this config names, on any host (the CLI may address the whole fleet)."""
+        for session in self.fleet_sessions:
             if session.name == name:
                 return session
-        known = ", ".join(s.name for s in self.sessions) or "none"
+        known = ", ".join(s.name for s in self.fleet_sessions) or "none"
         raise ConfigError(
             f"unknown session '{name}'",
             file=str(self.config_path),
@@ -318,6 +335,7 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
             key="tmux",
             fix="keep one: socket_name (tmux -L) or socket_path (tmux -S)",
         )
+    host = this_host(data.get("host"))
     sessions: list[SessionConfig] = []
     seen: set[str] = set()
     for index, item in enumerate(data.get("sessions", [])):
@@ -344,6 +362,7 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
                 provider=item.get("provider", "claude" if item.get("kind") == "agent" else None),
                 launch=item.get("launch"),
                 env=tuple((str(k), str(v)) for k, v in (item.get("env") or {}).items()),
+                host=item.get("host", host),
             )
         )
         _check_patterns({f"sessions[{index}].blocker_patterns": sessions[-1].blocker_patterns}, config_file)
@@ -367,8 +386,13 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
         | {f"approvals.{k}": getattr(settings.approvals, k) for k in ("allowlist", "denylist")},
         orch_file,
     )
-    state_db = _resolve(base, data.get("state_db", "~/.tmux_agent/state.db"))
-    log_dir = _resolve(base, data.get("log_dir", ".tmuxagent/logs"))
+    state_dsn = _state_dsn(data, config_file)
+    if state_dsn:  # each host of a fleet: its own local anchor and logs (the audit log per host)
+        state_db = _resolve(base, ".tmuxagent") / "fleet" / host / "state"
+        log_dir = _resolve(base, data.get("log_dir", ".tmuxagent/logs")) / host
+    else:
+        state_db = _resolve(base, data.get("state_db", "~/.tmux_agent/state.db"))
+        log_dir = _resolve(base, data.get("log_dir", ".tmuxagent/logs"))
     _check_writable(state_db.parent, config_file, "state_db")
     if _is_dir(state_db):
         raise ConfigError(
@@ -381,9 +405,45 @@ def load_config(config_path: str | Path | None = None, orchestrator_path: str | 
         tmux=tmux,
         state_db=state_db,
         log_dir=log_dir,
-        sessions=tuple(sessions),
+        sessions=tuple(s for s in sessions if s.host == host),
         settings=settings,
+        host=host,
+        state_dsn=state_dsn,
+        other_hosts_sessions=tuple(s for s in sessions if s.host != host),
     )
+
+
+HOST_ENV = "TMUX_AGENT_HOST"
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def this_host(configured: str | None) -> str:
+    """This orchestrator's fleet host: `TMUX_AGENT_HOST` (one machine running several hosts, as
+    the tests do), else the config's `host:`, else the machine's own name."""
+    from_env = os.environ.get(HOST_ENV, "").strip()
+    if from_env and not _HOST_NAME.match(from_env):
+        raise ConfigError(
+            f"{HOST_ENV}={from_env!r} is not a host name",
+            key=HOST_ENV,
+            fix="use letters, digits, dots, dashes and underscores",
+        )
+    name = from_env or configured or socket.gethostname().split(".")[0]
+    return name if _HOST_NAME.match(name) else "localhost"
+
+
+def _state_dsn(data: dict[str, Any], config_file: Path) -> str | None:
+    """The PostgreSQL DSN of `state_db: postgresql://…` or `state_dsn:`, or None (SQLite)."""
+    in_db = str(data.get("state_db", ""))
+    from_db = in_db if in_db.startswith(("postgresql://", "postgres://")) else None
+    if from_db and data.get("state_dsn"):
+        raise ConfigError(
+            "state_db and state_dsn both name a PostgreSQL database",
+            file=str(config_file),
+            key="state_dsn",
+            fix="keep one of them",
+        )
+    dsn = from_db or data.get("state_dsn")
+    return str(dsn) if dsn else None
 
 
 def _is_dir(path: Path) -> bool:

@@ -196,7 +196,7 @@ class Driver(Protocol):
 class Notify(Protocol):
     """Where alerts go (the notifier's outbox); never raises."""
 
-    def notify(self, *, kind: str, session: str, title: str, body: str, dedupe_key: str) -> object: ...
+    def notify(self, *, kind: str, session: str | None, title: str, body: str, dedupe_key: str) -> object: ...
 
 
 class Gate(Protocol):

@@ -111,6 +111,8 @@ class OrchestratorService:
     session_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra keys per session
     process: subprocess.Popen[bytes] | None = None
     metrics: MetricsScraper | None = None
+    state_dsn: str | None = None  # a PostgreSQL fleet's DSN instead of the SQLite file
+    host: str | None = None  # this service's fleet host (with state_dsn)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,9 @@ class OrchestratorService:
     def write_config(self) -> None:
         document = {
             "tmux": self.tmux.tmux_config(),
-            "state_db": str(self.state_db),
+            **(
+                {"state_dsn": self.state_dsn, "host": self.host} if self.state_dsn else {"state_db": str(self.state_db)}
+            ),
             "log_dir": str(self.log_dir),
             "sessions": [p.session_config(**self.session_overrides.get(p.name, {})) for p in self.panes],
         }
@@ -136,8 +140,13 @@ class OrchestratorService:
         self.orchestrator_path.write_text(to_toml(merged))
 
     @property
+    def host_log_dir(self) -> Path:
+        """Where the service writes its logs: a fleet host under log_dir/<host>/ (docs/fleet.md)."""
+        return self.log_dir / self.host if self.state_dsn and self.host else self.log_dir
+
+    @property
     def audit_log(self) -> Path:
-        return self.log_dir / "orchestrator-actions.jsonl"
+        return self.host_log_dir / "orchestrator-actions.jsonl"
 
     @property
     def service_log(self) -> Path:
@@ -150,7 +159,7 @@ class OrchestratorService:
 
     # the process ------------------------------------------------------------------
     def start(self, *args: str, wait: bool = True) -> OrchestratorService:
-        runtime = self.log_dir / "orchestrator-runtime.json"
+        runtime = self.host_log_dir / "orchestrator-runtime.json"
         runtime.unlink(missing_ok=True)
         argv = [cli_path("tmux-agent-orchestrator"), "--config", str(self.config_path), *self.extra_args, *args]
         with self.service_log.open("ab") as log:
@@ -192,7 +201,7 @@ class OrchestratorService:
                 secrets.add(value)
                 secrets.update(re.findall(r"[?&]key=([^&\s]+)", value))
         leaks = []
-        for path in (self.service_log, self.audit_log, self.log_dir / "orchestrator.log"):
+        for path in (self.service_log, self.audit_log, self.host_log_dir / "orchestrator.log"):
             text = path.read_text(errors="replace") if path.exists() else ""
             leaks += [f"{secret[:3]}… in {path.name}" for secret in secrets if len(secret) >= 8 and secret in text]
         return leaks

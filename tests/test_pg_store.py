@@ -109,7 +109,7 @@ def test_a_listener_whose_connection_drops_listens_again_and_says_so(postgres_ds
     listener = store.listen(woken.put)
     try:
         assert listener.listening.wait(10)
-        store.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'")
+        store.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
         assert woken.get(timeout=10) is None  # "anything may have been queued meanwhile"
         wait_until(listener.listening.is_set, timeout=10, message="LISTEN again")
         store.enqueue("gpu-1/a", "echo after")
@@ -151,7 +151,7 @@ def test_a_dropped_connection_is_a_retryable_fault_and_the_next_call_reconnects(
     killer = PgStateStore(postgres_dsn)
 
     def kill_the_store_connection() -> None:
-        killer.query("SELECT pg_terminate_backend(%s)", (store._connection().info.backend_pid,))
+        killer.query("SELECT pg_terminate_backend(?)", (store._connection().info.backend_pid,))
 
     with pytest.raises(StateDBError) as caught, store.transaction() as db:  # mid-transaction: cut off
         db.execute("INSERT INTO sessions(name, target, updated_at) VALUES ('lost/one', '', 'x')")
@@ -181,7 +181,7 @@ def test_a_database_from_a_newer_version_is_one_fatal_line(postgres_dsn: str) ->
     PgStateStore(postgres_dsn).close()  # opening again applies nothing twice
     assert store.query("SELECT version FROM schema_version") == [{"version": v} for v in range(1, SCHEMA_VERSION + 1)]
     with store.transaction() as db:
-        db.execute("INSERT INTO schema_version(version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+        db.execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION + 1,))
     with pytest.raises(PgStateDBError) as caught:
         PgStateStore(postgres_dsn)
     error = caught.value

@@ -196,3 +196,21 @@ def test_a_value_that_breaks_the_schema_is_absent_to_readers_but_kept_as_stored(
     assert any_store.metadata("a/one") == {"blockers": ["x"]}
     assert any_store.raw_metadata("a/one") == {"failure_streak": "three", "blockers": ["x"]}
     assert any_store.increment_metadata("a/one", "failure_streak") == 1  # counted again from nothing
+
+
+def test_the_outbox_queues_dedupes_and_ends_each_message_once(any_store: Any) -> None:
+    from orchestrator.state.outbox import Outbox
+
+    outbox = Outbox(any_store)
+    first = outbox.add(dedupe_key="k", kind="failure", session="s", title="t", body="b%?", dedupe_seconds=60)
+    again = outbox.add(dedupe_key="k", kind="failure", session="s", title="t", body="b", dedupe_seconds=60)
+    other = outbox.add(dedupe_key="k2", kind="failure", session=None, title="t2", body="b2", dedupe_seconds=60)
+    assert first is not None and other is not None and other > first and again is None
+    assert [m.id for m in outbox.due()] == [first, other] and outbox.all()[0].body == "b%?"
+    outbox.mark_sent(first, "wecom")
+    outbox.mark_sent(first, "wecom")  # a second mark of a sent message changes nothing
+    outbox.mark_dead(other, "errcode 93000", "channel")
+    assert [(m.status, m.attempts, m.channel) for m in outbox.all()] == [("sent", 1, "wecom"), ("dead", 1, None)]
+    assert outbox.revive(since=0) == 1 and [m.id for m in outbox.pending()] == [other]
+    outbox.set_health({"state": "ok"})
+    assert Outbox(any_store).health() == {"state": "ok"}  # a second opening keeps the tables and rows

@@ -44,7 +44,7 @@ from orchestrator.drivers.shell_files import is_header_line
 from orchestrator.ports import PaneReader
 from orchestrator.redact import redact
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 BlockerOrigin = Literal["command output", "pane output", "failure streak", "plan", "agent turn", "agent reply"]
 """Where a blocker was found (the start of its `blocker_detected` audit detail)."""
@@ -93,7 +93,7 @@ class BlockerWatch:
         *,
         settings: DecisionSettings,
         sessions: Sequence[SessionConfig],
-        store: StateStore,
+        store: Store,
         audit: AuditLog,
         clock: Clock,
         panes: PaneReader,

@@ -28,7 +28,7 @@ from orchestrator.envfile import EnvSource
 from orchestrator.events import CommandDispatched, CommandFinished, EventBus, SessionStateChanged
 from orchestrator.ports import Notify, PaneReader
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 CHECK_SECONDS = 0.1
 # a session whose state nothing changed (the store's snapshot generation) is looked at again this
@@ -42,7 +42,7 @@ class Assist:
         *,
         settings: OrchestratorSettings,
         sessions: Sequence[SessionConfig],
-        store: StateStore,
+        store: Store,
         audit: AuditLog,
         metrics: OrchestratorMetrics,
         clock: Clock,

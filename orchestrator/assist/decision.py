@@ -38,7 +38,7 @@ from orchestrator.errors import UserError
 from orchestrator.payloads import Advice, DecisionSource, NextActions, Policy, Recommendation
 from orchestrator.ports import Notify
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 NEXT_ACTIONS_TITLE = "下一步建议"
 APPROVABLE: tuple[Policy, ...] = ("needs_approval", "suggested")
@@ -66,7 +66,7 @@ class DecisionAssist:
         policy: SafetyPolicy,
         ai: AIClient,
         jobs: Jobs,
-        store: StateStore,
+        store: Store,
         audit: AuditLog,
         metrics: OrchestratorMetrics,
         clock: Clock,
@@ -258,7 +258,7 @@ def policy_hint(session: str, rec: Mapping[str, Any]) -> str:
     return str(rec["policy_reason"])
 
 
-def queue_command(store: StateStore, audit: AuditLog, session: str, command: str, source: str, why: str) -> int:
+def queue_command(store: Store, audit: AuditLog, session: str, command: str, source: str, why: str) -> int:
     """Queue a command the orchestrator chose (not a person), audited like `tmux-agent send`."""
     command_id = store.enqueue(session, command, source=source)
     audit.record(
@@ -272,7 +272,7 @@ def queue_command(store: StateStore, audit: AuditLog, session: str, command: str
     return command_id
 
 
-def approve(config: Config, store: StateStore, audit: AuditLog, session: str, rec_id: str) -> tuple[int, str]:
+def approve(config: Config, store: Store, audit: AuditLog, session: str, rec_id: str) -> tuple[int, str]:
     """`tmux-agent approve SESSION ID`: queue a suggestion the policy allows to run with approval —
     a shell command, or for an agent session the next prompt to the agent."""
     agent = config.session(session).kind == "agent"

@@ -65,7 +65,7 @@ from orchestrator.payloads import (
     WorkKind,
 )
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 log = logging.getLogger("orchestrator.plan")
 
@@ -144,7 +144,7 @@ class PlanRunner:
         ai: AIClient,
         jobs: Jobs,
         blockers: BlockerWatch,
-        store: StateStore,
+        store: Store,
         audit: AuditLog,
         metrics: OrchestratorMetrics,
         clock: Clock,
@@ -469,7 +469,7 @@ class PlanRunner:
         self.store.update_metadata(name, {"task_decomposition": plan})
 
 
-def approve_plan(store: StateStore, audit: AuditLog, session: str) -> tuple[TaskDecomposition, bool]:
+def approve_plan(store: Store, audit: AuditLog, session: str) -> tuple[TaskDecomposition, bool]:
     """`tmux-agent approve SESSION plan`: start the session's plan that waits for approval (it
     becomes `running`; the orchestrator queues its first step at its next round). Returns the
     plan and whether this call started it (False: it was already running). Approving a plan

@@ -15,7 +15,7 @@ from orchestrator.clock import iso_utc
 from orchestrator.errors import UserError
 from orchestrator.model import ApprovalDecision
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 
 def _text(value: object) -> str:
@@ -23,7 +23,7 @@ def _text(value: object) -> str:
 
 
 def answer_tool_request(
-    store: StateStore, audit: AuditLog, session: str, decision: ApprovalDecision, reason: str | None
+    store: Store, audit: AuditLog, session: str, decision: ApprovalDecision, reason: str | None
 ) -> dict[str, Any]:
     """Queue the person's answer to the pending tool request; returns that request."""
     verb = "approve" if decision == "approved" else "deny"
@@ -53,7 +53,7 @@ def answer_tool_request(
     return pending
 
 
-def refuse_suggestion(store: StateStore, audit: AuditLog, session: str, rec_id: str) -> str:
+def refuse_suggestion(store: Store, audit: AuditLog, session: str, rec_id: str) -> str:
     """`tmux-agent deny SESSION ID`: mark a suggestion refused so it is never queued; its command."""
     next_actions = store.metadata(session).get("next_actions")
     recs = next_actions.get("recommendations", []) if isinstance(next_actions, dict) else []

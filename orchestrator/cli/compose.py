@@ -7,6 +7,7 @@ log reads cause before effect), then metrics, the guards, and decision assist la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.adapters.children import reap_orphans
@@ -24,11 +25,11 @@ from orchestrator.events import EventBus
 from orchestrator.guards.attention import AttentionGuard
 from orchestrator.guards.stall import StallGuard
 from orchestrator.guards.streak import FailureStreak
-from orchestrator.ports import Driver, Notify, PaneIO
+from orchestrator.ports import Driver, Notify, PaneIO, Ticker
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.audit_trail import AuditTrail
+from orchestrator.state.port import Store
 from orchestrator.state.session_writer import SessionStateWriter
-from orchestrator.state.store import StateStore
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Orchestrator:
 
 
 def subscribe_observers(
-    bus: EventBus, *, audit: AuditLog, store: StateStore, metrics: OrchestratorMetrics, notify: Notify
+    bus: EventBus, *, audit: AuditLog, store: Store, metrics: OrchestratorMetrics, notify: Notify
 ) -> None:
     """What every dispatch, result and state change is written to, in this order: the audit
     trail, the session's state in the DB, the metrics, and the alerts that need a person (the
@@ -62,7 +63,7 @@ def subscribe_observers(
 def build_orchestrator(
     config: Config,
     *,
-    store: StateStore,
+    store: Store,
     tmux: PaneIO,
     audit: AuditLog,
     metrics: OrchestratorMetrics,
@@ -70,7 +71,10 @@ def build_orchestrator(
     clock: Clock | None = None,
     dry_run: bool = False,
     bus: EventBus | None = None,
+    fleet_tickers: Sequence[Ticker] = (),
 ) -> Orchestrator:
+    """The engine and everything it hands results to. `fleet_tickers`: what a host of a
+    PostgreSQL fleet adds (its heartbeat and the watch on the other hosts, see cli/fleet.py)."""
     clock = clock or SystemClock()
     bus = bus or EventBus()
     reap_orphans()  # AI subprocesses a killed orchestrator left behind (logged when there were any)
@@ -116,7 +120,7 @@ def build_orchestrator(
         approvals=ToolApprovalPolicy(settings.approvals),
         gates=(stall, streak),
         tickers=(stall,),
-        late_tickers=(streak, assist),
+        late_tickers=(streak, assist, *fleet_tickers),
         background=(assist,),
         clock=clock,
         dry_run=dry_run,

@@ -99,7 +99,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     config, store, audit = _open(args)
     session = config.session(args.session)
     command = words_to_text(args.command, what="command", example="tmux-agent send weather/bot -- make test")
-    if not args.no_check:
+    if not args.no_check and session.host == config.host:  # another host's pane is on its tmux server
         check_pane(config.tmux, session.target)
     # a refused queue write is a StateDBError: one line (which file, why, the fix), exit 1
     store.ensure_session(session.name, session.target)

@@ -13,14 +13,16 @@ from orchestrator.adapters.tmux import TmuxAdapter
 from orchestrator.adapters.tmux_controlled import ControlledTmux
 from orchestrator.cli.common import add_config_flags, config_from_args, run_cli, setup_logging
 from orchestrator.cli.compose import build_orchestrator
+from orchestrator.cli.fleet import join_fleet
+from orchestrator.clock import SystemClock
 from orchestrator.config import Config
 from orchestrator.envfile import EnvSource
 from orchestrator.notify.notifier import Notifier
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.db_faults import FAULT_KINDS
 from orchestrator.state.lock import supervising
+from orchestrator.state.open import open_store
 from orchestrator.state.outbox import Outbox
-from orchestrator.state.store import StateStore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +47,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.log_dir / "orchestrator.log", args.verbose)
     metrics = OrchestratorMetrics()
     metrics.failure_alert_threshold.set(config.settings.failure_alert_threshold)
-    store = StateStore(config.state_db)
+    clock = SystemClock()
+    store = open_store(config, clock)
     try:
         store.check_integrity()  # a damaged file is one line and exit 2 here, not a crash later
     except BaseException:
@@ -62,6 +65,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         metrics=metrics,
         audit=audit,
     )
+    fleet = join_fleet(config, store, audit=audit, notify=notifier, clock=clock)
     # one `tmux -C` client for every call (a subprocess per call while it is down, or with
     # `tmux.control_mode: false`); it attaches to the first supervised target's session
     tmux = ControlledTmux(
@@ -77,9 +81,13 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         audit=audit,
         metrics=metrics,
         notify=notifier,
+        clock=clock,
         dry_run=args.dry_run,
+        fleet_tickers=(fleet.watch,) if fleet else (),
     )
     supervisor = orchestrator.supervisor
+    if fleet:
+        fleet.listen(set(supervisor.sessions), supervisor.completions)
     port = config.settings.metrics_port if args.metrics_port is None else args.metrics_port
     source = "--metrics-port" if args.metrics_port is not None else f"{config.orchestrator_path}: metrics_port"
     server = serve(metrics, config.settings.metrics_host, port, source=source)
@@ -99,6 +107,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         notifier.start()
         supervisor.run(once=args.once)
     finally:
+        if fleet:
+            fleet.close()
         notifier.stop()
         orchestrator.close()
         tmux.close()

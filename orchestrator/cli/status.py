@@ -18,7 +18,8 @@ from orchestrator.envfile import EnvSource
 from orchestrator.metadata import clean_metadata
 from orchestrator.redact import redact, redact_obj
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import StateStore
+from orchestrator.state.open import open_store
+from orchestrator.state.port import Store
 
 if TYPE_CHECKING:
     from orchestrator.model import CommandRow
@@ -29,14 +30,14 @@ def _warn(message: str) -> None:
     print(f"tmux-agent: warning: {message}", file=sys.stderr)
 
 
-def _open(args: argparse.Namespace) -> tuple[Config, StateStore, AuditLog]:
+def _open(args: argparse.Namespace) -> tuple[Config, Store, AuditLog]:
     config = config_from_args(args)
     # learn the secrets, so the audit lines we write mask them; a file we cannot read is one warning
     EnvSource(config.settings.env_file, warn=_warn).current()
-    return config, StateStore(config.state_db), AuditLog(config.audit_log)
+    return config, open_store(config), AuditLog(config.audit_log)
 
 
-def _metadata(store: StateStore, session: str) -> dict[str, Any]:
+def _metadata(store: Store, session: str) -> dict[str, Any]:
     """The session's metadata as the product reads it: a stored value that does not fit the schema
     is absent (with one warning on stderr)."""
     return clean_metadata(store.raw_metadata(session), session, warn=_warn)
@@ -115,7 +116,7 @@ class Heartbeat:
         return {"at": self.at, "age_s": self.age_s, "fresh": self.fresh}
 
 
-def warn_unsupervised(store: StateStore, session: str, what: str) -> None:
+def warn_unsupervised(store: Store, session: str, what: str) -> None:
     """One warning line on stderr when no running orchestrator will pick up what was just queued."""
     beat = Heartbeat.of(_metadata(store, session), SystemClock().now())
     if not beat.fresh:
@@ -225,7 +226,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.state.outbox import Outbox
 
     config, store, _ = _open(args)
-    names = [config.session(args.session).name] if args.session else [s.name for s in config.sessions]
+    names = [config.session(args.session).name] if args.session else [s.name for s in config.fleet_sessions]
     depths = store.queue_depths()
     now = SystemClock().now()
     running_rows = {row.session: row for row in reversed(store.running())}
@@ -243,6 +244,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             {
                 "name": name,
                 "target": session.target,
+                "host": session.host,
                 "kind": session.kind,
                 "provider": session.provider,
                 "metadata": raw,  # the whole stored object, values that do not fit included

@@ -33,7 +33,7 @@ from orchestrator.model import (
 )
 from orchestrator.ports import ApprovalPolicy, Driver
 from orchestrator.redact import redact
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 log = logging.getLogger("orchestrator")
 
@@ -43,7 +43,7 @@ NO_POLICY = ApprovalRuling("escalate", "no safety policy is configured: a person
 class Engine(Protocol):
     """What the approval watch uses of the supervisor that owns it."""
 
-    store: StateStore
+    store: Store
     bus: EventBus
     clock: Clock
 

@@ -5,7 +5,7 @@ One command at a time per pane, FIFO per session, and only into a pane the drive
 (its shell at an empty prompt). The loop wakes on completion signals and on the queue's doorbell
 (`tmux-agent send` rings it after its commit, `orchestrator.state.wake`), and otherwise checks
 every poll interval, so a lost ring costs one poll, never a command. A round reads the DB once
-(`StateStore.round`): an idle round is one statement whatever the number of sessions, and the
+(`Store.round`): an idle round is one statement whatever the number of sessions, and the
 queue depths come from a table the store's triggers keep, not a count of the queue. Everything that happens is published as a typed event (`orchestrator.events`);
 the audit trail, metrics, guards and decision assist subscribe. The engine asks questions and
 acts on the answers itself: gates (may this session dispatch now?), the stall policy's verdict
@@ -44,7 +44,7 @@ from orchestrator.events import (
 from orchestrator.model import CommandResult, Running, SessionState, SessionStateName
 from orchestrator.ports import ApprovalPolicy, Background, Driver, Gate, PaneIO, PaneLocator, StallPolicy, Ticker
 from orchestrator.state.db_faults import StateDBError
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 from orchestrator.state.wake import WAKE, Doorbell
 
 log = logging.getLogger("orchestrator")
@@ -65,7 +65,7 @@ class Supervisor:
         sessions: Sequence[SessionConfig],
         settings: OrchestratorSettings,
         *,
-        store: StateStore,
+        store: Store,
         driver: Driver,
         drivers: Mapping[str, Driver] | None = None,
         completions: queue.Queue[int] | None = None,

@@ -31,7 +31,7 @@ from orchestrator.events import (
 from orchestrator.model import CommandResult, ExitRecord, ResultStatus, SessionState, SessionStateName, StallVerdict
 from orchestrator.ports import ApprovalPolicy, Driver, PaneIO, StallPolicy
 from orchestrator.redact import redact
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 log = logging.getLogger("orchestrator")
 
@@ -43,7 +43,7 @@ class Engine(Protocol):
     """What the watch uses of the supervisor that owns it."""
 
     settings: OrchestratorSettings
-    store: StateStore
+    store: Store
     panes: PaneIO
     bus: EventBus
     clock: Clock

@@ -29,7 +29,7 @@ from orchestrator.model import Running, SessionStateName, StallVerdict
 from orchestrator.notify.notifier import alert_markdown
 from orchestrator.ports import Notify
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 log = logging.getLogger("orchestrator.stall")
 
@@ -49,7 +49,7 @@ class StallGuard:
         self,
         settings: OrchestratorSettings,
         *,
-        store: StateStore,
+        store: Store,
         audit: AuditLog,
         notify: Notify,
         clock: Clock,

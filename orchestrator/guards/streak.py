@@ -15,7 +15,7 @@ from orchestrator.model import SessionStateName
 from orchestrator.notify.notifier import alert_markdown
 from orchestrator.ports import Notify
 from orchestrator.state.audit import AuditLog
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 STREAK_TITLE = "命令连续失败"
 
@@ -37,7 +37,7 @@ class FailureStreak:
         sessions: list[str],
         threshold: int,
         *,
-        store: StateStore,
+        store: Store,
         audit: AuditLog,
         metrics: OrchestratorMetrics,
         notify: Notify,

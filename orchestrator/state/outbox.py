@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.clock import iso_utc
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 
 
+LEASE_SECONDS = 60.0
+"""How long a message taken by one host's notifier is hidden from the others (see `Outbox.due`)."""
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     id: int
@@ -61,8 +65,10 @@ class OutboxMessage:
 
 
 class Outbox:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
+        if store.dialect != "sqlite":  # the PostgreSQL store's migrations made these tables
+            return
         with store.transaction() as db:
             for statement in OUTBOX_SCHEMA.strip().split(";"):
                 if statement.strip():
@@ -83,22 +89,35 @@ class Outbox:
             ).fetchone()
             if dup:
                 return None
-            cur = db.execute(
-                "INSERT INTO outbox(dedupe_key, kind, session, title, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            row = db.execute(
+                "INSERT INTO outbox(dedupe_key, kind, session, title, body, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (dedupe_key, kind, session, title, body, now),
-            )
-            if cur.lastrowid is None:  # pragma: no cover - sqlite3 always sets it after an INSERT
-                raise RuntimeError("INSERT into outbox returned no row id")
-            return cur.lastrowid
+            ).fetchone()
+            return int(row["id"])
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[OutboxMessage]:
         return [OutboxMessage(**r) for r in self.store.query(sql, params)]
 
-    def due(self, limit: int = 20) -> list[OutboxMessage]:
-        return self._rows(
-            "SELECT * FROM outbox WHERE status='pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            (self.store.clock.now(), limit),
-        )
+    def due(self, limit: int = 20, lease_seconds: float = LEASE_SECONDS) -> list[OutboxMessage]:
+        """The messages to try now. On a shared database (PostgreSQL: every host's notifier
+        reads the one outbox) they are also leased: their next try is put `lease_seconds` ahead
+        in the same statement, so no other notifier takes them while this one sends; `mark_sent`
+        or `mark_failed` then writes the real outcome, and a notifier that died mid-send only
+        delays its messages by the lease. On SQLite one orchestrator holds the file's lock."""
+        now = self.store.clock.now()
+        if self.store.dialect == "sqlite":
+            return self._rows(
+                "SELECT * FROM outbox WHERE status='pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit)
+            )
+        with self.store.transaction() as db:
+            rows = db.execute(
+                "UPDATE outbox SET next_attempt_at=? WHERE id IN (SELECT id FROM outbox "
+                "WHERE status='pending' AND next_attempt_at <= ? ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) "
+                "RETURNING *",
+                (now + lease_seconds, now, limit),
+            ).fetchall()
+        return sorted((OutboxMessage(**r) for r in rows), key=lambda m: m.id)
 
     def pending(self) -> list[OutboxMessage]:
         return self._rows("SELECT * FROM outbox WHERE status='pending' ORDER BY id")

@@ -17,11 +17,11 @@ from orchestrator.events import (
     SessionStateChanged,
 )
 from orchestrator.redact import redact
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 
 
 class SessionStateWriter:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def subscribe(self, bus: EventBus) -> None:

@@ -31,6 +31,7 @@ from orchestrator.clock import Clock, SystemClock, iso_utc
 from orchestrator.metadata import clean_metadata
 from orchestrator.model import CommandResult, CommandRow
 from orchestrator.state.db_faults import NOT_FAULTS, DbFaults, StateDBError
+from orchestrator.state.port import Dialect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -132,6 +133,8 @@ def _metadata_dict(row: sqlite3.Row | Mapping[str, str] | None) -> dict[str, Any
 
 
 class StateStore:
+    dialect: Dialect = "sqlite"
+
     def __init__(self, path: Path, clock: Clock | None = None, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
         self.clock = clock or SystemClock()

@@ -1,0 +1,76 @@
+"""The fleet's watch, one per orchestrator on a shared (PostgreSQL) state database: it writes
+this host's heartbeat, and it notices the hosts whose heartbeat has stopped.
+
+A host whose heartbeat is older than `host_down_seconds` is `host_down`: one `主机失联 · HOST`
+notification and one `host_down` audit line per episode, from whichever live orchestrator
+claims the episode first in the database (the claim is one conditional UPDATE, so two hosts
+noticing at once send it once). The episode ends when that host beats again (`host_back`, in its
+own audit log). A ticker on the engine's thread: a host whose loop is stuck stops beating too,
+which is what its peers should hear.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from orchestrator.clock import Clock
+from orchestrator.ports import Notify
+from orchestrator.state.audit import AuditLog
+from orchestrator.state.db_faults import StateDBError
+
+log = logging.getLogger("orchestrator.fleet")
+
+HOST_DOWN_TITLE = "主机失联"
+
+
+class FleetRecords(Protocol):
+    """The fleet's records (`orchestrator.state.pg_fleet.PgFleet` is one)."""
+
+    host: str
+
+    def beat(self) -> bool: ...
+
+    def claim_down(self, older_than_s: float) -> list[str]: ...
+
+
+class HostWatch:
+    def __init__(
+        self, fleet: FleetRecords, *, clock: Clock, down_after_s: float, audit: AuditLog, notify: Notify
+    ) -> None:
+        self.fleet = fleet
+        self.clock = clock
+        self.down_after_s = down_after_s
+        # a few beats within the age that means down, so one late round does not raise an alarm
+        self.beat_every_s = min(2.0, down_after_s / 4)
+        self.audit = audit
+        self.notify = notify
+        self._next = float("-inf")
+
+    def tick(self) -> None:
+        now = self.clock.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.beat_every_s
+        try:
+            if self.fleet.beat():
+                log.info("host %s beats again: its host_down episode is over", self.fleet.host)
+                self.audit.record("host_back", None, host=self.fleet.host)
+            for host in self.fleet.claim_down(self.down_after_s):
+                self._host_down(host)
+        except StateDBError as exc:  # counted by the store; the next tick tries again
+            log.warning("fleet heartbeat not written: %s", exc)
+
+    def _host_down(self, host: str) -> None:
+        log.warning("host %s has not beaten for over %.0f s: host_down", host, self.down_after_s)
+        self.audit.record("host_down", None, host=host, detail=f"no heartbeat for over {self.down_after_s:g} s")
+        self.notify.notify(
+            kind="host_down",
+            session=None,
+            title=f"{HOST_DOWN_TITLE} · {host}",
+            body=(
+                f"主机 {host} 的 orchestrator 已超过 {self.down_after_s:g} 秒没有心跳（由 {self.fleet.host} 发现）。"
+                f"它的会话显示为 host_down；重启该主机上的 tmux-agent-orchestrator 后会继续执行它的队列。"
+            ),
+            dedupe_key=f"host_down:{host}:{self.clock.now():.0f}",
+        )

@@ -1,0 +1,204 @@
+"""A fleet on PostgreSQL, end to end: real orchestrator processes as hosts, each with its own
+tmux server, one shared real PostgreSQL database (issue 17).
+
+Commands queued at once from another process (the "laptop") each run exactly once, on the host
+that supervises their session; a host killed with SIGKILL raises exactly one `主机失联`; a
+session that a live host already supervises is refused to a second host with one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.state.pg_store import PgStateStore
+from pytest_tmuxagent.service import OrchestratorService, cli_path
+from pytest_tmuxagent.tmux_server import TmuxTestServer
+from pytest_tmuxagent.waiting import wait_until
+
+HOSTS = ("h1", "h2", "h3")
+PER_SESSION = 100  # 300 commands in all
+FLEET_SETTINGS = {"host_down_seconds": 2.0}
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, postgres_dsn: str, tmuxagent_settings: dict[str, Any]) -> Iterator[list[OrchestratorService]]:
+    servers: list[TmuxTestServer] = []
+    services: list[OrchestratorService] = []
+    try:
+        for host in HOSTS:
+            server = TmuxTestServer.unique(tmp_path / f"{host}-panes")
+            servers.append(server)
+            pane = server.agent_pane(f"{host}/job")
+            service = OrchestratorService(
+                root=tmp_path / host,
+                tmux=server,
+                panes=[pane],
+                settings=FLEET_SETTINGS,
+                base_settings=dict(tmuxagent_settings),
+                state_dsn=postgres_dsn,
+                host=host,
+            )
+            services.append(service)
+        for service in services:
+            service.start()
+        yield services
+    finally:
+        for service in services:
+            service.stop()
+        for server in servers:
+            server.kill()
+
+
+def _rows(store: PgStateStore) -> list[dict[str, Any]]:
+    return store.query("SELECT id, session, status, attempts, exit_code FROM commands ORDER BY id")
+
+
+def test_commands_queued_at_once_from_another_process_run_once_each_on_their_own_host(
+    fleet: list[OrchestratorService], postgres_dsn: str
+) -> None:
+    laptop = PgStateStore(postgres_dsn)
+    try:
+        # every host claimed its own session before this
+        assert dict(laptop.query("SELECT name, host FROM sessions ORDER BY name")[0]) == {
+            "name": "h1/job",
+            "host": "h1",
+        }
+        assert {r["name"]: r["host"] for r in laptop.query("SELECT name, host FROM sessions")} == {
+            f"{h}/job": h for h in HOSTS
+        }
+        for index in range(PER_SESSION):
+            for host in HOSTS:
+                laptop.enqueue(f"{host}/job", f"echo {host}-{index}")
+        wait_until(
+            lambda: all(r["status"] != "queued" and r["status"] != "running" for r in _rows(laptop)),
+            timeout=120,
+            message="the fleet did not finish its 300 commands",
+        )
+        rows = _rows(laptop)
+        assert len(rows) == PER_SESSION * len(HOSTS)
+        assert {(r["status"], r["attempts"], r["exit_code"]) for r in rows} == {("succeeded", 1, 0)}
+        for service, host in zip(fleet, HOSTS, strict=True):
+            dispatched = [e for e in _events(service) if e["event"] == "command_dispatched"]
+            assert len(dispatched) == PER_SESSION and {e["session"] for e in dispatched} == {f"{host}/job"}
+    finally:
+        laptop.close()
+
+
+def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
+    fleet: list[OrchestratorService], postgres_dsn: str
+) -> None:
+    laptop = PgStateStore(postgres_dsn)
+    try:
+        fleet[1].kill()
+        queued = laptop.enqueue("h2/job", "echo after-restart")
+
+        def host_down_messages() -> list[dict[str, Any]]:
+            return laptop.query("SELECT title FROM outbox WHERE kind='host_down'")
+
+        wait_until(lambda: host_down_messages(), timeout=20, message="no 主机失联 for the killed host")
+        wait_until(  # both live hosts had time to notice it too
+            lambda: all(
+                r["age_s"] < 1.0
+                for r in laptop.query(
+                    "SELECT EXTRACT(EPOCH FROM clock_timestamp() - heartbeat_at)::float8 AS age_s FROM hosts "
+                    "WHERE name IN ('h1', 'h3')"
+                )
+            ),
+            timeout=10,
+            message="live hosts stopped beating",
+        )
+        assert host_down_messages() == [{"title": "主机失联 · h2"}]
+        noticed = [e["host"] for s in (fleet[0], fleet[2]) for e in _events(s) if e["event"] == "host_down"]
+        assert noticed == ["h2"]
+        assert laptop.command(queued).status == "queued"  # type: ignore[union-attr]
+        fleet[1].start()
+        wait_until(
+            lambda: laptop.command(queued).status == "succeeded",  # type: ignore[union-attr]
+            timeout=20,
+            message="the restarted host did not run its queue",
+        )
+        assert any(e["event"] == "host_back" for e in _events(fleet[1]))
+        assert laptop.query("SELECT down_since FROM hosts WHERE name='h2'") == [{"down_since": None}]
+    finally:
+        laptop.close()
+
+
+def test_a_session_a_live_host_supervises_is_refused_to_another_host(
+    fleet: list[OrchestratorService], tmp_path: Path, postgres_dsn: str, tmuxagent_settings: dict[str, Any]
+) -> None:
+    intruder = OrchestratorService(
+        root=tmp_path / "intruder",
+        tmux=fleet[0].tmux,
+        panes=fleet[0].panes,
+        settings=FLEET_SETTINGS,
+        base_settings=dict(tmuxagent_settings),
+        state_dsn=postgres_dsn,
+        host="h9",
+    )
+    done = subprocess.run(
+        [cli_path("tmux-agent-orchestrator"), "--config", str(intruder.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "session h1/job is supervised by host h1" in lines[0], done.stderr
+    assert str(intruder.config_path) in lines[0]
+
+
+def _events(service: OrchestratorService) -> list[dict[str, Any]]:
+    if not service.audit_log.exists():
+        return []
+    return [json.loads(line) for line in service.audit_log.read_text().splitlines() if line.strip()]
+
+
+def test_send_and_status_from_a_machine_with_no_tmux_of_its_own_reach_the_owning_host(
+    fleet: list[OrchestratorService], tmp_path: Path, postgres_dsn: str
+) -> None:
+    laptop = tmp_path / "laptop"
+    laptop.mkdir()
+    config = laptop / "agent-config.yaml"
+    target = fleet[2].panes[0].target
+    config.write_text(
+        json.dumps(  # JSON is YAML: the laptop names the fleet's database and h3's session, no tmux server
+            {
+                "state_dsn": postgres_dsn,
+                "host": "laptop",
+                "sessions": [{"name": "h3/job", "target": target, "host": "h3"}],
+            }
+        )
+    )
+    sent = subprocess.run(
+        [cli_path("tmux-agent"), "send", "--config", str(config), "h3/job", "--", "echo", "from-laptop"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0, sent.stderr
+    command_id = int(sent.stdout.strip())
+    store = PgStateStore(postgres_dsn)
+    try:
+        row = wait_until(
+            lambda: (r := store.command(command_id)) and r.status == "succeeded" and r,
+            timeout=20,
+            message="h3 did not run the laptop's command",
+        )
+        assert "from-laptop" in (row.output_tail or "")
+    finally:
+        store.close()
+    shown = subprocess.run(
+        [cli_path("tmux-agent"), "status", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shown.returncode == 0, shown.stderr
+    (session,) = json.loads(shown.stdout)["sessions"]
+    assert session["name"] == "h3/job" and session["metadata"]["last_command_result"]["command_id"] == command_id
+    assert not (laptop / ".tmuxagent" / "fleet" / "laptop" / "state").exists()  # no SQLite file stood in for the fleet
