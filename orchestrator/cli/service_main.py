@@ -13,7 +13,6 @@ from orchestrator.adapters.tmux import TmuxAdapter
 from orchestrator.adapters.tmux_controlled import ControlledTmux
 from orchestrator.cli.common import add_config_flags, config_from_args, run_cli, setup_logging
 from orchestrator.cli.compose import build_orchestrator
-from orchestrator.cli.fleet import join_fleet
 from orchestrator.clock import SystemClock
 from orchestrator.config import Config
 from orchestrator.envfile import EnvSource
@@ -65,7 +64,11 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         metrics=metrics,
         audit=audit,
     )
-    fleet = join_fleet(config, store, audit=audit, notify=notifier, clock=clock)
+    fleet = None
+    if config.state_dsn:  # psycopg only for a fleet: a SQLite install may not have the `postgres` extra
+        from orchestrator.cli.fleet import join_fleet
+
+        fleet = join_fleet(config, store, audit=audit, notify=notifier, clock=clock)
     # one `tmux -C` client for every call (a subprocess per call while it is down, or with
     # `tmux.control_mode: false`); it attaches to the first supervised target's session
     tmux = ControlledTmux(
