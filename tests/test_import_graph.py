@@ -8,6 +8,8 @@ Every import counts: module level, inside functions, and under `TYPE_CHECKING`.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,22 @@ def test_the_leaves_import_only_leaves() -> None:
         name = f"orchestrator.{leaf}"
         if name in graph:
             assert {layer(t) for t in graph[name]} <= LEAVES | {""}, name
+
+
+ENTRY_MODULES = ("orchestrator.cli.main", "orchestrator.cli.service_main", "orchestrator.cli.replay_main")
+
+
+@pytest.mark.parametrize("entry", ENTRY_MODULES)
+def test_an_entry_point_loads_no_postgres_driver(entry: str) -> None:
+    """psycopg is the `postgres` extra: a plain install must start every command and the service.
+
+    The installed-package smoke run once failed this way (the service imported the fleet module,
+    and so psycopg, at the top), so the check runs the import for real and reads sys.modules.
+    """
+    probe = f"import sys, {entry}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'"
+    probe += " or m in ('orchestrator.state.pg_store', 'orchestrator.state.pg_fleet', 'orchestrator.cli.fleet')))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]", f"{entry} loads {result.stdout.strip()}"
 
 
 def write_package(root: Path, files: dict[str, str]) -> Path:
