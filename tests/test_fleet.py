@@ -90,9 +90,11 @@ def test_commands_queued_at_once_from_another_process_run_once_each_on_their_own
 
 
 def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
-    fleet: list[OrchestratorService], postgres_dsn: str
+    fleet: list[OrchestratorService], postgres_dsn: str, tmp_path: Path
 ) -> None:
     laptop = PgStateStore(postgres_dsn)
+    # a machine whose config names the fleet's database and no session: it sees them all
+    laptop_config = _laptop_config(tmp_path, postgres_dsn, sessions=[])
     try:
         fleet[1].kill()
         queued = laptop.enqueue("h2/job", "echo after-restart")
@@ -116,6 +118,20 @@ def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
         noticed = [e["host"] for s in (fleet[0], fleet[2]) for e in _events(s) if e["event"] == "host_down"]
         assert noticed == ["h2"]
         assert laptop.command(queued).status == "queued"  # type: ignore[union-attr]
+        states = _fleet_states(laptop_config)
+        assert {name: state for name, (state, _) in states.items()} == {
+            "h1/job": "idle",
+            "h2/job": "host_down",
+            "h3/job": "idle",
+        }
+        assert states["h2/job"][1].startswith("host h2 has sent no heartbeat for ")
+        # every live host reports the silent one, and every series it serves names the server
+        for service, host in ((fleet[0], "h1"), (fleet[2], "h3")):
+            assert service.metrics is not None
+            service.metrics.wait_until_value("orchestrator_fleet_host_down", 1, timeout=10, peer_host="h2")
+            scraped = service.metrics.scrape()
+            assert {s.labels.get("host") for s in scraped.all_samples} == {host}
+            assert scraped.value("orchestrator_fleet_host_down", peer_host=host) == 0
         fleet[1].start()
         wait_until(
             lambda: laptop.command(queued).status == "succeeded",  # type: ignore[union-attr]
@@ -124,8 +140,33 @@ def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
         )
         assert any(e["event"] == "host_back" for e in _events(fleet[1]))
         assert laptop.query("SELECT down_since FROM hosts WHERE name='h2'") == [{"down_since": None}]
+        assert _fleet_states(laptop_config)["h2/job"][0] != "host_down"
+        assert fleet[0].metrics is not None
+        fleet[0].metrics.wait_until_value("orchestrator_fleet_host_down", 0, timeout=10, peer_host="h2")
     finally:
         laptop.close()
+
+
+def _laptop_config(tmp_path: Path, dsn: str, sessions: list[dict[str, str]]) -> Path:
+    """A machine with no tmux server of its own: its config names the fleet's database."""
+    laptop = tmp_path / "laptop"
+    laptop.mkdir(exist_ok=True)
+    config = laptop / "agent-config.yaml"
+    # JSON is YAML
+    config.write_text(json.dumps({"state_dsn": dsn, "host": "laptop", "sessions": sessions}))
+    return config
+
+
+def _fleet_states(config: Path) -> dict[str, tuple[str, str]]:
+    """{session: (state, state_detail)} as `tmux-agent status --json` shows the fleet."""
+    shown = subprocess.run(
+        [cli_path("tmux-agent"), "status", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shown.returncode == 0, shown.stderr
+    return {s["name"]: (s["state"], s["state_detail"] or "") for s in json.loads(shown.stdout)["sessions"]}
 
 
 def test_a_session_a_live_host_supervises_is_refused_to_another_host(
@@ -161,19 +202,9 @@ def _events(service: OrchestratorService) -> list[dict[str, Any]]:
 def test_send_and_status_from_a_machine_with_no_tmux_of_its_own_reach_the_owning_host(
     fleet: list[OrchestratorService], tmp_path: Path, postgres_dsn: str
 ) -> None:
-    laptop = tmp_path / "laptop"
-    laptop.mkdir()
-    config = laptop / "agent-config.yaml"
-    target = fleet[2].panes[0].target
-    config.write_text(
-        json.dumps(  # JSON is YAML: the laptop names the fleet's database and h3's session, no tmux server
-            {
-                "state_dsn": postgres_dsn,
-                "host": "laptop",
-                "sessions": [{"name": "h3/job", "target": target, "host": "h3"}],
-            }
-        )
-    )
+    # its config names no session: `send` finds h3/job, and its host, in the fleet's database
+    config = _laptop_config(tmp_path, postgres_dsn, sessions=[])
+    laptop = config.parent
     sent = subprocess.run(
         [cli_path("tmux-agent"), "send", "--config", str(config), "h3/job", "--", "echo", "from-laptop"],
         capture_output=True,
@@ -199,6 +230,8 @@ def test_send_and_status_from_a_machine_with_no_tmux_of_its_own_reach_the_owning
         timeout=30,
     )
     assert shown.returncode == 0, shown.stderr
-    (session,) = json.loads(shown.stdout)["sessions"]
-    assert session["name"] == "h3/job" and session["metadata"]["last_command_result"]["command_id"] == command_id
+    sessions = {s["name"]: s for s in json.loads(shown.stdout)["sessions"]}
+    assert {name: s["host"] for name, s in sessions.items()} == {f"{h}/job": h for h in HOSTS}
+    assert sessions["h3/job"]["metadata"]["last_command_result"]["command_id"] == command_id
+    assert sessions["h3/job"]["target"] == fleet[2].panes[0].target
     assert not (laptop / ".tmuxagent" / "fleet" / "laptop" / "state").exists()  # no SQLite file stood in for the fleet

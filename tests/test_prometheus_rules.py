@@ -20,6 +20,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 GRAFANA = DEPLOY / "grafana" / "tmuxagent-orchestrator.json"
 METRIC_NAME = re.compile(r"\b((?:orchestrator|tmuxagent_dashboard)_[a-z_]+)\b")
+SELECTOR = re.compile(r"\b(orchestrator_[a-z_]+)(\{[^}]*\}|)")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -60,6 +61,17 @@ def test_scrape_config_is_valid_and_names_both_services() -> None:
     assert targets == {"tmux_orchestrator": ["127.0.0.1:9108"], "tmux_dashboard": ["127.0.0.1:8702"]}
 
 
+def test_the_fleet_scrape_config_is_valid_and_labels_every_orchestrator_with_its_host() -> None:
+    result = promtool("check", "config", "fleet.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load((PROMETHEUS / "fleet.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "tmux_orchestrator"]
+    assert job["honor_labels"] is True  # the served host label wins over the target's
+    hosts = [(static["labels"]["host"], len(static["targets"])) for static in job["static_configs"]]
+    assert len(hosts) >= 2 and all(count == 1 for _, count in hosts) and len({h for h, _ in hosts}) == len(hosts)
+
+
 def test_alert_rules_pass_promtool_unit_tests() -> None:
     check = promtool("check", "rules", "alerts.yml")
     assert check.returncode == 0, check.stdout + check.stderr
@@ -91,6 +103,10 @@ def test_the_alerts_the_issue_asks_for_exist_with_a_severity() -> None:
     assert "orchestrator_failure_alert_threshold" in rules["TmuxAgentFailureStreak"]["expr"]
     assert "命令连续失败" in rules["TmuxAgentFailureStreak"]["annotations"]["summary"]
     assert "命令卡顿" in rules["TmuxAgentCommandStalled"]["annotations"]["summary"]
+    # the fleet's (issue 17): any live host reports a silent one, once per host however many report
+    assert "主机失联" in rules["TmuxAgentHostDown"]["annotations"]["summary"]
+    assert rules["TmuxAgentHostDown"]["expr"].startswith("max by (peer_host) (orchestrator_fleet_host_down)")
+    assert "by" not in rules["TmuxAgentFleetFailureRate"]["expr"]  # fleet-wide: one sum over every host
 
 
 def test_grafana_dashboard_is_well_formed() -> None:
@@ -101,10 +117,13 @@ def test_grafana_dashboard_is_well_formed() -> None:
     for topic in ("success rate", "failure rate", "queue depth", "stalls", "failure streaks"):
         assert topic in titles
     variables = {v["name"] for v in dashboard["templating"]["list"]}
-    assert variables == {"datasource", "session", "window"}
+    assert variables == {"datasource", "host", "session", "window"}
     for panel in panels:
         assert panel["datasource"]["uid"] == "${datasource}"
         assert panel["targets"] and all(t["expr"] and t["refId"] for t in panel["targets"])
+        for target in panel["targets"]:  # every series picked by the host variable
+            for name, selector in SELECTOR.findall(target["expr"]):
+                assert 'host=~"$host"' in selector or 'peer_host=~"$host"' in selector, (panel["title"], name)
 
 
 def test_rules_and_dashboard_name_only_exported_metrics(tmp_path: Path) -> None:

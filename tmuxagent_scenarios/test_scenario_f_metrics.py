@@ -59,7 +59,7 @@ def by_session(prom, expr: str) -> dict[str, float]:
 def grafana_queries() -> list[tuple[str, str]]:
     """Every panel query of the shipped Grafana dashboard, with its variables filled in."""
     dashboard = json.loads(GRAFANA_JSON.read_text(encoding="utf-8"))
-    fill = {"$session": ".*", "$window": "5m", "$__rate_interval": "1m"}
+    fill = {"$host": ".*", "$session": ".*", "$window": "5m", "$__rate_interval": "1m"}
     out = []
     for panel in dashboard["panels"]:
         for target in panel["targets"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
@@ -19,6 +20,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from orchestrator.adapters.metrics_host import host_registry
 from orchestrator.errors import UserError
 from orchestrator.model import SESSION_STATES, SessionStateName
 
@@ -29,6 +31,8 @@ AI_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 @dataclass
 class OrchestratorMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    host: str = ""
+    """This orchestrator's fleet host: served on every series as `host` (see metrics_host)."""
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -184,6 +188,27 @@ class OrchestratorMetrics:
             "orchestrator_plan_steps", "Plan steps that ended, by status.", ["session", "status"], registry=r
         )
 
+        # a fleet on PostgreSQL: every live host reports every host's heartbeat from the DB, so a
+        # host that is down (and exports nothing itself) still has series that say so
+        self.fleet_host_down = Gauge(
+            "orchestrator_fleet_host_down",
+            "1 while a fleet host's heartbeat is older than host_down_seconds (by peer_host).",
+            ["peer_host"],
+            registry=r,
+        )
+        self.fleet_heartbeat_age = Gauge(
+            "orchestrator_fleet_heartbeat_age_seconds",
+            "Seconds since a fleet host's last heartbeat, by the state DB's clock (by peer_host).",
+            ["peer_host"],
+            registry=r,
+        )
+
+    def report_hosts(self, hosts: Mapping[str, tuple[float, bool]]) -> None:
+        """{host: (heartbeat age in seconds, down)} for every host of the fleet."""
+        for name, (age_s, down) in hosts.items():
+            self.fleet_heartbeat_age.labels(peer_host=name).set(age_s)
+            self.fleet_host_down.labels(peer_host=name).set(1 if down else 0)
+
     def register_session(self, session: str, kind: str = "shell", provider: str = "") -> None:
         """Create each per-session series at zero so dashboards see them before any event."""
         self.session_info.labels(session=session, kind=kind, provider=provider).set(1)
@@ -219,7 +244,7 @@ def serve(metrics: OrchestratorMetrics, host: str, port: int, source: str = "met
     if not 0 <= port <= 65535:
         raise UserError(f"port {port} is out of range", key=source, fix="use 0 to 65535 (0 = any free port)")
     try:
-        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+        server, _thread = start_http_server(port, addr=host, registry=host_registry(metrics.registry, metrics.host))
     except socket.gaierror as exc:  # the host, not the port (`source` names metrics_port's file)
         raise UserError(
             f"cannot resolve {host!r} ({exc.strerror})",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from orchestrator.clock import Clock
 from orchestrator.config import Config
-from orchestrator.guards.host_watch import HostWatch
+from orchestrator.guards.host_watch import FleetGauges, HostWatch
 from orchestrator.ports import Notify
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.pg_fleet import PgFleet
@@ -46,7 +46,15 @@ class FleetHost:
             self.listener.close()
 
 
-def join_fleet(config: Config, store: Store, *, audit: AuditLog, notify: Notify, clock: Clock) -> FleetHost | None:
+def join_fleet(
+    config: Config,
+    store: Store,
+    *,
+    audit: AuditLog,
+    notify: Notify,
+    clock: Clock,
+    gauges: FleetGauges | None = None,
+) -> FleetHost | None:
     """This host's part of the fleet, or None on SQLite. Claims the host's sessions first: one
     that a live host supervises is one line and exit 2, before anything is dispatched."""
     if not isinstance(store, PgStateStore):
@@ -59,6 +67,6 @@ def join_fleet(config: Config, store: Store, *, audit: AuditLog, notify: Notify,
     for name in taken:
         log.warning("session %s taken over by host %s (its last host's heartbeat is old)", name, config.host)
         audit.record("session_taken_over", name, host=config.host)
-    watch = HostWatch(fleet, clock=clock, down_after_s=down_after, audit=audit, notify=notify)
+    watch = HostWatch(fleet, clock=clock, down_after_s=down_after, audit=audit, notify=notify, gauges=gauges)
     watch.tick()  # the first heartbeat (after the claim: a refused host leaves no heartbeat to go stale)
     return FleetHost(fleet, watch)

@@ -44,7 +44,7 @@ def _serve(argv: list[str] | None) -> int:
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.log_dir / "orchestrator.log", args.verbose)
-    metrics = OrchestratorMetrics()
+    metrics = OrchestratorMetrics(host=config.host)
     metrics.failure_alert_threshold.set(config.settings.failure_alert_threshold)
     clock = SystemClock()
     store = open_store(config, clock)
@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     if config.state_dsn:  # psycopg only for a fleet: a SQLite install may not have the `postgres` extra
         from orchestrator.cli.fleet import join_fleet
 
-        fleet = join_fleet(config, store, audit=audit, notify=notifier, clock=clock)
+        fleet = join_fleet(config, store, audit=audit, notify=notifier, clock=clock, gauges=metrics)
     # one `tmux -C` client for every call (a subprocess per call while it is down, or with
     # `tmux.control_mode: false`); it attaches to the first supervised target's session
     tmux = ControlledTmux(

@@ -34,7 +34,25 @@ def _open(args: argparse.Namespace) -> tuple[Config, Store, AuditLog]:
     config = config_from_args(args)
     # learn the secrets, so the audit lines we write mask them; a file we cannot read is one warning
     EnvSource(config.settings.env_file, warn=_warn).current()
-    return config, open_store(config), AuditLog(config.audit_log)
+    store = open_store(config)
+    if store.dialect == "postgresql":  # the whole fleet: the sessions every host claimed
+        from orchestrator.cli.fleet_view import with_claimed_sessions
+        from orchestrator.state.pg_store import PgStateStore
+
+        assert isinstance(store, PgStateStore)
+        config = with_claimed_sessions(config, store)
+    return config, store, AuditLog(config.audit_log)
+
+
+def _down_hosts(config: Config, store: Store) -> dict[str, float]:
+    """The fleet's hosts that are down now ({host: heartbeat age}); none on SQLite."""
+    if store.dialect != "postgresql":
+        return {}
+    from orchestrator.cli.fleet_view import down_hosts
+    from orchestrator.state.pg_store import PgStateStore
+
+    assert isinstance(store, PgStateStore)
+    return down_hosts(config, store)
 
 
 def _metadata(store: Store, session: str) -> dict[str, Any]:
@@ -230,6 +248,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     depths = store.queue_depths()
     now = SystemClock().now()
     running_rows = {row.session: row for row in reversed(store.running())}
+    down = _down_hosts(config, store)
     report: list[dict[str, Any]] = []
     shown: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -239,6 +258,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         row = running_rows.get(name)
         live = _live(metadata, row)
         state = _text(metadata.get("state"))
+        state_detail = _text(metadata.get("state_detail"))
+        if session.host in down:  # its engine is gone: what it last reported is history, not a state
+            from orchestrator.cli.fleet_view import HOST_DOWN, host_down_detail
+
+            state, state_detail = HOST_DOWN, host_down_detail(session.host, down[session.host], state)
         last = metadata.get("last_command_result")
         report.append(
             {
@@ -253,7 +277,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "recent": [redact_obj(r.as_dict()) for r in store.commands(name, limit=args.limit)],
                 "plan_progress": _plan_progress(metadata.get("task_decomposition")),
                 "state": state,
-                "state_detail": _text(metadata.get("state_detail")),
+                "state_detail": state_detail,
                 "question": _text(live.get("question")) if state in ASKING_STATES else None,
                 "pending_approval": metadata.get("pending_approval") if state == "waiting_approval" else None,
                 "running": _running_report(row, live, now),

@@ -12,6 +12,8 @@ which is what its peers should hear.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from orchestrator.clock import Clock
@@ -24,6 +26,17 @@ log = logging.getLogger("orchestrator.fleet")
 HOST_DOWN_TITLE = "主机失联"
 
 
+class HostSeen(Protocol):
+    """One host's row (`orchestrator.state.pg_fleet.HostRow`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def age_s(self) -> float: ...
+    @property
+    def down_since(self) -> datetime | None: ...
+
+
 class FleetRecords(Protocol):
     """The fleet's records (`orchestrator.state.pg_fleet.PgFleet` is one)."""
 
@@ -33,10 +46,25 @@ class FleetRecords(Protocol):
 
     def claim_down(self, older_than_s: float) -> list[str]: ...
 
+    def hosts(self) -> Sequence[HostSeen]: ...
+
+
+class FleetGauges(Protocol):
+    """Where the fleet's heartbeats go (`OrchestratorMetrics.report_hosts`)."""
+
+    def report_hosts(self, hosts: Mapping[str, tuple[float, bool]]) -> None: ...
+
 
 class HostWatch:
     def __init__(
-        self, fleet: FleetRecords, *, clock: Clock, down_after_s: float, audit: AuditLog, notify: Notify
+        self,
+        fleet: FleetRecords,
+        *,
+        clock: Clock,
+        down_after_s: float,
+        audit: AuditLog,
+        notify: Notify,
+        gauges: FleetGauges | None = None,
     ) -> None:
         self.fleet = fleet
         self.clock = clock
@@ -45,6 +73,7 @@ class HostWatch:
         self.beat_every_s = min(2.0, down_after_s / 4)
         self.audit = audit
         self.notify = notify
+        self.gauges = gauges
         self._next = float("-inf")
 
     def tick(self) -> None:
@@ -58,6 +87,8 @@ class HostWatch:
                 self.audit.record("host_back", None, host=self.fleet.host)
             for host in self.fleet.claim_down(self.down_after_s):
                 self._host_down(host)
+            if self.gauges is not None:
+                self.gauges.report_hosts({h.name: (h.age_s, h.down_since is not None) for h in self.fleet.hosts()})
         except StateDBError as exc:  # counted by the store; the next tick tries again
             log.warning("fleet heartbeat not written: %s", exc)
 

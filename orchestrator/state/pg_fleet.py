@@ -76,6 +76,16 @@ class PgFleet:
         rows = self.store.query("SELECT name, host FROM sessions WHERE host IS NOT NULL")
         return {r["name"]: r["host"] for r in rows}
 
+    def claimed_sessions(self) -> list[tuple[str, str, str]]:
+        """(session, target, host) for every session a host has claimed, by name."""
+        rows = self.store.query("SELECT name, target, host FROM sessions WHERE host IS NOT NULL ORDER BY name")
+        return [(r["name"], r["target"], r["host"]) for r in rows]
+
+    def down_hosts(self, older_than_s: float) -> dict[str, float]:
+        """{host: seconds since its heartbeat} for the hosts that are down: marked so by a peer,
+        or silent for longer than `older_than_s` (before any peer is there to mark it)."""
+        return {h.name: h.age_s for h in self.hosts() if h.down_since is not None or h.age_s > older_than_s}
+
     def claim_sessions(
         self, sessions: Sequence[tuple[str, str]], live_within_s: float, config_file: str | None = None
     ) -> list[str]:
