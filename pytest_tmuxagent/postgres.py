@@ -171,6 +171,16 @@ class PostgresServer:
         options = f" options=-csearch_path={schema}" if schema else ""
         return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={dbname}{options}"
 
+    @property
+    def socket_file(self) -> Path:
+        """The server's one socket (libpq finds it as `host=FOLDER port=PORT`)."""
+        return self.socket_dir / f".s.PGSQL.{self.port}"
+
+    def routed(self, dsn: str, folder: Path) -> str:
+        """`dsn`, connecting through `folder` instead (where a `SocketGate` listens on a socket of
+        the server's socket's name): one client's link to the server, which a test can cut."""
+        return dsn.replace(f"host={self.socket_dir} ", f"host={folder} ", 1)
+
     def _admin(self, statement: str, name: str) -> None:
         import psycopg
         from psycopg import sql

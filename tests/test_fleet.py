@@ -17,41 +17,17 @@ import pytest
 
 from orchestrator.state.pg_store import PgStateStore
 from pytest_tmuxagent.service import OrchestratorService, cli_path
-from pytest_tmuxagent.tmux_server import TmuxTestServer
 from pytest_tmuxagent.waiting import wait_until
 
-HOSTS = ("h1", "h2", "h3")
+from .fleet_rig import FLEET_SETTINGS, HOSTS, events, fleet_states, laptop_config, running_fleet
+
 PER_SESSION = 100  # 300 commands in all
-FLEET_SETTINGS = {"host_down_seconds": 2.0}
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, postgres_dsn: str, tmuxagent_settings: dict[str, Any]) -> Iterator[list[OrchestratorService]]:
-    servers: list[TmuxTestServer] = []
-    services: list[OrchestratorService] = []
-    try:
-        for host in HOSTS:
-            server = TmuxTestServer.unique(tmp_path / f"{host}-panes")
-            servers.append(server)
-            pane = server.agent_pane(f"{host}/job")
-            service = OrchestratorService(
-                root=tmp_path / host,
-                tmux=server,
-                panes=[pane],
-                settings=FLEET_SETTINGS,
-                base_settings=dict(tmuxagent_settings),
-                state_dsn=postgres_dsn,
-                host=host,
-            )
-            services.append(service)
-        for service in services:
-            service.start()
+    with running_fleet(tmp_path, dict.fromkeys(HOSTS, postgres_dsn), tmuxagent_settings) as services:
         yield services
-    finally:
-        for service in services:
-            service.stop()
-        for server in servers:
-            server.kill()
 
 
 def _rows(store: PgStateStore) -> list[dict[str, Any]]:
@@ -83,7 +59,7 @@ def test_commands_queued_at_once_from_another_process_run_once_each_on_their_own
         assert len(rows) == PER_SESSION * len(HOSTS)
         assert {(r["status"], r["attempts"], r["exit_code"]) for r in rows} == {("succeeded", 1, 0)}
         for service, host in zip(fleet, HOSTS, strict=True):
-            dispatched = [e for e in _events(service) if e["event"] == "command_dispatched"]
+            dispatched = [e for e in events(service) if e["event"] == "command_dispatched"]
             assert len(dispatched) == PER_SESSION and {e["session"] for e in dispatched} == {f"{host}/job"}
     finally:
         laptop.close()
@@ -94,7 +70,7 @@ def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
 ) -> None:
     laptop = PgStateStore(postgres_dsn)
     # a machine whose config names the fleet's database and no session: it sees them all
-    laptop_config = _laptop_config(tmp_path, postgres_dsn, sessions=[])
+    elsewhere = laptop_config(tmp_path, postgres_dsn, sessions=[])
     try:
         fleet[1].kill()
         queued = laptop.enqueue("h2/job", "echo after-restart")
@@ -115,10 +91,10 @@ def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
             message="live hosts stopped beating",
         )
         assert host_down_messages() == [{"title": "主机失联 · h2"}]
-        noticed = [e["host"] for s in (fleet[0], fleet[2]) for e in _events(s) if e["event"] == "host_down"]
+        noticed = [e["host"] for s in (fleet[0], fleet[2]) for e in events(s) if e["event"] == "host_down"]
         assert noticed == ["h2"]
         assert laptop.command(queued).status == "queued"  # type: ignore[union-attr]
-        states = _fleet_states(laptop_config)
+        states = fleet_states(elsewhere)
         assert {name: state for name, (state, _) in states.items()} == {
             "h1/job": "idle",
             "h2/job": "host_down",
@@ -138,35 +114,13 @@ def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
             timeout=20,
             message="the restarted host did not run its queue",
         )
-        assert any(e["event"] == "host_back" for e in _events(fleet[1]))
+        assert any(e["event"] == "host_back" for e in events(fleet[1]))
         assert laptop.query("SELECT down_since FROM hosts WHERE name='h2'") == [{"down_since": None}]
-        assert _fleet_states(laptop_config)["h2/job"][0] != "host_down"
+        assert fleet_states(elsewhere)["h2/job"][0] != "host_down"
         assert fleet[0].metrics is not None
         fleet[0].metrics.wait_until_value("orchestrator_fleet_host_down", 0, timeout=10, peer_host="h2")
     finally:
         laptop.close()
-
-
-def _laptop_config(tmp_path: Path, dsn: str, sessions: list[dict[str, str]]) -> Path:
-    """A machine with no tmux server of its own: its config names the fleet's database."""
-    laptop = tmp_path / "laptop"
-    laptop.mkdir(exist_ok=True)
-    config = laptop / "agent-config.yaml"
-    # JSON is YAML
-    config.write_text(json.dumps({"state_dsn": dsn, "host": "laptop", "sessions": sessions}))
-    return config
-
-
-def _fleet_states(config: Path) -> dict[str, tuple[str, str]]:
-    """{session: (state, state_detail)} as `tmux-agent status --json` shows the fleet."""
-    shown = subprocess.run(
-        [cli_path("tmux-agent"), "status", "--config", str(config), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert shown.returncode == 0, shown.stderr
-    return {s["name"]: (s["state"], s["state_detail"] or "") for s in json.loads(shown.stdout)["sessions"]}
 
 
 def test_a_session_a_live_host_supervises_is_refused_to_another_host(
@@ -193,17 +147,11 @@ def test_a_session_a_live_host_supervises_is_refused_to_another_host(
     assert str(intruder.config_path) in lines[0]
 
 
-def _events(service: OrchestratorService) -> list[dict[str, Any]]:
-    if not service.audit_log.exists():
-        return []
-    return [json.loads(line) for line in service.audit_log.read_text().splitlines() if line.strip()]
-
-
 def test_send_and_status_from_a_machine_with_no_tmux_of_its_own_reach_the_owning_host(
     fleet: list[OrchestratorService], tmp_path: Path, postgres_dsn: str
 ) -> None:
     # its config names no session: `send` finds h3/job, and its host, in the fleet's database
-    config = _laptop_config(tmp_path, postgres_dsn, sessions=[])
+    config = laptop_config(tmp_path, postgres_dsn, sessions=[])
     laptop = config.parent
     sent = subprocess.run(
         [cli_path("tmux-agent"), "send", "--config", str(config), "h3/job", "--", "echo", "from-laptop"],
