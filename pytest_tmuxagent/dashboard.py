@@ -42,6 +42,7 @@ class DashboardProcess(LoggedProcess):
     audit_log: Path
     token: str | None = None
     extra_args: list[str] = field(default_factory=list)
+    dsn: str | None = None  # a fleet's PostgreSQL database, shown instead of `db`
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
     log_name: str = "dashboard.log"
@@ -50,8 +51,7 @@ class DashboardProcess(LoggedProcess):
         argv = [
             cli_path("tmux-agent"),
             "dashboard",
-            "--db",
-            str(self.db),
+            *(["--dsn", self.dsn] if self.dsn else ["--db", str(self.db)]),
             "--audit-log",
             str(self.audit_log),
             "--port",
@@ -109,7 +109,8 @@ def launch_chromium(playwright: Any) -> Any:
 
 
 class DashboardServerFactory(Protocol):
-    """`tmuxagent_dashboard_server(db, audit_log, token=None)`: `tmux-agent dashboard` on a free port."""
+    """`tmuxagent_dashboard_server(db, audit_log, token=None, dsn=None)`: `tmux-agent dashboard` on a
+    free port (`dsn`: a fleet's PostgreSQL database instead of the `db` file)."""
 
     def __call__(
         self,
@@ -118,4 +119,5 @@ class DashboardServerFactory(Protocol):
         *,
         token: str | None = None,
         extra_args: Sequence[str] = (),
+        dsn: str | None = None,
     ) -> DashboardProcess: ...

@@ -89,7 +89,8 @@ def tmuxagent_prometheus_server(tmp_path: Path) -> Iterator[PrometheusServerFact
 
 @pytest.fixture
 def tmuxagent_dashboard_server(tmp_path: Path) -> Iterator[DashboardServerFactory]:
-    """Factory: `tmuxagent_dashboard_server(db, audit_log, token=None)` runs `tmux-agent dashboard` on a free port."""
+    """Factory: `tmuxagent_dashboard_server(db, audit_log, token=None, dsn=None)` runs `tmux-agent dashboard`
+    on a free port (`dsn`: a fleet's PostgreSQL database instead of the `db` file)."""
     started: list[DashboardProcess] = []
 
     def factory(
@@ -98,6 +99,7 @@ def tmuxagent_dashboard_server(tmp_path: Path) -> Iterator[DashboardServerFactor
         *,
         token: str | None = None,
         extra_args: Sequence[str] = (),
+        dsn: str | None = None,
     ) -> DashboardProcess:
         process = DashboardProcess(
             root=tmp_path / f"dashboard{len(started)}",
@@ -105,6 +107,7 @@ def tmuxagent_dashboard_server(tmp_path: Path) -> Iterator[DashboardServerFactor
             audit_log=Path(audit_log),
             token=token,
             extra_args=list(extra_args),
+            dsn=dsn,
         )
         started.append(process)
         return process.start()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orchestrator.state.pg_store import PgStateDBError, PgStateStore
+from orchestrator.state.pg_errors import PgStateDBError
+from orchestrator.state.pg_store import PgStateStore
 
 SESSIONS = ("gpu-1/a", "gpu-2/b", "gpu-3/c")
 

@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 
+from orchestrator.config import load_config
+from orchestrator.dashboard.state import build_state
+from orchestrator.state.pg_snapshot import PgSnapshot
 from orchestrator.state.pg_store import PgStateStore
+from pytest_tmuxagent.dashboard import DashboardServerFactory
 from pytest_tmuxagent.service import OrchestratorService, cli_path
 from pytest_tmuxagent.waiting import wait_until
 
@@ -32,6 +36,10 @@ def fleet(tmp_path: Path, postgres_dsn: str, tmuxagent_settings: dict[str, Any])
 
 def _rows(store: PgStateStore) -> list[dict[str, Any]]:
     return store.query("SELECT id, session, status, attempts, exit_code FROM commands ORDER BY id")
+
+
+def _settled(store: PgStateStore) -> bool:
+    return all(r["status"] not in ("queued", "running") for r in _rows(store))
 
 
 def test_commands_queued_at_once_from_another_process_run_once_each_on_their_own_host(
@@ -51,7 +59,7 @@ def test_commands_queued_at_once_from_another_process_run_once_each_on_their_own
             for host in HOSTS:
                 laptop.enqueue(f"{host}/job", f"echo {host}-{index}")
         wait_until(
-            lambda: all(r["status"] != "queued" and r["status"] != "running" for r in _rows(laptop)),
+            lambda: _settled(laptop),
             timeout=120,
             message="the fleet did not finish its 300 commands",
         )
@@ -101,6 +109,12 @@ def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
             "h3/job": "idle",
         }
         assert states["h2/job"][1].startswith("host h2 has sent no heartbeat for ")
+        snapshot = PgSnapshot(postgres_dsn)  # and the dashboard's view says the same
+        try:
+            cards = {s["name"]: s["state"] for s in build_state(snapshot, fleet[0].audit_log)["sessions"]}
+        finally:
+            snapshot.close()
+        assert cards == {"h1/job": "idle", "h2/job": "host_down", "h3/job": "idle"}
         # every live host reports the silent one, and every series it serves names the server
         for service, host in ((fleet[0], "h1"), (fleet[2], "h3")):
             assert service.metrics is not None
@@ -183,3 +197,46 @@ def test_send_and_status_from_a_machine_with_no_tmux_of_its_own_reach_the_owning
     assert sessions["h3/job"]["metadata"]["last_command_result"]["command_id"] == command_id
     assert sessions["h3/job"]["target"] == fleet[2].panes[0].target
     assert not (laptop / ".tmuxagent" / "fleet" / "laptop" / "state").exists()  # no SQLite file stood in for the fleet
+
+
+def test_the_whole_fleet_in_one_dashboard_and_one_replay_of_every_hosts_log(
+    fleet: list[OrchestratorService],
+    tmp_path: Path,
+    postgres_dsn: str,
+    tmuxagent_dashboard_server: DashboardServerFactory,
+) -> None:
+    config = laptop_config(tmp_path, postgres_dsn, sessions=[])
+    for host, command in (("h1", "true"), ("h2", "(exit 3)"), ("h3", "echo three")):
+        sent = subprocess.run(
+            [cli_path("tmux-agent"), "send", "--config", str(config), f"{host}/job", "--", command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert sent.returncode == 0, sent.stderr
+    store = PgStateStore(postgres_dsn)
+    try:
+        wait_until(lambda: len(_rows(store)) == 3 and _settled(store), timeout=20, message="the fleet idle")
+    finally:
+        store.close()
+    dashboard = tmuxagent_dashboard_server(tmp_path / "no.db", fleet[0].audit_log, dsn=postgres_dsn)
+    state = dashboard.json("/api/state")
+    assert state["error"] is None and state["db"].startswith("postgresql://")
+    shown = {s["name"]: (s["host"], s["last_command_result"]["status"]) for s in state["sessions"]}
+    assert shown == {"h1/job": ("h1", "succeeded"), "h2/job": ("h2", "failed"), "h3/job": ("h3", "succeeded")}
+
+    # the fleet's story: every host's log and the laptop's (its `command_queued` lines), as one
+    logs = [str(s.audit_log) for s in fleet] + [str(load_config(config).audit_log)]
+
+    def replay(*chosen: str) -> subprocess.CompletedProcess[str]:
+        argv = [cli_path("tmux-agent-orchestrator-replay"), "--dsn", postgres_dsn, "--json"]
+        return subprocess.run([*argv, *(a for log in chosen for a in ("--log", log))], capture_output=True, text=True)
+
+    whole = replay(*logs)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    summary = json.loads(whole.stdout)
+    assert summary["verify"]["ok"] is True and summary["log"] == logs
+    assert summary["commands"]["results"] == {"succeeded": 2, "failed": 1}
+    # one host's log left out: the DB holds what no log accounts for, and the check says so
+    partial = replay(*logs[:1], *logs[2:])
+    assert partial.returncode == 1 and "h2/job" in partial.stdout

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from orchestrator.state.db_faults import StateDBError
-from orchestrator.state.pg_store import SCHEMA_VERSION, PgStateDBError, PgStateStore
+from orchestrator.state.pg_errors import PgStateDBError
+from orchestrator.state.pg_store import SCHEMA_VERSION, PgStateStore
 from pytest_tmuxagent.postgres import PostgresServer
 from pytest_tmuxagent.waiting import wait_until
 

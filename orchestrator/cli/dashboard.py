@@ -1,8 +1,8 @@
 """`tmux-agent dashboard` and `python -m orchestrator.dashboard`: serve the web dashboard.
 
 Where the data comes from, first match wins:
-  state DB:  --db, else the state_db of --config (or of ./agent-config.yaml when it exists),
-             else ~/.tmux_agent/state.db
+  state DB:  --db or --dsn (a fleet's PostgreSQL), else the state_db or state_dsn of --config
+             (or of ./agent-config.yaml when it exists), else ~/.tmux_agent/state.db
   audit log: --audit-log, else the log_dir of that config, else <DB folder>/logs/orchestrator-actions.jsonl
 """
 
@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--orchestrator-config", default=None, help="orchestrator.toml beside --config by default")
     parser.add_argument("--db", default=None, help="the state DB to show")
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help="a fleet's PostgreSQL database to show (a libpq DSN; default: the config's state_dsn)",
+    )
     parser.add_argument(
         "--audit-log", "--log", dest="audit_log", default=None, help="orchestrator-actions.jsonl for recent events"
     )
@@ -85,17 +90,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+def _paths(args: argparse.Namespace) -> tuple[Path, Path, str | None]:
+    """The state DB file, the audit log, and the fleet's DSN when the state is on PostgreSQL."""
+    if args.db and args.dsn:
+        raise UserError("--db and --dsn both name a state DB", key="--dsn", fix="pass one of them")
     config = None
     default_config = Path(DEFAULT_CONFIG_NAME)
-    if args.config or (not args.db and default_config.is_file()):
+    if args.config or (not args.db and not args.dsn and default_config.is_file()):
         config = load_config(args.config or default_config, args.orchestrator_config)  # names the file on a problem
     db = Path(args.db).expanduser() if args.db else (config.state_db if config else DEFAULT_DB.expanduser())
+    dsn = args.dsn or (config.state_dsn if config and not args.db else None)
     if args.audit_log:
         audit = Path(args.audit_log).expanduser()
     else:
         audit = config.audit_log if config else db.parent / "logs" / "orchestrator-actions.jsonl"
-    return db, audit
+    return db, audit, dsn
 
 
 def _is_loopback(host: str) -> bool:
@@ -176,7 +185,7 @@ def build_server(args: argparse.Namespace) -> DashboardServer:
     from orchestrator.dashboard.server import DashboardApp, DashboardServer
 
     _check_port(args.port)
-    db, audit = _paths(args)
+    db, audit, dsn = _paths(args)
     if args.interval <= 0:
         raise UserError("must be greater than 0", key="--interval", fix="pass e.g. --interval 1")
     app = DashboardApp(
@@ -186,6 +195,7 @@ def build_server(args: argparse.Namespace) -> DashboardServer:
         interval=args.interval,
         event_limit=max(1, args.events),
         allowed_hosts=tuple(args.allow_host),
+        dsn=dsn,
     )
     try:
         return DashboardServer(app, args.host, args.port)
@@ -207,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"dashboard: serving {server.url} (db {server.app.db}, audit log {server.app.audit_log})", flush=True)
+    print(f"dashboard: serving {server.url} (db {server.app.snapshot.where}, audit log {server.app.audit_log})", flush=True)
     try:
         server.serve()
     finally:

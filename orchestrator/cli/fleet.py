@@ -18,7 +18,8 @@ from orchestrator.guards.host_watch import FleetGauges, HostWatch
 from orchestrator.ports import Notify
 from orchestrator.state.audit import AuditLog
 from orchestrator.state.pg_fleet import PgFleet
-from orchestrator.state.pg_store import PgListener, PgStateStore
+from orchestrator.state.pg_listen import PgListener
+from orchestrator.state.pg_store import PgStateStore
 from orchestrator.state.port import Store
 from orchestrator.state.wake import WAKE
 

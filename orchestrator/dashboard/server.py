@@ -48,7 +48,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from orchestrator.clock import parse_iso_utc
 from orchestrator.config import SessionConfig
 from orchestrator.dashboard.state import build_state, tail_events
-from orchestrator.state.snapshot import StateSnapshot
+from orchestrator.state.snapshot import Snapshot, StateSnapshot
 
 log = logging.getLogger("orchestrator.dashboard")
 
@@ -220,9 +220,17 @@ class DashboardApp:
     event_limit: int = 40
     sessions: tuple[SessionConfig, ...] = ()  # the config's sessions, when known: their kind and provider
     allowed_hosts: tuple[str, ...] = ()  # names besides the bound address and localhost (`--allow-host`)
+    dsn: str | None = None  # a fleet's PostgreSQL database, shown instead of the `db` file
 
     def __post_init__(self) -> None:
-        self.snapshot = StateSnapshot(Path(self.db))
+        self.snapshot: Snapshot
+        if self.dsn:  # psycopg only for a fleet
+            from orchestrator.state.pg_snapshot import PgSnapshot
+
+            self.snapshot = PgSnapshot(self.dsn)
+            self.db = self.snapshot.path
+        else:
+            self.snapshot = StateSnapshot(Path(self.db))
         configs = {s.name: s for s in self.sessions}
         self.hub = StateHub(
             lambda: build_state(self.snapshot, Path(self.audit_log), self.event_limit, configs=configs), self.interval

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from orchestrator.model import TERMINAL_STATUSES
 from orchestrator.notify.dead import DEAD_SQL, dead_summary
 from orchestrator.redact import redact_obj
 from orchestrator.state.replay import rates
-from orchestrator.state.snapshot import SnapshotError, StateSnapshot
+from orchestrator.state.snapshot import Snapshot, SnapshotError
 
 DONE_STATUSES = frozenset({"done", "succeeded", "success", "completed", "complete", "finished"})
 TAIL_BYTES = 256 * 1024
@@ -209,18 +209,24 @@ def _session(
     running: list[dict[str, Any]],
     results: dict[str, int],
     config: SessionConfig | None,
+    down_hosts: Collection[str] = (),
 ) -> dict[str, Any]:
     meta = row["metadata"]
+    host = _text(row.get("host"))
+    state, state_detail = _text(meta.get("state")), _text(meta.get("state_detail"))
+    if host in down_hosts:  # its engine is gone: what it last reported is history (as `status` says)
+        state, state_detail = "host_down", f"host {host} has stopped its heartbeat (last state reported: {state})"
     last = last_result(meta.get("last_command_result"))
     kind, provider = _kind(config, meta, last)
     row_running = running[0] if running else None
     return {
         "name": row["name"],
         "target": row["target"],
+        "host": host,
         "kind": kind,
         "provider": provider,
-        "state": _text(meta.get("state")),
-        "state_detail": _text(meta.get("state_detail")),
+        "state": state,
+        "state_detail": state_detail,
         "updated_at": row["updated_at"],
         "queue_depth": len(queued),
         "queued": [{"id": q["id"], "command": q["command"]} for q in queued[:QUEUED_SHOWN]],
@@ -244,7 +250,7 @@ def _session(
 
 
 def build_state(
-    snapshot: StateSnapshot,
+    snapshot: Snapshot,
     audit_log: Path,
     event_limit: int = 40,
     clock: Clock | None = None,
@@ -256,7 +262,7 @@ def build_state(
     configs = configs or {}
     state: dict[str, Any] = {
         "generated_at": iso_utc(clock.now()),
-        "db": str(snapshot.path),
+        "db": snapshot.where,
         "audit_log": str(audit_log),
         "error": None,
         "sessions": [],
@@ -267,10 +273,11 @@ def build_state(
         queued = snapshot.commands_in("queued")
         running = snapshot.commands_in("running")
         counts = snapshot.status_counts()
+        down = snapshot.down_hosts()
         state["notifications"] = {**snapshot.notifications(), "dead": dead_summary(snapshot.rows(DEAD_SQL))}
     except SnapshotError as exc:
         state["error"] = str(exc)
-        rows, queued, running, counts = [], {}, {}, {}
+        rows, queued, running, counts, down = [], {}, {}, {}, set()
     sessions = [  # every text is masked: commands are stored exact (they are what gets typed)
         redact_obj(
             _session(
@@ -279,6 +286,7 @@ def build_state(
                 running.get(r["name"], []),
                 counts.get(r["name"], {}),
                 configs.get(r["name"]),
+                down,
             )
         )
         for r in rows

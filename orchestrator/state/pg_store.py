@@ -20,8 +20,9 @@ What PostgreSQL adds, and why:
   done. A write whose commit was in flight is never retried here: its outcome is unknown, and
   only the caller knows whether doing it again is safe.
 
-Not wired yet: `state_db: postgresql://…` still means nothing to the product (see
-docs/decisions.md). Imports psycopg at the top: nothing on the CLI's path imports this module.
+Chosen by `state_db: postgresql://…` or `state_dsn` (orchestrator/state/open.py). Its errors
+live in pg_errors.py, its LISTEN in pg_listen.py. Imports psycopg at the top: nothing on the
+CLI's path imports this module unless a DSN is configured.
 """
 
 from __future__ import annotations
@@ -36,22 +37,18 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql as pgsql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from orchestrator.clock import Clock, SystemClock, iso_utc
-from orchestrator.errors import UserError
 from orchestrator.metadata import clean_metadata
 from orchestrator.model import CommandResult, CommandRow
 
-from .db_faults import DbFaults, FaultKind, StateDBError
+from .db_faults import DbFaults, StateDBError
+from .pg_errors import NOT_FAULTS, PgStateDBError, display_dsn
+from .pg_listen import CHANNEL, PgListener
 from .port import Dialect
 
 log = logging.getLogger("orchestrator.state.db")
-
-CHANNEL = "tmuxagent_queue"
-"""The NOTIFY channel `enqueue` rings; the payload is the session's name."""
 
 _Value = TypeVar("_Value")
 _Conn = psycopg.Connection[dict[str, Any]]
@@ -107,100 +104,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 0x746D7578  # pg_advisory_xact_lock key: stores starting at once migrate one by one
 
-# SQLSTATE classes and codes → the SQLite store's fault kinds (docs: errcodes-appendix)
-_KIND_BY_SQLSTATE: dict[str, FaultKind] = {
-    "53100": "disk_full",
-    "25006": "readonly",
-    "3D000": "cantopen",  # no such database
-    "3F000": "cantopen",  # no such schema
-    "28000": "cantopen",  # authorization
-    "28P01": "cantopen",
-    "XX001": "corrupt",
-    "XX002": "corrupt",
-    "55P03": "locked",
-    "40001": "locked",  # serialization failure: do it again
-    "40P01": "locked",  # deadlock
-    "57014": "locked",  # statement timeout / cancelled
-}
-_KIND_BY_CLASS: dict[str, FaultKind] = {"08": "io", "57": "io", "53": "io", "58": "io", "XX": "other"}
-_KIND_BY_TEXT: tuple[tuple[str, FaultKind], ...] = (
-    ("does not exist", "cantopen"),
-    ("authentication failed", "cantopen"),
-    ("no pg_hba.conf entry", "cantopen"),
-    ("permission denied", "cantopen"),
-)
-# bugs, not faults: they keep their own type and traceback (as sqlite3.IntegrityError does there)
-_NOT_FAULTS = (psycopg.IntegrityError, psycopg.ProgrammingError, psycopg.DataError, psycopg.NotSupportedError)
-
-_FIXES: dict[FaultKind, tuple[str, str]] = {
-    "disk_full": ("the PostgreSQL server's disk is full", "free space on the database server"),
-    "locked": ("a lock or a conflicting transaction held the write back", "retry; look for a long transaction"),
-    "corrupt": ("the PostgreSQL server reports damaged data", "check the server's log and restore from a backup"),
-    "readonly": ("the PostgreSQL server accepts no writes", "point state_db at the primary, not a replica"),
-    "cantopen": ("cannot open the state database", "check the DSN's host, database, user and pg_hba.conf"),
-    "io": ("the PostgreSQL server is unreachable", "check that it runs; the store reconnects on its own"),
-    "other": ("state database error", "check the server's log"),
-}
-
-
-def display_dsn(dsn: str) -> str:
-    """The DSN without its password, for every message a person or a log sees."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "postgresql (an unreadable DSN)"
-    where = f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}"
-    return f"postgresql://{parts.get('user') or ''}@{where}/{parts.get('dbname') or ''}"
-
-
-class PgStateDBError(StateDBError):
-    """A StateDBError naming the database (never its password) instead of a file."""
-
-    def __init__(
-        self, dsn: str, kind: FaultKind, reason: str, *, detail: str | None = None, fix: str | None = None
-    ) -> None:
-        where = display_dsn(dsn)
-        self.path = Path(where)  # what StateDBError's readers show as the place
-        self.kind = kind
-        self.reason = reason
-        default_detail, default_fix = _FIXES[kind]
-        UserError.__init__(self, f"{detail or default_detail} ({reason})", file=where, fix=fix or default_fix)
-        self.exit_code = 2 if kind in ("corrupt", "readonly", "cantopen") else 1
-        self._fatal = kind == "corrupt"
-
-    @property
-    def fatal(self) -> bool:
-        return self._fatal
-
-    @property
-    def retryable(self) -> bool:
-        """Waiting and doing it again may succeed (a dropped connection, a restart, a lock)."""
-        return self.exit_code == 1
-
-    @classmethod
-    def newer_schema(cls, dsn: str, found: int) -> PgStateDBError:
-        error = cls(
-            dsn,
-            "other",
-            f"schema version {found}, this tmuxagent knows up to {SCHEMA_VERSION}",
-            detail="the state database was written by a newer tmuxagent",
-            fix="upgrade tmuxagent on this host (or point state_db at another database)",
-        )
-        error.exit_code, error._fatal = 2, True
-        return error
-
-    @classmethod
-    def of_pg(cls, dsn: str, exc: psycopg.Error) -> PgStateDBError:
-        code = exc.sqlstate or ""
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        kind = _KIND_BY_SQLSTATE.get(code) or _KIND_BY_CLASS.get(code[:2])
-        if kind is None:
-            lowered = text.lower()
-            kind = next((k for needle, k in _KIND_BY_TEXT if needle in lowered), None)
-        if kind is None:
-            kind = "io" if isinstance(exc, psycopg.OperationalError) else "other"
-        return cls(dsn, kind, text)
-
 
 def _metadata_dict(value: object) -> dict[str, Any]:
     """A session row's metadata as a dict ({} for no row, or a value that is not an object)."""
@@ -209,50 +112,6 @@ def _metadata_dict(value: object) -> dict[str, Any]:
 
 def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
-
-
-class PgListener:
-    """`LISTEN tmuxagent_queue` on a connection of its own, on a thread of its own: each
-    notification becomes `callback(session)`. After its connection is lost and made again it
-    calls `callback(None)` ("anything may have been queued meanwhile: look at every session")."""
-
-    def __init__(self, dsn: str, callback: Callable[[str | None], None], poll_s: float = 0.2) -> None:
-        self.dsn = dsn
-        self.callback = callback
-        self.poll_s = poll_s
-        self.listening = threading.Event()  # set while LISTEN is in force
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pg-listen", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        reconnected = False
-        while not self._closing.is_set():
-            try:
-                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(CHANNEL)))
-                    self.listening.set()
-                    if reconnected:
-                        self._call(None)
-                    while not self._closing.is_set():
-                        for note in conn.notifies(timeout=self.poll_s):
-                            self._call(note.payload)
-            except psycopg.Error as exc:
-                if self.listening.is_set() or not reconnected:  # once per episode, not per attempt
-                    log.warning("queue listener lost %s (%s); listening again", display_dsn(self.dsn), exc)
-                self.listening.clear()
-                reconnected = True
-                self._closing.wait(self.poll_s)
-
-    def _call(self, session: str | None) -> None:
-        try:
-            self.callback(session)
-        except Exception:  # a bug in the callback must not stop the wake-ups
-            log.exception("queue listener callback failed")
-
-    def close(self) -> None:
-        self._closing.set()
-        self._thread.join(timeout=5 * self.poll_s + 1)
 
 
 class PgStateStore:
@@ -279,7 +138,7 @@ class PgStateStore:
             self._migrate()
         except psycopg.Error as exc:
             self._drop()
-            if isinstance(exc, _NOT_FAULTS):
+            if isinstance(exc, NOT_FAULTS):
                 raise
             raise PgStateDBError.of_pg(dsn, exc) from None
         except BaseException:
@@ -315,7 +174,7 @@ class PgStateStore:
             row = conn.execute("SELECT COALESCE(MAX(version), 0) AS version FROM schema_version").fetchone()
             found = int(row["version"]) if row else 0
             if found > SCHEMA_VERSION:
-                raise PgStateDBError.newer_schema(self.dsn, found)
+                raise PgStateDBError.newer_schema(self.dsn, found, SCHEMA_VERSION)
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version - 1]:
                     conn.execute(statement)
@@ -332,7 +191,7 @@ class PgStateStore:
         try:
             yield
         except psycopg.Error as exc:
-            if isinstance(exc, _NOT_FAULTS):
+            if isinstance(exc, NOT_FAULTS):
                 raise
             if self._conn is not None and (self._conn.broken or self._conn.closed):
                 self._drop()

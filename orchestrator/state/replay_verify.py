@@ -13,7 +13,7 @@ from orchestrator.state.replay import (
     Replay,
     SessionReplay,
 )
-from orchestrator.state.snapshot import StateSnapshot
+from orchestrator.state.snapshot import Snapshot
 
 
 def _db_last_result(metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -26,7 +26,7 @@ def _db_last_result(metadata: dict[str, Any]) -> dict[str, Any] | None:
     return subset
 
 
-def verify_db(result: Replay, snapshot: StateSnapshot, session: str | None = None) -> list[str]:
+def verify_db(result: Replay, snapshot: Snapshot, session: str | None = None) -> list[str]:
     """Every way the replayed state differs from the DB, as readable lines (empty: identical)."""
     db_sessions = {row["name"]: row["metadata"] for row in snapshot.sessions()}
     counts = snapshot.status_counts()
