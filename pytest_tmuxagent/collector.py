@@ -26,9 +26,11 @@ from .report import (
     json_path,
     render,
     render_json,
+    stores_cell,
     summarize,
     write_report,
 )
+from .summaries import STORE_PROPERTY
 
 DEFAULT_REPORT = options.DEFAULT_REPORT
 TOTALS_PROPERTY = "tmuxagent_scenario_totals"  # per scenario letter: how many of its tests were collected
@@ -91,6 +93,7 @@ class ReportCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = self.records.setdefault(report.nodeid, TestRecord(report.nodeid, self._letters(report.keywords)))
         record.kinds = kinds_of(report.nodeid, report.user_properties)
+        record.store = next((str(v) for k, v in report.user_properties if k == STORE_PROPERTY), record.store)
         record.duration += report.duration
         if report.failed:
             record.outcome = "failed"
@@ -219,6 +222,8 @@ class ReportCollector:
                 f"{summary.duration:6.1f}s  {summary.title}"
             )
             terminalreporter.line(f"            agents: {agents_cell(summary)}")
+            if summary.store_counts("postgresql") != {"passed": 0, "failed": 0, "skipped": 0}:
+                terminalreporter.line(f"            stores: {stores_cell(summary)}")
         terminalreporter.line(f"report: {self.report_path()} (and {json_path(self.report_path()).name})")
         if self.rows and not self.progress:  # `tmux-agent validate` prints it as its own last line
             terminalreporter.line(acceptance_line(self.rows, self.report_path()))

@@ -286,9 +286,11 @@ def orchestrator_service(
     request: pytest.FixtureRequest,
     tmuxagent_live: LiveContext | None,
     tmuxagent_settings: dict[str, Any],
+    tmuxagent_state_dsn: str | None,
 ) -> Iterator[OrchestratorServiceFactory]:
     """Factory: `orchestrator_service(panes, settings={...}, env={...})` starts the real service
-    (see OrchestratorServiceFactory for every keyword)."""
+    (see OrchestratorServiceFactory for every keyword), its state in `tmuxagent_state_dsn`'s
+    PostgreSQL database when that is set, else in its SQLite file."""
     started: list[OrchestratorService] = []
 
     def factory(
@@ -321,6 +323,7 @@ def orchestrator_service(
             session_overrides=session_overrides,
             base_settings=tmuxagent_settings,
             announce=say,
+            state_dsn=tmuxagent_state_dsn,
         )
         started.append(service)
         if start:

@@ -20,7 +20,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +40,7 @@ __all__ = [
     "ScenarioSummary",
     "TestRecord",
     "agents_cell",
+    "stores_cell",
     "commit_under_test",
     "criteria",
     "decided_by_tests",
@@ -126,9 +127,18 @@ def _cell(text: str) -> str:
 
 def agents_cell(summary: ScenarioSummary) -> str:
     """`shell ✓ · claude ✓ (1 skipped) · codex ✗ (1 failed)`; a kind without tests is `– not run`."""
+    return _outcomes_cell(summary.agents, summary.kind_counts)
+
+
+def stores_cell(summary: ScenarioSummary) -> str:
+    """`sqlite ✓ · postgresql ✓`: the state stores the scenario's tests ran on, and how they did."""
+    return _outcomes_cell(summary.stores, summary.store_counts)
+
+
+def _outcomes_cell(statuses: Mapping[str, str], count: Callable[[str], dict[str, int]]) -> str:
     parts = []
-    for kind, status in summary.agents.items():
-        counts = summary.kind_counts(kind)
+    for kind, status in statuses.items():
+        counts = count(kind)
         if status == "passed":
             parts.append(f"{kind} ✓" + (f" ({counts['skipped']} skipped)" if counts["skipped"] else ""))
         elif status == "failed":
@@ -405,6 +415,8 @@ def _scenario_section(
         "",
         f"### {letter.upper()} — {summary.title}: {summary.result} · agents: {agents_cell(summary)}",
         "",
+        f"State stores: {stores_cell(summary)}.",
+        "",
     ]
     if not summary.tests:
         return [*out, "Not run.", ""]
@@ -417,6 +429,7 @@ def _scenario_section(
     )
     for test in summary.tests:
         on = "" if test.kinds == ["shell"] else f" on {', '.join(test.kinds)}"
+        on += "" if test.store == "sqlite" else f" (state on {test.store})"
         said = " ".join(test.decisions) or test.reason
         if test.outcome == "failed":
             said = f"{summary.what_broke(test)} — {test.reason}"
@@ -466,6 +479,7 @@ def render_json(
                 "missing_tools": summary.missing_tools,
                 "agents": summary.agents,
                 "agent_tests": {kind: summary.kind_counts(kind) for kind in summary.agents},
+                "stores": summary.stores,
             }
             for letter, summary in summaries.items()
         },
@@ -479,6 +493,7 @@ def render_json(
                 "nodeid": t.nodeid,
                 "scenarios": t.scenarios,
                 "kinds": t.kinds,
+                "store": t.store,
                 "outcome": t.outcome,
                 "duration_s": round(t.duration, 3),
                 "reason": redact(t.reason),

@@ -23,6 +23,7 @@ import yaml
 from orchestrator.model import TERMINAL_STATUSES, CommandRow
 from orchestrator.redact import SECRET_ENV_VARS
 from orchestrator.state.audit_read import read_events
+from orchestrator.state.port import Store
 from orchestrator.state.store import StateStore
 
 from .evidence import step
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 # What `tmuxagent_settings` returns by default: merged under each service's own settings.
+DEFAULT_HOST = "local"
+"""The fleet host of a service on PostgreSQL that names none."""
+
 COMPRESSED_SETTINGS: dict[str, Any] = {
     "stall_timeout_seconds": 2,
     "stall_retries_before_notify": 1,
@@ -115,6 +119,8 @@ class OrchestratorService:
     host: str | None = None  # this service's fleet host (with state_dsn)
 
     def __post_init__(self) -> None:
+        if self.state_dsn and not self.host:
+            self.host = DEFAULT_HOST
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path = self.root / "agent-config.yaml"
         self.orchestrator_path = self.root / ".tmuxagent" / "orchestrator.toml"
@@ -243,8 +249,27 @@ class OrchestratorService:
         return status
 
     # reading what happened ------------------------------------------------------------
-    def store(self) -> StateStore:
+    def store(self) -> Store:
+        """The service's state store (its SQLite file, or its PostgreSQL database); close it."""
+        if self.state_dsn:
+            from orchestrator.state.pg_store import PgStateStore
+
+            return PgStateStore(self.state_dsn)
         return StateStore(self.state_db)
+
+    @property
+    def verify_args(self) -> list[str]:
+        """How replay is pointed at this service's state (`--verify-db FILE` or `--dsn DSN`)."""
+        return ["--dsn", self.state_dsn] if self.state_dsn else ["--verify-db", str(self.state_db)]
+
+    @property
+    def state_where(self) -> str:
+        """The state DB as replay and the dashboard name it."""
+        if self.state_dsn:
+            from orchestrator.state.pg_errors import display_dsn
+
+            return display_dsn(self.state_dsn)
+        return str(self.state_db)
 
     def command(self, command_id: int) -> CommandRow | None:
         store = self.store()
@@ -351,6 +376,7 @@ def make_service(
     session_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     base_settings: Mapping[str, Any] | None = None,
     announce: Callable[[str], None] | None = None,
+    state_dsn: str | None = None,
 ) -> OrchestratorService:
     """An `OrchestratorService` with its config written, not started (what the fixture's factory builds)."""
     return OrchestratorService(
@@ -363,6 +389,7 @@ def make_service(
         announce=announce,
         session_overrides={name: dict(keys) for name, keys in (session_overrides or {}).items()},
         base_settings=dict(COMPRESSED_SETTINGS if base_settings is None else base_settings),
+        state_dsn=state_dsn,
     )
 
 

@@ -25,6 +25,9 @@ __all__ = [
     "summarize",
 ]
 
+STORES = ("sqlite", "postgresql")  # the report's stores line, in this order
+STORE_PROPERTY = "tmuxagent_store"
+"""The user property naming the store a test ran on (it rides over xdist to the report)."""
 KINDS = ("shell", "claude", "codex")  # the report's agents column, in this order; others follow
 MISSING_TOOL = "missing tool: "  # how a test that skips for lack of an optional tool says so
 
@@ -40,6 +43,7 @@ class TestRecord:
     evidence: list[EvidenceItem] = field(default_factory=list)
     reason: str = ""
     kinds: list[str] = field(default_factory=lambda: ["shell"])  # the kinds of session it ran on
+    store: str = "sqlite"  # the state store its orchestrators ran on (postgres_plugin's `tmuxagent_each_store`)
 
     @property
     def name(self) -> str:
@@ -140,6 +144,19 @@ class ScenarioSummary:
         seen = [k for t in self.tests for k in t.kinds]
         kinds = [*KINDS, *dict.fromkeys(k for k in seen if k not in KINDS)]
         return {kind: _outcome({t.outcome for t in self.tests if kind in t.kinds}) for kind in kinds}
+
+    def store_counts(self, store: str) -> dict[str, int]:
+        """How many of this scenario's tests on `store` passed, failed and were skipped."""
+        counts = {"passed": 0, "failed": 0, "skipped": 0}
+        for test in self.tests:
+            if test.store == store:
+                counts[test.outcome] = counts.get(test.outcome, 0) + 1
+        return counts
+
+    @property
+    def stores(self) -> dict[str, str]:
+        """Per state store (sqlite, postgresql): the outcome over the tests that ran on it."""
+        return {store: _outcome({t.outcome for t in self.tests if t.store == store}) for store in STORES}
 
     @property
     def duration(self) -> float:

@@ -55,7 +55,7 @@ def test_factories_have_real_keyword_parameters() -> None:
         ],
         pytest_tmuxagent.AgentPaneFactory: ["name", "workdir", "shell"],
         pytest_tmuxagent.PrometheusServerFactory: ["base_config", "targets", "scrape_interval", "evaluation_interval"],
-        pytest_tmuxagent.DashboardServerFactory: ["db", "audit_log", "token", "extra_args"],
+        pytest_tmuxagent.DashboardServerFactory: ["db", "audit_log", "token", "extra_args", "dsn"],
     }
     for protocol, names in protocols.items():
         parameters = list(inspect.signature(protocol.__call__).parameters.values())[1:]

@@ -44,16 +44,17 @@ def replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def replay_matching(log: Path, db: Path) -> tuple[dict[str, Any], str]:
-    """Replay `log` against `db` (`--verify-db --json`); return the summary and replay's stderr
-    once it exits 0 and says the DB matches the log (bad lines may be reported in `problems`)."""
-    replayed = replay_cli("--log", str(log), "--verify-db", str(db), "--json")
+def replay_matching(log: Path, service) -> tuple[dict[str, Any], str]:  # type: ignore[no-untyped-def]
+    """Replay `log` against the service's state DB (`--verify-db FILE` or `--dsn DSN`, `--json`);
+    return the summary and replay's stderr once it exits 0 and says the DB matches the log (bad
+    lines may be reported in `problems`)."""
+    replayed = replay_cli("--log", str(log), *service.verify_args, "--json")
     if replayed.returncode == 1:  # say how the DB differs, not the whole summary
         differences = json.loads(replayed.stdout)["verify"]["differences"]
         raise AssertionError(f"replay --verify-db: the state DB differs from the audit log: {differences}")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     summary = json.loads(replayed.stdout)
-    assert summary["verify"] == {"db": str(db), "ok": True, "differences": []}
+    assert summary["verify"] == {"db": service.state_where, "ok": True, "differences": []}
     return dict(summary), replayed.stderr
 
 
@@ -61,7 +62,7 @@ def replay_verified(service) -> dict:  # type: ignore[no-untyped-def]
     """Stop the service, replay its audit log against its state DB (`--verify-db --json`), and
     return the summary once replay says the DB matches the log and no line is bad."""
     assert service.stop() == 0
-    summary, _ = replay_matching(service.audit_log, service.state_db)
+    summary, _ = replay_matching(service.audit_log, service)
     assert summary["problems"] == []
     return summary
 

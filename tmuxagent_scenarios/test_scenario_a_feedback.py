@@ -120,6 +120,7 @@ def test_command_feedback(shell: str, case: Case, agent_pane, orchestrator_servi
     )
 
 
+@pytest.mark.tmuxagent_each_store
 def test_five_thousand_lines_keep_only_the_configured_tail(agent_pane, orchestrator_service) -> None:
     pane = agent_pane(SESSION)
     service = orchestrator_service([pane], settings={"output_tail_lines": 5})
@@ -143,6 +144,7 @@ def test_duration_is_measured_by_the_pane_shell(shell: str, agent_pane, orchestr
     assert 0.4 <= row.duration_s < 0.4 + 10  # room for a machine at load 15 on 2 cores to start `sleep`
 
 
+@pytest.mark.tmuxagent_each_store
 def test_commands_run_one_at_a_time_in_fifo_order(shell: str, agent_pane, orchestrator_service) -> None:
     pane = pane_in(agent_pane, shell)
     service = orchestrator_service([pane], start=False)

@@ -24,6 +24,7 @@ STALL = {
 }
 
 
+@pytest.mark.tmuxagent_each_store
 def test_stalled_command_is_healed_alerted_and_cooled_down(
     agent_pane, orchestrator_service, wecom_mock, tmuxagent_evidence
 ) -> None:
@@ -95,6 +96,7 @@ def started_twice(service) -> list[dict] | None:  # type: ignore[no-untyped-def]
     return starts if len(starts) == 2 else None
 
 
+@pytest.mark.tmuxagent_each_store
 def test_a_cooldown_survives_a_restart_of_the_orchestrator(agent_pane, orchestrator_service, wecom_mock) -> None:
     """Stopped and started again (same DB) inside a stall's cooldown, the orchestrator still holds
     the session's next command until `cooldown_until`, and runs it after."""

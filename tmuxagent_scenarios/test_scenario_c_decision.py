@@ -154,6 +154,7 @@ def test_missing_api_key_blocker_gets_next_actions(
     assert service.process.poll() is None
 
 
+@pytest.mark.tmuxagent_each_store
 def test_suggested_commands_obey_the_safety_policy(agent_pane, orchestrator_service, fake_codex, wecom_mock) -> None:
     fake_only(fake_codex)
     fake_codex.script([REPLIES["valid"]])
@@ -201,6 +202,7 @@ def test_suggested_commands_obey_the_safety_policy(agent_pane, orchestrator_serv
     assert service.metrics.value("orchestrator_suggestions_total", session=SESSION, policy="denied") == 1
 
 
+@pytest.mark.tmuxagent_each_store
 def test_blockers_come_from_pane_output_and_failure_streaks(agent_pane, orchestrator_service, wecom_mock) -> None:
     pane = agent_pane(SESSION)
     service = assist_service(orchestrator_service, pane, wecom_mock, backend="off", failure_alert_threshold=2)

@@ -220,6 +220,7 @@ def test_once_mode_runs_the_whole_plan_then_exits(agent_pane, orchestrator_servi
     assert (plan["source_sha256"], plan["state"]) == (sha, "completed") and order(pane) == ALL_DONE
 
 
+@pytest.mark.tmuxagent_each_store
 def test_by_default_a_plan_waits_for_tmux_agent_approve(agent_pane, orchestrator_service, tmuxagent_evidence) -> None:
     pane = agent_pane(SESSION)
     sha = write_plan(pane, FIXED)

@@ -23,6 +23,7 @@ def heartbeats_pass(service, count: int = 5) -> None:
 
 
 @pytest.mark.parametrize("threshold", [1, 3])
+@pytest.mark.tmuxagent_each_store
 def test_failure_streak_alerts_once_blocks_and_resumes(
     threshold, agent_pane, orchestrator_service, wecom_mock, tmuxagent_evidence
 ) -> None:
@@ -82,6 +83,7 @@ def test_a_success_resets_the_streak(agent_pane, orchestrator_service, wecom_moc
     assert wecom_mock.messages() == []
 
 
+@pytest.mark.tmuxagent_each_store
 def test_unblock_resets_the_streak_so_one_more_failure_does_not_block_again(
     agent_pane, orchestrator_service, wecom_mock
 ) -> None:

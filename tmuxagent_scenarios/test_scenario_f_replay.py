@@ -12,7 +12,6 @@ import json
 import sqlite3
 from collections import Counter
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ pytestmark = pytest.mark.scenario_f
 BOT, OPS = "weather/bot", "ops/deploy"
 
 
+@pytest.mark.tmuxagent_each_store
 def test_replay_verifies_the_audit_log_of_a_mixed_run(agent_pane, orchestrator_service, tmuxagent_evidence) -> None:
     service = orchestrator_service([agent_pane(BOT), agent_pane(OPS)], settings={"failure_alert_threshold": 3})
     ok = [service.send(BOT, c) for c in ("echo one", "false", "true", "(exit 4)", "echo two")]
@@ -38,12 +38,8 @@ def test_replay_verifies_the_audit_log_of_a_mixed_run(agent_pane, orchestrator_s
     assert summary["commands"]["results"] == {"succeeded": 3, "failed": 5}
     assert summary["sessions"][OPS]["queued"] == [held] and summary["sessions"][OPS]["blocked"] is True
 
-    tampered = service.root / "tampered.db"
-    with closing(sqlite3.connect(service.state_db)) as source, closing(sqlite3.connect(tampered)) as db:
-        source.backup(db)
-        db.execute("UPDATE commands SET status='queued' WHERE id=?", (ok[0],))
-        db.commit()
-    verdict = replay_cli("--log", str(service.audit_log), "--verify-db", str(tampered))
+    tampered = tampered_state(service, "UPDATE commands SET status='queued' WHERE id=? RETURNING id", (ok[0],))
+    verdict = replay_cli("--log", str(service.audit_log), *tampered)
     assert verdict.returncode == 1 and f"{BOT}: queued commands: log [], DB [{ok[0]}]" in verdict.stdout
 
     events = sum(1 for _ in service.audit_log.open(encoding="utf-8"))
@@ -89,20 +85,42 @@ def run_with_every_status(agent_pane, orchestrator_service):  # type: ignore[no-
     return service, bot_ids[2]
 
 
-def db_results(db: Path) -> dict[str, Counter[str]]:
+def tampered_state(service, statement: str, params: tuple[Any, ...]) -> list[str]:  # type: ignore[no-untyped-def]
+    """The (stopped) service's state with `statement` applied, as replay's arguments: a changed
+    copy of the SQLite file, or the PostgreSQL database itself (the service is done with it)."""
+    if service.state_dsn:
+        store = service.store()
+        try:
+            store.query(statement, params)
+        finally:
+            store.close()
+        return list(service.verify_args)
+    tampered = service.root / "tampered.db"
+    with closing(sqlite3.connect(service.state_db)) as source, closing(sqlite3.connect(tampered)) as db:
+        source.backup(db)
+        db.execute(statement, params)
+        db.commit()
+    return ["--verify-db", str(tampered)]
+
+
+def db_results(service) -> dict[str, Counter[str]]:  # type: ignore[no-untyped-def]
     """{session: Counter(status)} of the finished commands, read from the DB with SQL alone."""
     out: dict[str, Counter[str]] = {}
-    with closing(sqlite3.connect(db)) as conn:
-        for session, status, n in conn.execute("SELECT session, status, COUNT(*) FROM commands GROUP BY 1, 2"):
-            if status in TERMINAL_STATUSES:
-                out.setdefault(session, Counter())[status] = n
+    store = service.store()
+    try:
+        rows = store.query("SELECT session, status, COUNT(*) AS n FROM commands GROUP BY session, status")
+    finally:
+        store.close()
+    for row in rows:
+        if row["status"] in TERMINAL_STATUSES:
+            out.setdefault(row["session"], Counter())[row["status"]] = int(row["n"])
     return out
 
 
-def assert_rates_are_the_dbs(summary: dict[str, Any], db: Path) -> None:
+def assert_rates_are_the_dbs(summary: dict[str, Any], service) -> None:  # type: ignore[no-untyped-def]
     """success_rate and failure_rate, overall and per session, are the DB's: each status's share
     of ALL finished commands (stalled and cancelled count in the denominator)."""
-    by_session = db_results(db)
+    by_session = db_results(service)
     overall = sum(by_session.values(), Counter())
     for scope, replayed, counts in [
         ("all sessions", summary["commands"], overall),
@@ -114,12 +132,13 @@ def assert_rates_are_the_dbs(summary: dict[str, Any], db: Path) -> None:
         assert got == pytest.approx(expected), f"{scope}: replay's rates {got}, the DB's {expected} ({dict(counts)})"
 
 
+@pytest.mark.tmuxagent_each_store
 def test_replay_of_stalled_and_cancelled_results_matches_the_db(agent_pane, orchestrator_service) -> None:
     """A stall and a cancel leave the failure streak where it was: a replay that reset it (or
     counted them as failures) would disagree with the DB here, where each follows a failure."""
     service, stuck = run_with_every_status(agent_pane, orchestrator_service)
     summary = replay_verified(service)
-    assert set(sum(db_results(service.state_db).values(), Counter())) == set(TERMINAL_STATUSES)
+    assert set(sum(db_results(service).values(), Counter())) == set(TERMINAL_STATUSES)
     assert summary["commands"]["results"] == {"succeeded": 1, "failed": 3, "stalled": 1, "cancelled": 1}
     bot, ops = summary["sessions"][BOT], summary["sessions"][OPS]
     assert (bot["results"], bot["failure_streak"], bot["stall_count"]) == (
@@ -129,7 +148,7 @@ def test_replay_of_stalled_and_cancelled_results_matches_the_db(agent_pane, orch
     )
     assert (ops["results"], ops["failure_streak"]) == ({"failed": 1, "cancelled": 1}, 1)
     assert [(e["command_id"], e["stalls"], e["outcome"]) for e in summary["stall_episodes"]] == [(stuck, 1, "stalled")]
-    assert_rates_are_the_dbs(summary, service.state_db)
+    assert_rates_are_the_dbs(summary, service)
 
 
 GARBAGE = b"\x00\x00\x00\x00\x00\x00\x00\x00 disk fault \xff\xfe\n"  # a block of NULs and noise
@@ -149,7 +168,7 @@ def test_replay_survives_a_damaged_log_names_its_bad_lines_and_keeps_the_numbers
     damaged = service.root / "damaged.jsonl"
     damaged.write_bytes(b"".join([*lines[:middle], GARBAGE, *lines[middle:], lines[0][: len(lines[0]) // 2]]))
 
-    summary, warnings = replay_matching(damaged, service.state_db)
+    summary, warnings = replay_matching(damaged, service)
     garbage_at, cut_at = middle + 1, len(lines) + 2
     problems = summary["problems"]
     assert [p.split(": ", 1)[0] for p in problems] == [f"{damaged}:{garbage_at}", f"{damaged}:{cut_at}"], problems
@@ -157,4 +176,4 @@ def test_replay_survives_a_damaged_log_names_its_bad_lines_and_keeps_the_numbers
     assert all(f"warning: {p}" in warnings for p in problems)
     for key in ("events", "by_event", "commands", "sessions", "stall_episodes", "streak_episodes"):
         assert summary[key] == clean[key], f"{key} differs from the clean log's replay"
-    assert_rates_are_the_dbs(summary, service.state_db)
+    assert_rates_are_the_dbs(summary, service)

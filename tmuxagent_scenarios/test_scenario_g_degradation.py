@@ -38,7 +38,7 @@ def write_env(service, values: dict[str, str]) -> None:
 
 
 def assert_no_secret_leaked(service, wecom_mock) -> None:
-    texts = [service.log_text(), service.audit_log.read_text(), (service.log_dir / "orchestrator.log").read_text()]
+    texts = [service.log_text(), service.audit_log.read_text(), (service.host_log_dir / "orchestrator.log").read_text()]
     leaked = [s for s in (*SECRETS, wecom_mock.access_token) for t in texts if s in t]
     assert leaked == []
 
@@ -46,12 +46,13 @@ def assert_no_secret_leaked(service, wecom_mock) -> None:
 def degraded_lines(service) -> list[str]:
     return [
         line
-        for line in (service.log_dir / "orchestrator.log").read_text().splitlines()
+        for line in (service.host_log_dir / "orchestrator.log").read_text().splitlines()
         if "notifications degraded" in line
     ]
 
 
 @pytest.mark.parametrize("mode", ["webhook", "app"])
+@pytest.mark.tmuxagent_each_store
 def test_removed_channel_degrades_then_recovers_and_flushes(
     mode, agent_pane, orchestrator_service, wecom_mock, tmuxagent_evidence
 ) -> None:

@@ -217,7 +217,10 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"dashboard: serving {server.url} (db {server.app.snapshot.where}, audit log {server.app.audit_log})", flush=True)
+    print(
+        f"dashboard: serving {server.url} (db {server.app.snapshot.where}, audit log {server.app.audit_log})",
+        flush=True,
+    )
     try:
         server.serve()
     finally:
