@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 import tomllib
 
 from orchestrator.cli.starter import ORCHESTRATOR_TOML
-from orchestrator.state.store import StateStore
+from orchestrator.state.port import Store
 from pytest_tmuxagent.service import OrchestratorService, merge_settings
 from pytest_tmuxagent.tmux_server import AgentPane, TmuxTestServer
 
@@ -132,11 +132,11 @@ def capture_id(tmux: TmuxTestServer, pane_id: str, tmux_bin: str | None = None) 
     return out.stdout.splitlines()
 
 
-def start_service(service: OrchestratorService, stack: ExitStack) -> StateStore:
-    """Start `service` (stopped when `stack` closes) and open its state DB."""
+def start_service(service: OrchestratorService, stack: ExitStack) -> Store:
+    """Start `service` (stopped when `stack` closes) and open its state DB (SQLite or PostgreSQL)."""
     stack.callback(service.stop)
     service.start()
-    store = StateStore(service.state_db)
+    store = service.store()
     stack.callback(store.close)
     return store
 

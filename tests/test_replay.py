@@ -440,3 +440,42 @@ def test_a_queued_line_landing_after_the_engines_lines_does_not_requeue(recorder
     assert verify_db(replayed, StateSnapshot(recorder.store.path)) == []
     bot = replayed.sessions[BOT]
     assert (dict(bot.results), bot.queued, bot.running) == ({"succeeded": 1}, {}, {running: "sleep 5"})
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("--verify-db", "state.db", "--dsn", "dbname=fleet"), "--dsn"),
+        (("--dsn", "host=/nonexistent-socket-folder dbname=fleet connect_timeout=2"), "--dsn"),
+        (("--dsn", "dbname=fleet", "--limit", "3"), "--limit"),
+    ],
+    ids=["both-dbs", "unreachable-fleet-db", "partial-replay"],
+)
+def test_a_bad_fleet_database_is_one_line_and_exit_2(
+    recorder: Recorder, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], named: str
+) -> None:
+    mixed_run(recorder)
+    code, out, err = run_cli(capsys, "--log", str(recorder.audit.path), *extra)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert named in line, line
+
+
+def test_several_logs_replay_as_one_fleet_in_time_order(
+    recorder: Recorder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mixed_run(recorder)
+    lines = recorder.audit.path.read_text().splitlines()
+    bot = [line for line in lines if f'"session": "{BOT}"' in line or f'"session":"{BOT}"' in line]
+    assert bot and len(bot) < len(lines)
+    (tmp_path / "h1.jsonl").write_text("".join(f"{line}\n" for line in bot))
+    (tmp_path / "h2.jsonl").write_text("".join(f"{line}\n" for line in lines if line not in bot))
+    db = str(tmp_path / "state.db")
+    whole = run_cli(capsys, "--log", str(recorder.audit.path), "--verify-db", db, "--json")
+    split = run_cli(
+        capsys, "--log", str(tmp_path / "h2.jsonl"), "--log", str(tmp_path / "h1.jsonl"), "--verify-db", db, "--json"
+    )
+    assert whole[0] == split[0] == 0
+    one, two = json.loads(whole[1]), json.loads(split[1])
+    assert two["log"] == [str(tmp_path / "h2.jsonl"), str(tmp_path / "h1.jsonl")]
+    assert {k: v for k, v in one.items() if k != "log"} == {k: v for k, v in two.items() if k != "log"}
