@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.state.db_faults import StateDBError
+
 from .engine_fakes import session
 from .engine_rig import make_rig
 
@@ -98,3 +100,43 @@ def test_a_server_restarted_between_liveness_rounds_is_caught_before_typing(tmp_
     rig.sup.step()
     assert rig.driver.delivered == [(cid, "%7")]
     assert "%0" in rig.driver.forgotten
+
+
+def test_a_dispatch_the_state_db_fails_after_the_typing_is_still_audited_once(tmp_path: Path) -> None:
+    """The state DB refuses every read from the moment the line is typed (a PostgreSQL restart,
+    a locked SQLite file): the command runs, so its `command_dispatched` line must be written —
+    once — and its result recorded when the DB is back (the fleet restart test found it lost)."""
+    rig = make_rig(tmp_path)
+    down = {"now": False}
+    real_depth, real_command = rig.store.queue_depth, rig.store.command
+    fault = StateDBError(rig.store.path, "io", "server closed the connection unexpectedly")
+
+    def refusing(real):  # type: ignore[no-untyped-def]
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            if down["now"]:
+                raise fault
+            return real(*args, **kwargs)
+
+        return call
+
+    rig.store.queue_depth = refusing(real_depth)  # type: ignore[method-assign]
+    rig.store.command = refusing(real_command)  # type: ignore[method-assign]
+    real_deliver = rig.driver.deliver
+
+    def deliver_then_fail(row, pane_id):  # type: ignore[no-untyped-def]
+        real_deliver(row, pane_id)
+        down["now"] = True
+
+    rig.driver.deliver = deliver_then_fail  # type: ignore[method-assign]
+    command_id = rig.send("echo hi")
+    try:
+        rig.sup.step()
+    except StateDBError:
+        pass  # the loop's fault boundary (Supervisor.run) waits it out
+    down["now"] = False
+    rig.driver.end(command_id, 0)
+    for _ in range(3):
+        rig.advance(0.1)
+    assert rig.status(command_id) == "succeeded"
+    assert rig.audit().count("command_dispatched") == 1
+    assert [e for e in rig.audit() if e.startswith("command_")] == ["command_dispatched", "command_result"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.cli.doctor_fleet import check_fleet_db
 from orchestrator.config import load_config
 from orchestrator.dashboard.state import build_state
 from orchestrator.state.pg_snapshot import PgSnapshot
@@ -115,6 +116,9 @@ def test_a_killed_host_raises_one_host_down_and_resumes_its_queue_after_restart(
         finally:
             snapshot.close()
         assert cards == {"h1/job": "idle", "h2/job": "host_down", "h3/job": "idle"}
+        checked = check_fleet_db(load_config(elsewhere), postgres_dsn)  # `tmux-agent doctor`'s line
+        assert checked.ok and checked.warn and "h2 DOWN" in checked.seen and "h1 up" in checked.seen
+        assert "restart tmux-agent-orchestrator on h2" in checked.line()
         # every live host reports the silent one, and every series it serves names the server
         for service, host in ((fleet[0], "h1"), (fleet[2], "h3")):
             assert service.metrics is not None

@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
+from orchestrator.cli.doctor_fleet import check_fleet_db
+from orchestrator.config import load_config
 from orchestrator.state.pg_store import PgStateStore
 from pytest_tmuxagent.postgres import PostgresServer
 from pytest_tmuxagent.service import OrchestratorService
 from pytest_tmuxagent.socket_gate import SocketGate, gate_folder
 from pytest_tmuxagent.waiting import wait_until
 
-from .fleet_rig import HOSTS, events, running_fleet
+from .fleet_rig import HOSTS, events, laptop_config, running_fleet
 
 PER_SESSION = 30
 
@@ -67,7 +69,10 @@ def test_a_postgres_restart_mid_run_loses_no_command_and_runs_none_twice(
         for service, host in zip(fleet, HOSTS, strict=True):
             assert service.process is not None and service.process.poll() is None, f"{host} died"
             dispatched = [e["command_id"] for e in events(service) if e["event"] == "command_dispatched"]
-            assert sorted(dispatched) == [r["id"] for r in rows if r["session"] == f"{host}/job"]
+            mine = [r["id"] for r in rows if r["session"] == f"{host}/job"]
+            missing = set(mine) - set(dispatched)
+            told = [e for e in events(service) if e.get("command_id") in missing]
+            assert sorted(dispatched) == mine, (told, service.log_text()[-3000:])
         assert sum(_db_errors(s) for s in fleet) >= 1  # the hosts met the restart and counted it
         # each host listens again: a command queued now is run at once
         again = laptop.enqueue("h2/job", "echo after")
@@ -110,3 +115,10 @@ def test_a_host_cut_off_from_the_database_is_host_down_once_and_runs_its_queue_w
             assert laptop.query("SELECT down_since FROM hosts WHERE name='h2'") == [{"down_since": None}]
     finally:
         gate.close()
+
+
+def test_doctor_names_an_unreachable_fleet_database_in_one_failed_line(tmp_path: Path) -> None:
+    config = laptop_config(tmp_path, "host=/nonexistent-socket-folder dbname=fleet connect_timeout=2", sessions=[])
+    checked = check_fleet_db(load_config(config), "host=/nonexistent-socket-folder dbname=fleet connect_timeout=2")
+    assert not checked.ok and "postgresql://" in checked.seen and "pg_hba.conf" in checked.line()
+    assert len(checked.line().splitlines()) == 1

@@ -21,7 +21,7 @@ from orchestrator.cli.doctor_checks import (
     check_optional_tools,
     check_wecom,
 )
-from orchestrator.config import load_config
+from orchestrator.config import Config, load_config
 from orchestrator.envfile import EnvSource
 from orchestrator.errors import UserError
 
@@ -54,7 +54,7 @@ def run_checks(args: argparse.Namespace) -> list[CheckResult]:
         lambda: check_wecom(env, args.send_test, min(timeout, 10.0)),
         lambda: check_metrics_port(config, metrics_port),
         lambda: check_dashboard_port(config, DASHBOARD_HOST, args.dashboard_port),
-        lambda: check_db(config.state_db),
+        lambda: _check_state(config),
         lambda: check_log_dir(config.log_dir),
         lambda: check_network(config.settings, env, min(timeout, 10.0)),
         check_optional_tools,
@@ -63,6 +63,14 @@ def run_checks(args: argparse.Namespace) -> list[CheckResult]:
         outcome = check()
         results.extend(outcome if isinstance(outcome, list) else [outcome])
     return results
+
+
+def _check_state(config: Config) -> CheckResult:
+    if config.state_dsn:  # psycopg only for a fleet
+        from orchestrator.cli.doctor_fleet import check_fleet_db
+
+        return check_fleet_db(config, config.state_dsn)
+    return check_db(config.state_db)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from orchestrator.clock import Clock, SystemClock, iso_utc, next_beat
 from orchestrator.config import OrchestratorSettings, SessionConfig
@@ -392,9 +393,13 @@ class Supervisor:
                 self._dry_run_seen.add(row.id)
                 self.bus.publish(DryRunDispatch(name, row))
             return
-        if not self.store.mark_running(row.id, iso_utc(self.clock.now())):
+        # read before the line is typed: once it is, nothing may stop its dispatch being told (a
+        # DB that fails from then on must not lose the command_dispatched line, nor the command)
+        depth_after = max(self.store.queue_depth(name) - 1, 0)
+        started_at = iso_utc(self.clock.now())
+        if not self.store.mark_running(row.id, started_at):
             return
-        row = self.store.command(row.id) or row
+        row = replace(row, status="running", started_at=started_at, attempts=row.attempts + 1)  # what it wrote
         driver = self.driver_for(name)
         try:
             driver.deliver(row, pane_id)
@@ -409,7 +414,7 @@ class Supervisor:
         state.running = Running(row, pane_id, mono, driver.activity_marker(row.id), mono)
         self.watch.first_sent.setdefault(row.id, mono)
         with self.store.batch():  # what the subscribers write about the dispatch: one commit
-            self.bus.publish(CommandDispatched(name, row, self.store.queue_depth(name)))
+            self.bus.publish(CommandDispatched(name, row, depth_after))
             self.set_state(state, "working")
 
     def _pane_for(self, state: SessionState, report: bool) -> str | None:
