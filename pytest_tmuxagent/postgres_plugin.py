@@ -19,6 +19,7 @@ from typing import Literal, get_args
 
 import pytest
 
+from . import options
 from .postgres import PostgresServer, PostgresUnavailable
 from .summaries import STORE_PROPERTY
 
@@ -38,6 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # live mode runs on the user's own setup: their config's store, once
+    if options.live(metafunc.config):
+        return
     if metafunc.definition.get_closest_marker(EACH_STORE) and "tmuxagent_state_dsn" in metafunc.fixturenames:
         metafunc.parametrize("tmuxagent_state_dsn", STORES, indirect=True)
 

@@ -66,13 +66,20 @@ def laptop_config(tmp_path: Path, dsn: str, sessions: list[dict[str, str]]) -> P
     return config
 
 
+def tmux_agent(config: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`tmux-agent COMMAND --config CONFIG ARGS…`, run as a person on that machine runs it."""
+    argv = [cli_path("tmux-agent"), command, "--config", str(config), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def fleet_status(config: Path) -> list[dict[str, Any]]:
+    """The sessions `tmux-agent status --json` shows from the machine of `config`."""
+    shown = tmux_agent(config, "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    sessions: list[dict[str, Any]] = json.loads(shown.stdout)["sessions"]
+    return sessions
+
+
 def fleet_states(config: Path) -> dict[str, tuple[str, str]]:
     """{session: (state, state_detail)} as `tmux-agent status --json` shows the fleet."""
-    shown = subprocess.run(
-        [cli_path("tmux-agent"), "status", "--config", str(config), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert shown.returncode == 0, shown.stderr
-    return {s["name"]: (s["state"], s["state_detail"] or "") for s in json.loads(shown.stdout)["sessions"]}
+    return {s["name"]: (s["state"], s["state_detail"] or "") for s in fleet_status(config)}

@@ -24,7 +24,16 @@ from pytest_tmuxagent.dashboard import DashboardServerFactory
 from pytest_tmuxagent.service import OrchestratorService, cli_path
 from pytest_tmuxagent.waiting import wait_until
 
-from .fleet_rig import FLEET_SETTINGS, HOSTS, events, fleet_states, laptop_config, running_fleet
+from .fleet_rig import (
+    FLEET_SETTINGS,
+    HOSTS,
+    events,
+    fleet_states,
+    fleet_status,
+    laptop_config,
+    running_fleet,
+    tmux_agent,
+)
 
 PER_SESSION = 100  # 300 commands in all
 
@@ -171,12 +180,7 @@ def test_send_and_status_from_a_machine_with_no_tmux_of_its_own_reach_the_owning
     # its config names no session: `send` finds h3/job, and its host, in the fleet's database
     config = laptop_config(tmp_path, postgres_dsn, sessions=[])
     laptop = config.parent
-    sent = subprocess.run(
-        [cli_path("tmux-agent"), "send", "--config", str(config), "h3/job", "--", "echo", "from-laptop"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    sent = tmux_agent(config, "send", "h3/job", "--", "echo", "from-laptop")
     assert sent.returncode == 0, sent.stderr
     command_id = int(sent.stdout.strip())
     store = PgStateStore(postgres_dsn)
@@ -189,17 +193,16 @@ def test_send_and_status_from_a_machine_with_no_tmux_of_its_own_reach_the_owning
         assert "from-laptop" in (row.output_tail or "")
     finally:
         store.close()
-    shown = subprocess.run(
-        [cli_path("tmux-agent"), "status", "--config", str(config), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert shown.returncode == 0, shown.stderr
-    sessions = {s["name"]: s for s in json.loads(shown.stdout)["sessions"]}
+    sessions = {s["name"]: s for s in fleet_status(config)}
     assert {name: s["host"] for name, s in sessions.items()} == {f"{h}/job": h for h in HOSTS}
     assert sessions["h3/job"]["metadata"]["last_command_result"]["command_id"] == command_id
     assert sessions["h3/job"]["target"] == fleet[2].panes[0].target
+    # the other commands that answer a session reach it the same way
+    unblocked = tmux_agent(config, "unblock", "h3/job")
+    assert unblocked.returncode == 0 and unblocked.stdout.strip() == "h3/job unblocked", unblocked.stderr
+    refused = tmux_agent(config, "reply", "h3/job", "--", "yes")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "h3/job is idle, not waiting_input" in refused.stderr  # h3's state, read from the fleet's database
     assert not (laptop / ".tmuxagent" / "fleet" / "laptop" / "state").exists()  # no SQLite file stood in for the fleet
 
 
@@ -211,12 +214,7 @@ def test_the_whole_fleet_in_one_dashboard_and_one_replay_of_every_hosts_log(
 ) -> None:
     config = laptop_config(tmp_path, postgres_dsn, sessions=[])
     for host, command in (("h1", "true"), ("h2", "(exit 3)"), ("h3", "echo three")):
-        sent = subprocess.run(
-            [cli_path("tmux-agent"), "send", "--config", str(config), f"{host}/job", "--", command],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        sent = tmux_agent(config, "send", f"{host}/job", "--", command)
         assert sent.returncode == 0, sent.stderr
     store = PgStateStore(postgres_dsn)
     try:
